@@ -1,0 +1,214 @@
+"""Length-bucketed batches with fixed membership and a per-epoch shuffled order."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from bnvae_jax.data.vocab import PAD
+from bnvae_jax.errors import ConfigError
+
+MODES = ("same_length", "mixed")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Batch:
+    """One batch, padded to exactly ``batch_size`` examples.
+
+    Attributes:
+        tokens: <int32>[B, T] rows ``<s> w_1 .. w_L </s>`` padded with ``PAD``.
+        lengths: <int32>[B] real row length L+2; 0 for padding examples.
+        mask: <float32>[B] 1 for a real example, 0 for padding.
+        index: <int32>[B] sentence index in the corpus; -1 for padding.
+    """
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    mask: np.ndarray
+    index: np.ndarray
+
+    @property
+    def num_real(self) -> int:
+        """Real (not padding) examples."""
+        return int(np.count_nonzero(self.index >= 0))
+
+    @property
+    def num_tokens(self) -> int:
+        """Predicted tokens Σ (L+1) over the real examples (``<s>`` excluded)."""
+        real = self.lengths[self.index >= 0]
+        return int(np.sum(real.astype(np.int64) - 1))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(B, T)``."""
+        return self.tokens.shape
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingConfig:
+    """How sentences are grouped into batches.
+
+    Attributes:
+        batch_size: examples per batch B; every batch is padded to exactly this.
+        bucket_width: the time axis is padded up to a multiple of this, so T is
+            one of ``bucket_width, 2 * bucket_width, ...``.
+        mode: ``"same_length"`` (the reference: every batch holds sentences of
+            one length) or ``"mixed"`` (sentences sorted by length and cut into
+            consecutive chunks across lengths).
+        min_batch: batches with fewer sentences are dropped from the plan.
+    """
+
+    batch_size: int
+    bucket_width: int = 8
+    mode: str = "same_length"
+    min_batch: int = 1
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.bucket_width < 1:
+            raise ConfigError(f"bucket_width must be >= 1, got {self.bucket_width}")
+        if self.mode not in MODES:
+            raise ConfigError(
+                f"unknown batching mode {self.mode!r}; known modes: {', '.join(MODES)}"
+            )
+        if not 1 <= self.min_batch <= self.batch_size:
+            raise ConfigError(
+                f"min_batch must be between 1 and batch_size={self.batch_size}, "
+                f"got {self.min_batch}"
+            )
+
+
+def _padded_time(max_length: int, width: int) -> int:
+    return max(1, -(-max_length // width)) * width
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BatchPlan:
+    """Fixed batch membership; only the order changes between epochs.
+
+    Attributes:
+        groups: per batch, the <int64>[n] sentence indices (1 <= n <= B).
+        rows: the <int32>[L+2] id rows the indices point into.
+        config: the batching config.
+        num_dropped: batches left out for having fewer than ``min_batch``
+            sentences.
+        num_dropped_sentences: sentences in those batches.
+    """
+
+    groups: tuple[np.ndarray, ...]
+    rows: tuple[np.ndarray, ...]
+    config: BatchingConfig
+    num_dropped: int = 0
+    num_dropped_sentences: int = 0
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def padded_time(self, i: int) -> int:
+        """T of batch ``i``: its longest row rounded up to the bucket width."""
+        longest = max(len(self.rows[j]) for j in self.groups[i])
+        return _padded_time(longest, self.config.bucket_width)
+
+    def make_batch(self, i: int) -> Batch:
+        """Batch ``i`` of the plan (plan order), padded to ``(batch_size, T)``."""
+        group = self.groups[i]
+        size = self.config.batch_size
+        tokens = np.full((size, self.padded_time(i)), PAD, dtype=np.int32)
+        lengths = np.zeros(size, dtype=np.int32)
+        mask = np.zeros(size, dtype=np.float32)
+        index = np.full(size, -1, dtype=np.int32)
+        for slot, j in enumerate(group):
+            row = self.rows[j]
+            tokens[slot, : len(row)] = row
+            lengths[slot] = len(row)
+        mask[: len(group)] = 1.0
+        index[: len(group)] = group
+        return Batch(tokens=tokens, lengths=lengths, mask=mask, index=index)
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """The distinct ``(B, T)`` batch shapes, sorted (bounds compilations)."""
+        size = self.config.batch_size
+        return sorted({(size, self.padded_time(i)) for i in range(len(self))})
+
+    @property
+    def num_sentences(self) -> int:
+        """Sentences in the plan's batches."""
+        return sum(len(group) for group in self.groups)
+
+
+def plan_batches(rows: Sequence[np.ndarray], config: BatchingConfig) -> BatchPlan:
+    """Groups sentences into batches once (SPEC §1.4).
+
+    Sentence indices are stable-sorted by length. ``"same_length"`` cuts each
+    group of equal length into consecutive chunks of ``batch_size`` (the last
+    chunk of a group is smaller); ``"mixed"`` cuts the whole sorted order.
+
+    Args:
+        rows: <int32>[L+2] id rows.
+        config: the batching config.
+
+    Returns:
+        The plan; batches with fewer than ``config.min_batch`` sentences are
+        left out and counted.
+    """
+    rows = tuple(rows)
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    order = np.argsort(lengths, kind="stable")
+    size = config.batch_size
+    if config.mode == "same_length":
+        sorted_lengths = lengths[order]
+        cuts = np.flatnonzero(np.diff(sorted_lengths)) + 1
+        runs = np.split(order, cuts) if len(order) else []
+    else:
+        runs = [order]
+    groups, dropped, dropped_sentences = [], 0, 0
+    for run in runs:
+        for start in range(0, len(run), size):
+            chunk = run[start : start + size]
+            if len(chunk) < config.min_batch:
+                dropped += 1
+                dropped_sentences += len(chunk)
+            else:
+                groups.append(chunk)
+    return BatchPlan(
+        groups=tuple(groups),
+        rows=rows,
+        config=config,
+        num_dropped=dropped,
+        num_dropped_sentences=dropped_sentences,
+    )
+
+
+def epoch_order(plan: BatchPlan, seed: int, epoch: int) -> np.ndarray:
+    """The batch order of an epoch: a permutation fixed by ``(seed, epoch)``.
+
+    Returns:
+        <int64>[len(plan)] batch ids.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+    return rng.permutation(len(plan))
+
+
+def iterate(
+    plan: BatchPlan, *, seed: int, epoch: int, start: int = 0, shuffle: bool = True
+) -> Iterator[tuple[int, Batch]]:
+    """Yields ``(position, batch)`` for positions ``start .. len(plan) - 1``.
+
+    Resuming with ``start`` gives the same batches as the rest of an
+    uninterrupted pass over the same epoch.
+
+    Args:
+        plan: the batches.
+        seed: run seed.
+        epoch: epoch number (picks the order).
+        start: first position within the epoch.
+        shuffle: use ``epoch_order``; False keeps the plan order (evaluation).
+    """
+    if not 0 <= start <= len(plan):
+        raise ValueError(f"start={start} is outside 0..{len(plan)}")
+    order = epoch_order(plan, seed, epoch) if shuffle else np.arange(len(plan))
+    for position in range(start, len(plan)):
+        yield position, plan.make_batch(int(order[position]))

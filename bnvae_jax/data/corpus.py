@@ -1,0 +1,188 @@
+"""Reading a corpus file (one sentence per line) and turning it into id rows."""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import os
+import pathlib
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from bnvae_jax.data.vocab import BOS, EOS, Vocab
+from bnvae_jax.errors import ConfigError, DataError
+
+# Line ends as Python's universal newlines see them (what the reference's
+# ``for line in open(...)`` splits on): LF, CRLF, CR.
+_TEXT_EOL = re.compile(r"\r\n|\r|\n")
+_BYTES_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadStats:
+    """What happened to the lines of a file.
+
+    Attributes:
+        lines: lines in the file.
+        kept: lines kept as sentences.
+        dropped_empty: lines whose text has no token.
+        dropped_long: lines with more than ``max_tokens`` tokens.
+    """
+
+    lines: int
+    kept: int
+    dropped_empty: int
+    dropped_long: int
+
+    def summary(self) -> str:
+        """One line for the log."""
+        return (
+            f"{self.kept} sentences from {self.lines} lines "
+            f"({self.dropped_empty} empty and {self.dropped_long} too long dropped)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """The sentences of one file.
+
+    Attributes:
+        sentences: the kept sentences, each a tuple of tokens (at least one).
+        labels: one label string per kept sentence for labelled files, else None.
+        stats: line counts.
+        path: the file read.
+    """
+
+    sentences: tuple[tuple[str, ...], ...]
+    labels: tuple[str, ...] | None
+    stats: ReadStats
+    path: str
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def summary(self) -> str:
+        """One line for the log, naming the file."""
+        return f"{self.path}: {self.stats.summary()}"
+
+
+def _decode(path: pathlib.Path, data: bytes) -> str:
+    """UTF-8 text of ``data`` without a leading BOM; errors name line and column."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        breaks = list(_BYTES_EOL.finditer(data, 0, e.start))
+        line_start = breaks[-1].end() if breaks else 0
+        raise DataError(
+            f"{path} line {len(breaks) + 1}: not valid UTF-8 "
+            f"(byte 0x{data[e.start]:02x} at column {e.start - line_start + 1})"
+        ) from None
+    return text.removeprefix(codecs.BOM_UTF8.decode("utf-8"))
+
+
+def read_corpus(
+    path: str | os.PathLike, *, labelled: bool = False, max_tokens: int | None = None
+) -> Corpus:
+    """Reads a file of whitespace-tokenised sentences, one per line (SPEC §1.1).
+
+    Accepts LF, CRLF and CR line ends and a leading UTF-8 BOM. Lines with no
+    token are dropped; so are lines longer than ``max_tokens``.
+
+    Args:
+        path: the file.
+        labelled: lines are ``LABEL<TAB>TEXT``; the label is the text before the
+            first tab, the sentence the text after it.
+        max_tokens: drop sentences with more tokens; None keeps all.
+
+    Returns:
+        The corpus.
+
+    Raises:
+        DataError: the file is missing, a directory, not UTF-8, has no sentence,
+            or (labelled) a non-empty line has no tab or an empty label.
+        ConfigError: ``max_tokens`` < 1.
+    """
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a text file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
+    lines = _TEXT_EOL.split(_decode(path, data))
+    if lines[-1] == "":
+        lines.pop()
+    sentences: list[tuple[str, ...]] = []
+    labels: list[str] = []
+    dropped_empty = dropped_long = 0
+    for number, line in enumerate(lines, start=1):
+        label = ""
+        if labelled and line.strip():
+            label, tab, line = line.partition("\t")
+            label = label.strip()
+            if not tab:
+                raise DataError(
+                    f"{path} line {number}: expected LABEL<TAB>TEXT, found no tab"
+                )
+            if not label:
+                raise DataError(
+                    f"{path} line {number}: expected LABEL<TAB>TEXT, the label is empty"
+                )
+        tokens = tuple(line.split())
+        if not tokens:
+            dropped_empty += 1
+        elif max_tokens is not None and len(tokens) > max_tokens:
+            dropped_long += 1
+        else:
+            sentences.append(tokens)
+            labels.append(label)
+    stats = ReadStats(
+        lines=len(lines),
+        kept=len(sentences),
+        dropped_empty=dropped_empty,
+        dropped_long=dropped_long,
+    )
+    if not sentences:
+        raise DataError(f"{path}: has no sentences ({stats.summary()})")
+    return Corpus(
+        sentences=tuple(sentences),
+        labels=tuple(labels) if labelled else None,
+        stats=stats,
+        path=str(path),
+    )
+
+
+def encode_corpus(
+    corpus: Corpus | Iterable[Sequence[str]], vocab: Vocab
+) -> list[np.ndarray]:
+    """Id rows ``[<s>, w_1, .., w_L, </s>]`` (SPEC §1.3).
+
+    Args:
+        corpus: a ``Corpus`` or tokenised sentences.
+        vocab: maps words to ids (unseen words to ``<unk>``).
+
+    Returns:
+        One <int32>[L+2] row per sentence.
+    """
+    sentences = corpus.sentences if isinstance(corpus, Corpus) else corpus
+    rows = []
+    for sentence in sentences:
+        row = np.empty(len(sentence) + 2, dtype=np.int32)
+        row[0], row[-1] = BOS, EOS
+        row[1:-1] = vocab.encode(sentence)
+        rows.append(row)
+    return rows
+
+
+def count_words(rows: Iterable[np.ndarray]) -> int:
+    """Predicted tokens for perplexity: Σ (L+1) over rows of length L+2 (SPEC §1.5).
+
+    Every word plus ``</s>`` counts; ``<s>`` never does.
+    """
+    return sum(len(row) - 1 for row in rows)

@@ -1,0 +1,84 @@
+"""The three splits of a run, read from plain files or from the embedded generator."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+
+import ml_collections
+import numpy as np
+
+from bnvae_jax.data import corpus as corpus_lib
+from bnvae_jax.data import synthetic
+from bnvae_jax.data.vocab import Vocab
+from bnvae_jax.errors import ConfigError
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Datasets:
+    """Encoded splits: each a tuple of <int32>[L+2] rows ``<s> w_1 .. w_L </s>``."""
+
+    vocab: Vocab
+    train: tuple[np.ndarray, ...]
+    valid: tuple[np.ndarray, ...]
+    test: tuple[np.ndarray, ...]
+    files: dict[str, str]
+    stats: dict[str, corpus_lib.ReadStats]
+
+    def split(self, name: str) -> tuple[np.ndarray, ...]:
+        return getattr(self, name)
+
+
+def synthetic_spec(cfg: ml_collections.ConfigDict) -> synthetic.SyntheticSpec:
+    """The generator spec from ``config.data.synthetic``."""
+    names = {f.name for f in dataclasses.fields(synthetic.SyntheticSpec)}
+    return synthetic.SyntheticSpec(**{k: v for k, v in cfg.items() if k in names})
+
+
+def data_files(data_cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+    """Paths of the three splits: the given files, or the generated corpus."""
+    given = {s: data_cfg[f"{s}_file"] for s in SPLITS}
+    if any(given.values()):
+        missing = [f"data.{s}_file" for s, path in given.items() if not path]
+        if missing:
+            raise ConfigError(
+                f"{', '.join(missing)} not set: give all of data.train_file, "
+                "data.valid_file and data.test_file"
+            )
+        return given
+    if data_cfg.source != "synthetic":
+        raise ConfigError(
+            f"data.source={data_cfg.source!r} needs --config.data.train_file=..., "
+            "--config.data.valid_file=... and --config.data.test_file=..."
+        )
+    paths = synthetic.write_corpus(
+        synthetic_spec(data_cfg.synthetic), pathlib.Path(workdir) / "data"
+    )
+    return {s: str(paths[s]) for s in SPLITS}
+
+
+def load_datasets(
+    data_cfg: ml_collections.ConfigDict, workdir: str, vocab: Vocab | None = None
+) -> Datasets:
+    """Reads the splits; the vocabulary comes from the training file unless given."""
+    files = data_files(data_cfg, workdir)
+    corpora = {
+        s: corpus_lib.read_corpus(
+            files[s], labelled=data_cfg.labelled, max_tokens=data_cfg.max_tokens
+        )
+        for s in SPLITS
+    }
+    for split, corpus in corpora.items():
+        logging.info("%s: %s", split, corpus.summary())
+    if vocab is None:
+        vocab = Vocab.from_sentences(corpora["train"].sentences)
+    rows = {s: tuple(corpus_lib.encode_corpus(corpora[s], vocab)) for s in SPLITS}
+    return Datasets(
+        vocab=vocab,
+        files=files,
+        stats={s: c.stats for s, c in corpora.items()},
+        **rows,
+    )

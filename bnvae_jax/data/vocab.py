@@ -1,0 +1,160 @@
+"""Word vocabulary built from the training file in order of first occurrence."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from bnvae_jax.errors import DataError
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+    """Ids are positions in ``words``; the four special tokens come first.
+
+    Attributes:
+        words: every word of the vocabulary, ``words[i]`` has id ``i``; starts
+            with ``SPECIAL_TOKENS``.
+    """
+
+    words: tuple[str, ...]
+    _ids: dict[str, int] = dataclasses.field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self):
+        words = tuple(self.words)
+        if words[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
+            raise ValueError(f"a Vocab must start with {SPECIAL_TOKENS}")
+        ids = {word: i for i, word in enumerate(words)}
+        if len(ids) != len(words):
+            raise ValueError("a Vocab must not hold a word twice")
+        object.__setattr__(self, "words", words)
+        object.__setattr__(self, "_ids", ids)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def id(self, word: str) -> int:
+        """The id of ``word``; ``UNK`` for a word not in the vocabulary."""
+        return self._ids.get(word, UNK)
+
+    def encode(self, tokens: Sequence[str]) -> np.ndarray:
+        """Ids of ``tokens``, without ``<s>`` or ``</s>``.
+
+        Args:
+            tokens: L words.
+
+        Returns:
+            <int32>[L] ids; unseen words are ``UNK``.
+        """
+        get = self._ids.get
+        return np.fromiter(
+            (get(word, UNK) for word in tokens), dtype=np.int32, count=len(tokens)
+        )
+
+    def decode(self, ids: Iterable[int], *, strip_special: bool = True) -> list[str]:
+        """Words of ``ids``.
+
+        Args:
+            ids: <int>[L] token ids.
+            strip_special: stop at the first ``</s>`` and leave out ``<s>`` and
+                ``<pad>`` (``<unk>`` is kept).
+
+        Returns:
+            The words.
+
+        Raises:
+            ValueError: an id outside ``[0, len(self))``.
+        """
+        words = []
+        for i in np.asarray(ids).reshape(-1).tolist():
+            if not 0 <= i < len(self.words):
+                raise ValueError(
+                    f"token id {i} is outside a vocabulary of size {len(self.words)}"
+                )
+            if strip_special:
+                if i == EOS:
+                    break
+                if i in (BOS, PAD):
+                    continue
+            words.append(self.words[i])
+        return words
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes one word per line (UTF-8); the id of a word is its line index."""
+        pathlib.Path(path).write_text(
+            "".join(word + "\n" for word in self.words), encoding="utf-8"
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocab:
+        """Reads a file written by ``save``.
+
+        Raises:
+            DataError: the file is missing, not UTF-8, has an empty or repeated
+                word, or does not start with the special tokens.
+        """
+        path = pathlib.Path(path)
+        if not path.is_file():
+            what = "is a directory" if path.is_dir() else "file not found"
+            raise DataError(f"{path}: {what}")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{path}: not valid UTF-8 (byte offset {e.start})"
+            ) from None
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        words = [line.removesuffix("\r") for line in lines]
+        seen: dict[str, int] = {}
+        for number, word in enumerate(words, start=1):
+            if not word or word != word.strip() or len(word.split()) != 1:
+                raise DataError(
+                    f"{path} line {number}: expected one word per line, got {word!r}"
+                )
+            if word in seen:
+                raise DataError(
+                    f"{path} line {number}: word {word!r} repeats line {seen[word]}"
+                )
+            seen[word] = number
+        if tuple(words[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise DataError(
+                f"{path}: a vocabulary file must start with the lines "
+                f"{' '.join(SPECIAL_TOKENS)}"
+            )
+        return cls(tuple(words))
+
+    def fingerprint(self) -> str:
+        """SHA-256 hex digest of the words joined by newlines."""
+        return hashlib.sha256("\n".join(self.words).encode("utf-8")).hexdigest()
+
+    @classmethod
+    def from_sentences(cls, sentences: Iterable[Sequence[str]]) -> Vocab:
+        """The reference vocabulary (SPEC §1.2).
+
+        Special tokens first, then every word of ``sentences`` in order of first
+        occurrence, with no frequency cut-off. A word equal to a special token
+        (PTB has ``<unk>`` in its text) keeps the special id.
+
+        Args:
+            sentences: the tokenised training sentences.
+
+        Returns:
+            The vocabulary.
+        """
+        words = itertools.chain(
+            SPECIAL_TOKENS, itertools.chain.from_iterable(sentences)
+        )
+        return cls(tuple(dict.fromkeys(words)))
