@@ -1,0 +1,283 @@
+"""The default config, its validation, and the typed frozen objects built from it.
+
+The library never reads a ``ConfigDict`` below this module: ``resolve`` turns one into
+``RunConfig`` (frozen dataclasses) once, and every error a user can make in a config is
+raised here as one ``ConfigError`` line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+
+import ml_collections
+
+from bnvae_jax import methods as methods_lib
+from bnvae_jax.errors import ConfigError
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every knob of a run, with the reference's values (SPEC §8) unless noted."""
+    c = ml_collections.ConfigDict()
+    c.method = "bn_vae"  # a row of bnvae_jax.methods.METHODS
+    c.seed = 783435  # the reference's default seed
+
+    c.data = d = ml_collections.ConfigDict()
+    d.source = "synthetic"  # 'synthetic' (embedded generator) or 'files'
+    d.train_file = ""  # plain-text corpus: one sentence a line, whitespace tokens
+    d.valid_file = ""
+    d.test_file = ""
+    d.labelled = False  # lines are LABEL<TAB>TEXT (labels are ignored by the VAE)
+    d.max_tokens = 1000  # longer lines are dropped and counted
+    d.batch_size = 32  # sentences per training batch (global, over all devices)
+    d.eval_batch_size = 32  # sentences per evaluation batch
+    d.bucket_width = 8  # time axis padded to a multiple of this: few compiled shapes
+    d.batching = "same_length"  # 'same_length' (reference) or 'mixed'
+    d.synthetic = s = ml_collections.ConfigDict()
+    s.num_train = 4000  # sentences generated for each split
+    s.num_valid = 500
+    s.num_test = 500
+    s.vocab_size = 200  # words of the generating language model
+    s.length = 10  # tokens per sentence
+    s.latent_dim = 2  # latent of the generator (mixture of Gaussians)
+    s.num_components = 4
+    s.emb_dim = 32
+    s.hidden_dim = 32
+    s.temperature = 1.0
+    s.seed = 0
+
+    c.model = m = ml_collections.ConfigDict()
+    # Sizes of the default demo; the dataset configs set the paper's (SPEC §8).
+    m.emb_dim = 64  # word embedding size (E)
+    m.enc_hidden = 128  # encoder LSTM size
+    m.dec_hidden = 128  # decoder LSTM size
+    m.latent_dim = 8  # n
+    m.gamma = 0.6  # fixed BN scale of the bn_gaussian head
+    m.bn_momentum = 0.1  # PyTorch convention: new = (1 - m) old + m batch
+    m.bn_eps = 1e-5
+    m.dec_dropout_in = 0.5  # dropout on decoder word embeddings (not on z)
+    m.dec_dropout_out = 0.5  # dropout on decoder LSTM outputs
+    m.enc_init = "torch_default"  # 'torch_default' ([BN]) or 'uniform' ([HE]/[LI])
+    m.dec_init = "uniform"  # 'uniform' (reference) or 'torch_default'
+
+    c.train = t = ml_collections.ConfigDict()
+    t.epochs = 8  # upper bound on epochs (dataset configs: 100)
+    t.max_steps = 0  # stop after this many training steps (0: no limit)
+    t.learning_rate = 1.0  # plain SGD, momentum 0 (README of [BN]: 0.5)
+    t.clip_norm = 5.0  # global L2 norm over all parameters
+    t.kl_start = 0.0  # KL weight before the first step
+    t.kl_warmup_epochs = 2.0  # ramp to 1 over this many epochs (0: constant; paper 10)
+    t.decay_epoch = 5  # plateau length (validation epochs) before an LR decay
+    t.lr_decay = 0.5
+    t.max_decay = 5  # stop training at this many decays
+    t.load_best_epoch = 15  # no decay before this epoch
+    t.min_batch = 2  # skip batches with fewer real sentences (BN needs 2)
+    t.checkpoint_every_steps = 500  # latest checkpoint cadence (plus every epoch end)
+    t.log_every_steps = 50
+    t.test_every_epochs = 5  # test-set ELBO pass for the log (0: never)
+
+    c.eval = e = ml_collections.ConfigDict()
+    e.iw_samples = 500  # importance samples per sentence
+    e.iw_chunk = 100  # samples decoded together
+    e.iw_batch = 4  # sentences decoded together
+    e.iw_max_sentences = 0  # evaluate IW-NLL on the first N sentences (0: all)
+    e.au_threshold = 0.01
+    e.num_reconstructions = 20  # sentences written per decoding strategy
+    e.num_prior_samples = 20
+    e.beam_size = 5
+    e.max_decode_len = 100
+    e.seed = 0  # evaluation randomness (IW samples, MI, decoding)
+    return c
+
+
+# Keys that define the parameter shapes and the data a checkpoint belongs to: a
+# workdir whose run differs in any of these is refused, never overwritten.
+ARCHITECTURE_KEYS = (
+    "method",
+    "model.emb_dim",
+    "model.enc_hidden",
+    "model.dec_hidden",
+    "model.latent_dim",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and choices of the text VAE (hashable: bound statically into jit)."""
+
+    vocab_size: int
+    emb_dim: int
+    enc_hidden: int
+    dec_hidden: int
+    latent_dim: int
+    head: str
+    gamma: float
+    bn_momentum: float
+    bn_eps: float
+    dec_dropout_in: float
+    dec_dropout_out: float
+    enc_init: str
+    dec_init: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and schedule settings of the train loop."""
+
+    epochs: int
+    max_steps: int
+    learning_rate: float
+    clip_norm: float
+    kl_start: float
+    kl_warmup_epochs: float
+    decay_epoch: int
+    lr_decay: float
+    max_decay: int
+    load_best_epoch: int
+    min_batch: int
+    checkpoint_every_steps: int
+    log_every_steps: int
+    test_every_epochs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Settings of the evaluation package."""
+
+    iw_samples: int
+    iw_chunk: int
+    iw_batch: int
+    iw_max_sentences: int
+    au_threshold: float
+    num_reconstructions: int
+    num_prior_samples: int
+    beam_size: int
+    max_decode_len: int
+    seed: int
+
+
+INIT_SCHEMES = ("torch_default", "uniform")
+DATA_SOURCES = ("synthetic", "files")
+
+
+def flat_keys(config: Mapping, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf of a (nested) config."""
+    keys = []
+    for name, value in config.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(value, Mapping | ml_collections.ConfigDict):
+            keys.extend(flat_keys(value, dotted + "."))
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def check_override_keys(config: ml_collections.ConfigDict, keys: Iterable[str]):
+    """Raises ConfigError naming the nearest valid key for a mistyped override."""
+    known = flat_keys(config)
+    known_set = set(known) | {k.rsplit(".", 1)[0] for k in known if "." in k}
+    for key in keys:
+        if key in known_set:
+            continue
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+        hint = f"; did you mean --config.{near[0]}?" if near else ""
+        raise ConfigError(f"unknown config key --config.{key}{hint}")
+
+
+def get_path(config: ml_collections.ConfigDict, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _fields(cls, section: ml_collections.ConfigDict, **extra):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in section.items() if k in names}
+    values.update(extra)
+    return cls(**values)
+
+
+def _require(condition: bool, message: str):
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
+    """Checks every value a user can get wrong; returns the method's row."""
+    method = methods_lib.get_method(config.method)
+    m, t, d, e = config.model, config.train, config.data, config.eval
+    for name in ("emb_dim", "enc_hidden", "dec_hidden", "latent_dim"):
+        _require(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
+    for name in ("dec_dropout_in", "dec_dropout_out"):
+        _require(0.0 <= m[name] < 1.0, f"model.{name} must be in [0, 1), got {m[name]}")
+    if method.head == "bn_gaussian":
+        _require(
+            m.gamma > 0,
+            f"method {config.method} needs model.gamma > 0 (the KL bound is "
+            f"n*gamma^2/2), got {m.gamma}",
+        )
+        _require(
+            d.batch_size >= 2,
+            "data.batch_size must be at least 2 with batch normalisation, "
+            f"got {d.batch_size}",
+        )
+        _require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
+        _require(m.bn_eps > 0, "model.bn_eps must be positive")
+    for name in ("enc_init", "dec_init"):
+        _require(
+            m[name] in INIT_SCHEMES,
+            f"model.{name}={m[name]!r} is not one of {', '.join(INIT_SCHEMES)}",
+        )
+    _require(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
+    _require(d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
+    _require(d.bucket_width >= 1, "data.bucket_width must be >= 1")
+    _require(d.max_tokens >= 1, "data.max_tokens must be >= 1")
+    _require(
+        d.source in DATA_SOURCES,
+        f"data.source={d.source!r} is not one of {', '.join(DATA_SOURCES)}",
+    )
+    _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    _require(t.max_steps >= 0, "train.max_steps must be >= 0 (0: no limit)")
+    _require(t.learning_rate > 0, "train.learning_rate must be positive")
+    _require(t.clip_norm > 0, "train.clip_norm must be positive")
+    _require(0.0 <= t.kl_start <= 1.0, "train.kl_start must be in [0, 1]")
+    _require(t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
+    _require(0 < t.lr_decay < 1, "train.lr_decay must be in (0, 1)")
+    _require(t.decay_epoch >= 1 and t.max_decay >= 1, "train decay counts must be >= 1")
+    _require(t.min_batch >= 1, "train.min_batch must be >= 1")
+    _require(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps must be >= 1")
+    _require(t.log_every_steps >= 1, "train.log_every_steps must be >= 1")
+    _require(e.iw_samples >= 1, "eval.iw_samples must be >= 1")
+    _require(e.iw_chunk >= 1 and e.iw_batch >= 1, "eval.iw_chunk/iw_batch must be >= 1")
+    _require(e.beam_size >= 1 and e.max_decode_len >= 1, "eval decoding sizes >= 1")
+    return method
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything the library needs, typed; built once by ``resolve``."""
+
+    method_name: str
+    method: methods_lib.Method
+    seed: int
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+
+
+def resolve(config: ml_collections.ConfigDict, vocab_size: int) -> RunConfig:
+    """Validates ``config`` and returns typed objects (vocab size is derived data)."""
+    method = validate(config)
+    model = _fields(
+        ModelConfig, config.model, vocab_size=int(vocab_size), head=method.head
+    )
+    return RunConfig(
+        method_name=config.method,
+        method=method,
+        seed=int(config.seed),
+        model=model,
+        train=_fields(TrainConfig, config.train),
+        eval=_fields(EvalConfig, config.eval),
+    )

@@ -1,0 +1,30 @@
+"""He et al.'s synthetic setting (SPEC §7, paper App. A.1): scalar latent, tiny LSTMs.
+
+python -m bnvae_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
+"""
+
+from bnvae_jax import config_lib
+
+
+def get_config():
+    c = config_lib.default_config()
+    c.data.synthetic.num_train = 20000
+    c.data.synthetic.num_valid = 10000
+    c.data.synthetic.num_test = 10000
+    c.data.synthetic.vocab_size = 1000
+    c.data.synthetic.emb_dim = 100
+    c.data.synthetic.hidden_dim = 100
+    c.data.batch_size = 32  # the paper's Fig. 1 (He et al. use 16)
+    c.model.emb_dim = 50
+    c.model.enc_hidden = 50
+    c.model.dec_hidden = 50
+    c.model.latent_dim = 1  # toy.py overrides nz = 1
+    c.model.gamma = 1.0
+    c.model.enc_init = "uniform"
+    c.train.epochs = 50
+    c.train.decay_epoch = 2
+    c.train.load_best_epoch = 0
+    c.train.kl_start = 1.0
+    c.train.kl_warmup_epochs = 0.0
+    c.train.test_every_epochs = 1
+    return c
