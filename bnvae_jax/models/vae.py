@@ -1,0 +1,164 @@
+"""The LSTM text VAE: encoder, posterior head, latent-conditioned LSTM decoder."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bnvae_jax.config_lib import ModelConfig
+from bnvae_jax.models import layers, posteriors
+from bnvae_jax.models.posteriors import Posterior
+
+
+class VAEOutput(NamedTuple):
+    """Per-example terms of one training/evaluation pass.
+
+    Attributes:
+      rec: <float32>[B] summed token cross-entropy of the L+1 targets (nats).
+      kl: <float32>[B, n] per-dimension KL(q(z|x) || p(z)).
+      posterior: the posterior parameters, each <float32>[B, n].
+      z: <float32>[B, n] the sample the decoder was run on.
+    """
+
+    rec: jax.Array
+    kl: jax.Array
+    posterior: Posterior
+    z: jax.Array
+
+
+def target_mask(lengths: jax.Array, width: int) -> jax.Array:
+    """<float32>[B, width]: 1 where position t predicts a real token (t < L+1)."""
+    return (jnp.arange(width)[None, :] < (lengths[:, None] - 1)).astype(jnp.float32)
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Cross-entropy of each target: <float32>[B, T, V], <int32>[B, T] -> [B, T]."""
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return jax.nn.logsumexp(logits, axis=-1) - picked
+
+
+class Encoder(nn.Module):
+    """Embedding -> LSTM -> state at the true last token -> Linear to (mu, logvar)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, lengths: jax.Array):
+        """Encodes rows <int32>[B, T] (incl. <s>, </s>) with true lengths <int32>[B].
+
+        Returns:
+          raw mean and log-variance, each <float32>[B, n].
+        """
+        cfg = self.cfg
+        emb = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.enc_init, name="embed")
+        x = emb(tokens)
+        batch = tokens.shape[0]
+        zeros = jnp.zeros((batch, cfg.enc_hidden), x.dtype)
+        lstm = layers.LSTM(cfg.emb_dim, cfg.enc_hidden, cfg.enc_init, name="lstm")
+        hs, _ = lstm(x, zeros, zeros)
+        last = jnp.clip(lengths - 1, 0, tokens.shape[1] - 1)
+        h_last = hs[jnp.arange(batch), last]
+        out = layers.Linear(2 * cfg.latent_dim, cfg.enc_init, name="to_latent")(h_last)
+        return jnp.split(out, 2, axis=-1)
+
+
+class Decoder(nn.Module):
+    """LSTM decoder with z in its initial state and concatenated to every input."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        cfg = self.cfg
+        self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.dec_init)
+        self.init_state = layers.Linear(cfg.dec_hidden, cfg.dec_init)
+        self.lstm = layers.LSTM(
+            cfg.emb_dim + cfg.latent_dim, cfg.dec_hidden, cfg.dec_init
+        )
+        self.out = layers.Linear(cfg.vocab_size, cfg.dec_init)
+        self.drop_in = nn.Dropout(cfg.dec_dropout_in)
+        self.drop_out = nn.Dropout(cfg.dec_dropout_out)
+
+    def initial_state(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(h_0, c_0) = (tanh(W_z z), W_z z) for <float32>[B, n]."""
+        c0 = self.init_state(z)
+        return jnp.tanh(c0), c0
+
+    def __call__(self, inputs: jax.Array, z: jax.Array, *, train: bool) -> jax.Array:
+        """Teacher-forced logits.
+
+        Args:
+          inputs: <int32>[B, T] decoder inputs (<s> w_1 .. w_L, padded).
+          z: <float32>[B, n] latent codes.
+          train: applies dropout when true.
+
+        Returns:
+          <float32>[B, T, V] next-token logits.
+        """
+        x = self.drop_in(self.embed(inputs), deterministic=not train)
+        zs = jnp.broadcast_to(z[:, None, :], (*inputs.shape, z.shape[-1]))
+        hs, _ = self.lstm(jnp.concatenate([x, zs], -1), *self.initial_state(z))
+        return self.out(self.drop_out(hs, deterministic=not train))
+
+    def step(self, state, token: jax.Array, z: jax.Array):
+        """One generation step (no dropout).
+
+        Args:
+          state: (h, c), each <float32>[B, H].
+          token: <int32>[B] previous token.
+          z: <float32>[B, n].
+
+        Returns:
+          the new state and <float32>[B, V] logits of the next token.
+        """
+        x = jnp.concatenate([self.embed(token), z], -1)
+        h, c = self.lstm.step(x, *state)
+        return (h, c), self.out(h)
+
+
+class TextVAE(nn.Module):
+    """q(z|x) through a named posterior head, p(x|z) through the LSTM decoder.
+
+    RNG streams: 'sample' (posterior samples) and 'dropout'.
+    """
+
+    cfg: ModelConfig
+    axis_name: str | None = None
+
+    def setup(self):
+        cfg = self.cfg
+        self.encoder = Encoder(cfg)
+        self.head = posteriors.make_head(
+            cfg.head,
+            gamma=cfg.gamma,
+            momentum=cfg.bn_momentum,
+            eps=cfg.bn_eps,
+            axis_name=self.axis_name,
+        )
+        self.decoder = Decoder(cfg)
+
+    def encode(self, tokens, lengths, mask, *, train: bool) -> Posterior:
+        """Posterior parameters for rows <int32>[B, T]; ``mask`` <float32>[B]."""
+        mu, logvar = self.encoder(tokens, lengths)
+        return self.head(mu, logvar, mask, train=train)
+
+    def reconstruction(self, tokens, lengths, z, *, train: bool) -> jax.Array:
+        """-log p(x|z) summed over the L+1 targets: <float32>[B]."""
+        logits = self.decoder(tokens[:, :-1], z, train=train)
+        nll = token_nll(logits, tokens[:, 1:])
+        return jnp.sum(nll * target_mask(lengths, nll.shape[1]), axis=1)
+
+    def __call__(self, tokens, lengths, mask, *, train: bool) -> VAEOutput:
+        """One-sample ELBO terms for a batch of rows."""
+        post = self.encode(tokens, lengths, mask, train=train)
+        z = posteriors.gaussian_sample(post, self.make_rng("sample"))
+        rec = self.reconstruction(tokens, lengths, z, train=train)
+        return VAEOutput(rec, posteriors.gaussian_kl(*post), post, z)
+
+    def decode_step(self, state, token, z):
+        return self.decoder.step(state, token, z)
+
+    def decode_init(self, z):
+        return self.decoder.initial_state(z)
