@@ -1,0 +1,53 @@
+"""Evaluates a trained run: ``python -m bnvae_jax.evaluate --workdir=RUN``.
+
+Restores the best checkpoint of RUN and computes, with the same library code the
+train loop uses, IW-NLL, ELBO, KL, PPL, MI and AU on the validation and test
+splits, plus reconstructions and prior samples; writes ``RUN/evaluation.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import ml_collections
+from absl import app, flags
+
+from bnvae_jax import cli, fileio, train
+from bnvae_jax.errors import WorkdirError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory written by bnvae_jax.main.")
+flags.DEFINE_integer("iw_samples", None, "Importance samples (default: the run's).")
+flags.DEFINE_integer("iw_max_sentences", None, "IW-NLL on the first N sentences.")
+flags.DEFINE_string("output", "evaluation.json", "File name written in the workdir.")
+flags.mark_flag_as_required("workdir")
+
+
+def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+    path = workdir / "config.json"
+    if not path.is_file():
+        raise WorkdirError(f"{workdir} holds no run (no config.json)")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def main(argv):
+    del argv
+    workdir = pathlib.Path(FLAGS.workdir)
+    with cli.user_errors():
+        config = load_run_config(workdir)
+        if FLAGS.iw_samples is not None:
+            config.eval.iw_samples = FLAGS.iw_samples
+        if FLAGS.iw_max_sentences is not None:
+            config.eval.iw_max_sentences = FLAGS.iw_max_sentences
+        trainer, state = train.setup(config, str(workdir), write=False)
+        state, loop = train.restore_or_start(trainer, state)
+        if loop.best_epoch < 0:
+            raise WorkdirError(f"{workdir} has no validated checkpoint yet")
+        results = train.final_results(trainer, state, loop)
+    fileio.write_json_atomic(workdir / FLAGS.output, results)
+    print(f"{workdir / FLAGS.output}\n{cli.format_table(results)}")
+
+
+if __name__ == "__main__":
+    app.run(main)

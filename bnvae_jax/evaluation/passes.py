@@ -1,0 +1,199 @@
+"""Jitted passes over a split: one-sample ELBO pass and importance-weighted bound.
+
+Every pass runs the model in eval mode (BN running statistics, no dropout) and
+returns per-example arrays for real examples only, in corpus order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from bnvae_jax.evaluation import estimators
+from bnvae_jax.models import posteriors
+
+
+@dataclasses.dataclass(frozen=True)
+class PosteriorPass:
+    """Per-example results of one eval-mode pass, real examples in corpus order.
+
+    Attributes:
+      index: <int>[N] sentence ids.
+      batch_id: <int>[N] which evaluation batch each sentence was in.
+      mu, logvar: <float32>[N, n] posterior parameters (after the head).
+      rec: <float32>[N] −log p(x|z) for one posterior sample.
+      kl: <float32>[N] KL(q(z|x) || p(z)).
+      tokens: <int>[N] predicted tokens per sentence (words + </s>).
+    """
+
+    index: np.ndarray
+    batch_id: np.ndarray
+    mu: np.ndarray
+    logvar: np.ndarray
+    rec: np.ndarray
+    kl: np.ndarray
+    tokens: np.ndarray
+
+
+def _elbo_kernel(variables, tokens, lengths, mask, keys, *, model):
+    post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
+    eps = jax.vmap(lambda k: jax.random.normal(k, post.mu.shape[-1:]))(keys)
+    z = post.mu + jnp.exp(0.5 * post.logvar) * eps
+    rec = model.apply(
+        variables, tokens, lengths, z, train=False, method="reconstruction"
+    )
+    return post.mu, post.logvar, rec, jnp.sum(posteriors.gaussian_kl(*post), -1)
+
+
+def _concat_real(chunks: list[dict]) -> dict:
+    merged = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    order = np.argsort(merged["index"], kind="stable")
+    return {k: v[order] for k, v in merged.items()}
+
+
+def posterior_pass(
+    model: nn.Module,
+    variables: Mapping,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    key: jax.Array,
+) -> PosteriorPass:
+    """Encodes every batch (eval mode) and scores one posterior sample per sentence.
+
+    Args:
+      model: the ``TextVAE``.
+      variables: {'params', 'batch_stats'}.
+      batches: dicts with tokens, lengths, mask and index (corpus ids, −1 padding).
+      key: PRNG key; sentence ``i`` uses ``fold_in(key, i)`` so results do not
+        depend on how sentences are batched.
+    """
+    kernel = _jitted(model, "elbo")
+    chunks = []
+    for b_id, batch in enumerate(batches):
+        keys = _per_example_keys(key, batch["index"])
+        mu, logvar, rec, kl = kernel(
+            variables, batch["tokens"], batch["lengths"], batch["mask"], keys
+        )
+        real = np.asarray(batch["mask"]) > 0
+        lengths = np.asarray(batch["lengths"])
+        chunks.append(
+            {
+                "index": np.asarray(batch["index"])[real],
+                "batch_id": np.full(int(real.sum()), b_id),
+                "mu": np.asarray(mu)[real],
+                "logvar": np.asarray(logvar)[real],
+                "rec": np.asarray(rec)[real],
+                "kl": np.asarray(kl)[real],
+                "tokens": (lengths - 1)[real],
+            }
+        )
+    return PosteriorPass(**_concat_real(chunks))
+
+
+def _per_example_keys(key, index):
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(
+        jnp.maximum(jnp.asarray(index), 0)
+    )
+
+
+def _iw_kernel(variables, tokens, lengths, mask, keys, *, model, num_samples, chunk):
+    """Log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x) for each row.
+
+    Samples are drawn in ``ceil(K / chunk)`` sequential chunks; within a chunk the
+    per-sample log weight is vmapped over samples, so the decoder sees one batch
+    of ``rows × chunk`` sequences.
+    """
+    post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
+    num_chunks = -(-num_samples // chunk)
+
+    def log_weight(z):  # z: [B, n] -> [B]
+        rec = model.apply(
+            variables, tokens, lengths, z, train=False, method="reconstruction"
+        )
+        return (
+            -rec
+            + posteriors.standard_normal_log_prob(z)
+            - posteriors.gaussian_log_prob(post, z)
+        )
+
+    latent = post.mu.shape[-1]
+
+    def one_chunk(c):
+        # Sample k of sentence i uses fold_in(key_i, k): chunking changes nothing.
+        ids = c * chunk + jnp.arange(chunk)
+        eps = jax.vmap(
+            lambda key: jax.vmap(
+                lambda j: jax.random.normal(jax.random.fold_in(key, j), (latent,))
+            )(ids)
+        )(keys)  # [B, chunk, n]
+        z = post.mu[:, None] + jnp.exp(0.5 * post.logvar)[:, None] * eps
+        return jax.vmap(log_weight, in_axes=1, out_axes=1)(z)  # [B, chunk]
+
+    log_w = jax.lax.map(one_chunk, jnp.arange(num_chunks))  # [C, B, chunk]
+    log_w = jnp.moveaxis(log_w, 0, 1).reshape(tokens.shape[0], -1)
+    valid = jnp.arange(log_w.shape[1]) < num_samples
+    return estimators.log_mean_exp(log_w, axis=-1, valid=valid[None, :])
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted(model: nn.Module, kind: str, num_samples: int = 0, chunk: int = 0):
+    """One compiled kernel per (model, kind, sizes); shapes recompile per bucket."""
+    if kind == "elbo":
+        return jax.jit(functools.partial(_elbo_kernel, model=model))
+    return jax.jit(
+        functools.partial(_iw_kernel, model=model, num_samples=num_samples, chunk=chunk)
+    )
+
+
+def iw_log_likelihood(
+    model: nn.Module,
+    variables: Mapping,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    key: jax.Array,
+    *,
+    num_samples: int,
+    chunk: int,
+    progress: bool = True,
+    total: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Importance-weighted log p(x) for every sentence (SPEC §4.2).
+
+    Args:
+      model: the ``TextVAE``.
+      variables: {'params', 'batch_stats'}.
+      batches: dicts with tokens, lengths, mask, index.
+      key: PRNG key; sentence ``i`` draws from ``fold_in(key, i)``.
+      num_samples: K importance samples per sentence.
+      chunk: samples decoded together (bounds memory).
+      progress: show a tqdm bar over batches.
+      total: number of batches, for the progress bar.
+
+    Returns:
+      (index, log_px, tokens): corpus ids <int>[N], log p(x) <float64>[N] and
+      predicted tokens per sentence <int>[N], sorted by index.
+    """
+    kernel = _jitted(model, "iw", num_samples, min(chunk, num_samples))
+    chunks = []
+    for batch in tqdm.tqdm(
+        batches, total=total, desc="IW-NLL", unit="batch", disable=not progress
+    ):
+        keys = _per_example_keys(key, batch["index"])
+        log_px = kernel(
+            variables, batch["tokens"], batch["lengths"], batch["mask"], keys
+        )
+        real = np.asarray(batch["mask"]) > 0
+        chunks.append(
+            {
+                "index": np.asarray(batch["index"])[real],
+                "log_px": np.asarray(log_px, np.float64)[real],
+                "tokens": (np.asarray(batch["lengths"]) - 1)[real],
+            }
+        )
+    merged = _concat_real(chunks)
+    return merged["index"], merged["log_px"], merged["tokens"]

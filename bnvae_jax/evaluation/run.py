@@ -1,0 +1,142 @@
+"""Evaluate a model on a split: ELBO, KL, PPL, MI (both estimators), AU, IW-NLL.
+
+Used by the train loop (validation every epoch, final test) and by the standalone
+``python -m bnvae_jax.evaluate``: there is one implementation of every metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from bnvae_jax.config_lib import EvalConfig
+from bnvae_jax.data import batching
+from bnvae_jax.evaluation import estimators, passes
+
+
+def batch_arrays(batch: batching.Batch) -> dict[str, np.ndarray]:
+    """The arrays of a ``Batch`` as the dict the jitted kernels take."""
+    return {
+        "tokens": batch.tokens,
+        "lengths": batch.lengths,
+        "mask": batch.mask,
+        "index": batch.index,
+    }
+
+
+def plan_batches(rows, batch_size: int, bucket_width: int) -> batching.BatchPlan:
+    """The reference's length-homogeneous batches, unshuffled, none dropped."""
+    cfg = batching.BatchingConfig(batch_size=batch_size, bucket_width=bucket_width)
+    return batching.plan_batches(rows, cfg)
+
+
+def iterate_arrays(plan: batching.BatchPlan):
+    for i in range(len(plan)):
+        yield batch_arrays(plan.make_batch(i))
+
+
+def elbo_metrics(
+    model: nn.Module,
+    variables: Mapping,
+    rows: Sequence[np.ndarray],
+    key: jax.Array,
+    *,
+    batch_size: int,
+    bucket_width: int,
+    au_threshold: float,
+) -> tuple[dict[str, float], passes.PosteriorPass]:
+    """One-sample ELBO pass plus MI and AU (cheap; run every epoch)."""
+    plan = plan_batches(rows, batch_size, bucket_width)
+    mi_key, batch_mi_key, pass_key = jax.random.split(key, 3)
+    pp = passes.posterior_pass(model, variables, iterate_arrays(plan), pass_key)
+    words = float(np.sum(pp.tokens))
+    total = pp.rec + pp.kl
+    au, _ = estimators.active_units(pp.mu, au_threshold)
+    metrics = {
+        "elbo_nll": float(np.mean(total)),
+        "rec": float(np.mean(pp.rec)),
+        "kl": float(np.mean(pp.kl)),
+        "ppl": float(math.exp(np.sum(total) / words)),
+        "mi": estimators.mutual_information_dataset(pp.mu, pp.logvar, mi_key),
+        "mi_batch": estimators.mutual_information_per_batch(
+            pp.mu, pp.logvar, pp.batch_id, batch_mi_key
+        ),
+        "au": au,
+        "num_sentences": len(pp.rec),
+        "num_words": int(words),
+    }
+    return metrics, pp
+
+
+def iw_metrics(
+    model: nn.Module,
+    variables: Mapping,
+    rows: Sequence[np.ndarray],
+    key: jax.Array,
+    cfg: EvalConfig,
+    *,
+    bucket_width: int,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Importance-weighted NLL (nats per sentence) and PPL on the first sentences."""
+    if cfg.iw_max_sentences > 0:
+        rows = rows[: cfg.iw_max_sentences]
+    plan = plan_batches(rows, cfg.iw_batch, bucket_width)
+    _, log_px, tokens = passes.iw_log_likelihood(
+        model,
+        variables,
+        iterate_arrays(plan),
+        key,
+        num_samples=cfg.iw_samples,
+        chunk=cfg.iw_chunk,
+        progress=progress,
+        total=len(plan),
+    )
+    return {
+        "iw_nll": float(-np.mean(log_px)),
+        "iw_ppl": float(math.exp(-np.sum(log_px) / np.sum(tokens))),
+        "iw_sentences": len(log_px),
+        "iw_samples": cfg.iw_samples,
+    }
+
+
+def evaluate_split(
+    model: nn.Module,
+    variables: Mapping,
+    rows: Sequence[np.ndarray],
+    key: jax.Array,
+    cfg: EvalConfig,
+    *,
+    batch_size: int,
+    bucket_width: int,
+    with_iw: bool = True,
+    progress: bool = True,
+) -> dict[str, float]:
+    """All metrics of a split (the ``results.json`` entry)."""
+    elbo_key, iw_key = jax.random.split(key)
+    metrics, _ = elbo_metrics(
+        model,
+        variables,
+        rows,
+        elbo_key,
+        batch_size=batch_size,
+        bucket_width=bucket_width,
+        au_threshold=cfg.au_threshold,
+    )
+    if with_iw:
+        metrics.update(
+            iw_metrics(
+                model,
+                variables,
+                rows,
+                iw_key,
+                cfg,
+                bucket_width=bucket_width,
+                progress=progress,
+            )
+        )
+    return metrics

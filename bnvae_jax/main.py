@@ -1,0 +1,33 @@
+"""Trains and evaluates a text VAE: ``python -m bnvae_jax.main --config=F``."""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from bnvae_jax import cli, fileio, train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", cli.DEFAULT_CONFIG, "Config file.")
+flags.DEFINE_string(
+    "workdir", None, "Run directory (default: runs/<method>); rerun to resume."
+)
+
+
+def main(argv):
+    del argv
+    config = FLAGS.config
+    workdir = FLAGS.workdir or f"runs/{config.method}"
+    logging.info("devices: %s; workdir %s", jax.devices(), workdir)
+    with cli.user_errors():
+        results = train.train_and_evaluate(config, workdir)
+    table = cli.format_table(results)
+    fileio.write_text_atomic(f"{workdir}/results.txt", table + "\n")
+    print(f"{config.method} in {workdir}\n{table}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.make_flags_parser())

@@ -1,0 +1,422 @@
+"""``train_and_evaluate``: the one train loop, with plateau decay and exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from bnvae_jax import (
+    checkpoints,
+    config_lib,
+    fileio,
+    objectives,
+    schedules,
+    steps,
+    writers,
+)
+from bnvae_jax.config_lib import RunConfig
+from bnvae_jax.data import batching, datasets
+from bnvae_jax.data.vocab import Vocab
+from bnvae_jax.errors import UserError
+from bnvae_jax.evaluation import decoding
+from bnvae_jax.evaluation import run as eval_run
+from bnvae_jax.models.vae import TextVAE
+
+
+class DivergedError(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Host-side progress, saved with every checkpoint (JSON)."""
+
+    epoch: int = 0  # current epoch
+    position: int = 0  # next batch position within the epoch's order
+    learning_rate: float = 1.0
+    decay_count: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    ref_loss: float = 1e4  # the reference's last non-worsening validation loss
+    not_improved: int = 0
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+    done: bool = False
+    epoch_sums: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["best_loss"] = None if math.isinf(self.best_loss) else self.best_loss
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> LoopState:
+        d = dict(d)
+        d["best_loss"] = math.inf if d.get("best_loss") is None else d["best_loss"]
+        return cls(**d)
+
+
+def plateau_update(loop: LoopState, val_loss: float, epoch: int, cfg) -> bool:
+    """The reference's LR-decay rule (SPEC §3.1); returns True when LR decays.
+
+    ``ref_loss`` is the last validation loss that did not get worse; after
+    ``decay_epoch`` worse epochs (and not before ``load_best_epoch``) the rate is
+    multiplied by ``lr_decay`` and the caller reloads the best checkpoint.
+    """
+    if val_loss > loop.ref_loss:
+        loop.not_improved += 1
+        if loop.not_improved >= cfg.decay_epoch and epoch >= cfg.load_best_epoch:
+            loop.ref_loss = val_loss
+            loop.not_improved = 0
+            loop.learning_rate *= cfg.lr_decay
+            loop.decay_count += 1
+            return True
+    else:
+        loop.not_improved = 0
+        loop.ref_loss = val_loss
+    return False
+
+
+def build_model(run: RunConfig) -> TextVAE:
+    return TextVAE(run.model)
+
+
+def _example_batch(plan: batching.BatchPlan) -> dict:
+    return eval_run.batch_arrays(plan.make_batch(0))
+
+
+def _state_tree(state: steps.TrainState) -> dict:
+    return {
+        "step": state.step,
+        "params": state.params,
+        "batch_stats": state.batch_stats,
+        "opt_state": state.opt_state,
+    }
+
+
+def _with_tree(state: steps.TrainState, tree: dict) -> steps.TrainState:
+    return state.replace(**tree)
+
+
+def run_info(config: ml_collections.ConfigDict, vocab: Vocab) -> dict:
+    info = {k: config_lib.get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
+    info["vocab_size"] = len(vocab)
+    info["vocab_fingerprint"] = vocab.fingerprint()
+    return info
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Everything the loop touches; built once by ``train_and_evaluate``."""
+
+    config: ml_collections.ConfigDict
+    run: RunConfig
+    workdir: pathlib.Path
+    data: datasets.Datasets
+    model: TextVAE
+    plan: batching.BatchPlan
+    ckpt: checkpoints.Checkpointer
+    writer: writers.MetricWriter
+    rng: jax.Array
+    eval_key: jax.Array
+
+    def step_fns(self) -> steps.StepFns:
+        t = self.run.train
+        ramp = schedules.warmup_steps(
+            t.kl_warmup_epochs, len(self.data.train), self.config.data.batch_size
+        )
+        schedule = schedules.SCHEDULES[self.run.method.schedule]
+        kl_schedule = (
+            schedule(t.kl_start, ramp)
+            if self.run.method.schedule == "linear"
+            else schedule(t.kl_start)
+        )
+        transform = objectives.KL_TRANSFORMS[self.run.method.kl_transform]()
+        return steps.StepFns(kl_schedule=kl_schedule, kl_transform=transform)
+
+    def variables(self, state) -> dict:
+        return {"params": state.params, "batch_stats": state.batch_stats}
+
+    def validate(self, state, split: str = "valid") -> dict:
+        metrics, _ = eval_run.elbo_metrics(
+            self.model,
+            self.variables(state),
+            self.data.split(split),
+            self.eval_key,
+            batch_size=self.config.data.eval_batch_size,
+            bucket_width=self.config.data.bucket_width,
+            au_threshold=self.run.eval.au_threshold,
+        )
+        return metrics
+
+    def save_latest(self, state, loop: LoopState):
+        self.ckpt.save_latest(int(state.step), _state_tree(state), loop.to_json())
+
+
+def _flush(pending: list, loop: LoopState, writer, step: int) -> dict:
+    """Moves per-step device metrics to the host, checks them, logs the mean."""
+    if not pending:
+        return {}
+    host = jax.device_get(pending)
+    for offset, m in enumerate(host):
+        loss = (m["rec_sum"] + m["kl_weight"] * m["kl_sum"]) / max(m["count"], 1.0)
+        if not np.isfinite(loss) or not np.isfinite(m["grad_norm"]):
+            bad = step - len(host) + offset + 1
+            raise DivergedError(
+                f"training loss became non-finite at step {bad} (epoch "
+                f"{loop.epoch}); the last good checkpoint is kept"
+            )
+    sums = loop.epoch_sums
+    for m in host:
+        for k in ("rec_sum", "kl_sum", "count", "tokens"):
+            sums[k] = sums.get(k, 0.0) + float(m[k])
+    count = sum(float(m["count"]) for m in host)
+    last = host[-1]
+    scalars = {
+        "train/rec": sum(float(m["rec_sum"]) for m in host) / count,
+        "train/kl": sum(float(m["kl_sum"]) for m in host) / count,
+        "train/kl_weight": float(last["kl_weight"]),
+        "train/grad_norm": float(last["grad_norm"]),
+        "train/param_norm": float(last["param_norm"]),
+        "train/learning_rate": float(last["learning_rate"]),
+    }
+    scalars["train/loss"] = (
+        scalars["train/rec"] + scalars["train/kl_weight"] * (scalars["train/kl"])
+    )
+    writer.write_scalars(step, scalars)
+    pending.clear()
+    return scalars
+
+
+def _reached_max_steps(cfg, state) -> bool:
+    return bool(cfg.max_steps) and int(state.step) >= cfg.max_steps
+
+
+def train_epochs(trainer: Trainer, state, loop: LoopState):
+    """Runs epochs from ``loop`` onwards; returns the final state.
+
+    Stops after ``train.epochs``, at the ``max_decay``-th decay (both recorded in
+    ``loop.done``) or at ``train.max_steps`` (not recorded: a rerun with a larger
+    limit carries on).
+    """
+    cfg = trainer.run.train
+    step_fn = steps.jit_train_step(trainer.step_fns())
+    plan, writer = trainer.plan, trainer.writer
+    while not loop.done and not _reached_max_steps(cfg, state):
+        order = batching.epoch_order(plan, trainer.run.seed, loop.epoch)
+        pending: list = []
+        bar = tqdm.tqdm(
+            total=len(plan),
+            initial=loop.position,
+            desc=f"epoch {loop.epoch}",
+            unit="batch",
+            leave=False,
+        )
+        while loop.position < len(plan) and not _reached_max_steps(cfg, state):
+            batch = plan.make_batch(int(order[loop.position]))
+            loop.position += 1
+            bar.update(1)
+            if batch.num_real < cfg.min_batch:
+                continue
+            start = time.perf_counter()
+            state, metrics = step_fn(state, eval_run.batch_arrays(batch), trainer.rng)
+            pending.append(metrics)
+            step = int(state.step)
+            loop.train_tokens += batch.num_tokens
+            if step % cfg.log_every_steps == 0:
+                scalars = _flush(pending, loop, writer, step)
+                bar.set_postfix(loss=f"{scalars['train/loss']:.2f}")
+            loop.train_seconds += time.perf_counter() - start
+            if step % cfg.checkpoint_every_steps == 0:
+                _flush(pending, loop, writer, step)
+                trainer.save_latest(state, loop)
+        bar.close()
+        _flush(pending, loop, writer, int(state.step))
+        if loop.position >= len(plan):
+            state = end_of_epoch(trainer, state, loop)
+        elif loop.best_epoch < 0:
+            # Stopped by max_steps before any validation: select this state.
+            state = end_of_epoch(trainer, state, loop, advance=False)
+        trainer.save_latest(state, loop)
+    return state
+
+
+def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True):
+    """Validation, best checkpoint, plateau decay; moves ``loop`` to the next epoch."""
+    cfg = trainer.run.train
+    step, epoch = int(state.step), loop.epoch
+    val = trainer.validate(state)
+    # Model selection on the ELBO (SPEC §3.1): rec + 1.0 * KL.
+    val_loss = val["elbo_nll"]
+    sums = loop.epoch_sums
+    count = max(sums.get("count", 0.0), 1.0)
+    scalars = {f"valid/{k}": v for k, v in val.items()}
+    scalars.update(
+        {
+            "epoch": epoch,
+            "epoch/train_rec": sums.get("rec_sum", 0.0) / count,
+            "epoch/train_kl": sums.get("kl_sum", 0.0) / count,
+        }
+    )
+    if val_loss < loop.best_loss:
+        loop.best_loss, loop.best_epoch = val_loss, epoch
+        trainer.ckpt.save_best(step, _state_tree(state), {"epoch": epoch, "valid": val})
+    if cfg.test_every_epochs and epoch % cfg.test_every_epochs == 0:
+        test = trainer.validate(state, "test")
+        scalars.update({f"test/{k}": v for k, v in test.items()})
+    decayed = plateau_update(loop, val_loss, epoch, cfg)
+    if decayed:
+        restored, _ = trainer.ckpt.restore_best(_state_tree(state))
+        state = steps.reset_optimizer(
+            state, restored["params"], restored["batch_stats"], loop.learning_rate
+        )
+        logging.info("epoch %d: learning rate decayed to %g", epoch, loop.learning_rate)
+    scalars["lr"] = loop.learning_rate
+    trainer.writer.write_scalars(step, scalars)
+    logging.info(
+        "epoch %d: valid elbo_nll %.3f kl %.3f mi %.3f au %d",
+        epoch,
+        val["elbo_nll"],
+        val["kl"],
+        val["mi"],
+        val["au"],
+    )
+    if advance:
+        loop.epoch += 1
+        loop.position = 0
+        loop.epoch_sums = {}
+    if loop.decay_count >= cfg.max_decay or loop.epoch >= cfg.epochs:
+        loop.done = True
+    return state
+
+
+def setup(
+    config: ml_collections.ConfigDict, workdir: str, write: bool = True
+) -> tuple[Trainer, object]:
+    """Reads data, checks the workdir, builds the model and a fresh train state.
+
+    With ``write`` (training), records the vocabulary, run info and resolved
+    config in the workdir; evaluation only reads them.
+    """
+    workdir = pathlib.Path(workdir)
+    config_lib.validate(config)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = datasets.load_datasets(config.data, str(workdir))
+    info = run_info(config, data.vocab)
+    checkpoints.check_run_info(workdir, info, keys=list(info))
+    run = config_lib.resolve(config, len(data.vocab))
+    plan = batching.plan_batches(
+        data.train,
+        batching.BatchingConfig(
+            batch_size=config.data.batch_size,
+            bucket_width=config.data.bucket_width,
+            mode=config.data.batching,
+        ),
+    )
+    if len(plan) == 0:
+        raise UserError(f"{data.files['train']} gives no training batch")
+    root = jax.random.key(run.seed)
+    model = build_model(run)
+    trainer = Trainer(
+        config=config,
+        run=run,
+        workdir=workdir,
+        data=data,
+        model=model,
+        plan=plan,
+        ckpt=checkpoints.Checkpointer(workdir),
+        writer=writers.create_writer(str(workdir), enabled=jax.process_index() == 0),
+        rng=jax.random.fold_in(root, 1),
+        eval_key=jax.random.key(run.eval.seed),
+    )
+    tx = steps.make_optimizer(run.train.learning_rate, run.train.clip_norm)
+    state = steps.create_train_state(
+        model, jax.random.fold_in(root, 0), _example_batch(plan), tx
+    )
+    if write and jax.process_index() == 0:
+        data.vocab.save(workdir / "vocab.txt")
+        checkpoints.write_run_info(workdir, info)
+        fileio.write_text_atomic(
+            workdir / "config.json", config.to_json_best_effort(indent=2)
+        )
+    return trainer, state
+
+
+def restore_or_start(trainer: Trainer, state) -> tuple[object, LoopState]:
+    restored = trainer.ckpt.restore_latest(_state_tree(state))
+    if restored is None:
+        loop = LoopState(learning_rate=trainer.run.train.learning_rate)
+        return state, loop
+    tree, meta = restored
+    logging.info("resuming from step %d", int(tree["step"]))
+    return _with_tree(state, tree), LoopState.from_json(meta)
+
+
+def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
+    """Best checkpoint → valid and test metrics (with IW-NLL) → results.json."""
+    if loop.best_epoch >= 0:
+        tree, _ = trainer.ckpt.restore_best(_state_tree(state))
+        state = _with_tree(state, tree)
+    variables = trainer.variables(state)
+    results = {}
+    for i, split in enumerate(("valid", "test")):
+        results[split] = eval_run.evaluate_split(
+            trainer.model,
+            variables,
+            trainer.data.split(split),
+            jax.random.fold_in(trainer.eval_key, i),
+            trainer.run.eval,
+            batch_size=trainer.config.data.eval_batch_size,
+            bucket_width=trainer.config.data.bucket_width,
+        )
+    decoding.write_outputs(
+        trainer.model,
+        variables,
+        trainer.data,
+        trainer.run.eval,
+        trainer.workdir / "samples",
+        jax.random.fold_in(trainer.eval_key, 7),
+    )
+    results.update(
+        {
+            "train_seconds": loop.train_seconds,
+            "train_tokens_per_second": loop.train_tokens
+            / max(loop.train_seconds, 1e-9),
+            "epochs_run": loop.epoch,
+            "steps": int(state.step),
+            "best_epoch": loop.best_epoch,
+            "method": trainer.run.method_name,
+            "num_devices": jax.device_count(),
+            "num_hosts": jax.process_count(),
+            "config": json.loads(trainer.config.to_json_best_effort()),
+        }
+    )
+    return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (or resumes) in ``workdir`` and writes ``results.json``.
+
+    Returns:
+      the results dict that was written.
+    """
+    trainer, state = setup(config, workdir)
+    state, loop = restore_or_start(trainer, state)
+    state = train_epochs(trainer, state, loop)
+    results = final_results(trainer, state, loop)
+    fileio.write_json_atomic(trainer.workdir / "results.json", results)
+    trainer.writer.write_scalars(
+        int(state.step),
+        {f"final/{s}/{k}": v for s in ("valid", "test") for k, v in results[s].items()},
+    )
+    trainer.writer.flush()
+    return results

@@ -1,0 +1,127 @@
+"""End-to-end runs of the train loop on the tiny config."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bnvae_jax import cli, train, writers
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULT_KEYS = {"iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au"}
+TIMING_KEYS = {"train_seconds", "train_tokens_per_second"}
+
+
+def tiny_config(**overrides):
+    config = cli.load_config_file(str(ROOT / "configs" / "tiny.py"))
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        config[section][key] = value
+    return config
+
+
+def _comparable(results):
+    return {k: v for k, v in results.items() if k not in TIMING_KEYS}
+
+
+def test_train_and_evaluate_writes_everything(tmp_path):
+    results = train.train_and_evaluate(tiny_config(), str(tmp_path))
+    for split in ("valid", "test"):
+        assert RESULT_KEYS <= set(results[split])
+    assert results["epochs_run"] == 2
+    assert results["test"]["au"] == 4  # BN-VAE: every unit active
+    # BN-VAE's KL bound n * gamma^2 / 2 holds at evaluation.
+    assert results["test"]["kl"] > 0.5 * 4 * 0.6**2 * 0.5
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["test"]["iw_nll"] == pytest.approx(results["test"]["iw_nll"])
+    assert {"train_seconds", "train_tokens_per_second", "epochs_run", "config"} <= set(
+        on_disk
+    )
+    assert (tmp_path / "config.json").exists()
+    assert (tmp_path / "vocab.txt").exists()
+    assert (tmp_path / "checkpoints").is_dir()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents*"))
+    records = writers.read_metrics(str(tmp_path))
+    assert any("valid/elbo_nll" in r.get("values", {}) for r in records)
+    assert (tmp_path / "samples" / "reconstructions.txt").exists()
+
+
+def test_same_seed_same_results_and_rerun_is_a_no_op(tmp_path):
+    a = train.train_and_evaluate(
+        tiny_config(**{"train.epochs": 1}), str(tmp_path / "a")
+    )
+    b = train.train_and_evaluate(
+        tiny_config(**{"train.epochs": 1}), str(tmp_path / "b")
+    )
+    assert _comparable(a) == _comparable(b)
+    again = train.train_and_evaluate(
+        tiny_config(**{"train.epochs": 1}), str(tmp_path / "a")
+    )
+    assert again["steps"] == a["steps"]
+    assert again["test"] == a["test"]
+
+
+def test_compilations_bounded_by_number_of_shapes(tmp_path):
+    trainer, state = train.setup(tiny_config(**{"data.bucket_width": 2}), str(tmp_path))
+    loop = train.LoopState(learning_rate=1.0)
+    loop.done = False
+    from bnvae_jax import steps
+
+    step_fn = steps.jit_train_step(trainer.step_fns())
+    for i in range(len(trainer.plan)):
+        batch = trainer.plan.make_batch(i)
+        if batch.num_real >= 2:
+            state, _ = step_fn(state, train.eval_run.batch_arrays(batch), trainer.rng)
+    assert step_fn._cache_size() <= len(trainer.plan.shapes())
+
+
+def _run_main(workdir, *extra):
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bnvae_jax.main",
+            f"--config={ROOT / 'configs' / 'tiny.py'}",
+            f"--workdir={workdir}",
+            "--config.train.epochs=3",
+            "--config.train.checkpoint_every_steps=3",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_uninterrupted_results(tmp_path):
+    reference = _run_main(tmp_path / "ref")
+    out, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-2000:]
+    killed_dir = tmp_path / "killed"
+    proc = _run_main(killed_dir)
+    # Kill once a mid-run checkpoint exists (after step 3, before the end).
+    deadline = time.time() + 300
+    ckpt = killed_dir / "checkpoints"
+    while time.time() < deadline:
+        steps = [p for p in ckpt.glob("*") if p.name.isdigit()] if ckpt.exists() else []
+        if any(int(p.name) >= 6 for p in steps):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "results.json").exists()
+    resumed = _run_main(killed_dir)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-2000:]
+    ref = json.loads((tmp_path / "ref" / "results.json").read_text())
+    got = json.loads((killed_dir / "results.json").read_text())
+    ref["config"] = got["config"] = None
+    assert _comparable(got) == _comparable(ref)
