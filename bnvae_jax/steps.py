@@ -55,12 +55,14 @@ def create_train_state(
         batch["mask"],
         train=False,
     )
-    return TrainState.create(
+    state = TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
         tx=tx,
     )
+    # A strongly typed counter: a Python 0 would compile the step a second time.
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def reset_optimizer(state: TrainState, params, batch_stats, lr: float) -> TrainState:

@@ -35,8 +35,7 @@ def test_train_and_evaluate_writes_everything(tmp_path):
         assert RESULT_KEYS <= set(results[split])
     assert results["epochs_run"] == 2
     assert results["test"]["au"] == 4  # BN-VAE: every unit active
-    # BN-VAE's KL bound n * gamma^2 / 2 holds at evaluation.
-    assert results["test"]["kl"] > 0.5 * 4 * 0.6**2 * 0.5
+    assert results["test"]["iw_nll"] <= results["test"]["elbo_nll"] + 0.05
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["test"]["iw_nll"] == pytest.approx(results["test"]["iw_nll"])
     assert {"train_seconds", "train_tokens_per_second", "epochs_run", "config"} <= set(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import pathlib
 
@@ -54,8 +56,13 @@ def data_files(data_cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, s
             f"data.source={data_cfg.source!r} needs --config.data.train_file=..., "
             "--config.data.valid_file=... and --config.data.test_file=..."
         )
+    spec = synthetic_spec(data_cfg.synthetic)
+    # One folder per spec: a changed spec never overwrites a run's corpus.
+    digest = hashlib.sha256(
+        json.dumps(dataclasses.asdict(spec), sort_keys=True).encode()
+    ).hexdigest()[:10]
     paths = synthetic.write_corpus(
-        synthetic_spec(data_cfg.synthetic), pathlib.Path(workdir) / "data"
+        spec, pathlib.Path(workdir) / "data" / f"synthetic-{digest}"
     )
     return {s: str(paths[s]) for s in SPLITS}
 

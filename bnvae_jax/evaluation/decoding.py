@@ -1,0 +1,389 @@
+"""Greedy, sampled and beam-search decoding from latent codes, and the text samples."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from bnvae_jax import fileio
+from bnvae_jax.config_lib import EvalConfig
+from bnvae_jax.data.vocab import BOS, EOS, PAD, Vocab
+from bnvae_jax.models import posteriors
+
+Variables = Any
+
+RECONSTRUCTIONS = "reconstructions.txt"
+PRIOR_SAMPLES = "prior_samples.txt"
+PRIOR_SAMPLES_SAMPLED = "prior_samples_sampled.txt"
+
+
+class BeamResult(NamedTuple):
+    """The best hypothesis of each sentence.
+
+    Attributes:
+      tokens: <int32>[B, max_len] generated tokens (no leading ``<s>``), ``</s>``
+        included when the hypothesis finished, ``PAD`` after it.
+      scores: <float32>[B] summed log-probabilities of those tokens.
+    """
+
+    tokens: jax.Array
+    scores: jax.Array
+
+
+def _step(model: nn.Module, variables: Variables, state, token, z):
+    return model.apply(variables, state, token, z, method="decode_step")
+
+
+def _ancestral_decode(model, variables, z, key, max_len, temperature):
+    """Runs the decoder from ``<s>`` until every row emitted ``</s>`` or max_len.
+
+    Args:
+      model: the TextVAE.
+      variables: its variables.
+      z: <float32>[B, n] latent codes.
+      key: PRNG key for sampling, or None for argmax.
+      max_len: number of generated positions.
+      temperature: softmax temperature of the sampler (unused for argmax).
+
+    Returns:
+      <int32>[B, max_len] tokens, ``PAD`` after the first ``</s>``.
+    """
+    batch = z.shape[0]
+    state = model.apply(variables, z, method="decode_init")
+    out = jnp.full((batch, max_len), PAD, jnp.int32)
+    token = jnp.full((batch,), BOS, jnp.int32)
+    finished = jnp.zeros((batch,), bool)
+
+    def cond(carry):
+        t, _, _, _, finished = carry
+        return (t < max_len) & ~jnp.all(finished)
+
+    def body(carry):
+        t, state, token, out, finished = carry
+        state, logits = _step(model, variables, state, token, z)
+        if key is None:
+            nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        else:
+            nxt = jax.random.categorical(
+                jax.random.fold_in(key, t), logits / temperature, axis=-1
+            ).astype(jnp.int32)
+        nxt = jnp.where(finished, PAD, nxt)
+        out = lax.dynamic_update_slice_in_dim(out, nxt[:, None], t, axis=1)
+        return t + 1, state, nxt, out, finished | (nxt == EOS)
+
+    carry = (jnp.int32(0), state, token, out, finished)
+    return lax.while_loop(cond, body, carry)[3]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_len"))
+def greedy_decode(
+    model: nn.Module, variables: Variables, z: jax.Array, *, max_len: int
+) -> jax.Array:
+    """Argmax decoding from ``<s>``, stopping each row at ``</s>``.
+
+    Args:
+      model: the TextVAE (static).
+      variables: its variables ({'params', 'batch_stats'}).
+      z: <float32>[B, n] latent codes.
+      max_len: number of generated positions (static).
+
+    Returns:
+      <int32>[B, max_len] tokens without the leading ``<s>``; ``</s>`` included,
+      ``PAD`` after it.
+    """
+    return _ancestral_decode(model, variables, z, None, max_len, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_len"))
+def sample_decode(
+    model: nn.Module,
+    variables: Variables,
+    z: jax.Array,
+    key: jax.Array,
+    *,
+    max_len: int,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """Multinomial decoding from softmax(logits / temperature).
+
+    Args:
+      model: the TextVAE (static).
+      variables: its variables.
+      z: <float32>[B, n] latent codes.
+      key: PRNG key; the same key gives the same sentences.
+      max_len: number of generated positions (static).
+      temperature: softmax temperature (1: the model's distribution).
+
+    Returns:
+      <int32>[B, max_len] tokens as in ``greedy_decode``.
+    """
+    return _ancestral_decode(model, variables, z, key, max_len, temperature)
+
+
+class _Beam(NamedTuple):
+    t: jax.Array  # <int32>[]
+    state: tuple[jax.Array, jax.Array]  # each <float32>[B*K, H]
+    token: jax.Array  # <int32>[B, K] last token of each alive hypothesis
+    alive_scores: jax.Array  # <float32>[B, K], -inf for empty slots
+    alive_seqs: jax.Array  # <int32>[B, K, max_len]
+    fin_scores: jax.Array  # <float32>[B, K], -inf for empty slots
+    fin_seqs: jax.Array  # <int32>[B, K, max_len]
+    num_fin: jax.Array  # <int32>[B]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_len"))
+def beam_search(
+    model: nn.Module,
+    variables: Variables,
+    z: jax.Array,
+    *,
+    beam_size: int,
+    max_len: int,
+) -> BeamResult:
+    """Batched beam search with the reference's bookkeeping (SPEC §4.6).
+
+    Each step expands every alive hypothesis by every word and keeps the
+    ``K - #finished`` best expansions by summed log-probability (no length
+    normalisation); an expansion ending in ``</s>`` moves to the finished set,
+    so the beam shrinks as hypotheses finish. A sentence stops when it has K
+    finished hypotheses; the loop stops when all have or after ``max_len``
+    steps. The best of finished and still-alive hypotheses is returned. All
+    shapes are fixed: B·K rows go through ``decode_step`` each step.
+
+    Args:
+      model: the TextVAE (static).
+      variables: its variables.
+      z: <float32>[B, n] latent codes.
+      beam_size: K (static).
+      max_len: number of generated positions (static).
+
+    Returns:
+      The best hypothesis and its score per sentence.
+    """
+    k = beam_size
+    batch = z.shape[0]
+    neg_inf = jnp.float32(-jnp.inf)
+    zk = jnp.repeat(z, k, axis=0)  # [B*K, n], row b*K + j is slot j of sentence b
+    slots = jnp.arange(k)
+    beam = _Beam(
+        t=jnp.int32(0),
+        state=model.apply(variables, zk, method="decode_init"),
+        token=jnp.full((batch, k), BOS, jnp.int32),
+        alive_scores=jnp.where(slots == 0, 0.0, neg_inf)
+        * jnp.ones((batch, 1), jnp.float32),
+        alive_seqs=jnp.full((batch, k, max_len), PAD, jnp.int32),
+        fin_scores=jnp.full((batch, k), neg_inf),
+        fin_seqs=jnp.full((batch, k, max_len), PAD, jnp.int32),
+        num_fin=jnp.zeros((batch,), jnp.int32),
+    )
+
+    def cond(beam: _Beam):
+        return (beam.t < max_len) & jnp.any(beam.num_fin < k)
+
+    def body(beam: _Beam) -> _Beam:
+        state, logits = _step(model, variables, beam.state, beam.token.reshape(-1), zk)
+        vocab = logits.shape[-1]
+        logp = jax.nn.log_softmax(logits, axis=-1).reshape(batch, k, vocab)
+        cand = (beam.alive_scores[..., None] + logp).reshape(batch, k * vocab)
+        scores, index = lax.top_k(cand, k)  # [B, K], best first
+        parent, word = index // vocab, (index % vocab).astype(jnp.int32)
+        # The reference keeps the top (K - #finished); empty parents give -inf.
+        keep = (slots[None, :] < (k - beam.num_fin)[:, None]) & (scores > neg_inf)
+        ends = keep & (word == EOS)
+        stays = keep & (word != EOS)
+        seqs = jnp.take_along_axis(beam.alive_seqs, parent[..., None], axis=1)
+        seqs = lax.dynamic_update_slice_in_dim(seqs, word[..., None], beam.t, axis=2)
+        # Append the newly finished ones after the num_fin already held.
+        pos = beam.num_fin[:, None] + jnp.cumsum(ends, axis=1) - 1
+        onehot = ends[:, :, None] & (pos[:, :, None] == slots[None, None, :])
+        filled = jnp.any(onehot, axis=1)  # [B, K] finished slots written now
+        src = jnp.argmax(onehot, axis=1)  # [B, K] candidate for each such slot
+        fin_scores = jnp.where(
+            filled, jnp.take_along_axis(scores, src, axis=1), beam.fin_scores
+        )
+        fin_seqs = jnp.where(
+            filled[..., None],
+            jnp.take_along_axis(seqs, src[..., None], axis=1),
+            beam.fin_seqs,
+        )
+        rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
+        return _Beam(
+            t=beam.t + 1,
+            state=jax.tree.map(lambda s: s[rows], state),
+            token=word,
+            alive_scores=jnp.where(stays, scores, neg_inf),
+            alive_seqs=seqs,
+            fin_scores=fin_scores,
+            fin_seqs=fin_seqs,
+            num_fin=beam.num_fin + jnp.sum(ends, axis=1, dtype=jnp.int32),
+        )
+
+    beam = lax.while_loop(cond, body, beam)
+    all_scores = jnp.concatenate([beam.fin_scores, beam.alive_scores], axis=1)
+    all_seqs = jnp.concatenate([beam.fin_seqs, beam.alive_seqs], axis=1)
+    best = jnp.argmax(all_scores, axis=1)  # ties: finished first, as the reference
+    tokens = jnp.take_along_axis(all_seqs, best[:, None, None], axis=1)[:, 0]
+    return BeamResult(tokens, jnp.take_along_axis(all_scores, best[:, None], 1)[:, 0])
+
+
+def beam_decode(
+    model: nn.Module,
+    variables: Variables,
+    z: jax.Array,
+    *,
+    beam_size: int,
+    max_len: int,
+) -> jax.Array:
+    """Tokens <int32>[B, max_len] of ``beam_search`` (see there)."""
+    return beam_search(model, variables, z, beam_size=beam_size, max_len=max_len).tokens
+
+
+def valid_token_mask(seqs: jax.Array) -> jax.Array:
+    """<bool>[B, T]: positions up to and including the first ``</s>``."""
+    is_eos = (seqs == EOS).astype(jnp.int32)
+    before = jnp.cumsum(is_eos, axis=1) - is_eos  # number of </s> strictly before
+    return before == 0
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def sequence_log_prob(
+    model: nn.Module, variables: Variables, z: jax.Array, seqs: jax.Array
+) -> jax.Array:
+    """Teacher-forced log p(seq | z) of decoded sequences.
+
+    Args:
+      model: the TextVAE (static).
+      variables: its variables.
+      z: <float32>[B, n] latent codes.
+      seqs: <int32>[B, T] generated tokens without ``<s>`` (decoder output); the
+        sum runs to the first ``</s>`` (included) or over all T tokens.
+
+    Returns:
+      <float32>[B] summed log-probabilities.
+    """
+    batch = seqs.shape[0]
+    tokens = jnp.concatenate([jnp.full((batch, 1), BOS, seqs.dtype), seqs], axis=1)
+    lengths = jnp.sum(valid_token_mask(seqs), axis=1, dtype=jnp.int32) + 1
+    return -model.apply(
+        variables, tokens, lengths, z, train=False, method="reconstruction"
+    )
+
+
+def pad_rows(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pads rows with ``PAD``: (<int32>[B, T_max], lengths <int32>[B])."""
+    lengths = np.asarray([len(r) for r in rows], np.int32)
+    tokens = np.full((len(rows), int(lengths.max(initial=1))), PAD, np.int32)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = row
+    return tokens, lengths
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _posterior_sample(model, variables, tokens, lengths, key):
+    mask = jnp.ones(tokens.shape[:1], jnp.float32)
+    post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
+    return posteriors.gaussian_sample(post, key)
+
+
+def _text(vocab: Vocab, ids) -> str:
+    return " ".join(vocab.decode(ids))
+
+
+def write_outputs(
+    model: nn.Module,
+    variables: Variables,
+    data,
+    cfg: EvalConfig,
+    outdir: pathlib.Path,
+    key: jax.Array,
+    *,
+    batch_size: int = 32,
+) -> dict[str, pathlib.Path]:
+    """Writes reconstructions and prior samples of the test split as text.
+
+    ``reconstructions.txt`` holds, for the first ``cfg.num_reconstructions`` test
+    sentences, the input and its greedy, sampled and beam decodings from one
+    posterior sample z ~ q(z|x) (SPEC §4.6, §9.18), each block ended by a blank
+    line. ``prior_samples.txt`` / ``prior_samples_sampled.txt`` hold
+    ``cfg.num_prior_samples`` greedy / sampled sentences from z ~ N(0, I), one a
+    line.
+
+    Args:
+      model: the TextVAE.
+      variables: its variables (eval mode: BN running statistics are used).
+      data: anything with ``.vocab`` (Vocab) and ``.test`` (tuple of <int32>[L+2]).
+      cfg: the evaluation settings.
+      outdir: directory to write into (created when missing).
+      key: PRNG key of all decoding randomness.
+      batch_size: sentences encoded and decoded together.
+
+    Returns:
+      {'reconstructions', 'prior_samples', 'prior_samples_sampled'} -> path.
+    """
+    outdir = pathlib.Path(outdir)
+    vocab = data.vocab
+    k_post, k_sample, k_prior, k_prior_sample = jax.random.split(key, 4)
+    max_len = cfg.max_decode_len
+
+    rows = list(data.test[: cfg.num_reconstructions])
+    blocks = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        tokens, lengths = pad_rows(chunk)
+        sub = jax.random.fold_in(k_post, start)
+        z = _posterior_sample(model, variables, tokens, lengths, sub)
+        decoded = {
+            "greedy": greedy_decode(model, variables, z, max_len=max_len),
+            "sample": sample_decode(
+                model,
+                variables,
+                z,
+                jax.random.fold_in(k_sample, start),
+                max_len=max_len,
+            ),
+            "beam": beam_decode(
+                model, variables, z, beam_size=cfg.beam_size, max_len=max_len
+            ),
+        }
+        decoded = {name: np.asarray(v) for name, v in decoded.items()}
+        for i, row in enumerate(chunk):
+            lines = [f"x: {_text(vocab, row)}"]
+            lines += [f"{name}: {_text(vocab, v[i])}" for name, v in decoded.items()]
+            blocks.append("\n".join(lines) + "\n\n")
+
+    greedy_lines, sampled_lines = [], []
+    num = cfg.num_prior_samples
+    latent = model.cfg.latent_dim
+    z_all = jax.random.normal(k_prior, (num, latent), jnp.float32)
+    for start in range(0, num, batch_size):
+        z = z_all[start : start + batch_size]
+        greedy = np.asarray(greedy_decode(model, variables, z, max_len=max_len))
+        sampled = np.asarray(
+            sample_decode(
+                model,
+                variables,
+                z,
+                jax.random.fold_in(k_prior_sample, start),
+                max_len=max_len,
+            )
+        )
+        greedy_lines += [_text(vocab, s) + "\n" for s in greedy]
+        sampled_lines += [_text(vocab, s) + "\n" for s in sampled]
+
+    paths = {
+        "reconstructions": outdir / RECONSTRUCTIONS,
+        "prior_samples": outdir / PRIOR_SAMPLES,
+        "prior_samples_sampled": outdir / PRIOR_SAMPLES_SAMPLED,
+    }
+    fileio.write_text_atomic(paths["reconstructions"], "".join(blocks))
+    fileio.write_text_atomic(paths["prior_samples"], "".join(greedy_lines))
+    fileio.write_text_atomic(paths["prior_samples_sampled"], "".join(sampled_lines))
+    return paths
