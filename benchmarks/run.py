@@ -106,7 +106,8 @@ def gemm_gflops(n: int = 4096, repeats: int = 5) -> float:
     return 2.0 * n**3 / secs / 1e9
 
 
-def bench_train(name: str, head: str, repeats: int) -> dict:
+def train_runner(name: str, head: str):
+    """A closure running one training step of a fresh model (state kept inside)."""
     size = SIZES[name]
     batch = make_batch(size, BATCH)
     model = TextVAE(model_config(size, head))
@@ -124,7 +125,11 @@ def bench_train(name: str, head: str, repeats: int) -> dict:
         holder["state"], metrics = step(holder["state"], batch, rng)
         return metrics
 
-    compile_s, secs = timeit(run, repeats)
+    return run
+
+
+def train_summary(name: str, compile_s: float, secs: float) -> dict:
+    size = SIZES[name]
     tokens = BATCH * (size["words"] + 1)
     return {
         "step_ms": secs * 1e3,
@@ -133,6 +138,29 @@ def bench_train(name: str, head: str, repeats: int) -> dict:
         "train_sentences_per_second": BATCH / secs,
         "gflops": train_flops(size, BATCH) / secs / 1e9,
     }
+
+
+def bench_train(name: str, head: str, repeats: int) -> dict:
+    compile_s, secs = timeit(train_runner(name, head), repeats)
+    return train_summary(name, compile_s, secs)
+
+
+def bench_bn_over_vae(rounds: int, per_round: int = 5) -> tuple[dict, dict, float]:
+    """PTB-size BN-VAE and VAE steps timed in alternating rounds.
+
+    Alternating keeps drifts of the machine (frequency, other load) out of the
+    ratio; each round contributes its median, the ratio is of the medians.
+    """
+    runners = {h: train_runner("ptb", h) for h in ("bn_gaussian", "gaussian")}
+    compiles, times = {}, {h: [] for h in runners}
+    for head, run in runners.items():
+        compiles[head], _ = timeit(run, 1)
+    for _ in range(rounds):
+        for head, run in runners.items():
+            times[head].append(timeit(run, per_round, warmup=0)[1])
+    bn = train_summary("ptb", compiles["bn_gaussian"], np.median(times["bn_gaussian"]))
+    vae = train_summary("ptb", compiles["gaussian"], np.median(times["gaussian"]))
+    return bn, vae, bn["step_ms"] / vae["step_ms"]
 
 
 def bench_iw(samples: int, chunk: int, sentences: int, repeats: int) -> dict:

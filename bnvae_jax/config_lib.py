@@ -81,6 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
     e.iw_samples = 500  # importance samples per sentence
     e.iw_chunk = 100  # samples decoded together
     e.iw_batch = 4  # sentences decoded together
+    e.iw_max_logits = 1 << 26  # memory bound: chunk shrinks to keep logits below
     e.iw_max_sentences = 0  # evaluate IW-NLL on the first N sentences (0: all)
     e.au_threshold = 0.01
     e.num_reconstructions = 20  # sentences written per decoding strategy
@@ -149,6 +150,7 @@ class EvalConfig:
     iw_chunk: int
     iw_batch: int
     iw_max_sentences: int
+    iw_max_logits: int
     au_threshold: float
     num_reconstructions: int
     num_prior_samples: int
@@ -251,6 +253,7 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
     _require(t.log_every_steps >= 1, "train.log_every_steps must be >= 1")
     _require(e.iw_samples >= 1, "eval.iw_samples must be >= 1")
     _require(e.iw_chunk >= 1 and e.iw_batch >= 1, "eval.iw_chunk/iw_batch must be >= 1")
+    _require(e.iw_max_logits >= 1, "eval.iw_max_logits must be >= 1")
     _require(e.beam_size >= 1 and e.max_decode_len >= 1, "eval decoding sizes >= 1")
     return method
 

@@ -206,47 +206,57 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
 
     Stops after ``train.epochs``, at the ``max_decay``-th decay (both recorded in
     ``loop.done``) or at ``train.max_steps`` (not recorded: a rerun with a larger
-    limit carries on).
+    limit carries on). Ctrl-C saves the last completed step before exiting.
     """
     cfg = trainer.run.train
     step_fn = steps.jit_train_step(trainer.step_fns())
     plan, writer = trainer.plan, trainer.writer
-    while not loop.done and not _reached_max_steps(cfg, state):
-        order = batching.epoch_order(plan, trainer.run.seed, loop.epoch)
-        pending: list = []
-        bar = tqdm.tqdm(
-            total=len(plan),
-            initial=loop.position,
-            desc=f"epoch {loop.epoch}",
-            unit="batch",
-            leave=False,
-        )
-        while loop.position < len(plan) and not _reached_max_steps(cfg, state):
-            batch = plan.make_batch(int(order[loop.position]))
-            loop.position += 1
-            bar.update(1)
-            if batch.num_real < cfg.min_batch:
-                continue
-            start = time.perf_counter()
-            state, metrics = step_fn(state, eval_run.batch_arrays(batch), trainer.rng)
-            pending.append(metrics)
-            step = int(state.step)
-            loop.train_tokens += batch.num_tokens
-            if step % cfg.log_every_steps == 0:
-                scalars = _flush(pending, loop, writer, step)
-                bar.set_postfix(loss=f"{scalars['train/loss']:.2f}")
-            loop.train_seconds += time.perf_counter() - start
-            if step % cfg.checkpoint_every_steps == 0:
-                _flush(pending, loop, writer, step)
-                trainer.save_latest(state, loop)
-        bar.close()
+    pending: list = []  # device metrics not yet checked and logged
+    try:
+        while not loop.done and not _reached_max_steps(cfg, state):
+            order = batching.epoch_order(plan, trainer.run.seed, loop.epoch)
+            bar = tqdm.tqdm(
+                total=len(plan),
+                initial=loop.position,
+                desc=f"epoch {loop.epoch}",
+                unit="batch",
+                leave=False,
+            )
+            while loop.position < len(plan) and not _reached_max_steps(cfg, state):
+                batch = plan.make_batch(int(order[loop.position]))
+                bar.update(1)
+                if batch.num_real < cfg.min_batch:
+                    loop.position += 1
+                    continue
+                start = time.perf_counter()
+                arrays = eval_run.batch_arrays(batch)
+                (state, metrics), loop.position = (
+                    step_fn(state, arrays, trainer.rng),
+                    loop.position + 1,
+                )
+                pending.append(metrics)
+                step = int(state.step)
+                loop.train_tokens += batch.num_tokens
+                if step % cfg.log_every_steps == 0:
+                    scalars = _flush(pending, loop, writer, step)
+                    bar.set_postfix(loss=f"{scalars['train/loss']:.2f}")
+                loop.train_seconds += time.perf_counter() - start
+                if step % cfg.checkpoint_every_steps == 0:
+                    _flush(pending, loop, writer, step)
+                    trainer.save_latest(state, loop)
+            bar.close()
+            _flush(pending, loop, writer, int(state.step))
+            if loop.position >= len(plan):
+                state = end_of_epoch(trainer, state, loop)
+            elif loop.best_epoch < 0:
+                # Stopped by max_steps before any validation: select this state.
+                state = end_of_epoch(trainer, state, loop, advance=False)
+            trainer.save_latest(state, loop)
+    except KeyboardInterrupt:
+        # ``state`` is the last completed step and ``loop`` matches it.
         _flush(pending, loop, writer, int(state.step))
-        if loop.position >= len(plan):
-            state = end_of_epoch(trainer, state, loop)
-        elif loop.best_epoch < 0:
-            # Stopped by max_steps before any validation: select this state.
-            state = end_of_epoch(trainer, state, loop, advance=False)
         trainer.save_latest(state, loop)
+        raise
     return state
 
 

@@ -147,3 +147,35 @@ def test_iw_ignores_padded_examples_and_batching(setup):
     assert got.shape == (3,)
     # Sentence i draws from fold_in(key, i): the same estimate in any batch.
     np.testing.assert_allclose(got, full[:3], rtol=1e-5)
+
+
+def test_sample_chunk_divides_and_fits():
+    assert passes.sample_chunk(500, 100, 10**9) == 100
+    assert passes.sample_chunk(500, 100, 37) == 25
+    assert passes.sample_chunk(500, 100, 0) == 1
+    assert passes.sample_chunk(7, 100, 10**9) == 7
+
+
+def test_memory_bound_shrinks_chunks_without_changing_results(setup):
+    model, variables, batch = setup
+    big = passes.iw_log_likelihood(
+        model,
+        variables,
+        [batch],
+        jax.random.key(0),
+        num_samples=40,
+        chunk=40,
+        progress=False,
+    )[1]
+    # 6 rows x 8 steps x 10 words = 480 logits per sample: room for 2 samples.
+    small = passes.iw_log_likelihood(
+        model,
+        variables,
+        [batch],
+        jax.random.key(0),
+        num_samples=40,
+        chunk=40,
+        progress=False,
+        max_logits=1000,
+    )[1]
+    np.testing.assert_allclose(big, small, rtol=1e-5)

@@ -124,3 +124,23 @@ def test_sigkill_then_resume_gives_the_uninterrupted_results(tmp_path):
     got = json.loads((killed_dir / "results.json").read_text())
     ref["config"] = got["config"] = None
     assert _comparable(got) == _comparable(ref)
+
+
+def test_standalone_evaluate_reproduces_the_run_metrics(tmp_path):
+    results = train.train_and_evaluate(
+        tiny_config(**{"train.epochs": 1}), str(tmp_path)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnvae_jax.evaluate", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads((tmp_path / "evaluation.json").read_text())
+    for split in ("valid", "test"):
+        for key in RESULT_KEYS:
+            assert again[split][key] == pytest.approx(results[split][key], rel=1e-6)
+    assert "iw_nll" in proc.stdout

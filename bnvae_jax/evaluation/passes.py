@@ -141,6 +141,16 @@ def _iw_kernel(variables, tokens, lengths, mask, keys, *, model, num_samples, ch
     return estimators.log_mean_exp(log_w, axis=-1, valid=valid[None, :])
 
 
+def sample_chunk(num_samples: int, chunk: int, fit: int) -> int:
+    """The largest divisor of ``num_samples`` that is <= ``chunk`` and ``fit``.
+
+    A divisor wastes no decoder work on padding samples; results do not depend
+    on the chunk because every sample has its own key.
+    """
+    limit = max(1, min(chunk, fit, num_samples))
+    return max(d for d in range(1, limit + 1) if num_samples % d == 0)
+
+
 @functools.lru_cache(maxsize=32)
 def _jitted(model: nn.Module, kind: str, num_samples: int = 0, chunk: int = 0):
     """One compiled kernel per (model, kind, sizes); shapes recompile per bucket."""
@@ -161,6 +171,7 @@ def iw_log_likelihood(
     chunk: int,
     progress: bool = True,
     total: int | None = None,
+    max_logits: int = 1 << 26,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Importance-weighted log p(x) for every sentence (SPEC §4.2).
 
@@ -170,19 +181,25 @@ def iw_log_likelihood(
       batches: dicts with tokens, lengths, mask, index.
       key: PRNG key; sentence ``i`` draws from ``fold_in(key, i)``.
       num_samples: K importance samples per sentence.
-      chunk: samples decoded together (bounds memory).
+      chunk: at most this many samples are decoded together.
       progress: show a tqdm bar over batches.
       total: number of batches, for the progress bar.
+      max_logits: memory bound: the chunk shrinks so that one chunk's logits
+        (sentences × samples × time × vocabulary floats) stay below this.
 
     Returns:
       (index, log_px, tokens): corpus ids <int>[N], log p(x) <float64>[N] and
       predicted tokens per sentence <int>[N], sorted by index.
     """
-    kernel = _jitted(model, "iw", num_samples, min(chunk, num_samples))
     chunks = []
     for batch in tqdm.tqdm(
         batches, total=total, desc="IW-NLL", unit="batch", disable=not progress
     ):
+        rows, width = batch["tokens"].shape
+        fit = max_logits // max(rows * width * model.cfg.vocab_size, 1)
+        kernel = _jitted(
+            model, "iw", num_samples, sample_chunk(num_samples, chunk, fit)
+        )
         keys = _per_example_keys(key, batch["index"])
         log_px = kernel(
             variables, batch["tokens"], batch["lengths"], batch["mask"], keys

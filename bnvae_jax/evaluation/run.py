@@ -95,6 +95,7 @@ def iw_metrics(
         chunk=cfg.iw_chunk,
         progress=progress,
         total=len(plan),
+        max_logits=cfg.iw_max_logits,
     )
     return {
         "iw_nll": float(-np.mean(log_px)),

@@ -1,0 +1,29 @@
+import json
+
+import pytest
+
+from bnvae_jax import report
+from bnvae_jax.errors import UserError
+
+
+def test_markdown_table_rows_and_missing_values(tmp_path):
+    a = {
+        "method": "bn_vae",
+        "config": {"model": {"gamma": 0.6}},
+        "test": {"iw_nll": 101.234, "kl": 9.5, "au": 32},
+        "train_seconds": 12.0,
+        "train_tokens_per_second": 1000.0,
+        "epochs_run": 6,
+    }
+    (tmp_path / "results.json").write_text(json.dumps(a))
+    table = report.markdown_table([report.load(tmp_path)])
+    lines = table.splitlines()
+    assert lines[0].startswith("| method | NLL (IW)")
+    assert lines[2].startswith("| bn_vae (γ=0.6) | 101.23 |")
+    assert "| 32 |" in lines[2] and "–" in lines[2]
+
+
+def test_missing_results_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        report.load(tmp_path)
+    assert report.main([str(tmp_path)]) == 2
