@@ -12,6 +12,7 @@ affects them alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -96,18 +97,19 @@ def make_case(fn, batch, steps, inputs, hidden, backward):
     return lambda: jax.block_until_ready(run(*args))
 
 
-def _with_unroll(forward: int, backward: int):
-    """lstm traced with other scan unroll factors (read at trace time)."""
+@contextlib.contextmanager
+def _unroll(forward: int, backward: int):
+    """Traces lstm with other scan unroll factors inside this block.
 
-    def fn(*args):
-        saved = lstm_lib._FORWARD_UNROLL, lstm_lib._BACKWARD_UNROLL
-        lstm_lib._FORWARD_UNROLL, lstm_lib._BACKWARD_UNROLL = forward, backward
-        try:
-            return lstm_lib.lstm(*args)
-        finally:
-            lstm_lib._FORWARD_UNROLL, lstm_lib._BACKWARD_UNROLL = saved
-
-    return fn
+    The custom VJP's backward is traced during the transpose, after lstm has
+    returned, so the setting must span the whole jit trace, not one call.
+    """
+    saved = lstm_lib._FORWARD_UNROLL, lstm_lib._BACKWARD_UNROLL
+    lstm_lib._FORWARD_UNROLL, lstm_lib._BACKWARD_UNROLL = forward, backward
+    try:
+        yield
+    finally:
+        lstm_lib._FORWARD_UNROLL, lstm_lib._BACKWARD_UNROLL = saved
 
 
 def main():
@@ -129,10 +131,14 @@ def main():
     print(f"GEMM {GEMM_N}^3 float32: jax {gemm['jax']:.1f} GFLOP/s, ", end="")
     print(f"numpy {gemm['numpy']:.1f} GFLOP/s")
 
-    variants = {"reference": lstm_lib.lstm_reference, "custom": lstm_lib.lstm}
+    # name: (function, forward unroll, backward unroll)
+    variants = {
+        "reference": (lstm_lib.lstm_reference, 1, 1),
+        "custom": (lstm_lib.lstm, 1, 1),
+    }
     if args.unroll_sweep:
         for u in (2, 4, 8):
-            variants[f"custom_unroll{u}"] = _with_unroll(u, u)
+            variants[f"custom_unroll{u}"] = (lstm_lib.lstm, u, u)
 
     rows = []
     header = f"{'case':16s} {'variant':16s} {'ms':>9s} {'GFLOP/s':>8s} {'%GEMM':>6s}"
@@ -141,10 +147,10 @@ def main():
         batch, steps, inputs, hidden, backward = CASES[case]
         flops = 2 * batch * steps * (inputs + hidden) * 4 * hidden
         flops *= 3 if backward else 1
-        fns = {
-            name: make_case(fn, batch, steps, inputs, hidden, backward)
-            for name, fn in variants.items()
-        }
+        fns = {}
+        for name, (fn, forward_unroll, backward_unroll) in variants.items():
+            with _unroll(forward_unroll, backward_unroll):
+                fns[name] = make_case(fn, batch, steps, inputs, hidden, backward)
         # Aim for ~0.2 s per round and candidate so that short cases average out.
         probe = _min_time({"p": fns["custom"]}, calls=1, rounds=2)["p"]
         calls = max(1, int(0.2 / probe))

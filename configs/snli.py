@@ -12,19 +12,4 @@ from bnvae_jax import config_lib
 
 
 def get_config():
-    c = config_lib.default_config()
-    c.data.source = "files"
-    c.data.labelled = False
-    c.model.emb_dim = 128
-    c.model.enc_hidden = 512
-    c.model.dec_hidden = 512
-    c.model.latent_dim = 32
-    c.model.dec_dropout_in = 0.5
-    c.model.dec_dropout_out = 0.5
-    c.data.batch_size = 32
-    c.train.epochs = 100
-    c.train.kl_start = 0.0  # the paper: KL weight 0 -> 1 over the first 10 epochs
-    c.train.kl_warmup_epochs = 10.0
-    c.train.test_every_epochs = 5
-    c.eval.iw_samples = 500
-    return c
+    return config_lib.corpus_config(emb_dim=128, hidden=512)
