@@ -13,11 +13,12 @@ import jax.numpy as jnp
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
-def constant(value: float) -> Schedule:
-    """β(step) = value for every step (β-VAE; 0 is an autoencoder)."""
+def constant(kl_start: float, warmup_steps: float = 0.0) -> Schedule:
+    """β(step) = kl_start for every step (β-VAE; 0 is an autoencoder)."""
+    del warmup_steps
 
     def schedule(step):
-        return jnp.full(jnp.shape(step), value, jnp.float32)
+        return jnp.full(jnp.shape(step), kl_start, jnp.float32)
 
     return schedule
 
@@ -43,4 +44,5 @@ def warmup_steps(warmup_epochs: float, num_train: int, batch_size: int) -> float
     return warmup_epochs * num_train / batch_size
 
 
+# Every factory takes (kl_start, warmup_steps) and returns ``step -> weight``.
 SCHEDULES = {"constant": constant, "linear": linear}

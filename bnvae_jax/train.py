@@ -134,12 +134,7 @@ class Trainer:
         ramp = schedules.warmup_steps(
             t.kl_warmup_epochs, len(self.data.train), self.config.data.batch_size
         )
-        schedule = schedules.SCHEDULES[self.run.method.schedule]
-        kl_schedule = (
-            schedule(t.kl_start, ramp)
-            if self.run.method.schedule == "linear"
-            else schedule(t.kl_start)
-        )
+        kl_schedule = schedules.SCHEDULES[self.run.method.schedule](t.kl_start, ramp)
         transform = objectives.KL_TRANSFORMS[self.run.method.kl_transform]()
         return steps.StepFns(kl_schedule=kl_schedule, kl_transform=transform)
 

@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
-from bnvae_jax import cli, train, writers
+from bnvae_jax import cli, steps, train, writers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au"}
@@ -69,8 +71,6 @@ def test_compilations_bounded_by_number_of_shapes(tmp_path):
     trainer, state = train.setup(tiny_config(**{"data.bucket_width": 2}), str(tmp_path))
     loop = train.LoopState(learning_rate=1.0)
     loop.done = False
-    from bnvae_jax import steps
-
     step_fn = steps.jit_train_step(trainer.step_fns())
     for i in range(len(trainer.plan)):
         batch = trainer.plan.make_batch(i)
@@ -144,3 +144,55 @@ def test_standalone_evaluate_reproduces_the_run_metrics(tmp_path):
         for key in RESULT_KEYS:
             assert again[split][key] == pytest.approx(results[split][key], rel=1e-6)
     assert "iw_nll" in proc.stdout
+
+
+class _Cfg:
+    decay_epoch, load_best_epoch, lr_decay = 2, 3, 0.5
+
+
+def test_plateau_rule_follows_the_reference():
+    loop = train.LoopState(learning_rate=1.0)
+    losses = [10.0, 9.0, 9.5, 9.6, 9.7, 9.8, 9.4, 9.9, 10.0]
+    decays = [train.plateau_update(loop, v, e, _Cfg) for e, v in enumerate(losses)]
+    # Worse twice at epochs 2-3 (epoch 3 >= load_best_epoch): decay at epoch 3;
+    # ref_loss becomes 9.6; 9.7, 9.8 worse -> decay at 5; 9.4 resets; 9.9, 10 -> 8.
+    assert decays == [False, False, False, True, False, True, False, False, True]
+    assert loop.learning_rate == pytest.approx(0.125)
+    assert loop.decay_count == 3
+
+
+def test_decay_reloads_best_params_and_stats_and_stops(tmp_path, monkeypatch):
+    config = tiny_config(
+        **{
+            "train.epochs": 10,
+            "train.decay_epoch": 1,
+            "train.load_best_epoch": 0,
+            "train.max_decay": 2,
+        }
+    )
+    trainer, state = train.setup(config, str(tmp_path))
+    scripted = iter([5.0, 6.0, 7.0, 8.0, 9.0])
+    snapshots = {}
+    real_validate = train.Trainer.validate
+
+    def validate(self, state, split="valid"):
+        metrics = real_validate(self, state, split)
+        metrics["elbo_nll"] = next(scripted)
+        snapshots[len(snapshots)] = jax.device_get(
+            {"params": state.params, "batch_stats": state.batch_stats}
+        )
+        return metrics
+
+    monkeypatch.setattr(train.Trainer, "validate", validate)
+    loop = train.LoopState(learning_rate=config.train.learning_rate)
+    final = train.train_epochs(trainer, state, loop)
+    # Epoch 0 is best; epochs 1 and 2 are worse -> two decays -> stop.
+    assert loop.decay_count == 2 and loop.done and loop.epoch == 3
+    assert loop.learning_rate == pytest.approx(0.25)
+    best = snapshots[0]
+    for a, b in zip(
+        jax.tree.leaves(best),
+        jax.tree.leaves({"params": final.params, "batch_stats": final.batch_stats}),
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert steps.learning_rate(final) == pytest.approx(0.25)
