@@ -50,7 +50,7 @@ class LoopState:
     not_improved: int = 0
     train_seconds: float = 0.0
     train_tokens: int = 0
-    done: bool = False
+    done: bool = False  # stopped for good by the max_decay-th LR decay
     epoch_sums: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -199,16 +199,20 @@ def _reached_max_steps(cfg, state) -> bool:
 def train_epochs(trainer: Trainer, state, loop: LoopState):
     """Runs epochs from ``loop`` onwards; returns the final state.
 
-    Stops after ``train.epochs``, at the ``max_decay``-th decay (both recorded in
-    ``loop.done``) or at ``train.max_steps`` (not recorded: a rerun with a larger
-    limit carries on). Ctrl-C saves the last completed step before exiting.
+    Stops at the ``max_decay``-th decay (for good: ``loop.done``), after
+    ``train.epochs`` or at ``train.max_steps`` (a rerun with a larger limit
+    carries on). Ctrl-C saves the last completed step before exiting.
     """
     cfg = trainer.run.train
     step_fn = steps.jit_train_step(trainer.step_fns())
     plan, writer = trainer.plan, trainer.writer
     pending: list = []  # device metrics not yet checked and logged
     try:
-        while not loop.done and not _reached_max_steps(cfg, state):
+        while (
+            not loop.done
+            and loop.epoch < cfg.epochs
+            and not _reached_max_steps(cfg, state)
+        ):
             order = batching.epoch_order(plan, trainer.run.seed, loop.epoch)
             bar = tqdm.tqdm(
                 total=len(plan),
@@ -299,7 +303,7 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
         loop.epoch += 1
         loop.position = 0
         loop.epoch_sums = {}
-    if loop.decay_count >= cfg.max_decay or loop.epoch >= cfg.epochs:
+    if loop.decay_count >= cfg.max_decay:
         loop.done = True
     return state
 
@@ -368,6 +372,7 @@ def restore_or_start(trainer: Trainer, state) -> tuple[object, LoopState]:
 
 def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
     """Best checkpoint → valid and test metrics (with IW-NLL) → results.json."""
+    steps_run = int(state.step)
     if loop.best_epoch >= 0:
         tree, _ = trainer.ckpt.restore_best(_state_tree(state))
         state = _with_tree(state, tree)
@@ -397,7 +402,7 @@ def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
             "train_tokens_per_second": loop.train_tokens
             / max(loop.train_seconds, 1e-9),
             "epochs_run": loop.epoch,
-            "steps": int(state.step),
+            "steps": steps_run,
             "best_epoch": loop.best_epoch,
             "method": trainer.run.method_name,
             "num_devices": jax.device_count(),
@@ -416,7 +421,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     trainer, state = setup(config, workdir)
     state, loop = restore_or_start(trainer, state)
+    start_step = int(state.step)
     state = train_epochs(trainer, state, loop)
+    saved = trainer.workdir / "results.json"
+    if int(state.step) == start_step and saved.exists():
+        logging.info("%s: nothing left to train; results as saved", workdir)
+        return json.loads(saved.read_text())
     results = final_results(trainer, state, loop)
     fileio.write_json_atomic(trainer.workdir / "results.json", results)
     trainer.writer.write_scalars(
