@@ -335,6 +335,14 @@ def setup(
         raise UserError(f"{data.files['train']} gives no training batch")
     root = jax.random.key(run.seed)
     model = build_model(run)
+    ckpt = checkpoints.Checkpointer(workdir)
+    resume_step = ckpt.latest_step()
+    # TensorBoard hides events a killed run logged after its last checkpoint.
+    writer = writers.create_writer(
+        str(workdir),
+        enabled=write and jax.process_index() == 0,
+        purge_step=None if resume_step is None else resume_step + 1,
+    )
     trainer = Trainer(
         config=config,
         run=run,
@@ -342,8 +350,8 @@ def setup(
         data=data,
         model=model,
         plan=plan,
-        ckpt=checkpoints.Checkpointer(workdir),
-        writer=writers.create_writer(str(workdir), enabled=jax.process_index() == 0),
+        ckpt=ckpt,
+        writer=writer,
         rng=jax.random.fold_in(root, 1),
         eval_key=jax.random.key(run.eval.seed),
     )
