@@ -415,6 +415,11 @@ def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
             "method": trainer.run.method_name,
             "num_devices": jax.device_count(),
             "num_hosts": jax.process_count(),
+            # Lines read, kept, and dropped as empty or over data.max_tokens.
+            "data": {
+                split: dataclasses.asdict(stats)
+                for split, stats in trainer.data.stats.items()
+            },
             "config": json.loads(trainer.config.to_json_best_effort()),
         }
     )

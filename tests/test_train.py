@@ -43,6 +43,7 @@ def test_train_and_evaluate_writes_everything(tmp_path):
     assert {"train_seconds", "train_tokens_per_second", "epochs_run", "config"} <= set(
         on_disk
     )
+    assert on_disk["data"]["train"]["kept"] == 256
     assert (tmp_path / "config.json").exists()
     assert (tmp_path / "vocab.txt").exists()
     assert (tmp_path / "checkpoints").is_dir()
