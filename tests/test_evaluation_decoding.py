@@ -240,6 +240,7 @@ def _eval_config(**overrides):
         iw_chunk=2,
         iw_batch=2,
         iw_max_sentences=0,
+        iw_max_logits=1 << 20,
         au_threshold=0.01,
         num_reconstructions=3,
         num_prior_samples=4,

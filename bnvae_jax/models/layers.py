@@ -64,14 +64,14 @@ class Embed(nn.Module):
 
     vocab_size: int
     features: int
-    init: str
+    init_scheme: str
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """Maps <int32>[...] token ids to <float32>[..., features]."""
         table = self.param(
             "embedding",
-            INIT_SCHEMES[self.init].embedding(),
+            INIT_SCHEMES[self.init_scheme].embedding(),
             (self.vocab_size, self.features),
         )
         return jnp.take(table, tokens, axis=0)
@@ -81,13 +81,15 @@ class Linear(nn.Module):
     """Dense layer without bias (the reference's projections have none)."""
 
     features: int
-    init: str
+    init_scheme: str
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         fan_in = x.shape[-1]
         kernel = self.param(
-            "kernel", INIT_SCHEMES[self.init].linear(fan_in), (fan_in, self.features)
+            "kernel",
+            INIT_SCHEMES[self.init_scheme].linear(fan_in),
+            (fan_in, self.features),
         )
         return x @ kernel
 
@@ -101,10 +103,10 @@ class LSTM(nn.Module):
 
     input_size: int
     hidden: int
-    init: str
+    init_scheme: str
 
     def setup(self):
-        init = INIT_SCHEMES[self.init].lstm(self.hidden)
+        init = INIT_SCHEMES[self.init_scheme].lstm(self.hidden)
         gates = 4 * self.hidden
         self.w_ih = self.param("w_ih", init, (self.input_size, gates))
         self.w_hh = self.param("w_hh", init, (self.hidden, gates))
@@ -140,3 +142,65 @@ class LSTM(nn.Module):
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+@jax.custom_vjp
+def linear_cross_entropy(h: jax.Array, kernel: jax.Array, targets: jax.Array):
+    """−log softmax(h @ kernel)[target] for every row, with a GEMM-friendly backward.
+
+    Args:
+      h: <float32>[N, H] features.
+      kernel: <float32>[H, V] output projection.
+      targets: <int32>[N] target ids.
+
+    Returns:
+      <float32>[N] token cross-entropies.
+    """
+    logits = h @ kernel
+    picked = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    return jax.nn.logsumexp(logits, axis=-1) - picked
+
+
+def _lce_fwd(h, kernel, targets):
+    logits = h @ kernel
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    return lse - picked, (h, kernel, targets, logits, lse)
+
+
+def _lce_bwd(res, g):
+    h, kernel, targets, logits, lse = res
+    probs = jnp.exp(logits - lse[:, None])
+    onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
+    d_logits = (probs - onehot) * g[:, None]
+    # Both products would otherwise contract a leading dimension, which XLA's CPU
+    # GEMM path runs markedly slower; explicit transposes keep them row-major.
+    h_t = jax.lax.optimization_barrier(h.T)
+    kernel_t = jax.lax.optimization_barrier(kernel.T)
+    return d_logits @ kernel_t, h_t @ d_logits, None
+
+
+linear_cross_entropy.defvjp(_lce_fwd, _lce_bwd)
+
+
+class VocabProjection(nn.Module):
+    """Output layer to vocabulary logits (no bias), with a fused loss path."""
+
+    vocab_size: int
+    init_scheme: str
+
+    @nn.compact
+    def __call__(self, h: jax.Array, targets: jax.Array | None = None) -> jax.Array:
+        """Logits <float32>[..., V], or token NLLs [...] when ``targets`` is given."""
+        kernel = self.param(
+            "kernel",
+            INIT_SCHEMES[self.init_scheme].linear(h.shape[-1]),
+            (h.shape[-1], self.vocab_size),
+        )
+        if targets is None:
+            return h @ kernel
+        lead = h.shape[:-1]
+        nll = linear_cross_entropy(
+            h.reshape(-1, h.shape[-1]), kernel, targets.reshape(-1)
+        )
+        return nll.reshape(lead)

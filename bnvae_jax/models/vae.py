@@ -34,12 +34,6 @@ def target_mask(lengths: jax.Array, width: int) -> jax.Array:
     return (jnp.arange(width)[None, :] < (lengths[:, None] - 1)).astype(jnp.float32)
 
 
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Cross-entropy of each target: <float32>[B, T, V], <int32>[B, T] -> [B, T]."""
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return jax.nn.logsumexp(logits, axis=-1) - picked
-
-
 class Encoder(nn.Module):
     """Embedding -> LSTM -> state at the true last token -> Linear to (mu, logvar)."""
 
@@ -77,7 +71,7 @@ class Decoder(nn.Module):
         self.lstm = layers.LSTM(
             cfg.emb_dim + cfg.latent_dim, cfg.dec_hidden, cfg.dec_init
         )
-        self.out = layers.Linear(cfg.vocab_size, cfg.dec_init)
+        self.out = layers.VocabProjection(cfg.vocab_size, cfg.dec_init)
         self.drop_in = nn.Dropout(cfg.dec_dropout_in)
         self.drop_out = nn.Dropout(cfg.dec_dropout_out)
 
@@ -86,21 +80,30 @@ class Decoder(nn.Module):
         c0 = self.init_state(z)
         return jnp.tanh(c0), c0
 
-    def __call__(self, inputs: jax.Array, z: jax.Array, *, train: bool) -> jax.Array:
-        """Teacher-forced logits.
+    def __call__(
+        self,
+        inputs: jax.Array,
+        z: jax.Array,
+        *,
+        train: bool,
+        targets: jax.Array | None = None,
+    ) -> jax.Array:
+        """Teacher-forced logits, or the targets' cross-entropies.
 
         Args:
           inputs: <int32>[B, T] decoder inputs (<s> w_1 .. w_L, padded).
           z: <float32>[B, n] latent codes.
           train: applies dropout when true.
+          targets: <int32>[B, T] next tokens; when given, returns their
+            cross-entropies (nats) through the fused output-layer loss.
 
         Returns:
-          <float32>[B, T, V] next-token logits.
+          <float32>[B, T, V] next-token logits, or <float32>[B, T] with targets.
         """
         x = self.drop_in(self.embed(inputs), deterministic=not train)
         zs = jnp.broadcast_to(z[:, None, :], (*inputs.shape, z.shape[-1]))
         hs, _ = self.lstm(jnp.concatenate([x, zs], -1), *self.initial_state(z))
-        return self.out(self.drop_out(hs, deterministic=not train))
+        return self.out(self.drop_out(hs, deterministic=not train), targets)
 
     def step(self, state, token: jax.Array, z: jax.Array):
         """One generation step (no dropout).
@@ -146,8 +149,7 @@ class TextVAE(nn.Module):
 
     def reconstruction(self, tokens, lengths, z, *, train: bool) -> jax.Array:
         """-log p(x|z) summed over the L+1 targets: <float32>[B]."""
-        logits = self.decoder(tokens[:, :-1], z, train=train)
-        nll = token_nll(logits, tokens[:, 1:])
+        nll = self.decoder(tokens[:, :-1], z, train=train, targets=tokens[:, 1:])
         return jnp.sum(nll * target_mask(lengths, nll.shape[1]), axis=1)
 
     def __call__(self, tokens, lengths, mask, *, train: bool) -> VAEOutput:
