@@ -10,27 +10,29 @@ import pytest  # noqa: E402
 jax.config.update("jax_platforms", "cpu")
 
 
-@pytest.fixture
-def tiny_model_config():
+def make_model_config(**overrides):
+    """A tiny ``ModelConfig``; tests override only what they exercise."""
     from bnvae_jax.config_lib import ModelConfig
 
-    def make(**overrides):
-        values = dict(
-            vocab_size=12,
-            emb_dim=8,
-            enc_hidden=8,
-            dec_hidden=8,
-            latent_dim=4,
-            head="bn_gaussian",
-            gamma=0.5,
-            bn_momentum=0.1,
-            bn_eps=1e-5,
-            dec_dropout_in=0.5,
-            dec_dropout_out=0.5,
-            enc_init="uniform",
-            dec_init="uniform",
-        )
-        values.update(overrides)
-        return ModelConfig(**values)
+    values = dict(
+        vocab_size=12,
+        emb_dim=8,
+        enc_hidden=8,
+        dec_hidden=8,
+        latent_dim=4,
+        head="bn_gaussian",
+        gamma=0.5,
+        bn_momentum=0.1,
+        bn_eps=1e-5,
+        dec_dropout_in=0.5,
+        dec_dropout_out=0.5,
+        enc_init="uniform",
+        dec_init="uniform",
+    )
+    values.update(overrides)
+    return ModelConfig(**values)
 
-    return make
+
+@pytest.fixture
+def tiny_model_config():
+    return make_model_config

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import make_model_config
 
 from bnvae_jax.evaluation import passes
 from bnvae_jax.models import posteriors
@@ -12,22 +13,15 @@ from bnvae_jax.models import vae as vae_lib
 
 @pytest.fixture(scope="module")
 def setup():
-    from bnvae_jax.config_lib import ModelConfig
-
-    cfg = ModelConfig(
+    cfg = make_model_config(
         vocab_size=10,
         emb_dim=6,
         enc_hidden=6,
         dec_hidden=6,
         latent_dim=1,
         head="gaussian",
-        gamma=0.5,
-        bn_momentum=0.1,
-        bn_eps=1e-5,
         dec_dropout_in=0.0,
         dec_dropout_out=0.0,
-        enc_init="uniform",
-        dec_init="uniform",
     )
     model = vae_lib.TextVAE(cfg)
     rng = np.random.default_rng(0)
@@ -93,7 +87,7 @@ def exact_log_px_and_elbo(model, variables, batch):
     return np.asarray(log_px), np.asarray(elbo)
 
 
-def iw(model, variables, batch, k, seed=0, chunk=None):
+def iw(model, variables, batch, k, seed=0, chunk=None, max_logits=1 << 26):
     _, log_px, _ = passes.iw_log_likelihood(
         model,
         variables,
@@ -102,6 +96,7 @@ def iw(model, variables, batch, k, seed=0, chunk=None):
         num_samples=k,
         chunk=chunk or k,
         progress=False,
+        max_logits=max_logits,
     )
     return log_px
 
@@ -158,24 +153,7 @@ def test_sample_chunk_divides_and_fits():
 
 def test_memory_bound_shrinks_chunks_without_changing_results(setup):
     model, variables, batch = setup
-    big = passes.iw_log_likelihood(
-        model,
-        variables,
-        [batch],
-        jax.random.key(0),
-        num_samples=40,
-        chunk=40,
-        progress=False,
-    )[1]
+    big = iw(model, variables, batch, 40)
     # 6 rows x 8 steps x 10 words = 480 logits per sample: room for 2 samples.
-    small = passes.iw_log_likelihood(
-        model,
-        variables,
-        [batch],
-        jax.random.key(0),
-        num_samples=40,
-        chunk=40,
-        progress=False,
-        max_logits=1000,
-    )[1]
+    small = iw(model, variables, batch, 40, max_logits=1000)
     np.testing.assert_allclose(big, small, rtol=1e-5)
