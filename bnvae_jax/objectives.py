@@ -1,4 +1,9 @@
-"""Losses: how ELBO terms become the training objective (the 'KL transform' axis)."""
+"""Losses: how ELBO terms become the training objective (the 'KL transform' axis).
+
+A KL transform maps the per-dimension KL <float32>[B, n] to the per-example
+quantity that is weighted by the KL schedule in the loss. Reported and
+selection losses always use the plain KL.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,35 @@ def kl_identity(kl_dim: jax.Array) -> jax.Array:
     return jnp.sum(kl_dim, axis=-1)
 
 
-KL_TRANSFORMS: dict[str, Callable[..., KLTransform]] = {
-    "none": lambda: kl_identity,
+def free_bits_total(target: float) -> KLTransform:
+    """Free bits on the whole KL (reference ``fb=1``).
+
+    ``1[KL_i > λ] · KL_i``: below the target the KL term is dropped, so its
+    gradient is zero (gradient-equivalent to ``max(λ, KL_i)``).
+    """
+
+    def transform(kl_dim):
+        kl = jnp.sum(kl_dim, axis=-1)
+        return jnp.where(kl > target, kl, 0.0)
+
+    return transform
+
+
+def free_bits_per_dim(target: float) -> KLTransform:
+    """Free bits per dimension (reference ``fb=2``, Li et al.): λ/n per dimension."""
+
+    def transform(kl_dim):
+        per_dim = target / max(kl_dim.shape[-1], 1)
+        return jnp.sum(jnp.where(kl_dim > per_dim, kl_dim, 0.0), axis=-1)
+
+    return transform
+
+
+# Every entry builds a transform from the target KL λ (ignored by 'none').
+KL_TRANSFORMS: dict[str, Callable[[float], KLTransform]] = {
+    "none": lambda target: kl_identity,
+    "free_bits": free_bits_total,
+    "free_bits_dim": free_bits_per_dim,
 }
 
 
