@@ -13,6 +13,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import scipy.special
 
 
 class Posterior(NamedTuple):
@@ -75,11 +76,28 @@ class FixedScaleBatchNorm(nn.Module):
     momentum: float = 0.1
     eps: float = 1e-5
     axis_name: str | None = None
+    learn_gamma: bool = False
+    gamma_min: float = 0.0
+
+    def scale(self, features: int) -> jax.Array | float:
+        """γ: the constant, or γ_min + softplus(raw) per dimension when learnt.
+
+        The learnt scale starts at ``gamma`` and can never go below ``gamma_min``,
+        so the bound E[KL] >= n γ_min² / 2 still holds (beyond the paper).
+        """
+        if not self.learn_gamma:
+            return self.gamma
+        start = inverse_softplus(self.gamma - self.gamma_min)
+        raw = self.param(
+            "gamma_raw", nn.initializers.constant(start), (features,), jnp.float32
+        )
+        return self.gamma_min + jax.nn.softplus(raw)
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
         """Normalises <float32>[B, n] over real examples (``mask`` <float32>[B])."""
         features = x.shape[-1]
+        gamma = self.scale(features)
         beta = self.param("beta", nn.initializers.zeros, (features,))
         ra_mean = self.variable(
             "batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32)
@@ -96,7 +114,12 @@ class FixedScaleBatchNorm(nn.Module):
                 ra_var.value = (1.0 - m) * ra_var.value + m * unbiased
         else:
             mean, var = ra_mean.value, ra_var.value
-        return self.gamma * (x - mean) * jax.lax.rsqrt(var + self.eps) + beta
+        return gamma * (x - mean) * jax.lax.rsqrt(var + self.eps) + beta
+
+
+def inverse_softplus(y: float) -> float:
+    """X with softplus(x) = y > 0."""
+    return y + math.log(-math.expm1(-y))
 
 
 def masked_moments(x: jax.Array, mask: jax.Array, axis_name: str | None = None):
@@ -136,16 +159,81 @@ class BNGaussianHead(nn.Module):
     momentum: float = 0.1
     eps: float = 1e-5
     axis_name: str | None = None
+    learn_gamma: bool = False
+    gamma_min: float = 0.0
 
     @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
         bn = FixedScaleBatchNorm(
-            self.gamma, self.momentum, self.eps, self.axis_name, name="bn"
+            self.gamma,
+            self.momentum,
+            self.eps,
+            self.axis_name,
+            self.learn_gamma,
+            self.gamma_min,
+            name="bn",
         )
         return Posterior(bn(mu, mask, train=train), logvar)
 
 
-HEADS = {"gaussian": GaussianHead, "bn_gaussian": BNGaussianHead}
+def delta_variance_bounds(delta: float) -> tuple[float, float]:
+    """The roots v_l < 1 < v_u of ln v − v + 2δ + 1 = 0 (δ-VAE, SPEC §3.4).
+
+    With c = 2δ + 1, v = −W(−e^{−c}) on the principal (v_l) and the −1 branch
+    (v_u) of the Lambert W function: a closed form, no symbolic solver.
+    """
+    if delta <= 0:
+        raise ValueError(f"delta must be positive, got {delta}")
+    arg = -math.exp(-(2.0 * delta + 1.0))
+    lower = -scipy.special.lambertw(arg, 0).real
+    upper = -scipy.special.lambertw(arg, -1).real
+    return float(lower), float(upper)
+
+
+class DeltaGaussianHead(nn.Module):
+    """δ-VAE (Razavi et al.) as the reference constrains it: KL_j >= δ for any input.
+
+    From the raw outputs (m, s): σ = σ_l + (σ_u − σ_l)·1/clip(1 + e^{−s}, 1, 50),
+    μ = sqrt(2δ + 1 + log σ² − σ² + max(0, m) + 1e−6), hence per-dimension
+    KL = δ + max(0, m)/2 + 5e−7. (The reference's square root makes μ >= 0.)
+    """
+
+    delta: float
+
+    @nn.compact
+    def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
+        del mask, train
+        v_l, v_u = delta_variance_bounds(self.delta)
+        s_l, s_u = math.sqrt(v_l), math.sqrt(v_u)
+        sigma = s_l + (s_u - s_l) / jnp.clip(1.0 + jnp.exp(-logvar), 1.0, 50.0)
+        new_logvar = 2.0 * jnp.log(sigma)
+        inner = (
+            2.0 * self.delta
+            + 1.0
+            + new_logvar
+            - jnp.square(sigma)
+            + jax.nn.relu(mu)
+            + 1e-6
+        )
+        # ln v − v + 1 <= 0 with equality at v = 1: clamp rounding below zero.
+        return Posterior(jnp.sqrt(jnp.maximum(inner, 0.0)), new_logvar)
+
+
+class NoLatentHead(nn.Module):
+    """No latent at all (the LSTM language model): a zero-width posterior."""
+
+    @nn.compact
+    def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
+        del mask, train
+        return Posterior(mu[:, :0], logvar[:, :0])
+
+
+HEADS = {
+    "gaussian": GaussianHead,
+    "bn_gaussian": BNGaussianHead,
+    "delta_gaussian": DeltaGaussianHead,
+    "none": NoLatentHead,
+}
 
 
 def make_head(
@@ -155,8 +243,15 @@ def make_head(
     momentum: float,
     eps: float,
     axis_name: str | None = None,
+    learn_gamma: bool = False,
+    gamma_min: float = 0.0,
+    delta: float = 0.1,
 ) -> nn.Module:
     """Builds the head named ``name`` with the hyper-parameters it uses."""
     if name == "bn_gaussian":
-        return BNGaussianHead(gamma, momentum, eps, axis_name, name="head")
+        return BNGaussianHead(
+            gamma, momentum, eps, axis_name, learn_gamma, gamma_min, name="head"
+        )
+    if name == "delta_gaussian":
+        return DeltaGaussianHead(delta, name="head")
     return HEADS[name](name="head")

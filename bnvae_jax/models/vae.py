@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from bnvae_jax.config_lib import ModelConfig
-from bnvae_jax.models import layers, posteriors
+from bnvae_jax.models import latents, layers, posteriors
 from bnvae_jax.models.posteriors import Posterior
 
 
@@ -18,14 +18,14 @@ class VAEOutput(NamedTuple):
 
     Attributes:
       rec: <float32>[B] summed token cross-entropy of the L+1 targets (nats).
-      kl: <float32>[B, n] per-dimension KL(q(z|x) || p(z)).
-      posterior: the posterior parameters, each <float32>[B, n].
+      kl: <float32>[B, k] KL(q(z|x) || p(z)) in parts (k = n for Gaussians).
+      posterior: the posterior parameters (the head's type).
       z: <float32>[B, n] the sample the decoder was run on.
     """
 
     rec: jax.Array
     kl: jax.Array
-    posterior: Posterior
+    posterior: Posterior | latents.DirectionPosterior
     z: jax.Array
 
 
@@ -60,14 +60,19 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """LSTM decoder with z in its initial state and concatenated to every input."""
+    """LSTM decoder with z in its initial state and concatenated to every input.
+
+    With ``cfg.skip`` (Skip-VAE) the output layer reads [h_t; z] at every step;
+    with ``latent_dim == 0`` it is the LSTM language model (zero initial state).
+    """
 
     cfg: ModelConfig
 
     def setup(self):
         cfg = self.cfg
         self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.dec_init)
-        self.init_state = layers.Linear(cfg.dec_hidden, cfg.dec_init)
+        if cfg.latent_dim:
+            self.init_state = layers.Linear(cfg.dec_hidden, cfg.dec_init)
         self.lstm = layers.LSTM(
             cfg.emb_dim + cfg.latent_dim, cfg.dec_hidden, cfg.dec_init
         )
@@ -76,9 +81,20 @@ class Decoder(nn.Module):
         self.drop_out = nn.Dropout(cfg.dec_dropout_out)
 
     def initial_state(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(h_0, c_0) = (tanh(W_z z), W_z z) for <float32>[B, n]."""
+        """(h_0, c_0) = (tanh(W_z z), W_z z) for <float32>[B, n] (zeros if n = 0)."""
+        if not self.cfg.latent_dim:
+            zeros = jnp.zeros((z.shape[0], self.cfg.dec_hidden), jnp.float32)
+            return zeros, zeros
         c0 = self.init_state(z)
         return jnp.tanh(c0), c0
+
+    def _features(self, hs: jax.Array, z: jax.Array) -> jax.Array:
+        """What the output layer reads: h, or [h; z] for Skip-VAE."""
+        if not self.cfg.skip:
+            return hs
+        if hs.ndim == 3:  # [B, T, H]: every time step sees the same z
+            z = jnp.broadcast_to(z[:, None, :], (*hs.shape[:2], z.shape[-1]))
+        return jnp.concatenate([hs, z], -1)
 
     def __call__(
         self,
@@ -103,7 +119,8 @@ class Decoder(nn.Module):
         x = self.drop_in(self.embed(inputs), deterministic=not train)
         zs = jnp.broadcast_to(z[:, None, :], (*inputs.shape, z.shape[-1]))
         hs, _ = self.lstm(jnp.concatenate([x, zs], -1), *self.initial_state(z))
-        return self.out(self.drop_out(hs, deterministic=not train), targets)
+        hs = self.drop_out(hs, deterministic=not train)
+        return self.out(self._features(hs, z), targets)
 
     def step(self, state, token: jax.Array, z: jax.Array):
         """One generation step (no dropout).
@@ -118,7 +135,7 @@ class Decoder(nn.Module):
         """
         x = jnp.concatenate([self.embed(token), z], -1)
         h, c = self.lstm.step(x, *state)
-        return (h, c), self.out(h)
+        return (h, c), self.out(self._features(h, z))
 
 
 class TextVAE(nn.Module):
@@ -130,20 +147,35 @@ class TextVAE(nn.Module):
     cfg: ModelConfig
     axis_name: str | None = None
 
+    @property
+    def family(self) -> latents.LatentFamily:
+        """How to sample, score and take the KL of this model's posterior."""
+        return latents.family_of(self.cfg)
+
     def setup(self):
         cfg = self.cfg
-        self.encoder = Encoder(cfg)
-        self.head = posteriors.make_head(
-            cfg.head,
-            gamma=cfg.gamma,
-            momentum=cfg.bn_momentum,
-            eps=cfg.bn_eps,
-            axis_name=self.axis_name,
-        )
+        if cfg.latent_dim:  # the language model has no encoder
+            self.encoder = Encoder(cfg)
+        if cfg.head == "vmf":
+            self.head = latents.DirectionHead(name="head")
+        else:
+            self.head = posteriors.make_head(
+                cfg.head,
+                gamma=cfg.gamma,
+                momentum=cfg.bn_momentum,
+                eps=cfg.bn_eps,
+                axis_name=self.axis_name,
+                learn_gamma=cfg.learn_gamma,
+                gamma_min=cfg.gamma_min,
+                delta=cfg.delta,
+            )
         self.decoder = Decoder(cfg)
 
-    def encode(self, tokens, lengths, mask, *, train: bool) -> Posterior:
+    def encode(self, tokens, lengths, mask, *, train: bool):
         """Posterior parameters for rows <int32>[B, T]; ``mask`` <float32>[B]."""
+        if not self.cfg.latent_dim:
+            empty = jnp.zeros((tokens.shape[0], 0), jnp.float32)
+            return self.head(empty, empty, mask, train=train)
         mu, logvar = self.encoder(tokens, lengths)
         return self.head(mu, logvar, mask, train=train)
 
@@ -155,9 +187,10 @@ class TextVAE(nn.Module):
     def __call__(self, tokens, lengths, mask, *, train: bool) -> VAEOutput:
         """One-sample ELBO terms for a batch of rows."""
         post = self.encode(tokens, lengths, mask, train=train)
-        z = posteriors.gaussian_sample(post, self.make_rng("sample"))
+        family = self.family
+        z = family.sample(post, self.make_rng("sample"))
         rec = self.reconstruction(tokens, lengths, z, train=train)
-        return VAEOutput(rec, posteriors.gaussian_kl(*post), post, z)
+        return VAEOutput(rec, family.kl(post), post, z)
 
     def decode_step(self, state, token, z):
         return self.decoder.step(state, token, z)
