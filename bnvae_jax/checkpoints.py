@@ -228,6 +228,30 @@ class Checkpointer:
             raise WorkdirError(f"{self.best_directory} holds no best checkpoint")
         return self._restore(self._best, indices[0], template)
 
+    def restore_best_params(self) -> dict:
+        """The best checkpoint's parameters as saved (nested dict of arrays).
+
+        Used to initialise another run from this one (no template needed).
+
+        Raises:
+            WorkdirError: there is no best checkpoint or it cannot be read.
+        """
+        indices = self._complete_steps(self._best)
+        if not indices:
+            raise WorkdirError(f"{self.best_directory} holds no best checkpoint")
+        try:
+            restored = self._best.restore(
+                indices[0],
+                args=ocp.args.Composite(state=ocp.args.StandardRestore()),
+            )
+        except Exception as e:  # reported as one line, logged in full
+            logging.warning("restoring %s failed", self.best_directory, exc_info=True)
+            raise WorkdirError(
+                f"cannot read the best checkpoint in {self.best_directory} "
+                f"({type(e).__name__})"
+            ) from e
+        return restored["state"]["params"]
+
     # -- common -------------------------------------------------------------
 
     def _restore(

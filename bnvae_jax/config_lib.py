@@ -22,6 +22,9 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.method = "bn_vae"  # a row of bnvae_jax.methods.METHODS
     c.seed = 783435  # the reference's default seed
+    # Pretrained-encoder recipe (Li et al.): a finished run's directory whose best
+    # encoder initialises this run; the decoder and the head start afresh.
+    c.init_from = ""
 
     c.data = d = ml_collections.ConfigDict()
     d.source = "synthetic"  # 'synthetic' (embedded generator) or 'files'
@@ -54,6 +57,15 @@ def default_config() -> ml_collections.ConfigDict:
     m.dec_hidden = 128  # decoder LSTM size
     m.latent_dim = 8  # n
     m.gamma = 0.6  # fixed BN scale of the bn_gaussian head
+    m.learn_gamma = False  # beyond the paper: learnt per-dim scale >= gamma_min
+    m.gamma_min = 0.3  # floor of the learnt scale (KL >= n gamma_min^2 / 2)
+    m.delta = 0.15  # delta_vae: KL >= delta in every dimension
+    m.kappa = 13.0  # vmf_vae: fixed concentration
+    m.vmf_kl = "guu"  # 'guu' (Guu et al., the paper's) or 'uniform' (exact)
+    m.svi_steps = 20  # sa_vae: SVI steps refining q (train and evaluation)
+    m.svi_lr = 1.0
+    m.svi_momentum = 0.5
+    m.svi_clip = 5.0  # L2 clip of each example's mean / logvar gradient
     m.bn_momentum = 0.1  # PyTorch convention: new = (1 - m) old + m batch
     m.bn_eps = 1e-5
     m.dec_dropout_in = 0.5  # dropout on decoder word embeddings (not on z)
@@ -68,6 +80,13 @@ def default_config() -> ml_collections.ConfigDict:
     t.clip_norm = 5.0  # global L2 norm over all parameters
     t.kl_start = 0.0  # KL weight before the first step
     t.kl_warmup_epochs = 2.0  # ramp to 1 over this many epochs (0: constant; paper 10)
+    t.beta = 1.0  # beta_vae: the constant KL weight
+    t.target_kl = 4.0  # free_bits / free_bits_dim: lambda (total over dims)
+    t.cycles = 4  # cyclic: M cycles over train.epochs
+    t.cycle_ratio = 0.5  # cyclic: ramp fraction R of each cycle
+    t.cycle_epochs = 10  # cyclic_epoch_reset: epochs per cycle C
+    t.agg_inner_steps = 100  # agg_vae: at most this many encoder steps - 1
+    t.agg_check_every = 15  # agg_vae: inner-loss check period
     t.decay_epoch = 5  # plateau length (validation epochs) before an LR decay
     t.lr_decay = 0.5
     t.max_decay = 5  # stop training at this many decays
@@ -127,6 +146,7 @@ ARCHITECTURE_KEYS = (
     "model.enc_hidden",
     "model.dec_hidden",
     "model.latent_dim",
+    "model.learn_gamma",
 )
 
 
@@ -147,6 +167,17 @@ class ModelConfig:
     dec_dropout_out: float
     enc_init: str
     dec_init: str
+    learn_gamma: bool = False
+    gamma_min: float = 0.3
+    delta: float = 0.15
+    kappa: float = 13.0
+    vmf_kl: str = "guu"
+    skip: bool = False  # z feeds the output layer (Skip-VAE)
+    svi_steps: int = 0  # > 0: SA-VAE posterior refinement
+    svi_lr: float = 1.0
+    svi_momentum: float = 0.5
+    svi_clip: float = 5.0
+    svi_scale: float = 1.0  # the SVI loss is the per-example loss times this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +190,13 @@ class TrainConfig:
     clip_norm: float
     kl_start: float
     kl_warmup_epochs: float
+    beta: float
+    target_kl: float
+    cycles: int
+    cycle_ratio: float
+    cycle_epochs: int
+    agg_inner_steps: int
+    agg_check_every: int
     decay_epoch: int
     lr_decay: float
     max_decay: int
@@ -187,6 +225,7 @@ class EvalConfig:
 
 
 INIT_SCHEMES = ("torch_default", "uniform")
+VMF_KL_FORMULAS = ("guu", "uniform")
 DATA_SOURCES = ("synthetic", "files")
 
 
@@ -241,6 +280,44 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
         _require(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
     for name in ("dec_dropout_in", "dec_dropout_out"):
         _require(0.0 <= m[name] < 1.0, f"model.{name} must be in [0, 1), got {m[name]}")
+    if method.head == "bn_gaussian" and m.learn_gamma:
+        _require(
+            0 <= m.gamma_min < m.gamma,
+            f"model.learn_gamma needs 0 <= model.gamma_min < model.gamma, got "
+            f"gamma_min={m.gamma_min}, gamma={m.gamma}",
+        )
+    if method.head == "delta_gaussian":
+        _require(m.delta > 0, f"model.delta must be positive, got {m.delta}")
+    if method.head == "vmf":
+        _require(m.kappa > 0, f"model.kappa must be positive, got {m.kappa}")
+        _require(m.latent_dim >= 2, "vmf_vae needs model.latent_dim >= 2")
+        _require(
+            m.vmf_kl in VMF_KL_FORMULAS,
+            f"model.vmf_kl={m.vmf_kl!r} is not one of {', '.join(VMF_KL_FORMULAS)}",
+        )
+    if method.procedure in ("svi", "aggressive"):
+        _require(
+            method.head in ("gaussian", "bn_gaussian"),
+            f"procedure {method.procedure!r} needs a Gaussian head",
+        )
+    if method.procedure == "svi":
+        _require(m.svi_steps >= 1, "sa_vae needs model.svi_steps >= 1")
+        _require(m.svi_lr > 0 and m.svi_clip > 0, "model.svi_lr/svi_clip must be > 0")
+        _require(0 <= m.svi_momentum < 1, "model.svi_momentum must be in [0, 1)")
+    if method.procedure == "aggressive":
+        _require(
+            t.agg_inner_steps >= 2 and t.agg_check_every >= 1,
+            "agg_vae needs train.agg_inner_steps >= 2 and train.agg_check_every >= 1",
+        )
+    if method.schedule == "constant":
+        _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
+    if method.schedule == "cyclic":
+        _require(t.cycles >= 1, "train.cycles must be >= 1")
+        _require(0 < t.cycle_ratio <= 1, "train.cycle_ratio must be in (0, 1]")
+    if method.schedule == "cyclic_epoch_reset":
+        _require(t.cycle_epochs >= 1, "train.cycle_epochs must be >= 1")
+    if method.kl_transform != "none":
+        _require(t.target_kl >= 0, f"train.target_kl must be >= 0, got {t.target_kl}")
     if method.head == "bn_gaussian":
         _require(
             m.gamma > 0,
@@ -301,7 +378,15 @@ def resolve(config: ml_collections.ConfigDict, vocab_size: int) -> RunConfig:
     """Validates ``config`` and returns typed objects (vocab size is derived data)."""
     method = validate(config)
     model = _fields(
-        ModelConfig, config.model, vocab_size=int(vocab_size), head=method.head
+        ModelConfig,
+        config.model,
+        vocab_size=int(vocab_size),
+        head=method.head,
+        # The language model has no latent at all.
+        latent_dim=0 if method.head == "none" else config.model.latent_dim,
+        skip=method.decoder == "lstm_skip",
+        svi_steps=config.model.svi_steps if method.procedure == "svi" else 0,
+        svi_scale=1.0 / config.data.batch_size,
     )
     return RunConfig(
         method_name=config.method,

@@ -20,8 +20,9 @@ class Method:
       head: posterior head, a key of ``models.posteriors.HEADS``.
       kl_transform: how the KL enters the loss, a key of ``objectives.KL_TRANSFORMS``.
       schedule: KL weight over steps, a key of ``schedules.SCHEDULES``.
-      procedure: which parameters each step moves, a key of ``train.PROCEDURES``.
-      selection: validation loss for model selection: 'elbo' (rec + KL).
+      procedure: how parameters are updated, one of ``PROCEDURES``.
+      selection: validation loss for model selection, one of ``SELECTIONS``.
+      decoder: 'lstm', or 'lstm_skip' (z also feeds the output layer).
     """
 
     head: str
@@ -29,7 +30,18 @@ class Method:
     schedule: str = "linear"
     procedure: str = "joint"
     selection: str = "elbo"
+    decoder: str = "lstm"
     description: str = ""
+
+
+# 'joint': one SGD step on every parameter per batch.
+# 'aggressive': He et al.'s encoder-only inner loop before each decoder step.
+# 'svi': Kim et al.'s semi-amortised refinement of the posterior (SA-VAE).
+PROCEDURES = ("joint", "aggressive", "svi")
+# Validation loss that picks the best checkpoint: the ELBO (rec + KL), the
+# β-weighted loss of β-VAE (rec + β KL) or the reconstruction alone (AE).
+SELECTIONS = ("elbo", "beta", "rec")
+DECODERS = ("lstm", "lstm_skip")
 
 
 METHODS: dict[str, Method] = {
@@ -39,7 +51,74 @@ METHODS: dict[str, Method] = {
     ),
     "bn_vae": Method(
         head="bn_gaussian",
-        description="BN-VAE: batch norm with fixed scale gamma on the posterior mean",
+        description="BN-VAE: batch norm with fixed scale gamma on the posterior mean "
+        "(model.learn_gamma: a learnt per-dimension scale >= model.gamma_min)",
+    ),
+    "beta_vae": Method(
+        head="gaussian",
+        schedule="constant",
+        selection="beta",
+        description="beta-VAE: constant KL weight train.beta, no annealing",
+    ),
+    "ae": Method(
+        head="gaussian",
+        schedule="zero",
+        selection="rec",
+        description="autoencoder: KL weight 0 (z still sampled), selection on rec",
+    ),
+    "cyclic": Method(
+        head="gaussian",
+        schedule="cyclic",
+        description="cyclical annealing of Fu et al. (train.cycles, "
+        "train.cycle_ratio over the whole run)",
+    ),
+    "cyclic_epoch_reset": Method(
+        head="gaussian",
+        schedule="cyclic_epoch_reset",
+        description="the reference's --cycle schedule (bug fixed): the linear ramp "
+        "restarts every train.cycle_epochs epochs",
+    ),
+    "free_bits": Method(
+        head="gaussian",
+        kl_transform="free_bits",
+        description="free bits on the whole KL (target train.target_kl)",
+    ),
+    "free_bits_dim": Method(
+        head="gaussian",
+        kl_transform="free_bits_dim",
+        description="free bits per dimension, target_kl / n each (Li et al.)",
+    ),
+    "delta_vae": Method(
+        head="delta_gaussian",
+        description="delta-VAE: sigma confined so every dimension has KL >= "
+        "model.delta",
+    ),
+    "vmf_vae": Method(
+        head="vmf",
+        description="von Mises-Fisher posterior with fixed model.kappa and a "
+        "uniform prior on the sphere",
+    ),
+    "agg_vae": Method(
+        head="gaussian",
+        procedure="aggressive",
+        description="lagging-inference VAE: aggressive encoder inner loop until "
+        "validation MI stops rising (He et al.)",
+    ),
+    "sa_vae": Method(
+        head="gaussian",
+        procedure="svi",
+        description="semi-amortised VAE: model.svi_steps of SVI refine q, trained "
+        "through the unrolled loop (Kim et al.)",
+    ),
+    "skip_vae": Method(
+        head="gaussian",
+        decoder="lstm_skip",
+        description="Skip-VAE: z also feeds the output layer at every step",
+    ),
+    "lstm_lm": Method(
+        head="none",
+        schedule="zero",
+        description="LSTM language model: the decoder without z (exact NLL)",
     ),
 }
 

@@ -47,7 +47,8 @@ def markdown_table(results: Sequence[dict], split: str = "test") -> str:
         values = r.get(split, {})
         cells = [_label(r)]
         for key, _, fmt in COLUMNS:
-            cells.append(fmt.format(values[key]) if key in values else "–")
+            value = values.get(key)
+            cells.append("–" if value is None else fmt.format(value))
         cells += [
             f"{r.get('train_seconds', float('nan')):.0f}",
             f"{r.get('train_tokens_per_second', float('nan')):.0f}",

@@ -14,6 +14,7 @@ import optax
 from flax.training import train_state
 
 from bnvae_jax import objectives
+from bnvae_jax.models import svi
 
 Batch = Mapping[str, jax.Array]  # tokens <int32>[B, T], lengths <int32>[B], mask [B]
 
@@ -78,61 +79,187 @@ def reset_optimizer(state: TrainState, params, batch_stats, lr: float) -> TrainS
 
 @dataclasses.dataclass(frozen=True)
 class StepFns:
-    """Non-array collaborators of the train step, bound before jit."""
+    """Non-array collaborators of the train step, bound before jit.
+
+    Attributes:
+      kl_schedule: step -> KL weight.
+      kl_transform: per-dimension KL -> the per-example KL term of the loss.
+      clip_norm: global-norm clip (the partial updates of 'aggressive' clip
+        before masking, over every gradient, as the reference does).
+      svi: the ModelConfig when the procedure is 'svi' (SA-VAE), else None.
+    """
 
     kl_schedule: Any
     kl_transform: Any
+    clip_norm: float = 5.0
+    svi: Any = None
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, fns: StepFns):
-    """One SGD step on the annealed ELBO.
+# Which parameters a step moves: all of them, or one side of the VAE
+# (He et al.'s aggressive training alternates encoder-only and decoder-only steps).
+UPDATES = ("all", "encoder", "decoder")
+
+
+def is_decoder(path) -> bool:
+    return path[0].key == "decoder"
+
+
+def _mask_update(grads, keep: str, clip_norm: float):
+    """Clips by the global norm of *all* gradients, then zeroes the other side.
+
+    Clipping before masking reproduces the reference, whose encoder-only steps
+    clip a norm that includes the (unused) decoder gradients (SPEC §9.22).
+    """
+    norm = optax.tree.norm(grads)
+    factor = jnp.minimum(1.0, clip_norm / jnp.maximum(norm, 1e-12))
+
+    def one(path, g):
+        moves = is_decoder(path) == (keep == "decoder")
+        return g * factor if moves else jnp.zeros_like(g)
+
+    return jax.tree_util.tree_map_with_path(one, grads)
+
+
+def _joint_loss(state, params, batch, keys, kl_weight, fns):
+    sample_key, dropout_key = keys
+    mask = batch["mask"]
+    out, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats},
+        batch["tokens"],
+        batch["lengths"],
+        mask,
+        train=True,
+        rngs={"sample": sample_key, "dropout": dropout_key},
+        mutable=["batch_stats"],
+    )
+    loss = objectives.vae_loss(out.rec, out.kl, mask, kl_weight, fns.kl_transform)
+    return loss, (out.rec, out.kl, updates)
+
+
+def _svi_loss(state, params, batch, keys, kl_weight, fns):
+    """SA-VAE: the loss at λ_K, with λ_K a differentiable function of the encoder.
+
+    The SVI steps see the decoder through ``stop_gradient``, so the decoder's
+    gradient is ∂loss/∂θ at λ_K and the encoder's flows through the trajectory.
+    """
+    sample_key, dropout_key = keys
+    cfg, mask = fns.svi, batch["mask"]
+    tokens, lengths = batch["tokens"], batch["lengths"]
+    post, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats},
+        tokens,
+        lengths,
+        mask,
+        train=True,
+        method="encode",
+        mutable=["batch_stats"],
+    )
+    fixed = {"params": jax.lax.stop_gradient(params), "batch_stats": {}}
+
+    def rec_fn(z, k):
+        return state.apply_fn(
+            fixed,
+            tokens,
+            lengths,
+            z,
+            train=True,
+            method="reconstruction",
+            rngs={"dropout": jax.random.fold_in(dropout_key, k + 1)},
+        )
+
+    example_keys = jax.random.split(jax.random.fold_in(sample_key, 1), len(mask))
+    post = svi.refine(
+        post,
+        rec_fn,
+        example_keys,
+        kl_weight=kl_weight,
+        steps=cfg.svi_steps,
+        lr=cfg.svi_lr,
+        momentum=cfg.svi_momentum,
+        clip=cfg.svi_clip,
+        scale=cfg.svi_scale,
+    )
+    z = post.mu + jnp.exp(0.5 * post.logvar) * jax.random.normal(
+        sample_key, post.mu.shape
+    )
+    rec = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats},
+        tokens,
+        lengths,
+        z,
+        train=True,
+        method="reconstruction",
+        rngs={"dropout": dropout_key},
+    )
+    kl = 0.5 * (jnp.square(post.mu) + jnp.exp(post.logvar) - post.logvar - 1.0)
+    loss = objectives.vae_loss(rec, kl, mask, kl_weight, fns.kl_transform)
+    return loss, (rec, kl, updates)
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    rng: jax.Array,
+    *,
+    fns: StepFns,
+    update: str = "all",
+    sub: jax.Array | int = 0,
+):
+    """One SGD step on the annealed ELBO (or SA-VAE's refined ELBO).
 
     Args:
       state: the current train state.
       batch: tokens <int32>[B, T], lengths <int32>[B], mask <float32>[B].
-      rng: the run's root key; this step uses ``fold_in(rng, state.step)``.
-      fns: schedule and KL transform.
+      rng: the run's root key; this step uses ``fold_in(rng, state.step)``
+        (and ``fold_in`` of ``sub`` for the inner steps of 'aggressive').
+      fns: schedule, KL transform and procedure settings.
+      update: 'all', or 'encoder' / 'decoder' only (the other side's
+        parameters stay bitwise unchanged). An 'encoder' step does not advance
+        ``state.step``: the KL schedule counts outer batches, as the reference.
+      sub: inner-step index (0 for ordinary steps).
 
     Returns:
       the new state and a dict of scalar metrics (sums over real examples and
       their count, so the host can aggregate over batches and devices).
     """
     key = jax.random.fold_in(rng, state.step)
-    sample_key, dropout_key = jax.random.split(key)
+    key = jax.lax.cond(
+        jnp.asarray(sub) > 0, lambda: jax.random.fold_in(key, sub), lambda: key
+    )
+    keys = jax.random.split(key)
     kl_weight = fns.kl_schedule(state.step)
     mask = batch["mask"]
+    loss_of = _svi_loss if fns.svi is not None else _joint_loss
 
     def loss_fn(params):
-        out, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["tokens"],
-            batch["lengths"],
-            mask,
-            train=True,
-            rngs={"sample": sample_key, "dropout": dropout_key},
-            mutable=["batch_stats"],
-        )
-        loss = objectives.vae_loss(out.rec, out.kl, mask, kl_weight, fns.kl_transform)
-        return loss, (out, updates)
+        return loss_of(state, params, batch, keys, kl_weight, fns)
 
-    grads, (out, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (rec, kl_dim, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.tree.norm(grads)
+    if update != "all":
+        grads = _mask_update(grads, update, fns.clip_norm)
     new_state = state.apply_gradients(
         grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
     )
-    kl = jnp.sum(out.kl, axis=-1)
+    if update == "encoder":
+        new_state = new_state.replace(step=state.step)
+    kl = jnp.sum(kl_dim, axis=-1)
     metrics = {
-        "rec_sum": jnp.sum(out.rec * mask),
+        "rec_sum": jnp.sum(rec * mask),
         "kl_sum": jnp.sum(kl * mask),
+        "loss_sum": jnp.sum((rec + kl_weight * kl) * mask),
         "count": jnp.sum(mask),
         "tokens": jnp.sum((batch["lengths"] - 1) * (batch["lengths"] > 0)),
         "kl_weight": kl_weight,
-        "grad_norm": optax.tree.norm(grads),
+        "grad_norm": grad_norm,
         "param_norm": optax.tree.norm(new_state.params),
         "learning_rate": state.opt_state.hyperparams["learning_rate"],
     }
     return new_state, metrics
 
 
-def jit_train_step(fns: StepFns):
+def jit_train_step(fns: StepFns, update: str = "all"):
     """The train step, jitted once with the state donated."""
-    return jax.jit(functools.partial(train_step, fns=fns), donate_argnums=0)
+    return jax.jit(
+        functools.partial(train_step, fns=fns, update=update), donate_argnums=0
+    )

@@ -26,7 +26,7 @@ from bnvae_jax import (
 from bnvae_jax.config_lib import RunConfig
 from bnvae_jax.data import batching, datasets
 from bnvae_jax.data.vocab import Vocab
-from bnvae_jax.errors import UserError
+from bnvae_jax.errors import UserError, WorkdirError
 from bnvae_jax.evaluation import decoding
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models.vae import TextVAE
@@ -52,6 +52,10 @@ class LoopState:
     train_tokens: int = 0
     done: bool = False  # stopped for good by the max_decay-th LR decay
     epoch_sums: dict = dataclasses.field(default_factory=dict)
+    # agg_vae's controller: aggressive updates until validation MI drops.
+    aggressive: bool = True
+    pre_mi: float = 0.0
+    inner_steps: int = 0  # encoder-only steps taken (agg_vae)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -129,14 +133,39 @@ class Trainer:
     rng: jax.Array
     eval_key: jax.Array
 
-    def step_fns(self) -> steps.StepFns:
+    def schedule_spec(self) -> schedules.ScheduleSpec:
         t = self.run.train
-        ramp = schedules.warmup_steps(
-            t.kl_warmup_epochs, len(self.data.train), self.config.data.batch_size
+        per_epoch = sum(1 for g in self.plan.groups if len(g) >= t.min_batch)
+        return schedules.ScheduleSpec(
+            kl_start=t.kl_start,
+            warmup_steps=schedules.warmup_steps(
+                t.kl_warmup_epochs, len(self.data.train), self.config.data.batch_size
+            ),
+            beta=t.beta,
+            steps_per_epoch=per_epoch,
+            total_steps=per_epoch * t.epochs,
+            num_cycles=t.cycles,
+            cycle_ratio=t.cycle_ratio,
+            cycle_epochs=t.cycle_epochs,
         )
-        kl_schedule = schedules.SCHEDULES[self.run.method.schedule](t.kl_start, ramp)
-        transform = objectives.KL_TRANSFORMS[self.run.method.kl_transform]()
-        return steps.StepFns(kl_schedule=kl_schedule, kl_transform=transform)
+
+    def step_fns(self) -> steps.StepFns:
+        method, t = self.run.method, self.run.train
+        return steps.StepFns(
+            kl_schedule=schedules.build(method.schedule, self.schedule_spec()),
+            kl_transform=objectives.KL_TRANSFORMS[method.kl_transform](t.target_kl),
+            clip_norm=t.clip_norm,
+            svi=self.run.model if method.procedure == "svi" else None,
+        )
+
+    def selection_loss(self, val: dict) -> float:
+        """The validation loss that picks the best checkpoint (SPEC §3.1, §9.14)."""
+        selection = self.run.method.selection
+        if selection == "rec":
+            return val["rec"]
+        if selection == "beta":
+            return val["rec"] + self.run.train.beta * val["kl"]
+        return val["elbo_nll"]
 
     def variables(self, state) -> dict:
         return {"params": state.params, "batch_stats": state.batch_stats}
@@ -196,6 +225,43 @@ def _reached_max_steps(cfg, state) -> bool:
     return bool(cfg.max_steps) and int(state.step) >= cfg.max_steps
 
 
+def _aggressive_encoder_steps(
+    trainer: Trainer, state, loop: LoopState, first, enc_step
+):
+    """He et al.'s inner loop: encoder-only steps until the loss stops falling.
+
+    The first step uses the current batch, later ones a uniformly random
+    training batch (with replacement, drawn from a generator seeded by the run
+    seed and the outer step, so a resumed run repeats them). Every
+    ``agg_check_every`` steps the per-word loss since the last check is
+    compared with the previous one; the loop stops when it went up.
+    """
+    cfg = trainer.run.train
+    plan = trainer.plan
+    usable = [i for i, g in enumerate(plan.groups) if len(g) >= cfg.min_batch]
+    rng = np.random.default_rng([trainer.run.seed, int(state.step), 0xA66])
+    arrays, previous, pending = first, 1e4, []
+    for sub in range(1, cfg.agg_inner_steps):
+        state, metrics = enc_step(state, arrays, trainer.rng, sub=np.int32(sub))
+        pending.append(metrics)
+        loop.inner_steps += 1
+        arrays = eval_run.batch_arrays(plan.make_batch(int(rng.choice(usable))))
+        if sub % cfg.agg_check_every == 0:
+            host = jax.device_get(pending)
+            pending.clear()
+            words = sum(float(m["tokens"]) for m in host)
+            current = sum(float(m["loss_sum"]) for m in host) / max(words, 1.0)
+            if not np.isfinite(current):
+                raise DivergedError(
+                    f"encoder loss became non-finite in the aggressive loop at "
+                    f"step {int(state.step)}"
+                )
+            if previous - current < 0:
+                break
+            previous = current
+    return state
+
+
 def train_epochs(trainer: Trainer, state, loop: LoopState):
     """Runs epochs from ``loop`` onwards; returns the final state.
 
@@ -204,9 +270,15 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
     carries on). Ctrl-C saves the last completed step before exiting.
     """
     cfg = trainer.run.train
-    step_fn = steps.jit_train_step(trainer.step_fns())
+    fns = trainer.step_fns()
+    step_fn = steps.jit_train_step(fns)
+    aggressive = trainer.run.method.procedure == "aggressive"
+    if aggressive:
+        enc_step = steps.jit_train_step(fns, update="encoder")
+        dec_step = steps.jit_train_step(fns, update="decoder")
     plan, writer = trainer.plan, trainer.writer
     pending: list = []  # device metrics not yet checked and logged
+    mid_batch = False  # inside an aggressive batch: no consistent state to save
     try:
         while (
             not loop.done
@@ -229,10 +301,21 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
                     continue
                 start = time.perf_counter()
                 arrays = eval_run.batch_arrays(batch)
-                (state, metrics), loop.position = (
-                    step_fn(state, arrays, trainer.rng),
-                    loop.position + 1,
-                )
+                if aggressive and loop.aggressive:
+                    mid_batch = True
+                    state = _aggressive_encoder_steps(
+                        trainer, state, loop, arrays, enc_step
+                    )
+                    (state, metrics), loop.position = (
+                        dec_step(state, arrays, trainer.rng),
+                        loop.position + 1,
+                    )
+                    mid_batch = False
+                else:
+                    (state, metrics), loop.position = (
+                        step_fn(state, arrays, trainer.rng),
+                        loop.position + 1,
+                    )
                 pending.append(metrics)
                 step = int(state.step)
                 loop.train_tokens += batch.num_tokens
@@ -252,9 +335,12 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
                 state = end_of_epoch(trainer, state, loop, advance=False)
             trainer.save_latest(state, loop)
     except KeyboardInterrupt:
-        # ``state`` is the last completed step and ``loop`` matches it.
+        # ``state`` is the last completed step and ``loop`` matches it, unless
+        # the interrupt came inside an aggressive batch (its encoder steps are
+        # done, its decoder step is not): then the last checkpoint stands.
         _flush(pending, loop, writer, int(state.step))
-        trainer.save_latest(state, loop)
+        if not mid_batch:
+            trainer.save_latest(state, loop)
         raise
     return state
 
@@ -264,8 +350,7 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
     cfg = trainer.run.train
     step, epoch = int(state.step), loop.epoch
     val = trainer.validate(state)
-    # Model selection on the ELBO (SPEC §3.1): rec + 1.0 * KL.
-    val_loss = val["elbo_nll"]
+    val_loss = trainer.selection_loss(val)
     sums = loop.epoch_sums
     count = max(sums.get("count", 0.0), 1.0)
     scalars = {f"valid/{k}": v for k, v in val.items()}
@@ -282,6 +367,14 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
     if cfg.test_every_epochs and epoch % cfg.test_every_epochs == 0:
         test = trainer.validate(state, "test")
         scalars.update({f"test/{k}": v for k, v in test.items()})
+    if trainer.run.method.procedure == "aggressive":
+        # He et al.: stop aggressive training once the (per-batch) MI drops.
+        if loop.aggressive and val["mi_batch"] < loop.pre_mi:
+            loop.aggressive = False
+            logging.info("epoch %d: aggressive training switched off", epoch)
+        loop.pre_mi = val["mi_batch"]
+        scalars["aggressive"] = float(loop.aggressive)
+        scalars["inner_steps"] = loop.inner_steps
     decayed = plateau_update(loop, val_loss, epoch, cfg)
     if decayed:
         restored, _ = trainer.ckpt.restore_best(_state_tree(state))
@@ -290,13 +383,16 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
         )
         logging.info("epoch %d: learning rate decayed to %g", epoch, loop.learning_rate)
     scalars["lr"] = loop.learning_rate
-    trainer.writer.write_scalars(step, scalars)
+    # Metrics a method does not define (vMF has no MI) are None: not logged.
+    trainer.writer.write_scalars(
+        step, {k: v for k, v in scalars.items() if v is not None}
+    )
     logging.info(
-        "epoch %d: valid elbo_nll %.3f kl %.3f mi %.3f au %d",
+        "epoch %d: valid elbo_nll %.3f kl %.3f mi %s au %d",
         epoch,
         val["elbo_nll"],
         val["kl"],
-        val["mi"],
+        "-" if val["mi"] is None else f"{val['mi']:.3f}",
         val["au"],
     )
     if advance:
@@ -368,10 +464,53 @@ def setup(
     return trainer, state
 
 
+def init_from_run(state, source: str, vocab: Vocab):
+    """Li et al.'s recipe (SPEC §3.4): another run's encoder, a fresh decoder.
+
+    The encoder comes from ``source``'s best checkpoint; the decoder, the head
+    and the BN statistics keep this run's fresh initialisation.
+
+    Raises:
+      WorkdirError: ``source`` is not a finished run with this vocabulary and
+        encoder shape.
+    """
+    source_dir = pathlib.Path(source)
+    if not (source_dir / checkpoints.RUN_INFO_FILE).is_file():
+        raise WorkdirError(f"init_from={source}: not a run directory (no run info)")
+    info = checkpoints.read_run_info(source_dir)
+    if info.get("vocab_fingerprint") != vocab.fingerprint():
+        raise WorkdirError(
+            f"init_from={source}: that run was trained with another vocabulary"
+        )
+    loaded = checkpoints.Checkpointer(source_dir).restore_best_params()
+    if "encoder" not in loaded:
+        raise WorkdirError(f"init_from={source}: its checkpoint has no encoder")
+    fresh = state.params["encoder"]
+    want = jax.tree_util.tree_map(np.shape, fresh)
+    got = jax.tree_util.tree_map(np.shape, loaded["encoder"])
+    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(
+        got
+    ) or jax.tree_util.tree_leaves(want) != jax.tree_util.tree_leaves(got):
+        raise WorkdirError(
+            f"init_from={source}: its encoder has other sizes than this run's "
+            "(model.emb_dim, enc_hidden and latent_dim must match)"
+        )
+    encoder = jax.tree_util.tree_map(
+        lambda f, x: jax.numpy.asarray(x, f.dtype), fresh, loaded["encoder"]
+    )
+    params = dict(state.params)
+    params["encoder"] = encoder
+    state = state.replace(params=params, opt_state=state.tx.init(params))
+    logging.info("encoder initialised from %s; decoder and head fresh", source)
+    return state
+
+
 def restore_or_start(trainer: Trainer, state) -> tuple[object, LoopState]:
     restored = trainer.ckpt.restore_latest(_state_tree(state))
     if restored is None:
         loop = LoopState(learning_rate=trainer.run.train.learning_rate)
+        if trainer.config.init_from:
+            state = init_from_run(state, trainer.config.init_from, trainer.data.vocab)
         return state, loop
     tree, meta = restored
     logging.info("resuming from step %d", int(tree["step"]))
@@ -413,6 +552,8 @@ def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
             "steps": steps_run,
             "best_epoch": loop.best_epoch,
             "method": trainer.run.method_name,
+            "init_from": trainer.config.init_from or None,
+            "aggressive_inner_steps": loop.inner_steps,
             "num_devices": jax.device_count(),
             "num_hosts": jax.process_count(),
             # Lines read, kept, and dropped as empty or over data.max_tokens.
@@ -444,7 +585,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     fileio.write_json_atomic(trainer.workdir / "results.json", results)
     trainer.writer.write_scalars(
         int(state.step),
-        {f"final/{s}/{k}": v for s in ("valid", "test") for k, v in results[s].items()},
+        {
+            f"final/{s}/{k}": v
+            for s in ("valid", "test")
+            for k, v in results[s].items()
+            if v is not None
+        },
     )
     trainer.writer.flush()
     return results

@@ -16,7 +16,7 @@ from jax import lax
 from bnvae_jax import fileio
 from bnvae_jax.config_lib import EvalConfig
 from bnvae_jax.data.vocab import BOS, EOS, PAD, Vocab
-from bnvae_jax.models import posteriors
+from bnvae_jax.models import svi
 
 Variables = Any
 
@@ -289,8 +289,9 @@ def pad_rows(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 @functools.partial(jax.jit, static_argnames=("model",))
 def _posterior_sample(model, variables, tokens, lengths, key):
     mask = jnp.ones(tokens.shape[:1], jnp.float32)
-    post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
-    return posteriors.gaussian_sample(post, key)
+    keys = jax.random.split(key, tokens.shape[0])
+    post = svi.eval_posterior(model, variables, tokens, lengths, mask, keys)
+    return model.family.sample_rows(post, keys)
 
 
 def _text(vocab: Vocab, ids) -> str:
@@ -362,7 +363,7 @@ def write_outputs(
     greedy_lines, sampled_lines = [], []
     num = cfg.num_prior_samples
     latent = model.cfg.latent_dim
-    z_all = jax.random.normal(k_prior, (num, latent), jnp.float32)
+    z_all = model.family.prior_sample(k_prior, num, latent)
     for start in range(0, num, batch_size):
         z = z_all[start : start + batch_size]
         greedy = np.asarray(greedy_decode(model, variables, z, max_len=max_len))

@@ -17,7 +17,7 @@ import numpy as np
 import tqdm
 
 from bnvae_jax.evaluation import estimators
-from bnvae_jax.models import posteriors
+from bnvae_jax.models import svi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,9 @@ class PosteriorPass:
     Attributes:
       index: <int>[N] sentence ids.
       batch_id: <int>[N] which evaluation batch each sentence was in.
-      mu, logvar: <float32>[N, n] posterior parameters (after the head).
+      mu: <float32>[N, n] posterior location (after the head; the mean
+        direction for vMF).
+      logvar: <float32>[N, n] log-variances (NaN for posteriors without one).
       rec: <float32>[N] −log p(x|z) for one posterior sample.
       kl: <float32>[N] KL(q(z|x) || p(z)).
       tokens: <int>[N] predicted tokens per sentence (words + </s>).
@@ -43,13 +45,15 @@ class PosteriorPass:
 
 
 def _elbo_kernel(variables, tokens, lengths, mask, keys, *, model):
-    post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
-    eps = jax.vmap(lambda k: jax.random.normal(k, post.mu.shape[-1:]))(keys)
-    z = post.mu + jnp.exp(0.5 * post.logvar) * eps
+    family = model.family
+    post = svi.eval_posterior(model, variables, tokens, lengths, mask, keys)
+    z = family.sample_rows(post, keys)
     rec = model.apply(
         variables, tokens, lengths, z, train=False, method="reconstruction"
     )
-    return post.mu, post.logvar, rec, jnp.sum(posteriors.gaussian_kl(*post), -1)
+    location = family.location(post)
+    logvar = post.logvar if family.has_variance else jnp.full_like(location, jnp.nan)
+    return location, logvar, rec, jnp.sum(family.kl(post), -1)
 
 
 def _concat_real(chunks: list[dict]) -> dict:
@@ -109,30 +113,26 @@ def _iw_kernel(variables, tokens, lengths, mask, keys, *, model, num_samples, ch
     per-sample log weight is vmapped over samples, so the decoder sees one batch
     of ``rows × chunk`` sequences.
     """
-    post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
+    family = model.family
+    post = svi.eval_posterior(model, variables, tokens, lengths, mask, keys)
     num_chunks = -(-num_samples // chunk)
 
     def log_weight(z):  # z: [B, n] -> [B]
         rec = model.apply(
             variables, tokens, lengths, z, train=False, method="reconstruction"
         )
-        return (
-            -rec
-            + posteriors.standard_normal_log_prob(z)
-            - posteriors.gaussian_log_prob(post, z)
-        )
-
-    latent = post.mu.shape[-1]
+        return -rec + family.prior_log_prob(z) - family.log_prob(post, z)
 
     def one_chunk(c):
         # Sample k of sentence i uses fold_in(key_i, k): chunking changes nothing.
         ids = c * chunk + jnp.arange(chunk)
-        eps = jax.vmap(
-            lambda key: jax.vmap(
-                lambda j: jax.random.normal(jax.random.fold_in(key, j), (latent,))
-            )(ids)
-        )(keys)  # [B, chunk, n]
-        z = post.mu[:, None] + jnp.exp(0.5 * post.logvar)[:, None] * eps
+
+        def sample_j(j):
+            return family.sample_rows(
+                post, jax.vmap(lambda key: jax.random.fold_in(key, j))(keys)
+            )
+
+        z = jax.vmap(sample_j, out_axes=1)(ids)  # [B, chunk, n]
         return jax.vmap(log_weight, in_axes=1, out_axes=1)(z)  # [B, chunk]
 
     log_w = jax.lax.map(one_chunk, jnp.arange(num_chunks))  # [C, B, chunk]

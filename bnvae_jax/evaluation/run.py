@@ -56,15 +56,23 @@ def elbo_metrics(
     words = float(np.sum(pp.tokens))
     total = pp.rec + pp.kl
     au, _ = estimators.active_units(pp.mu, au_threshold)
+    latent = pp.mu.shape[-1]
+    if latent and model.family.has_variance:
+        mi = estimators.mutual_information_dataset(pp.mu, pp.logvar, mi_key)
+        mi_batch = estimators.mutual_information_per_batch(
+            pp.mu, pp.logvar, pp.batch_id, batch_mi_key
+        )
+    else:
+        # No latent: no information. vMF: the Gaussian MI estimators do not
+        # apply (the paper reports none either).
+        mi = mi_batch = 0.0 if not latent else None
     metrics = {
         "elbo_nll": float(np.mean(total)),
         "rec": float(np.mean(pp.rec)),
         "kl": float(np.mean(pp.kl)),
         "ppl": float(math.exp(np.sum(total) / words)),
-        "mi": estimators.mutual_information_dataset(pp.mu, pp.logvar, mi_key),
-        "mi_batch": estimators.mutual_information_per_batch(
-            pp.mu, pp.logvar, pp.batch_id, batch_mi_key
-        ),
+        "mi": mi,
+        "mi_batch": mi_batch,
         "au": au,
         "num_sentences": len(pp.rec),
         "num_words": int(words),
@@ -91,7 +99,8 @@ def iw_metrics(
         variables,
         iterate_arrays(plan),
         key,
-        num_samples=cfg.iw_samples,
+        # Without a latent, log p(x) is exact with one "sample".
+        num_samples=cfg.iw_samples if model.cfg.latent_dim else 1,
         chunk=cfg.iw_chunk,
         progress=progress,
         total=len(plan),
@@ -101,7 +110,7 @@ def iw_metrics(
         "iw_nll": float(-np.mean(log_px)),
         "iw_ppl": float(math.exp(-np.sum(log_px) / np.sum(tokens))),
         "iw_sentences": len(log_px),
-        "iw_samples": cfg.iw_samples,
+        "iw_samples": cfg.iw_samples if model.cfg.latent_dim else 1,
     }
 
 
