@@ -103,6 +103,7 @@ def default_config() -> ml_collections.ConfigDict:
     e.iw_max_logits = 1 << 26  # memory bound: chunk shrinks to keep logits below
     e.iw_max_sentences = 0  # evaluate IW-NLL on the first N sentences (0: all)
     e.au_threshold = 0.01
+    e.iw_splits = "valid,test"  # final IW-NLL on these splits (others: ELBO only)
     e.num_reconstructions = 20  # sentences written per decoding strategy
     e.num_prior_samples = 20
     e.beam_size = 5
@@ -233,6 +234,7 @@ def flat_keys(config: Mapping, prefix: str = "") -> list[str]:
     """Dotted names of every leaf of a (nested) config."""
     keys = []
     for name, value in config.items():
+    iw_splits: str = "valid,test"
         dotted = f"{prefix}{name}"
         if isinstance(value, Mapping | ml_collections.ConfigDict):
             keys.extend(flat_keys(value, dotted + "."))
@@ -369,6 +371,10 @@ class RunConfig:
     method_name: str
     method: methods_lib.Method
     seed: int
+    bad = set(e.iw_splits.split(",")) - {"valid", "test", ""}
+    _require(
+        not bad, f"eval.iw_splits={e.iw_splits!r}: only 'valid' and 'test' are splits"
+    )
     model: ModelConfig
     train: TrainConfig
     eval: EvalConfig
