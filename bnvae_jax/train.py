@@ -534,6 +534,7 @@ def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
             trainer.run.eval,
             batch_size=trainer.config.data.eval_batch_size,
             bucket_width=trainer.config.data.bucket_width,
+            with_iw=split in trainer.run.eval.iw_splits.split(","),
         )
     decoding.write_outputs(
         trainer.model,
@@ -570,17 +571,6 @@ def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) in ``workdir`` and writes ``results.json``.
 
-            with_iw=split in trainer.run.eval.iw_splits.split(","),
-            par=trainer.par,
-        )
-    if jax.process_index() == 0:  # decoding is host-local; one host writes it
-        decoding.write_outputs(
-            trainer.model,
-            trainer.par.local_copy(variables),
-            trainer.data,
-            trainer.run.eval,
-            trainer.workdir / "samples",
-            jax.random.fold_in(trainer.eval_key, 7),
     Returns:
       the results dict that was written.
     """
