@@ -102,8 +102,8 @@ def default_config() -> ml_collections.ConfigDict:
     e.iw_batch = 4  # sentences decoded together
     e.iw_max_logits = 1 << 26  # memory bound: chunk shrinks to keep logits below
     e.iw_max_sentences = 0  # evaluate IW-NLL on the first N sentences (0: all)
-    e.au_threshold = 0.01
     e.iw_splits = "valid,test"  # final IW-NLL on these splits (others: ELBO only)
+    e.au_threshold = 0.01
     e.num_reconstructions = 20  # sentences written per decoding strategy
     e.num_prior_samples = 20
     e.beam_size = 5
@@ -223,6 +223,7 @@ class EvalConfig:
     beam_size: int
     max_decode_len: int
     seed: int
+    iw_splits: str = "valid,test"
 
 
 INIT_SCHEMES = ("torch_default", "uniform")
@@ -234,7 +235,6 @@ def flat_keys(config: Mapping, prefix: str = "") -> list[str]:
     """Dotted names of every leaf of a (nested) config."""
     keys = []
     for name, value in config.items():
-    iw_splits: str = "valid,test"
         dotted = f"{prefix}{name}"
         if isinstance(value, Mapping | ml_collections.ConfigDict):
             keys.extend(flat_keys(value, dotted + "."))
@@ -360,6 +360,10 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
     _require(e.iw_samples >= 1, "eval.iw_samples must be >= 1")
     _require(e.iw_chunk >= 1 and e.iw_batch >= 1, "eval.iw_chunk/iw_batch must be >= 1")
     _require(e.iw_max_logits >= 1, "eval.iw_max_logits must be >= 1")
+    bad = set(e.iw_splits.split(",")) - {"valid", "test", ""}
+    _require(
+        not bad, f"eval.iw_splits={e.iw_splits!r}: only 'valid' and 'test' are splits"
+    )
     _require(e.beam_size >= 1 and e.max_decode_len >= 1, "eval decoding sizes >= 1")
     return method
 
@@ -371,10 +375,6 @@ class RunConfig:
     method_name: str
     method: methods_lib.Method
     seed: int
-    bad = set(e.iw_splits.split(",")) - {"valid", "test", ""}
-    _require(
-        not bad, f"eval.iw_splits={e.iw_splits!r}: only 'valid' and 'test' are splits"
-    )
     model: ModelConfig
     train: TrainConfig
     eval: EvalConfig
