@@ -1,0 +1,229 @@
+"""The dialog config (Zhao et al.'s settings), its validation and typed views.
+
+``configs/switchboard.py`` returns ``default_config()``; ``resolve`` turns it into
+frozen dataclasses once, raising every mistake a user can make as one
+``ConfigError`` line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from bnvae_jax.dialog import data as data_lib
+from bnvae_jax.dialog import objectives
+from bnvae_jax.dialog.model import DialogModelConfig
+from bnvae_jax.errors import ConfigError
+
+TASK = "dialog"
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every knob of a dialog run; sizes and optimiser of Zhao et al. (SPEC §6, §8)."""
+    c = ml_collections.ConfigDict()
+    c.task = TASK  # main.py dispatches on this
+    c.method = "bn_cvae"  # cvae | cvae_bow | bn_cvae
+    c.seed = 0
+
+    c.data = d = ml_collections.ConfigDict()
+    d.train_file = ""
+    d.valid_file = ""
+    d.test_file = ""
+    d.format = "auto"  # 'jsonl' (Switchboard), 'text' (a ||| b ||| response), 'auto'
+    d.max_vocab = 10000  # most frequent training tokens kept
+    d.max_utt_len = 40  # tokens per utterance incl. <s> and </s>
+    d.context_size = 10  # Zhao's backward_size: up to 9 context turns
+    d.batch_size = 30
+    d.eval_batch_size = 60
+
+    c.model = m = ml_collections.ConfigDict()
+    m.emb_dim = 200
+    m.utt_hidden = 300  # bidirectional: 600-d utterance vectors
+    m.ctx_hidden = 600
+    m.dec_hidden = 400
+    m.latent_dim = 200
+    m.topic_dim = 30
+    m.prior_hidden = 400  # Zhao: max(2 * latent_dim, 100)
+    m.bow_hidden = 400
+    m.init_scale = 0.08  # U(±x) for embeddings, GRUs and the output layer
+    m.gamma = 0.5  # bn_cvae: fixed BN scale (not given in the paper)
+    m.bn_momentum = 0.1
+    m.bn_eps = 1e-5
+    m.embedding_file = ""  # GloVe text file initialising the word embeddings
+
+    c.train = t = ml_collections.ConfigDict()
+    t.learning_rate = 1e-3  # Adam
+    t.clip_norm = 5.0
+    t.full_kl_steps = 10000  # KL weight min(1, (t + 1) / full_kl_steps)
+    t.prior_kl_schedule = "annealed"  # bn_cvae's KL(p||N(0,I)) weight: see README
+    t.steps_per_epoch = 3000  # Zhao's update_limit: an epoch is at most this
+    t.epochs = 60
+    t.max_steps = 0  # stop after this many steps (0: no limit)
+    t.early_stop = True  # Zhao's patience rule on the validation ELBO
+    t.patience = 10  # epochs, raised to epoch * patience_increase on improvement
+    t.improve_threshold = 0.996
+    t.patience_increase = 2.0
+    t.min_batch = 2  # skip batches with fewer real examples (BN needs 2)
+    t.checkpoint_every_steps = 500
+    t.log_every_steps = 50
+
+    c.eval = e = ml_collections.ConfigDict()
+    e.glove_file = ""  # GloVe text file for A-bow / E-bow (empty: BLEU only)
+    e.num_samples = 10  # sampled responses per test context
+    e.max_decode_len = 40
+    e.min_context_utts = 2  # skip contexts holding only the dialog-start turn
+    e.max_contexts = 0  # score the first N eligible contexts (0: all)
+    e.rating_contexts = 200  # contexts in the human-rating CSV
+    e.rating_samples = 3  # responses per context in the CSV
+    e.seed = 0
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogTrainConfig:
+    learning_rate: float
+    clip_norm: float
+    full_kl_steps: int
+    prior_kl_schedule: str
+    steps_per_epoch: int
+    epochs: int
+    max_steps: int
+    early_stop: bool
+    patience: int
+    improve_threshold: float
+    patience_increase: float
+    min_batch: int
+    checkpoint_every_steps: int
+    log_every_steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogEvalConfig:
+    glove_file: str
+    num_samples: int
+    max_decode_len: int
+    min_context_utts: int
+    max_contexts: int
+    rating_contexts: int
+    rating_samples: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogRunConfig:
+    method_name: str
+    method: objectives.DialogMethod
+    seed: int
+    model: DialogModelConfig
+    train: DialogTrainConfig
+    eval: DialogEvalConfig
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
+    """Checks every user-settable value; returns the method's row."""
+    method = objectives.get_method(config.method)
+    d, m, t, e = config.data, config.model, config.train, config.eval
+    for split in ("train", "valid", "test"):
+        _require(
+            bool(d[f"{split}_file"]),
+            f"data.{split}_file is not set (a dialog run reads three files)",
+        )
+    _require(
+        d.format in data_lib.FORMATS,
+        f"data.format={d.format!r} is not one of {', '.join(data_lib.FORMATS)}",
+    )
+    _require(d.max_vocab >= 1, "data.max_vocab must be >= 1")
+    _require(d.max_utt_len >= 3, "data.max_utt_len must be >= 3 (<s> word </s>)")
+    _require(d.context_size >= 2, "data.context_size must be >= 2")
+    _require(d.batch_size >= 1 and d.eval_batch_size >= 1, "batch sizes must be >= 1")
+    for name in (
+        "emb_dim",
+        "utt_hidden",
+        "ctx_hidden",
+        "dec_hidden",
+        "latent_dim",
+        "topic_dim",
+        "prior_hidden",
+        "bow_hidden",
+    ):
+        _require(m[name] >= 1, f"model.{name} must be positive, got {m[name]}")
+    _require(m.init_scale > 0, "model.init_scale must be positive")
+    if method.head == "bn_gaussian":
+        _require(m.gamma > 0, f"{config.method} needs model.gamma > 0, got {m.gamma}")
+        _require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
+        _require(m.bn_eps > 0, "model.bn_eps must be positive")
+        _require(d.batch_size >= 2, "batch normalisation needs data.batch_size >= 2")
+    _require(t.learning_rate > 0 and t.clip_norm > 0, "train lr/clip must be > 0")
+    _require(t.full_kl_steps >= 0, "train.full_kl_steps must be >= 0")
+    _require(
+        t.prior_kl_schedule in objectives.PRIOR_KL_SCHEDULES,
+        f"train.prior_kl_schedule={t.prior_kl_schedule!r} is not one of "
+        f"{', '.join(objectives.PRIOR_KL_SCHEDULES)}",
+    )
+    _require(t.steps_per_epoch >= 1 and t.epochs >= 1, "train epochs/steps >= 1")
+    _require(t.max_steps >= 0, "train.max_steps must be >= 0 (0: no limit)")
+    _require(t.patience >= 1 and t.patience_increase > 0, "train patience > 0")
+    _require(t.min_batch >= 1, "train.min_batch must be >= 1")
+    _require(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps >= 1")
+    _require(t.log_every_steps >= 1, "train.log_every_steps must be >= 1")
+    _require(e.num_samples >= 1, "eval.num_samples must be >= 1")
+    _require(e.max_decode_len >= 1, "eval.max_decode_len must be >= 1")
+    _require(e.min_context_utts >= 1, "eval.min_context_utts must be >= 1")
+    _require(e.max_contexts >= 0, "eval.max_contexts must be >= 0 (0: all)")
+    _require(
+        e.rating_contexts >= 0 and e.rating_samples >= 0,
+        "eval.rating_contexts/rating_samples must be >= 0",
+    )
+    return method
+
+
+def _fields(cls, section, **extra):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in section.items() if k in names}
+    values.update(extra)
+    return cls(**values)
+
+
+def resolve(
+    config: ml_collections.ConfigDict, vocab_size: int, num_topics: int
+) -> DialogRunConfig:
+    """Validates ``config`` and returns its typed view (sizes are derived data)."""
+    method = validate(config)
+    return DialogRunConfig(
+        method_name=config.method,
+        method=method,
+        seed=int(config.seed),
+        model=_fields(
+            DialogModelConfig,
+            config.model,
+            vocab_size=int(vocab_size),
+            num_topics=int(num_topics),
+            head=method.head,
+        ),
+        train=_fields(DialogTrainConfig, config.train),
+        eval=_fields(DialogEvalConfig, config.eval),
+    )
+
+
+# Keys that fix parameter shapes or the objective: a workdir holding a run that
+# differs in any of them is refused.
+ARCHITECTURE_KEYS = (
+    "method",
+    "data.max_vocab",
+    "data.max_utt_len",
+    "data.context_size",
+    "model.emb_dim",
+    "model.utt_hidden",
+    "model.ctx_hidden",
+    "model.dec_hidden",
+    "model.latent_dim",
+    "model.topic_dim",
+    "model.prior_hidden",
+    "model.bow_hidden",
+)

@@ -1,0 +1,359 @@
+r"""Dialog corpora as (context window, response) examples, Zhao et al.'s preprocessing.
+
+Two file formats:
+
+* ``jsonl``: Zhao et al.'s Switchboard, one dialog a line: ``{"topic": ..., "A":
+  {age, education, sex, ...}, "B": {...}, "utts": [[speaker, text, [act, ...]],
+  ...]}``. Every utterance is a response once, its context the up to
+  ``context_size - 1`` utterances before it; each dialog starts with the
+  pseudo-utterance ``<s> <d> </s>`` (SPEC §6.1).
+* ``text``: one example a line, ``turn ||| turn ||| ... ||| response`` (oldest
+  turn first; at least one context turn). Speakers alternate and end with the
+  responder; there is no topic and no speaker metadata (zeros).
+
+Utterances are lower-cased, split as NLTK's ``WordPunctTokenizer`` does
+(``\w+|[^\w\s]+``), wrapped in ``<s> … </s>`` and cut to ``max_utt_len``
+tokens keeping the final ``</s>``. Examples index a table of utterances, so a
+batch is a gather and every batch has the same shapes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import pathlib
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from bnvae_jax.data.vocab import SPECIAL_TOKENS, Vocab
+from bnvae_jax.errors import DataError
+
+_TOKEN = re.compile(r"\w+|[^\w\s]+")
+DIALOG_START = ("<s>", "<d>", "</s>")
+META_DIM = 4  # age / 100, education / 3, sex one-hot (female, male)
+UNKNOWN_TOPIC = "<unk>"
+FORMATS = ("auto", "jsonl", "text")
+TEXT_SEPARATOR = "|||"
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased WordPunct tokens of ``text``."""
+    return _TOKEN.findall(text.lower())
+
+
+def wrap(tokens: Sequence[str], max_len: int) -> tuple[str, ...]:
+    """``<s> tokens </s>`` cut to ``max_len`` tokens, keeping the final ``</s>``."""
+    words = ["<s>", *tokens, "</s>"]
+    if len(words) > max_len:
+        words = words[: max_len - 1] + words[-1:]
+    return tuple(words)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dialog:
+    """One tokenised dialog.
+
+    Attributes:
+      topic: the topic name (``UNKNOWN_TOPIC`` when the format has none).
+      meta: speaker features of speakers 0 (A) and 1 (B), ``META_DIM`` each.
+      speakers: the speaker (0 or 1) of each utterance.
+      utts: each utterance's tokens, ``<s> … </s>``.
+      responses: positions in ``utts`` that are responses (targets).
+    """
+
+    topic: str
+    meta: tuple[tuple[float, ...], tuple[float, ...]]
+    speakers: tuple[int, ...]
+    utts: tuple[tuple[str, ...], ...]
+    responses: tuple[int, ...]
+
+
+def _clean(value) -> str:
+    return str(value).strip().strip('"').strip()
+
+
+def _speaker_meta(info, where: str) -> tuple[float, ...]:
+    if not isinstance(info, dict):
+        raise DataError(f"{where}: speaker metadata must be an object")
+    try:
+        age = float(_clean(info["age"]))
+        education = float(_clean(info["education"]))
+        sex = _clean(info["sex"]).upper()
+    except KeyError as e:
+        raise DataError(f"{where}: speaker metadata lacks {e.args[0]!r}") from None
+    except ValueError:
+        raise DataError(f"{where}: speaker age/education is not a number") from None
+    male = sex == "MALE"
+    return (age / 100.0, education / 3.0, float(not male), float(male))
+
+
+def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
+    """One Switchboard dialog; ``where`` ("file:line") prefixes every error."""
+    try:
+        record = json.loads(line)
+    except ValueError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: a dialog must be a JSON object")
+    utts = record.get("utts")
+    if not isinstance(utts, list) or not utts:
+        raise DataError(f"{where}: 'utts' must be a non-empty list")
+    has_meta = "A" in record and "B" in record
+    meta = (
+        (_speaker_meta(record["A"], where), _speaker_meta(record["B"], where))
+        if has_meta
+        else ((0.0,) * META_DIM, (0.0,) * META_DIM)
+    )
+    speakers, tokens = [0], [DIALOG_START]
+    for i, utt in enumerate(utts):
+        if not isinstance(utt, list) or len(utt) < 2:
+            raise DataError(f"{where}: utts[{i}] must be [speaker, text, ...]")
+        speaker, text = utt[0], utt[1]
+        if speaker not in ("A", "B") or not isinstance(text, str):
+            raise DataError(
+                f"{where}: utts[{i}] needs speaker 'A' or 'B' and a text string"
+            )
+        speakers.append(int(speaker == "B"))
+        tokens.append(wrap(tokenize(text), max_utt_len))
+    topic = _clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC
+    return Dialog(
+        topic, meta, tuple(speakers), tuple(tokens), tuple(range(1, len(tokens)))
+    )
+
+
+def parse_text_line(line: str, max_utt_len: int, where: str) -> Dialog:
+    """One ``turn ||| … ||| response`` example."""
+    turns = [t.strip() for t in line.split(TEXT_SEPARATOR)]
+    if len(turns) < 2 or not turns[-1]:
+        raise DataError(
+            f"{where}: expected 'context {TEXT_SEPARATOR} response' with a "
+            "non-empty response"
+        )
+    count = len(turns)
+    # Alternating speakers ending with the responder (speaker 1).
+    speakers = tuple(int((count - 1 - i) % 2 == 0) for i in range(count))
+    utts = tuple(wrap(tokenize(t), max_utt_len) for t in turns)
+    zeros = (0.0,) * META_DIM
+    return Dialog(UNKNOWN_TOPIC, (zeros, zeros), speakers, utts, (count - 1,))
+
+
+def _detect_format(path: pathlib.Path, first: str) -> str:
+    if path.suffix in (".jsonl", ".json"):
+        return "jsonl"
+    return "jsonl" if first.lstrip().startswith("{") else "text"
+
+
+def read_dialogs(path: str, file_format: str, max_utt_len: int) -> list[Dialog]:
+    """Every dialog of ``path``; blank lines are skipped.
+
+    Raises:
+      DataError: a missing or unreadable file, or a malformed line (one line
+        naming the file and line number).
+    """
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        lines = file.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise DataError(f"{path}: no dialogs")
+    if file_format == "auto":
+        file_format = _detect_format(file, numbered[0][1])
+    parse = parse_jsonl_line if file_format == "jsonl" else parse_text_line
+    return [parse(line, max_utt_len, f"{path}:{n}") for n, line in numbered]
+
+
+def build_vocab(dialogs: Sequence[Dialog], max_vocab: int) -> Vocab:
+    """The ``max_vocab`` most frequent training tokens after the special tokens.
+
+    Zhao et al. keep the 10k most frequent tokens (``<s>``, ``</s>``, ``<d>``
+    included) behind ``<pad>`` and ``<unk>``; the same set here, with the
+    library's four special tokens first. Ties keep first-occurrence order.
+    """
+    counts = collections.Counter(
+        word for d in dialogs for utt in d.utts for word in utt
+    )
+    ranked = [w for w, _ in counts.most_common()[:max_vocab]]
+    words = dict.fromkeys(SPECIAL_TOKENS)
+    words.update(dict.fromkeys(ranked))
+    return Vocab(tuple(words))
+
+
+def build_topics(dialogs: Sequence[Dialog]) -> tuple[str, ...]:
+    """Topic names, ``UNKNOWN_TOPIC`` first (id 0), then sorted training topics."""
+    names = sorted({d.topic for d in dialogs} - {UNKNOWN_TOPIC})
+    return (UNKNOWN_TOPIC, *names)
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogSplit:
+    """Examples of one split as index arrays into an utterance table.
+
+    Attributes:
+      utterances: <int32>[M, U] token ids, 0-padded.
+      utt_lens: <int32>[M].
+      context: <int32>[N, K] utterance indices, oldest first, left-aligned;
+        -1 after ``context_lens``.
+      context_lens: <int32>[N] context utterances (>= 1).
+      floors: <int32>[N, K] 1 where the context utterance's speaker is the
+        responder.
+      response: <int32>[N] utterance index of the response.
+      topic: <int32>[N].
+      my_meta / other_meta: <float32>[N, META_DIM] responder / other speaker.
+      dialog: <int32>[N] which dialog of the file; ``topics`` names topic ids.
+    """
+
+    utterances: np.ndarray
+    utt_lens: np.ndarray
+    context: np.ndarray
+    context_lens: np.ndarray
+    floors: np.ndarray
+    response: np.ndarray
+    topic: np.ndarray
+    my_meta: np.ndarray
+    other_meta: np.ndarray
+    dialog: np.ndarray
+    topics: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.response)
+
+    @property
+    def max_context(self) -> int:
+        return self.context.shape[1]
+
+    def batch(self, indices: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        """The examples ``indices`` padded to ``batch_size`` rows (mask 0).
+
+        Returns:
+          context <int32>[B, K, U], context_utt_lens <int32>[B, K],
+          context_lens, floors, response <int32>[B, U], response_lens,
+          topic, my_meta, other_meta and mask <float32>[B].
+        """
+        indices = np.asarray(indices, np.int64)
+        real = len(indices)
+        if real > batch_size or real == 0:
+            raise ValueError(f"{real} examples for a batch of {batch_size}")
+        rows = np.concatenate([indices, np.full(batch_size - real, indices[0])])
+        ctx = self.context[rows]
+        safe = np.maximum(ctx, 0)
+        present = ctx >= 0
+        return {
+            "context": self.utterances[safe] * present[..., None],
+            "context_utt_lens": self.utt_lens[safe] * present,
+            "context_lens": self.context_lens[rows],
+            "floors": self.floors[rows],
+            "response": self.utterances[self.response[rows]],
+            "response_lens": self.utt_lens[self.response[rows]],
+            "topic": self.topic[rows],
+            "my_meta": self.my_meta[rows],
+            "other_meta": self.other_meta[rows],
+            "mask": (np.arange(batch_size) < real).astype(np.float32),
+        }
+
+
+def make_split(
+    dialogs: Sequence[Dialog],
+    vocab: Vocab,
+    topics: Sequence[str],
+    *,
+    context_size: int,
+    utt_len: int,
+) -> DialogSplit:
+    """Indexes every response of ``dialogs`` with its context window.
+
+    Args:
+      dialogs: parsed dialogs.
+      vocab: token ids (unknown words become ``<unk>``).
+      topics: topic names; unknown topics get id 0.
+      context_size: window length including the response (Zhao's
+        ``backward_size``), so contexts hold up to ``context_size - 1`` turns.
+      utt_len: the padded utterance length U.
+    """
+    topic_ids = {t: i for i, t in enumerate(topics)}
+    k = context_size - 1
+    utts, lens = [], []
+    columns = collections.defaultdict(list)
+    for number, d in enumerate(dialogs):
+        base = len(utts)
+        for utt in d.utts:
+            ids = vocab.encode(utt)[:utt_len]
+            utts.append(np.pad(ids, (0, utt_len - len(ids))))
+            lens.append(len(ids))
+        for t in d.responses:
+            start = max(0, t - k)
+            window = list(range(start, t))
+            me = d.speakers[t]
+            columns["context"].append(
+                [base + i for i in window] + [-1] * (k - len(window))
+            )
+            columns["floors"].append(
+                [int(d.speakers[i] == me) for i in window] + [0] * (k - len(window))
+            )
+            columns["context_lens"].append(len(window))
+            columns["response"].append(base + t)
+            columns["topic"].append(topic_ids.get(d.topic, 0))
+            columns["my_meta"].append(d.meta[me])
+            columns["other_meta"].append(d.meta[1 - me])
+            columns["dialog"].append(number)
+    if not columns["response"]:
+        raise DataError("no (context, response) example in the split")
+    ints = {
+        k_: np.asarray(v, np.int32) for k_, v in columns.items() if "meta" not in k_
+    }
+    return DialogSplit(
+        utterances=np.stack(utts).astype(np.int32),
+        utt_lens=np.asarray(lens, np.int32),
+        my_meta=np.asarray(columns["my_meta"], np.float32),
+        other_meta=np.asarray(columns["other_meta"], np.float32),
+        topics=tuple(topics),
+        **ints,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogData:
+    """The three splits with their shared vocabulary and topic list."""
+
+    vocab: Vocab
+    topics: tuple[str, ...]
+    splits: dict[str, DialogSplit]
+    dialogs: dict[str, list[Dialog]]
+    files: dict[str, str]
+
+
+def load_dialog_data(
+    files: dict[str, str],
+    *,
+    file_format: str,
+    max_vocab: int,
+    max_utt_len: int,
+    context_size: int,
+) -> DialogData:
+    """Reads train/valid/test, builds the vocabulary and topics from train.
+
+    Raises:
+      DataError: a missing file or a malformed line.
+    """
+    dialogs = {
+        split: read_dialogs(path, file_format, max_utt_len)
+        for split, path in files.items()
+    }
+    vocab = build_vocab(dialogs["train"], max_vocab)
+    topics = build_topics(dialogs["train"])
+    utt_len = max(len(u) for ds in dialogs.values() for d in ds for u in d.utts)
+    splits = {}
+    for split, ds in dialogs.items():
+        try:
+            splits[split] = make_split(
+                ds, vocab, topics, context_size=context_size, utt_len=utt_len
+            )
+        except DataError as e:
+            raise DataError(f"{files[split]}: {e}") from None
+    return DialogData(vocab, topics, splits, dialogs, dict(files))

@@ -1,0 +1,221 @@
+"""Multi-reference response metrics of Zhao et al. (2017): smoothed BLEU, A-bow, E-bow.
+
+For a context with references r_1..r_M and sampled hypotheses h_1..h_N, and a
+similarity d(r, h) in [0, 1]:
+precision = (1/N) Σ_i max_j d(r_j, h_i) and recall = (1/M) Σ_j max_i d(r_j, h_i)
+(SPEC §6.4). With one reference, precision is the mean and recall the max of
+d(r, h_i) over the samples, as in Zhao et al.'s single-reference test.
+
+BLEU is NLTK's ``sentence_bleu([r], h, weights=(1/k,)*k,
+smoothing_function=SmoothingFunction().method7)`` (Chen & Cherry 2014, method 7 =
+method 4 then method 5, NLTK ≥ 3.4 semantics), written out here so the library
+does not need NLTK; tests compare both where NLTK is installed.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from bnvae_jax.errors import DataError
+
+Tokens = Sequence[str]
+SMOOTHING_K = 5  # NLTK SmoothingFunction(k=5), method 4's constant
+
+
+def ngram_counts(tokens: Tokens, n: int) -> collections.Counter:
+    return collections.Counter(
+        tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)
+    )
+
+
+def modified_precision(reference: Tokens, hypothesis: Tokens, n: int):
+    """(clipped matches, max(1, hypothesis n-grams)) of order ``n``: BLEU's p_n."""
+    hyp = ngram_counts(hypothesis, n)
+    ref = ngram_counts(reference, n)
+    matches = sum(min(count, ref[gram]) for gram, count in hyp.items())
+    return matches, max(1, sum(hyp.values()))
+
+
+def brevity_penalty(ref_len: int, hyp_len: int) -> float:
+    if hyp_len > ref_len:
+        return 1.0
+    if hyp_len == 0:
+        return 0.0
+    return math.exp(1.0 - ref_len / hyp_len)
+
+
+def smoothed_precisions(reference: Tokens, hypothesis: Tokens, order: int):
+    """p_1..p_order after Chen & Cherry's method 4 then method 5 (NLTK method7).
+
+    Method 4: the i-th zero-match order (counting from 1) gets
+    ``1 / (2^i · k / ln|h|) / denominator`` when |h| > 1. Method 5: each p_n
+    becomes the mean of the previous smoothed value (p_1 + 1 before the
+    first), itself, and the next order's value, where the order after the last
+    is always the unsmoothed 5-gram precision (NLTK's behaviour, even for
+    BLEU-1..3).
+    """
+    hyp_len = len(hypothesis)
+    raw = [modified_precision(reference, hypothesis, n) for n in range(1, order + 1)]
+    p = []
+    zeros_seen = 1
+    for matches, total in raw:
+        if matches == 0 and hyp_len > 1:
+            p.append(1.0 / (2**zeros_seen * SMOOTHING_K / math.log(hyp_len)) / total)
+            zeros_seen += 1
+        else:
+            p.append(matches / total)
+    five_matches, five_total = modified_precision(reference, hypothesis, 5)
+    following = p[1:] + [five_matches / five_total]
+    previous = p[0] + 1.0
+    smoothed = []
+    for value, nxt in zip(p, following):
+        previous = (previous + value + nxt) / 3.0
+        smoothed.append(previous)
+    return smoothed
+
+
+def sentence_bleu(reference: Tokens, hypothesis: Tokens, order: int) -> float:
+    """Smoothed sentence BLEU-``order`` of ``hypothesis`` against one reference."""
+    if not hypothesis or modified_precision(reference, hypothesis, 1)[0] == 0:
+        return 0.0
+    p = smoothed_precisions(reference, hypothesis, order)
+    log_mean = math.fsum(math.log(v) / order for v in p if v > 0)
+    return brevity_penalty(len(reference), len(hypothesis)) * math.exp(log_mean)
+
+
+def precision_recall(similarity: np.ndarray) -> tuple[float, float]:
+    """Precision and recall of a <float>[M refs, N hyps] similarity matrix."""
+    return float(similarity.max(0).mean()), float(similarity.max(1).mean())
+
+
+def bleu_scores(
+    references: Sequence[Tokens], hypotheses: Sequence[Tokens], order: int
+) -> tuple[float, float]:
+    """(precision, recall) of BLEU-``order`` for one context."""
+    sims = np.array(
+        [[sentence_bleu(r, h, order) for h in hypotheses] for r in references]
+    )
+    return precision_recall(sims)
+
+
+# -- bag-of-words embedding similarity ----------------------------------------
+
+
+def load_glove(path: str, words: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Vectors of a GloVe text file (``word v1 … vd`` a line).
+
+    Args:
+      path: the file.
+      words: when given, only these words are kept (saves memory).
+
+    Raises:
+      DataError: missing file, or a line whose width differs from the first.
+    """
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: GloVe file not found")
+    vectors: dict[str, np.ndarray] = {}
+    dim = None
+    with open(file, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            parts = line.rstrip().split(" ")
+            if len(parts) < 2:
+                continue
+            if dim is None:
+                dim = len(parts) - 1
+            if len(parts) - 1 != dim:
+                raise DataError(
+                    f"{path}:{number}: {len(parts) - 1} values, expected {dim}"
+                )
+            if words is not None and parts[0] not in words:
+                continue
+            try:
+                vectors[parts[0]] = np.asarray(parts[1:], np.float64)
+            except ValueError:
+                raise DataError(f"{path}:{number}: a value is not a number") from None
+    if dim is None:
+        raise DataError(f"{path}: no vectors")
+    return vectors
+
+
+def average_embedding(tokens: Tokens, glove) -> np.ndarray | None:
+    """Mean of the GloVe vectors of ``tokens`` (words without one skipped)."""
+    vecs = [glove[w] for w in tokens if w in glove]
+    return np.mean(vecs, 0) if vecs else None
+
+
+def extrema_embedding(tokens: Tokens, glove) -> np.ndarray | None:
+    """Per dimension the extreme value: the max if |min| <= max, else the min."""
+    vecs = [glove[w] for w in tokens if w in glove]
+    if not vecs:
+        return None
+    stack = np.stack(vecs)
+    hi, lo = stack.max(0), stack.min(0)
+    return np.where(np.abs(lo) <= hi, hi, lo)
+
+
+def cosine_similarity_01(a: np.ndarray, b: np.ndarray) -> float:
+    """(cos(a, b) + 1) / 2, with 0/0 taken as cosine 0."""
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    cos = float(a @ b / denom) if denom > 0 else 0.0
+    return (cos + 1.0) / 2.0
+
+
+def embedding_scores(
+    references: Sequence[Tokens], hypotheses: Sequence[Tokens], glove, embed
+) -> tuple[float, float] | None:
+    """(precision, recall) with sentence vectors from ``embed``.
+
+    Sentences without any GloVe word are dropped; None when no reference or
+    no hypothesis is left (the context is then not counted).
+    """
+    refs = [v for v in (embed(r, glove) for r in references) if v is not None]
+    hyps = [v for v in (embed(h, glove) for h in hypotheses) if v is not None]
+    if not refs or not hyps:
+        return None
+    sims = np.array([[cosine_similarity_01(r, h) for h in hyps] for r in refs])
+    return precision_recall(sims)
+
+
+def score_contexts(
+    references: Sequence[Sequence[Tokens]],
+    hypotheses: Sequence[Sequence[Tokens]],
+    glove: dict[str, np.ndarray] | None,
+) -> dict[str, float]:
+    """Averages over contexts of BLEU-1..4, A-bow and E-bow precision and recall.
+
+    Args:
+      references: per context, its reference responses (tokens).
+      hypotheses: per context, its sampled responses (tokens).
+      glove: word vectors; None leaves out A-bow and E-bow.
+
+    Returns:
+      ``bleu{k}_precision``/``_recall`` (k = 1..4), ``bleu{k}_f1``, and with
+      GloVe ``abow_*`` and ``ebow_*``, plus ``num_contexts``; values in [0, 1].
+    """
+    sums: dict[str, list[float]] = collections.defaultdict(list)
+    for refs, hyps in zip(references, hypotheses, strict=True):
+        for k in range(1, 5):
+            p, r = bleu_scores(refs, hyps, k)
+            sums[f"bleu{k}_precision"].append(p)
+            sums[f"bleu{k}_recall"].append(r)
+        if glove is not None:
+            for name, embed in (
+                ("abow", average_embedding),
+                ("ebow", extrema_embedding),
+            ):
+                scores = embedding_scores(refs, hyps, glove, embed)
+                if scores is not None:
+                    sums[f"{name}_precision"].append(scores[0])
+                    sums[f"{name}_recall"].append(scores[1])
+    results = {k: float(np.mean(v)) for k, v in sums.items()}
+    for k in [k.removesuffix("_precision") for k in list(results) if "precision" in k]:
+        p, r = results[f"{k}_precision"], results[f"{k}_recall"]
+        results[f"{k}_f1"] = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    results["num_contexts"] = len(references)
+    return results

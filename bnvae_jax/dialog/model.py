@@ -1,0 +1,303 @@
+"""Zhao et al.'s dialog CVAE, with an optional BN head on the recognition mean.
+
+utterance bi-GRU → context GRU → condition c = [topic; my meta; other meta; ctx];
+prior p(z|c): Linear-tanh-Linear; recognition q(z|c, y): Linear([c; enc(y)]),
+whose mean may go through the ``bn_gaussian`` head; decoder GRU whose initial
+state is Linear([c; z]); bag-of-words head Linear-tanh-Linear on [c; z]
+(SPEC §6.2). GRUs follow TensorFlow's ``GRUCell`` (reset gate applied to the
+state before the candidate's matmul; gate bias initialised to 1) because the
+reference model is TensorFlow code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bnvae_jax.data.vocab import BOS, EOS, PAD
+from bnvae_jax.models import posteriors
+from bnvae_jax.models.layers import uniform
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogModelConfig:
+    """Sizes and choices of the dialog CVAE (hashable: bound statically into jit)."""
+
+    vocab_size: int
+    num_topics: int
+    emb_dim: int = 200
+    utt_hidden: int = 300  # per direction
+    ctx_hidden: int = 600
+    dec_hidden: int = 400
+    latent_dim: int = 200
+    topic_dim: int = 30
+    prior_hidden: int = 400
+    bow_hidden: int = 400
+    meta_dim: int = 4
+    init_scale: float = 0.08
+    head: str = "gaussian"
+    gamma: float = 0.5
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+
+
+class GRU(nn.Module):
+    """A one-layer GRU over <float32>[B, T, in_dim] with per-row lengths (TF semantics).
+
+    ``r, u = σ(W [x; h] + b_g)``, ``c = tanh(W_c [x; r ⊙ h] + b_c)``,
+    ``h' = u ⊙ h + (1 − u) ⊙ c``; positions at or past a row's length leave its
+    state unchanged, so the final carry is the state after its last token.
+    """
+
+    in_dim: int
+    hidden: int
+    init_scale: float
+    reverse: bool = False
+
+    def setup(self):
+        h_dim = self.hidden
+        init = uniform(self.init_scale)
+        self.w_x = self.param("gate_x", init, (self.in_dim, 3 * h_dim))
+        self.w_hg = self.param("gate_h", init, (h_dim, 2 * h_dim))
+        self.w_hc = self.param("cand_h", init, (h_dim, h_dim))
+        self.bias = self.param(
+            "bias",
+            lambda k, s: jnp.concatenate([jnp.ones(2 * h_dim), jnp.zeros(h_dim)]),
+            (3 * h_dim,),
+        )
+
+    def input_gates(self, xs):
+        """The input half of every gate, <float32>[..., 3H] (hoisted out of scans)."""
+        return xs @ self.w_x + self.bias
+
+    def step(self, h, g_x):
+        """One step from state <float32>[B, H] and input gates <float32>[B, 3H]."""
+        h_dim = self.hidden
+        gates = jax.nn.sigmoid(g_x[:, : 2 * h_dim] + h @ self.w_hg)
+        r, u = gates[:, :h_dim], gates[:, h_dim:]
+        c = jnp.tanh(g_x[:, 2 * h_dim :] + (r * h) @ self.w_hc)
+        return u * h + (1.0 - u) * c
+
+    def __call__(self, xs, lengths, h0=None):
+        """Returns (final state <float32>[B, H], outputs <float32>[B, T, H])."""
+        batch, steps, _ = xs.shape
+        t = jnp.arange(steps)
+        if self.reverse:
+            # Each row read backwards from its last real position.
+            idx = jnp.where(t[None] < lengths[:, None], lengths[:, None] - 1 - t, t)
+            xs = jnp.take_along_axis(xs, idx[..., None], axis=1)
+        gx = self.input_gates(xs).swapaxes(0, 1)  # [T, B, 3H]
+        valid = (t[:, None] < lengths[None, :])[..., None]
+        h = jnp.zeros((batch, self.hidden), xs.dtype) if h0 is None else h0
+        w = (self.w_hg, self.w_hc)
+        h_dim = self.hidden
+
+        def body(h, inputs):
+            g_x, keep = inputs
+            gates = jax.nn.sigmoid(g_x[:, : 2 * h_dim] + h @ w[0])
+            r, u = gates[:, :h_dim], gates[:, h_dim:]
+            c = jnp.tanh(g_x[:, 2 * h_dim :] + (r * h) @ w[1])
+            new = jnp.where(keep, u * h + (1.0 - u) * c, h)
+            return new, new
+
+        h, outs = jax.lax.scan(body, h, (gx, valid))
+        return h, outs.swapaxes(0, 1)
+
+
+class Dense(nn.Module):
+    """``tf.contrib.layers.fully_connected``: Xavier-uniform weights, zero bias."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(
+            self.features,
+            kernel_init=nn.initializers.xavier_uniform(),
+            bias_init=nn.initializers.zeros,
+        )(x)
+
+
+class CVAEOutput(NamedTuple):
+    """Per-example terms, each <float32>[B] unless noted.
+
+    Attributes:
+      rec: −log p(y|c, z) summed over response tokens after ``<s>``.
+      kl: KL(q(z|c, y) ‖ p(z|c)), summed over dimensions.
+      prior_kl: KL(p(z|c) ‖ N(0, I)).
+      bow: bag-of-words loss (summed over response tokens after ``<s>``).
+      tokens: number of target tokens.
+      posterior / prior: the Gaussians, <float32>[B, n] each.
+    """
+
+    rec: jax.Array
+    kl: jax.Array
+    prior_kl: jax.Array
+    bow: jax.Array
+    tokens: jax.Array
+    posterior: posteriors.Posterior
+    prior: posteriors.Posterior
+
+
+def gaussian_kl_between(q: posteriors.Posterior, p: posteriors.Posterior) -> jax.Array:
+    """Per-dimension KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) <float32>[..., n].
+
+    ½ [log σ_p² − log σ_q² + (σ_q² + (μ_q − μ_p)²)/σ_p² − 1].
+    """
+    return 0.5 * (
+        p.logvar
+        - q.logvar
+        + (jnp.exp(q.logvar) + jnp.square(q.mu - p.mu)) * jnp.exp(-p.logvar)
+        - 1.0
+    )
+
+
+def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """−log softmax(logits)[target] <float32>[...]."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def bow_loss(bow_logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """Bag-of-words loss: Σ_t −log softmax(bow_logits)[y_t] over masked positions.
+
+    Args:
+      bow_logits: <float32>[B, V], one distribution per response.
+      targets: <int32>[B, T] response tokens after ``<s>``.
+      mask: <float32>[B, T] 1 on real target positions.
+
+    Returns:
+      <float32>[B].
+    """
+    logp = jax.nn.log_softmax(bow_logits, axis=-1)
+    picked = jnp.take_along_axis(logp, targets, axis=-1)
+    return -jnp.sum(picked * mask, axis=-1)
+
+
+class DialogCVAE(nn.Module):
+    """The CVAE of SPEC §6.2; the recognition head is chosen by ``cfg.head``."""
+
+    cfg: DialogModelConfig
+
+    def setup(self):
+        cfg = self.cfg
+        init = uniform(cfg.init_scale)
+        self.embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=init)
+        self.topic_embed = nn.Embed(cfg.num_topics, cfg.topic_dim, embedding_init=init)
+        self.utt_fw = GRU(cfg.emb_dim, cfg.utt_hidden, cfg.init_scale)
+        self.utt_bw = GRU(cfg.emb_dim, cfg.utt_hidden, cfg.init_scale, reverse=True)
+        self.ctx_rnn = GRU(2 * cfg.utt_hidden + 2, cfg.ctx_hidden, cfg.init_scale)
+        self.recog = Dense(2 * cfg.latent_dim)
+        self.prior_fc = Dense(cfg.prior_hidden)
+        self.prior_out = Dense(2 * cfg.latent_dim)
+        self.head = posteriors.make_head(
+            cfg.head, gamma=cfg.gamma, momentum=cfg.bn_momentum, eps=cfg.bn_eps
+        )
+        self.bow_fc = Dense(cfg.bow_hidden)
+        self.bow_out = Dense(cfg.vocab_size)
+        self.dec_init = Dense(cfg.dec_hidden)
+        self.decoder = GRU(cfg.emb_dim, cfg.dec_hidden, cfg.init_scale)
+        self.dec_out = nn.Dense(
+            cfg.vocab_size, kernel_init=init, bias_init=nn.initializers.zeros
+        )
+
+    def encode_utterances(self, tokens, lengths):
+        """<int32>[..., U] → <float32>[..., 2·utt_hidden] (final fw; final bw)."""
+        lead = tokens.shape[:-1]
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        lens = lengths.reshape(-1)
+        x = self.embed(flat)
+        h_fw, _ = self.utt_fw(x, lens)
+        h_bw, _ = self.utt_bw(x, lens)
+        return jnp.concatenate([h_fw, h_bw], -1).reshape(*lead, -1)
+
+    def condition(self, batch):
+        """The condition [topic; my meta; other meta; context] <float32>[B, C]."""
+        utt = self.encode_utterances(batch["context"], batch["context_utt_lens"])
+        floor = jax.nn.one_hot(batch["floors"], 2, dtype=utt.dtype)
+        ctx, _ = self.ctx_rnn(jnp.concatenate([utt, floor], -1), batch["context_lens"])
+        return jnp.concatenate(
+            [
+                self.topic_embed(batch["topic"]),
+                batch["my_meta"],
+                batch["other_meta"],
+                ctx,
+            ],
+            -1,
+        )
+
+    def prior(self, c) -> posteriors.Posterior:
+        mu, logvar = jnp.split(self.prior_out(jnp.tanh(self.prior_fc(c))), 2, -1)
+        return posteriors.Posterior(mu, logvar)
+
+    def recognition(self, c, batch, *, train: bool) -> posteriors.Posterior:
+        y = self.encode_utterances(batch["response"], batch["response_lens"])
+        mu, logvar = jnp.split(self.recog(jnp.concatenate([c, y], -1)), 2, -1)
+        return self.head(mu, logvar, batch["mask"], train=train)
+
+    def bow_logits(self, c, z):
+        return self.bow_out(jnp.tanh(self.bow_fc(jnp.concatenate([c, z], -1))))
+
+    def decode_logits(self, c, z, inputs, lengths):
+        """Teacher-forced logits <float32>[B, T, V] for input tokens <int32>[B, T]."""
+        h0 = self.dec_init(jnp.concatenate([c, z], -1))
+        _, outs = self.decoder(self.embed(inputs), lengths, h0)
+        return self.dec_out(outs)
+
+    def __call__(self, batch, *, train: bool) -> CVAEOutput:
+        """All loss terms with z ~ q(z|c, y) (the ``sample`` rng stream)."""
+        c = self.condition(batch)
+        prior = self.prior(c)
+        post = self.recognition(c, batch, train=train)
+        z = posteriors.gaussian_sample(post, self.make_rng("sample"))
+        response, lens = batch["response"], batch["response_lens"]
+        inputs, targets = response[:, :-1], response[:, 1:]
+        steps = jnp.arange(targets.shape[1])
+        target_mask = (steps[None] < (lens - 1)[:, None]).astype(jnp.float32)
+        logits = self.decode_logits(c, z, inputs, lens - 1)
+        rec = jnp.sum(token_nll(logits, targets) * target_mask, -1)
+        bow = bow_loss(self.bow_logits(c, z), targets, target_mask)
+        return CVAEOutput(
+            rec=rec,
+            kl=jnp.sum(gaussian_kl_between(post, prior), -1),
+            prior_kl=jnp.sum(posteriors.gaussian_kl(prior.mu, prior.logvar), -1),
+            bow=bow,
+            tokens=jnp.sum(target_mask, -1),
+            posterior=post,
+            prior=prior,
+        )
+
+    def generate(self, batch, *, num_samples: int, max_len: int):
+        """Greedy responses from z ~ p(z|c), one per prior sample.
+
+        Returns:
+          <int32>[B, num_samples, max_len] tokens after ``<s>``; positions after
+          the first ``</s>`` are ``<pad>``.
+        """
+        c = self.condition(batch)
+        prior = self.prior(c)
+        z = posteriors.gaussian_sample(prior, self.make_rng("sample"), num_samples)
+        b = c.shape[0]
+        c_rep = jnp.repeat(c[:, None], num_samples, 1).reshape(b * num_samples, -1)
+        z = z.reshape(b * num_samples, -1)
+        h = self.dec_init(jnp.concatenate([c_rep, z], -1))
+        table = self.embed.embedding
+        w_out = self.dec_out.variables["params"]
+        gru = self.decoder
+
+        def body(carry, _):
+            h, token, done = carry
+            h = gru.step(h, gru.input_gates(jnp.take(table, token, axis=0)))
+            logits = h @ w_out["kernel"] + w_out["bias"]
+            token = jnp.argmax(logits, -1).astype(jnp.int32)
+            emitted = jnp.where(done, PAD, token)
+            return (h, token, done | (token == EOS)), emitted
+
+        start = jnp.full((b * num_samples,), BOS, jnp.int32)
+        carry = (h, start, jnp.zeros((b * num_samples,), bool))
+        _, out = jax.lax.scan(body, carry, None, length=max_len)
+        return out.T.reshape(b, num_samples, max_len)
