@@ -54,9 +54,13 @@ def get_grid() -> list[dict]:
         _entry("cyclic_epoch_reset", "cyclic_epoch_reset", train__cycle_epochs=2),
         _entry("free_bits_4", "free_bits", train__target_kl=4.0),
         _entry("free_bits_dim_4", "free_bits_dim", train__target_kl=4.0),
-        _entry("delta_vae_0.15", "delta_vae", model__delta=0.15),
-        _entry("vmf_vae_13", "vmf_vae", model__kappa=13.0),
-        _entry("agg_vae", "agg_vae"),
+        # The reference's delta-VAE and vMF encoders use the uniform init.
+        _entry(
+            "delta_vae_0.15", "delta_vae", model__delta=0.15, model__enc_init="uniform"
+        ),
+        _entry("vmf_vae_13", "vmf_vae", model__kappa=13.0, model__enc_init="uniform"),
+        # He et al. anneal from 0.1.
+        _entry("agg_vae", "agg_vae", train__kl_start=0.1),
         _entry("sa_vae", "sa_vae"),
         _entry("skip_vae", "skip_vae"),
         # Li et al.'s recipe: an autoencoder, then its encoder with a fresh decoder.
