@@ -1,0 +1,1 @@
+"""Analyses of trained runs: the synthetic lagging study and training dynamics."""

@@ -1,0 +1,42 @@
+"""Training-dynamics plot (BN-VAE Fig. 3) of finished or running runs.
+
+    python -m bnvae_jax.dynamics --workdir=runs/vae --workdir=runs/bn_vae \
+        --output=dynamics.png
+
+One panel per ``--workdir``: MI, the KL of the ELBO and KL(q(z)||p(z)) at every
+validation, read from the run's ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from absl import app, flags
+
+from bnvae_jax import cli
+from bnvae_jax.analysis import dynamics, plots
+from bnvae_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("workdir", None, "Run directory (repeat for more panels).")
+flags.DEFINE_multi_string("title", None, "Panel titles (default: the run names).")
+flags.DEFINE_string("output", "dynamics.png", "PNG file to write.")
+flags.DEFINE_enum("split", "valid", ["valid", "test"], "Which logged split.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+    del argv
+    titles = FLAGS.title or [pathlib.Path(w).name for w in FLAGS.workdir]
+    with cli.user_errors():
+        if len(titles) != len(FLAGS.workdir):
+            raise UserError("give one --title per --workdir (or none)")
+        runs = [
+            (title, dynamics.read_series(workdir, FLAGS.split))
+            for title, workdir in zip(titles, FLAGS.workdir, strict=True)
+        ]
+    print(plots.dynamics_figure(runs, FLAGS.output))
+
+
+if __name__ == "__main__":
+    app.run(main)
