@@ -27,7 +27,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.init_from = ""
 
     c.data = d = ml_collections.ConfigDict()
-    d.source = "synthetic"  # 'synthetic' (embedded generator) or 'files'
+    d.source = "synthetic"  # 'synthetic' (embedded generator), 'files' or 'tfds'
+    # data.source='tfds': a builder of bnvae_jax.data.tfds_builders, prepared into
+    # tfds_data_dir from the files in tfds_manual_dir on first use (no TensorFlow).
+    d.tfds_name = ""  # ptb, yahoo, yelp, short_yelp or snli
+    d.tfds_manual_dir = ""  # the corpus files the builder reads
+    d.tfds_data_dir = ""  # where the prepared array_record files live
     d.train_file = ""  # plain-text corpus: one sentence a line, whitespace tokens
     d.valid_file = ""
     d.test_file = ""
@@ -228,7 +233,7 @@ class EvalConfig:
 
 INIT_SCHEMES = ("torch_default", "uniform")
 VMF_KL_FORMULAS = ("guu", "uniform")
-DATA_SOURCES = ("synthetic", "files")
+DATA_SOURCES = ("synthetic", "files", "tfds")
 
 
 def flat_keys(config: Mapping, prefix: str = "") -> list[str]:
@@ -346,6 +351,15 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
         d.source in DATA_SOURCES,
         f"data.source={d.source!r} is not one of {', '.join(DATA_SOURCES)}",
     )
+    if d.source == "tfds":
+        _require(
+            bool(d.tfds_name) and bool(d.tfds_data_dir),
+            "data.source='tfds' needs data.tfds_name and data.tfds_data_dir",
+        )
+        _require(
+            not (d.train_file or d.valid_file or d.test_file),
+            "data.source='tfds' reads no files: leave data.*_file empty",
+        )
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _require(t.max_steps >= 0, "train.max_steps must be >= 0 (0: no limit)")
     _require(t.learning_rate > 0, "train.learning_rate must be positive")

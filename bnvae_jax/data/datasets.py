@@ -67,10 +67,23 @@ def data_files(data_cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, s
     return {s: str(paths[s]) for s in SPLITS}
 
 
-def load_datasets(
-    data_cfg: ml_collections.ConfigDict, workdir: str, vocab: Vocab | None = None
-) -> Datasets:
-    """Reads the splits; the vocabulary comes from the training file unless given."""
+def read_corpora(
+    data_cfg: ml_collections.ConfigDict, workdir: str
+) -> tuple[dict[str, str], dict[str, corpus_lib.Corpus]]:
+    """Where each split comes from, and its sentences."""
+    if data_cfg.get("source") == "tfds":
+        # Imported here: TFDS stays out of the import path of file-based runs.
+        from bnvae_jax.data import tfds_builders
+
+        source = tfds_builders.TfdsSource(
+            name=data_cfg.tfds_name,
+            data_dir=data_cfg.tfds_data_dir,
+            manual_dir=data_cfg.tfds_manual_dir,
+        )
+        corpora = tfds_builders.load_corpora(
+            source, labelled=data_cfg.labelled, max_tokens=data_cfg.max_tokens
+        )
+        return {s: c.path for s, c in corpora.items()}, corpora
     files = data_files(data_cfg, workdir)
     corpora = {
         s: corpus_lib.read_corpus(
@@ -78,6 +91,14 @@ def load_datasets(
         )
         for s in SPLITS
     }
+    return files, corpora
+
+
+def load_datasets(
+    data_cfg: ml_collections.ConfigDict, workdir: str, vocab: Vocab | None = None
+) -> Datasets:
+    """Reads the splits; the vocabulary comes from the training file unless given."""
+    files, corpora = read_corpora(data_cfg, workdir)
     for split, corpus in corpora.items():
         logging.info("%s: %s", split, corpus.summary())
     if vocab is None:
