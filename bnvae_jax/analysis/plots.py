@@ -66,9 +66,9 @@ def lagging_figure(
             ax.set_ylim(-limit, limit)
             ax.tick_params(labelsize=6, length=2)
             ax.set_title(f"step {step}", fontsize=7, pad=2)
-        axes[r, 0].set_ylabel(f"{label}\nμ_x,φ", fontsize=7)
+        axes[r, 0].set_ylabel(f"{label}\n" + r"$\mu_{x,\phi}$", fontsize=7)
     for c in range(num_cols):
-        axes[-1, c].set_xlabel("μ_x,θ", fontsize=7)
+        axes[-1, c].set_xlabel(r"$\mu_{x,\theta}$", fontsize=7)
     fig.tight_layout(pad=0.3)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +94,10 @@ def dynamics_figure(
     axes = fig.subplots(1, len(runs), squeeze=False)[0]
     for ax, (title, series) in zip(axes, runs, strict=True):
         ax.plot(series.step, series.kl, "-o", ms=2.5, label="KL in the ELBO")
-        ax.plot(series.step, series.mi, "-s", ms=2.5, label="MI I_q")
-        ax.plot(series.step, series.kl_aggregate, "-^", ms=2.5, label="KL(q(z)‖p(z))")
+        ax.plot(series.step, series.mi, "-s", ms=2.5, label=r"MI $I_q$")
+        ax.plot(
+            series.step, series.kl_aggregate, "-^", ms=2.5, label=r"KL$(q(z)\|p(z))$"
+        )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("training step", fontsize=8)
         ax.tick_params(labelsize=7)
