@@ -1,6 +1,6 @@
 """Latent families: what every pass needs to know about q(z|x) and p(z).
 
-A head (``posteriors.HEADS``, ``vmf.VMFHead``) returns posterior parameters; the
+A head (``posteriors.HEADS``, ``DirectionHead``) returns posterior parameters; the
 family of that head says how to sample from them, score a latent under q and p,
 and what the KL is. The model, the train step and the evaluation package only
 talk to a ``LatentFamily``, so a new kind of latent is one new entry here.
@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bnvae_jax.models import posteriors
+from bnvae_jax.models import posteriors, vmf
 
 
 class DirectionPosterior(NamedTuple):
@@ -34,8 +34,7 @@ class DirectionHead(nn.Module):
     @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> DirectionPosterior:
         del logvar, mask, train
-        norm = jnp.sqrt(jnp.sum(jnp.square(mu), -1, keepdims=True) + 1e-12)
-        return DirectionPosterior(mu / norm)
+        return DirectionPosterior(vmf.normalize_direction(mu))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +106,6 @@ NONE = LatentFamily(
 
 def vmf_family(kappa: float, dim: int, kl_formula: str) -> LatentFamily:
     """VMF posterior with fixed κ and the uniform prior on the sphere S^{n−1}."""
-    from bnvae_jax.models import vmf  # scipy-backed constants
-
     kl_value = float(vmf.VMF_KL[kl_formula](kappa, dim))
 
     def sample(post, key):
