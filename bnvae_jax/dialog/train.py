@@ -143,7 +143,7 @@ def train_step(state, batch, rng, *, method, kl_schedule, prior_schedule):
     metrics.update(
         kl_weight=kl_weight,
         prior_kl_weight=prior_weight,
-        grad_norm=optax.global_norm(grads),
+        grad_norm=optax.tree.norm(grads),
     )
     return new_state, metrics
 
@@ -210,7 +210,9 @@ def _state_tree(state) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=8)
 def make_optimizer(learning_rate: float, clip_norm: float):
+    """Adam after global-norm clipping (one object per setting: jit caches on it)."""
     return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
 
 
@@ -333,11 +335,16 @@ def restore_or_start(trainer: Trainer, state):
 
 
 def step_function(trainer: Trainer):
-    t = trainer.run.train
+    return _jitted_train(trainer.run.method, trainer.run.train)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_train(method: objectives.DialogMethod, t: config_lib.DialogTrainConfig):
+    """The jitted step of ``method``; cached so a resumed run compiles it once."""
     kl = schedules.linear(0.0, float(t.full_kl_steps))
     prior = kl if t.prior_kl_schedule == "annealed" else schedules.constant(1.0)
     fn = functools.partial(
-        train_step, method=trainer.run.method, kl_schedule=kl, prior_schedule=prior
+        train_step, method=method, kl_schedule=kl, prior_schedule=prior
     )
     return jax.jit(fn, donate_argnums=0)
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# CPU quality run of paper Table 4 (CVAE, CVAE+BOW, BN-CVAE) on the 60 public
+# Switchboard validation dialogs of Zhao et al.: dialogs 1-48 train, 49-54
+# validate, 55-60 test. Model sizes and steps are scaled down to fit ~10 min a
+# method on two shared CPU cores; see docs/RESULTS.md.
+#
+#   launch/switchboard_quality.sh ../shared/data/swda_cvae/valid.jsonl \
+#     ../shared/data/glove_twitter_25d_subset/glove.twitter.27B.25d.top12k.txt \
+#     runs/swda_quality
+set -euo pipefail
+DIALOGS=${1:?path to valid.jsonl}
+GLOVE=${2:?path to a GloVe text file}
+OUT=${3:-runs/swda_quality}
+PYTHON=${PYTHON:-python}
+mkdir -p "$OUT/data"
+head -n 48 "$DIALOGS" > "$OUT/data/train.jsonl"
+sed -n 49,54p "$DIALOGS" > "$OUT/data/valid.jsonl"
+sed -n 55,60p "$DIALOGS" > "$OUT/data/test.jsonl"
+for METHOD in ${METHODS:-cvae cvae_bow bn_cvae}; do
+  nice -n 10 timeout 1500 "$PYTHON" -m bnvae_jax.main \
+    --config=configs/switchboard.py --config.method="$METHOD" \
+    --workdir="$OUT/$METHOD" \
+    --config.data.train_file="$OUT/data/train.jsonl" \
+    --config.data.valid_file="$OUT/data/valid.jsonl" \
+    --config.data.test_file="$OUT/data/test.jsonl" \
+    --config.eval.glove_file="$GLOVE" \
+    --config.data.max_utt_len=30 --config.data.context_size=6 \
+    --config.model.emb_dim=64 --config.model.utt_hidden=64 \
+    --config.model.ctx_hidden=128 --config.model.dec_hidden=128 \
+    --config.model.latent_dim=32 --config.model.prior_hidden=64 \
+    --config.model.bow_hidden=64 \
+    --config.train.max_steps=1000 --config.train.steps_per_epoch=150 \
+    --config.train.full_kl_steps=300 --config.train.log_every_steps=50 \
+    --config.train.checkpoint_every_steps=250 2>"$OUT/$METHOD.log"
+done

@@ -1,0 +1,199 @@
+"""Dialog train loop: tiny end-to-end runs, exact resume after an interruption."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from bnvae_jax import checkpoints
+from bnvae_jax.dialog import config as config_lib
+from bnvae_jax.dialog import model as model_lib
+from bnvae_jax.dialog import train
+from bnvae_jax.errors import DataError
+
+WORDS = "yeah i think so uh-huh you know that's right well okay".split()
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def write_dialogs(path, count, seed):
+    rng = np.random.default_rng(seed)
+    lines = []
+    for n in range(count):
+        utts = [
+            ["AB"[i % 2], " ".join(rng.choice(WORDS, rng.integers(1, 6))), ["x", []]]
+            for i in range(6)
+        ]
+        meta = {"age": 30 + n, "education": "2", "sex": '"MALE"'}
+        lines.append(
+            json.dumps({"topic": f"T{n % 2}", "A": meta, "B": meta, "utts": utts})
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """Cheap XLA compiles for this module's many small programs; restored after."""
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("swda")
+    return {
+        "train": write_dialogs(d / "train.jsonl", 6, 0),
+        "valid": write_dialogs(d / "valid.jsonl", 2, 1),
+        "test": write_dialogs(d / "test.jsonl", 2, 2),
+        "glove": _glove(d / "glove.txt"),
+    }
+
+
+def _glove(path):
+    rng = np.random.default_rng(3)
+    path.write_text(
+        "".join(f"{w} {' '.join(map(str, rng.normal(size=4)))}\n" for w in WORDS)
+    )
+    return str(path)
+
+
+def tiny_config(files, method="bn_cvae", **train_overrides):
+    c = config_lib.default_config()
+    c.method = method
+    c.data.train_file, c.data.valid_file = files["train"], files["valid"]
+    c.data.test_file = files["test"]
+    c.data.batch_size, c.data.eval_batch_size = 8, 16
+    c.data.max_utt_len, c.data.context_size = 8, 4
+    m = c.model
+    m.emb_dim, m.utt_hidden, m.ctx_hidden, m.dec_hidden = 8, 8, 8, 8
+    m.latent_dim, m.topic_dim, m.prior_hidden, m.bow_hidden = 4, 2, 8, 8
+    c.train.full_kl_steps = 4
+    c.train.steps_per_epoch = 3
+    c.train.epochs = 2
+    c.train.checkpoint_every_steps = 4
+    c.train.log_every_steps = 1
+    c.eval.glove_file = files["glove"]
+    c.eval.num_samples = 3
+    c.eval.max_decode_len = 6
+    c.eval.rating_contexts = 2
+    c.eval.rating_samples = 2
+    for key, value in train_overrides.items():
+        c.train[key] = value
+    return c
+
+
+def _params(workdir, state):
+    with checkpoints.Checkpointer(workdir) as ckpt:
+        tree, meta = ckpt.restore_latest(train._state_tree(state))
+    return tree, meta
+
+
+def test_interrupted_run_resumes_to_the_same_parameters(files, tmp_path):
+    config = tiny_config(files)
+    # Uninterrupted: 5 steps through the loop.
+    trainer, state = train.setup(config, str(tmp_path / "straight"))
+    state, loop = train.restore_or_start(trainer, state)
+    straight = train.train_epochs(trainer, state, loop)
+    trainer.ckpt.close()
+    assert int(straight.step) == 6  # 2 epochs of 3 batches (36 examples, 8 a batch)
+    # Interrupted at step 3 (Ctrl-C), then resumed by train_and_evaluate.
+    workdir = tmp_path / "resumed"
+    trainer, state = train.setup(config, str(workdir))
+    state, loop = train.restore_or_start(trainer, state)
+    writer = trainer.writer
+
+    class Interrupt:
+        def __getattr__(self, name):
+            return getattr(writer, name)
+
+        def write_scalars(self, step, scalars):
+            writer.write_scalars(step, scalars)
+            if step == 3:
+                raise KeyboardInterrupt
+
+    trainer.writer = Interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        train.train_epochs(trainer, state, loop)
+    trainer.ckpt.close()
+    assert checkpoints.Checkpointer(workdir).latest_step() == 3
+    results = train.train_and_evaluate(config, str(workdir))
+    tree, meta = _params(workdir, straight)
+    assert int(tree["step"]) == 6 and meta["epoch"] == 2
+    for a, b in zip(
+        jax.tree_util.tree_leaves(tree["params"]),
+        jax.tree_util.tree_leaves(straight.params),
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for key in ("kl", "ppl", "bleu4_recall", "abow_precision", "ebow_recall"):
+        assert np.isfinite(results["test"][key])
+    assert results["test"]["kl"] > 0
+    assert (workdir / "samples.txt").read_text().count("sample 3:") > 0
+    rating = (workdir / "human_rating.csv").read_text().splitlines()
+    assert rating[0].startswith("context_id,topic,context,reference")
+    assert len(rating) == 1 + 2 * 2
+    # A finished run reruns as a no-op with the saved results.
+    assert train.train_and_evaluate(config, str(workdir)) == json.loads(
+        (workdir / "results.json").read_text()
+    )
+
+
+@pytest.mark.parametrize("method", ["cvae", "cvae_bow"])
+def test_baselines_train_and_report(files, tmp_path, method):
+    config = tiny_config(files, method, max_steps=2, epochs=1)
+    config.eval.glove_file = ""
+    results = train.train_and_evaluate(config, str(tmp_path / method))
+    assert results["method"] == method and results["steps"] == 2
+    assert "abow_precision" not in results["test"]
+    assert 0 <= results["test"]["bleu1_precision"] <= results["test"]["bleu1_recall"]
+
+
+def test_bn_head_normalises_the_recognition_mean(files):
+    config = tiny_config(files)
+    config.model.bn_eps = 1e-12  # tiny initial means: eps would shrink their std
+    data = train.load_data(config)
+    run = config_lib.resolve(config, len(data.vocab), len(data.topics))
+    model = model_lib.DialogCVAE(run.model)
+    batch = data.splits["train"].batch(np.arange(8), 8)
+    keys = {"params": jax.random.key(0), "sample": jax.random.key(1)}
+    variables = jax.jit(lambda b: model.init(keys, b, train=False))(batch)
+    out, _ = jax.jit(
+        lambda v, b: model.apply(
+            v, b, train=True, rngs={"sample": keys["sample"]}, mutable=["batch_stats"]
+        )
+    )(variables, batch)
+    mu = np.asarray(out.posterior.mu)
+    np.testing.assert_allclose(mu.mean(0), 0.0, atol=1e-5)  # beta starts at 0
+    np.testing.assert_allclose(mu.std(0), config.model.gamma, rtol=1e-3)
+
+
+def test_malformed_training_file_is_a_one_line_cli_error(files, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"utts": "nope"}\n')
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        train.load_data(tiny_config({**files, "train": str(bad)}))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bnvae_jax.main",
+            "--config=configs/switchboard.py",
+            f"--workdir={tmp_path / 'run'}",
+            f"--config.data.train_file={bad}",
+            f"--config.data.valid_file={files['valid']}",
+            f"--config.data.test_file={files['test']}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "bad.jsonl:1" in proc.stderr
