@@ -9,6 +9,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bnvae_jax import cli, fileio, train
+from bnvae_jax.dialog import train as dialog_train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", cli.DEFAULT_CONFIG, "Config file.")
@@ -23,8 +24,10 @@ def main(argv):
     workdir = FLAGS.workdir or f"runs/{config.method}"
     logging.info("devices: %s; workdir %s", jax.devices(), workdir)
     with cli.user_errors():
-        results = train.train_and_evaluate(config, workdir)
-    table = cli.format_table(results)
+        # Dialog CVAEs (configs/switchboard.py) have their own loop and table.
+        runner = dialog_train if config.get("task") == "dialog" else train
+        results = runner.train_and_evaluate(config, workdir)
+    table = getattr(runner, "format_table", cli.format_table)(results)
     fileio.write_text_atomic(f"{workdir}/results.txt", table + "\n")
     print(f"{config.method} in {workdir}\n{table}")
 
