@@ -205,7 +205,8 @@ def load_run(workdir: str) -> TrainedRun:
         raise WorkdirError(f"{workdir} has no best checkpoint yet")
     # No template: the saved tree comes back as it was written.
     tree, _ = checkpoints.Checkpointer(path).restore_best(None)
-    variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
+    # A head without running statistics may come back without the entry.
+    variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats") or {}}
     variables = jax.tree_util.tree_map(jnp.asarray, variables)
     return TrainedRun(
         model=TextVAE(run.model),
