@@ -530,7 +530,8 @@ def run_classification(
     """Test accuracy for every (number of labels, seed).
 
     Returns:
-        ``{"results": {N: {"accuracies": [...], "mean": m, "std": s}}, ...}``
+        ``{"results": [{"labels": N, "accuracies": [...], "mean": m, "std": s},
+        ...], ...}`` in the order of ``label_counts``
         (std over seeds with ddof 0, as the reference prints it).
     """
     balanced = cfg.subsets == "balanced"
@@ -543,7 +544,7 @@ def run_classification(
             feats["valid"] = posterior_means(
                 run, run.variables, valid.rows, cfg.eval_batch_size
             )
-    results = {}
+    results = []
     for num in label_counts:
         accs = []
         for seed in seeds:
@@ -572,11 +573,14 @@ def run_classification(
                 acc = accuracy(clf, x, test.labels)
             logging.info("labels %d seed %d: test accuracy %.4f", num, seed, acc)
             accs.append(acc)
-        results[str(num)] = {
-            "accuracies": accs,
-            "mean": float(np.mean(accs)),
-            "std": float(np.std(accs)),
-        }
+        results.append(
+            {
+                "labels": num,
+                "accuracies": accs,
+                "mean": float(np.mean(accs)),
+                "std": float(np.std(accs)),
+            }
+        )
     return {
         "results": results,
         "seeds": list(seeds),
@@ -590,13 +594,10 @@ def run_classification(
 
 def format_table(name: str, report: Mapping) -> str:
     """A markdown table: one row, accuracy (%) mean ± std per number of labels."""
-    counts = list(report["results"])
-    header = "| run | " + " | ".join(f"{n} labels" for n in counts) + " |"
-    rule = "|---|" + "---|" * len(counts)
-    cells = [
-        f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}"
-        for r in report["results"].values()
-    ]
+    rows = report["results"]
+    header = "| run | " + " | ".join(f"{r['labels']} labels" for r in rows) + " |"
+    rule = "|---|" + "---|" * len(rows)
+    cells = [f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}" for r in rows]
     return "\n".join([header, rule, f"| {name} | " + " | ".join(cells) + " |"])
 
 

@@ -166,10 +166,12 @@ def test_frozen_and_finetuned_runs(run_dir):
         seeds=(1, 2),
         cfg=cfg,
     )
-    for num in ("10", "40"):
-        accs = report["results"][num]["accuracies"]
+    assert [r["labels"] for r in report["results"]] == [10, 40]
+    for row in report["results"]:
+        accs = row["accuracies"]
         assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
-        assert report["results"][num]["mean"] == pytest.approx(np.mean(accs))
+        assert row["mean"] == pytest.approx(np.mean(accs))
+        assert row["std"] == pytest.approx(np.std(accs))
     table = classify.format_table("bn", report)
     assert table.splitlines()[0] == "| run | 10 labels | 40 labels |"
 
@@ -224,7 +226,8 @@ def test_cli_writes_the_table_and_reports_errors_in_one_line(run_dir):
     out = subprocess.run(base + args, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((root / "run" / "clf_test.json").read_text())
-    assert set(report["results"]) == {"10", "20"} and report["seeds"] == [783435, 101]
+    assert [r["labels"] for r in report["results"]] == [10, 20]
+    assert report["seeds"] == [783435, 101]
     assert (
         "| run | 10 labels | 20 labels |" in (root / "run" / "clf_test.md").read_text()
     )
