@@ -33,3 +33,16 @@ for METHOD in ${METHODS:-cvae cvae_bow bn_cvae}; do
     --config.train.full_kl_steps=300 --config.train.log_every_steps=50 \
     --config.train.checkpoint_every_steps=250 2>"$OUT/$METHOD.log"
 done
+# Table 4 layout: PPL, KL, BLEU-1..4 and bow scores (x 100) of each method.
+"$PYTHON" - "$OUT" ${METHODS:-cvae cvae_bow bn_cvae} <<'PY'
+import json, pathlib, sys
+out, methods = pathlib.Path(sys.argv[1]), sys.argv[2:]
+keys = ["ppl", "kl"] + [f"bleu{k}_{s}" for k in (1, 2, 3, 4) for s in ("precision", "recall")]
+keys += [f"{m}_{s}" for m in ("abow", "ebow") for s in ("precision", "recall")]
+print("| metric | " + " | ".join(methods) + " |")
+print("|---" * (len(methods) + 1) + "|")
+results = {m: json.loads((out / m / "results.json").read_text())["test"] for m in methods}
+for key in keys:
+    scale = 1.0 if key in ("ppl", "kl") else 100.0
+    print(f"| {key} | " + " | ".join(f"{results[m][key] * scale:.2f}" for m in methods) + " |")
+PY
