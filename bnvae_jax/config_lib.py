@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 import ml_collections
 
 from bnvae_jax import methods as methods_lib
+from bnvae_jax import parallel
 from bnvae_jax.errors import ConfigError
 
 
@@ -114,6 +115,16 @@ def default_config() -> ml_collections.ConfigDict:
     e.beam_size = 5
     e.max_decode_len = 100
     e.seed = 0  # evaluation randomness (IW samples, MI, decoding)
+
+    # Data parallelism (README "Scaling out"): data.batch_size is the global batch,
+    # split over every device used; results do not depend on the device count.
+    c.parallel = p = ml_collections.ConfigDict()
+    p.mode = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
+    p.num_devices = 0  # devices used on each host (0: all local devices)
+    p.distributed = False  # multi-host: call jax.distributed.initialize
+    p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
+    p.num_processes = 0  # hosts (0: from the environment)
+    p.process_id = -1  # this host (-1: from the environment)
     return c
 
 
@@ -379,6 +390,7 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
         not bad, f"eval.iw_splits={e.iw_splits!r}: only 'valid' and 'test' are splits"
     )
     _require(e.beam_size >= 1 and e.max_decode_len >= 1, "eval decoding sizes >= 1")
+    parallel.validate(parallel.config_from(config))
     return method
 
 

@@ -8,7 +8,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from bnvae_jax import cli, fileio, train
+from bnvae_jax import cli, fileio, parallel, train
 from bnvae_jax.dialog import train as dialog_train
 
 FLAGS = flags.FLAGS
@@ -22,11 +22,15 @@ def main(argv):
     del argv
     config = FLAGS.config
     workdir = FLAGS.workdir or f"runs/{config.method}"
-    logging.info("devices: %s; workdir %s", jax.devices(), workdir)
     with cli.user_errors():
+        # Multi-host runs join before anything touches a device.
+        parallel.initialize_distributed(parallel.config_from(config))
+        logging.info("devices: %s; workdir %s", jax.devices(), workdir)
         # Dialog CVAEs (configs/switchboard.py) have their own loop and table.
         runner = dialog_train if config.get("task") == "dialog" else train
         results = runner.train_and_evaluate(config, workdir)
+    if jax.process_index() > 0:
+        return
     table = getattr(runner, "format_table", cli.format_table)(results)
     fileio.write_text_atomic(f"{workdir}/results.txt", table + "\n")
     print(f"{config.method} in {workdir}\n{table}")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from bnvae_jax import objectives
+from bnvae_jax import objectives, parallel
 from bnvae_jax.models import svi
 
 Batch = Mapping[str, jax.Array]  # tokens <int32>[B, T], lengths <int32>[B], mask [B]
@@ -87,12 +87,16 @@ class StepFns:
       clip_norm: global-norm clip (the partial updates of 'aggressive' clip
         before masking, over every gradient, as the reference does).
       svi: the ModelConfig when the procedure is 'svi' (SA-VAE), else None.
+      axis_name: the pmap axis the batch is split over (None under jit, where
+        the step sees the global batch): gradients and metric sums are summed
+        over it and random draws are the device's rows of the global draw.
     """
 
     kl_schedule: Any
     kl_transform: Any
     clip_norm: float = 5.0
     svi: Any = None
+    axis_name: str | None = None
 
 
 # Which parameters a step moves: all of them, or one side of the VAE
@@ -120,9 +124,29 @@ def _mask_update(grads, keep: str, clip_norm: float):
     return jax.tree_util.tree_map_with_path(one, grads)
 
 
+def _row_keys(keys, fns: StepFns, rows: int):
+    """The step's keys for batch-shaped draws of this device's rows."""
+    return [parallel.row_offset_key(k, fns.axis_name, rows) for k in keys]
+
+
+def _global_mean(loss, mask, axis_name):
+    """Turns a masked mean over this device's rows into its share of the global mean.
+
+    Summed over devices (as the gradients are) it is the global batch's mean.
+    """
+    if axis_name is None:
+        return loss
+    count = jnp.sum(mask)
+    return (
+        loss
+        * jnp.maximum(count, 1.0)
+        / jnp.maximum(parallel.psum(count, axis_name), 1.0)
+    )
+
+
 def _joint_loss(state, params, batch, keys, kl_weight, fns):
-    sample_key, dropout_key = keys
     mask = batch["mask"]
+    sample_key, dropout_key = _row_keys(keys, fns, len(mask))
     out, updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats},
         batch["tokens"],
@@ -133,7 +157,7 @@ def _joint_loss(state, params, batch, keys, kl_weight, fns):
         mutable=["batch_stats"],
     )
     loss = objectives.vae_loss(out.rec, out.kl, mask, kl_weight, fns.kl_transform)
-    return loss, (out.rec, out.kl, updates)
+    return _global_mean(loss, mask, fns.axis_name), (out.rec, out.kl, updates)
 
 
 def _svi_loss(state, params, batch, keys, kl_weight, fns):
@@ -142,8 +166,8 @@ def _svi_loss(state, params, batch, keys, kl_weight, fns):
     The SVI steps see the decoder through ``stop_gradient``, so the decoder's
     gradient is ∂loss/∂θ at λ_K and the encoder's flows through the trajectory.
     """
-    sample_key, dropout_key = keys
     cfg, mask = fns.svi, batch["mask"]
+    sample_key, dropout_key = _row_keys(keys, fns, len(mask))
     tokens, lengths = batch["tokens"], batch["lengths"]
     post, updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats},
@@ -167,7 +191,9 @@ def _svi_loss(state, params, batch, keys, kl_weight, fns):
             rngs={"dropout": jax.random.fold_in(dropout_key, k + 1)},
         )
 
-    example_keys = jax.random.split(jax.random.fold_in(sample_key, 1), len(mask))
+    example_keys = parallel.split_rows(
+        jax.random.fold_in(keys[0], 1), fns.axis_name, len(mask)
+    )
     post = svi.refine(
         post,
         rec_fn,
@@ -193,7 +219,7 @@ def _svi_loss(state, params, batch, keys, kl_weight, fns):
     )
     kl = 0.5 * (jnp.square(post.mu) + jnp.exp(post.logvar) - post.logvar - 1.0)
     loss = objectives.vae_loss(rec, kl, mask, kl_weight, fns.kl_transform)
-    return loss, (rec, kl, updates)
+    return _global_mean(loss, mask, fns.axis_name), (rec, kl, updates)
 
 
 def train_step(
@@ -235,6 +261,7 @@ def train_step(
         return loss_of(state, params, batch, keys, kl_weight, fns)
 
     grads, (rec, kl_dim, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = parallel.psum(grads, fns.axis_name)
     grad_norm = optax.tree.norm(grads)
     if update != "all":
         grads = _mask_update(grads, update, fns.clip_norm)
@@ -244,12 +271,15 @@ def train_step(
     if update == "encoder":
         new_state = new_state.replace(step=state.step)
     kl = jnp.sum(kl_dim, axis=-1)
-    metrics = {
+    sums = {
         "rec_sum": jnp.sum(rec * mask),
         "kl_sum": jnp.sum(kl * mask),
         "loss_sum": jnp.sum((rec + kl_weight * kl) * mask),
         "count": jnp.sum(mask),
         "tokens": jnp.sum((batch["lengths"] - 1) * (batch["lengths"] > 0)),
+    }
+    metrics = {
+        **parallel.psum(sums, fns.axis_name),
         "kl_weight": kl_weight,
         "grad_norm": grad_norm,
         "param_norm": optax.tree.norm(new_state.params),

@@ -19,6 +19,7 @@ from bnvae_jax import (
     config_lib,
     fileio,
     objectives,
+    parallel,
     schedules,
     steps,
     writers,
@@ -90,8 +91,8 @@ def plateau_update(loop: LoopState, val_loss: float, epoch: int, cfg) -> bool:
     return False
 
 
-def build_model(run: RunConfig) -> TextVAE:
-    return TextVAE(run.model)
+def build_model(run: RunConfig, axis_name: str | None = None) -> TextVAE:
+    return TextVAE(run.model, axis_name=axis_name)
 
 
 def _example_batch(plan: batching.BatchPlan) -> dict:
@@ -132,6 +133,7 @@ class Trainer:
     writer: writers.MetricWriter
     rng: jax.Array
     eval_key: jax.Array
+    par: parallel.Parallel
 
     def schedule_spec(self) -> schedules.ScheduleSpec:
         t = self.run.train
@@ -156,7 +158,24 @@ class Trainer:
             kl_transform=objectives.KL_TRANSFORMS[method.kl_transform](t.target_kl),
             clip_norm=t.clip_norm,
             svi=self.run.model if method.procedure == "svi" else None,
+            axis_name=self.par.axis_name,
         )
+
+    def compile_steps(self, updates=("all",)) -> list:
+        """Train steps ``(state, batch, rng, sub=0)`` over the run's devices.
+
+        jit: ``steps.jit_train_step``, which takes its shardings from the
+        replicated state and the sharded batch; pmap: the same step mapped.
+        """
+        fns = self.step_fns()
+        if self.par.mode == "jit":
+            return [steps.jit_train_step(fns)] + [
+                steps.jit_train_step(fns, update=u) for u in updates[1:]
+            ]
+        return [_pmap_step(self.par, fns, u) for u in updates]
+
+    def put_batch(self, batch: batching.Batch) -> dict:
+        return self.par.shard_batch(eval_run.batch_arrays(batch))
 
     def selection_loss(self, val: dict) -> float:
         """The validation loss that picks the best checkpoint (SPEC §3.1, §9.14)."""
@@ -179,11 +198,24 @@ class Trainer:
             batch_size=self.config.data.eval_batch_size,
             bucket_width=self.config.data.bucket_width,
             au_threshold=self.run.eval.au_threshold,
+            par=self.par,
         )
         return metrics
 
     def save_latest(self, state, loop: LoopState):
         self.ckpt.save_latest(int(state.step), _state_tree(state), loop.to_json())
+
+
+def _pmap_step(par: parallel.Parallel, fns: steps.StepFns, update: str):
+    def step(state, batch, rng, sub):
+        return steps.train_step(state, batch, rng, fns=fns, update=update, sub=sub)
+
+    mapped = par.pmap_step(step, num_args=4)
+
+    def run(state, batch, rng, sub=0):
+        return mapped(state, batch, rng, np.int32(sub))
+
+    return run
 
 
 def _flush(pending: list, loop: LoopState, writer, step: int) -> dict:
@@ -245,7 +277,7 @@ def _aggressive_encoder_steps(
         state, metrics = enc_step(state, arrays, trainer.rng, sub=np.int32(sub))
         pending.append(metrics)
         loop.inner_steps += 1
-        arrays = eval_run.batch_arrays(plan.make_batch(int(rng.choice(usable))))
+        arrays = trainer.put_batch(plan.make_batch(int(rng.choice(usable))))
         if sub % cfg.agg_check_every == 0:
             host = jax.device_get(pending)
             pending.clear()
@@ -270,12 +302,12 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
     carries on). Ctrl-C saves the last completed step before exiting.
     """
     cfg = trainer.run.train
-    fns = trainer.step_fns()
-    step_fn = steps.jit_train_step(fns)
     aggressive = trainer.run.method.procedure == "aggressive"
     if aggressive:
-        enc_step = steps.jit_train_step(fns, update="encoder")
-        dec_step = steps.jit_train_step(fns, update="decoder")
+        step_fn, enc_step, dec_step = trainer.compile_steps(steps.UPDATES)
+    else:
+        (step_fn,) = trainer.compile_steps()
+    state = trainer.par.replicate(state)
     plan, writer = trainer.plan, trainer.writer
     pending: list = []  # device metrics not yet checked and logged
     mid_batch = False  # inside an aggressive batch: no consistent state to save
@@ -300,7 +332,7 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
                     loop.position += 1
                     continue
                 start = time.perf_counter()
-                arrays = eval_run.batch_arrays(batch)
+                arrays = trainer.put_batch(batch)
                 if aggressive and loop.aggressive:
                     mid_batch = True
                     state = _aggressive_encoder_steps(
@@ -381,6 +413,7 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
         state = steps.reset_optimizer(
             state, restored["params"], restored["batch_stats"], loop.learning_rate
         )
+        state = trainer.par.replicate(state)
         logging.info("epoch %d: learning rate decayed to %g", epoch, loop.learning_rate)
     scalars["lr"] = loop.learning_rate
     # Metrics a method does not define (vMF has no MI) are None: not logged.
@@ -404,6 +437,21 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
     return state
 
 
+def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:
+    """Joins the hosts (multi-host runs) and picks the devices the run uses.
+
+    Raises:
+      ConfigError: the hosts were given different configs, a host lacks the
+        devices asked for, or data.batch_size does not divide over them.
+    """
+    cfg = parallel.config_from(config)
+    parallel.initialize_distributed(cfg)
+    par = parallel.build(cfg)
+    par.check_hosts_agree(config)
+    par.check_divides(config.data.batch_size, "data.batch_size")
+    return par
+
+
 def setup(
     config: ml_collections.ConfigDict, workdir: str, write: bool = True
 ) -> tuple[Trainer, object]:
@@ -414,6 +462,7 @@ def setup(
     """
     workdir = pathlib.Path(workdir)
     config_lib.validate(config)
+    par = setup_devices(config)
     workdir.mkdir(parents=True, exist_ok=True)
     data = datasets.load_datasets(config.data, str(workdir))
     info = run_info(config, data.vocab)
@@ -430,7 +479,7 @@ def setup(
     if len(plan) == 0:
         raise UserError(f"{data.files['train']} gives no training batch")
     root = jax.random.key(run.seed)
-    model = build_model(run)
+    model = build_model(run, par.axis_name)
     ckpt = checkpoints.Checkpointer(workdir)
     resume_step = ckpt.latest_step()
     # TensorBoard hides events a killed run logged after its last checkpoint.
@@ -448,13 +497,15 @@ def setup(
         plan=plan,
         ckpt=ckpt,
         writer=writer,
-        rng=jax.random.fold_in(root, 1),
+        rng=par.replicate(jax.random.fold_in(root, 1)),
         eval_key=jax.random.key(run.eval.seed),
+        par=par,
     )
     tx = steps.make_optimizer(run.train.learning_rate, run.train.clip_norm)
     state = steps.create_train_state(
         model, jax.random.fold_in(root, 0), _example_batch(plan), tx
     )
+    state = par.replicate(state)
     if write and jax.process_index() == 0:
         data.vocab.save(workdir / "vocab.txt")
         checkpoints.write_run_info(workdir, info)
@@ -514,7 +565,8 @@ def restore_or_start(trainer: Trainer, state) -> tuple[object, LoopState]:
         return state, loop
     tree, meta = restored
     logging.info("resuming from step %d", int(tree["step"]))
-    return _with_tree(state, tree), LoopState.from_json(meta)
+    state = trainer.par.replicate(_with_tree(state, tree))
+    return state, LoopState.from_json(meta)
 
 
 def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
@@ -535,15 +587,17 @@ def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
             batch_size=trainer.config.data.eval_batch_size,
             bucket_width=trainer.config.data.bucket_width,
             with_iw=split in trainer.run.eval.iw_splits.split(","),
+            par=trainer.par,
         )
-    decoding.write_outputs(
-        trainer.model,
-        variables,
-        trainer.data,
-        trainer.run.eval,
-        trainer.workdir / "samples",
-        jax.random.fold_in(trainer.eval_key, 7),
-    )
+    if jax.process_index() == 0:  # decoding is host-local; one host writes it
+        decoding.write_outputs(
+            trainer.model,
+            trainer.par.local_copy(variables),
+            trainer.data,
+            trainer.run.eval,
+            trainer.workdir / "samples",
+            jax.random.fold_in(trainer.eval_key, 7),
+        )
     results.update(
         {
             "train_seconds": loop.train_seconds,
@@ -555,8 +609,9 @@ def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
             "method": trainer.run.method_name,
             "init_from": trainer.config.init_from or None,
             "aggressive_inner_steps": loop.inner_steps,
-            "num_devices": jax.device_count(),
-            "num_hosts": jax.process_count(),
+            "num_devices": trainer.par.num_devices,
+            "num_hosts": trainer.par.num_hosts,
+            "parallel_mode": trainer.par.mode,
             # Lines read, kept, and dropped as empty or over data.max_tokens.
             "data": {
                 split: dataclasses.asdict(stats)
@@ -583,7 +638,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("%s: nothing left to train; results as saved", workdir)
         return json.loads(saved.read_text())
     results = final_results(trainer, state, loop)
-    fileio.write_json_atomic(trainer.workdir / "results.json", results)
+    if jax.process_index() == 0:
+        fileio.write_json_atomic(trainer.workdir / "results.json", results)
     trainer.writer.write_scalars(
         int(state.step),
         {

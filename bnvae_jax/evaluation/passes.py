@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from bnvae_jax import parallel
 from bnvae_jax.evaluation import estimators
 from bnvae_jax.models import svi
 
@@ -44,8 +45,9 @@ class PosteriorPass:
     tokens: np.ndarray
 
 
-def _elbo_kernel(variables, tokens, lengths, mask, keys, *, model):
+def _elbo_kernel(variables, key, tokens, lengths, mask, index, *, model):
     family = model.family
+    keys = _per_example_keys(key, index)
     post = svi.eval_posterior(model, variables, tokens, lengths, mask, keys)
     z = family.sample_rows(post, keys)
     rec = model.apply(
@@ -67,6 +69,7 @@ def posterior_pass(
     variables: Mapping,
     batches: Iterable[Mapping[str, np.ndarray]],
     key: jax.Array,
+    par: parallel.Parallel | None = None,
 ) -> PosteriorPass:
     """Encodes every batch (eval mode) and scores one posterior sample per sentence.
 
@@ -75,15 +78,13 @@ def posterior_pass(
       variables: {'params', 'batch_stats'}.
       batches: dicts with tokens, lengths, mask and index (corpus ids, −1 padding).
       key: PRNG key; sentence ``i`` uses ``fold_in(key, i)`` so results do not
-        depend on how sentences are batched.
+        depend on how sentences are batched (or on the devices).
+      par: the devices the batches are split over (default: one).
     """
-    kernel = _jitted(model, "elbo")
+    kernel = _jitted(model, "elbo", par=par or parallel.single_device())
     chunks = []
     for b_id, batch in enumerate(batches):
-        keys = _per_example_keys(key, batch["index"])
-        mu, logvar, rec, kl = kernel(
-            variables, batch["tokens"], batch["lengths"], batch["mask"], keys
-        )
+        mu, logvar, rec, kl = kernel(variables, key, *_rows(batch))
         real = np.asarray(batch["mask"]) > 0
         lengths = np.asarray(batch["lengths"])
         chunks.append(
@@ -100,13 +101,19 @@ def posterior_pass(
     return PosteriorPass(**_concat_real(chunks))
 
 
+def _rows(batch):
+    return batch["tokens"], batch["lengths"], batch["mask"], batch["index"]
+
+
 def _per_example_keys(key, index):
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(
         jnp.maximum(jnp.asarray(index), 0)
     )
 
 
-def _iw_kernel(variables, tokens, lengths, mask, keys, *, model, num_samples, chunk):
+def _iw_kernel(
+    variables, key, tokens, lengths, mask, index, *, model, num_samples, chunk
+):
     """Log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x) for each row.
 
     Samples are drawn in ``ceil(K / chunk)`` sequential chunks; within a chunk the
@@ -114,6 +121,7 @@ def _iw_kernel(variables, tokens, lengths, mask, keys, *, model, num_samples, ch
     of ``rows × chunk`` sequences.
     """
     family = model.family
+    keys = _per_example_keys(key, index)
     post = svi.eval_posterior(model, variables, tokens, lengths, mask, keys)
     num_chunks = -(-num_samples // chunk)
 
@@ -138,7 +146,7 @@ def _iw_kernel(variables, tokens, lengths, mask, keys, *, model, num_samples, ch
     log_w = jax.lax.map(one_chunk, jnp.arange(num_chunks))  # [C, B, chunk]
     log_w = jnp.moveaxis(log_w, 0, 1).reshape(tokens.shape[0], -1)
     valid = jnp.arange(log_w.shape[1]) < num_samples
-    return estimators.log_mean_exp(log_w, axis=-1, valid=valid[None, :])
+    return (estimators.log_mean_exp(log_w, axis=-1, valid=valid[None, :]),)
 
 
 def sample_chunk(num_samples: int, chunk: int, fit: int) -> int:
@@ -152,12 +160,26 @@ def sample_chunk(num_samples: int, chunk: int, fit: int) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted(model: nn.Module, kind: str, num_samples: int = 0, chunk: int = 0):
-    """One compiled kernel per (model, kind, sizes); shapes recompile per bucket."""
+def _jitted(
+    model: nn.Module,
+    kind: str,
+    num_samples: int = 0,
+    chunk: int = 0,
+    *,
+    par: parallel.Parallel,
+):
+    """One compiled kernel per (model, kind, sizes, devices); shapes recompile.
+
+    The kernel takes ``(variables, key, tokens, lengths, mask, index)`` as numpy
+    batches of any size and returns numpy per-row results.
+    """
     if kind == "elbo":
-        return jax.jit(functools.partial(_elbo_kernel, model=model))
-    return jax.jit(
-        functools.partial(_iw_kernel, model=model, num_samples=num_samples, chunk=chunk)
+        return par.map_rows(functools.partial(_elbo_kernel, model=model), 4)
+    return par.map_rows(
+        functools.partial(
+            _iw_kernel, model=model, num_samples=num_samples, chunk=chunk
+        ),
+        4,
     )
 
 
@@ -172,6 +194,7 @@ def iw_log_likelihood(
     progress: bool = True,
     total: int | None = None,
     max_logits: int = 1 << 26,
+    par: parallel.Parallel | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Importance-weighted log p(x) for every sentence (SPEC §4.2).
 
@@ -185,25 +208,26 @@ def iw_log_likelihood(
       progress: show a tqdm bar over batches.
       total: number of batches, for the progress bar.
       max_logits: memory bound: the chunk shrinks so that one chunk's logits
-        (sentences × samples × time × vocabulary floats) stay below this.
+        (sentences × samples × time × vocabulary floats) stay below this on
+        each device.
+      par: the devices the batches are split over (default: one).
 
     Returns:
       (index, log_px, tokens): corpus ids <int>[N], log p(x) <float64>[N] and
       predicted tokens per sentence <int>[N], sorted by index.
     """
+    par = par or parallel.single_device()
     chunks = []
     for batch in tqdm.tqdm(
         batches, total=total, desc="IW-NLL", unit="batch", disable=not progress
     ):
         rows, width = batch["tokens"].shape
+        rows = par.padded(rows) // par.num_devices  # per device
         fit = max_logits // max(rows * width * model.cfg.vocab_size, 1)
         kernel = _jitted(
-            model, "iw", num_samples, sample_chunk(num_samples, chunk, fit)
+            model, "iw", num_samples, sample_chunk(num_samples, chunk, fit), par=par
         )
-        keys = _per_example_keys(key, batch["index"])
-        log_px = kernel(
-            variables, batch["tokens"], batch["lengths"], batch["mask"], keys
-        )
+        (log_px,) = kernel(variables, key, *_rows(batch))
         real = np.asarray(batch["mask"]) > 0
         chunks.append(
             {

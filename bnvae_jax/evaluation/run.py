@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from bnvae_jax import parallel
 from bnvae_jax.config_lib import EvalConfig
 from bnvae_jax.data import batching
 from bnvae_jax.evaluation import estimators, passes
@@ -48,11 +49,18 @@ def elbo_metrics(
     batch_size: int,
     bucket_width: int,
     au_threshold: float,
+    par: parallel.Parallel | None = None,
 ) -> tuple[dict[str, float], passes.PosteriorPass]:
-    """One-sample ELBO pass plus MI and AU (cheap; run every epoch)."""
+    """One-sample ELBO pass plus MI and AU (cheap; run every epoch).
+
+    ``par``: the devices each batch is split over (default: one); a batch that
+    does not divide is padded with empty rows, so results do not change.
+    """
     plan = plan_batches(rows, batch_size, bucket_width)
     mi_key, batch_mi_key, pass_key = jax.random.split(key, 3)
-    pp = passes.posterior_pass(model, variables, iterate_arrays(plan), pass_key)
+    pp = passes.posterior_pass(
+        model, variables, iterate_arrays(plan), pass_key, par=par
+    )
     words = float(np.sum(pp.tokens))
     total = pp.rec + pp.kl
     au, _ = estimators.active_units(pp.mu, au_threshold)
@@ -89,6 +97,7 @@ def iw_metrics(
     *,
     bucket_width: int,
     progress: bool = True,
+    par: parallel.Parallel | None = None,
 ) -> dict[str, float]:
     """Importance-weighted NLL (nats per sentence) and PPL on the first sentences."""
     if cfg.iw_max_sentences > 0:
@@ -105,6 +114,7 @@ def iw_metrics(
         progress=progress,
         total=len(plan),
         max_logits=cfg.iw_max_logits,
+        par=par,
     )
     return {
         "iw_nll": float(-np.mean(log_px)),
@@ -125,6 +135,7 @@ def evaluate_split(
     bucket_width: int,
     with_iw: bool = True,
     progress: bool = True,
+    par: parallel.Parallel | None = None,
 ) -> dict[str, float]:
     """All metrics of a split (the ``results.json`` entry)."""
     elbo_key, iw_key = jax.random.split(key)
@@ -136,6 +147,7 @@ def evaluate_split(
         batch_size=batch_size,
         bucket_width=bucket_width,
         au_threshold=cfg.au_threshold,
+        par=par,
     )
     if with_iw:
         metrics.update(
@@ -147,6 +159,7 @@ def evaluate_split(
                 cfg,
                 bucket_width=bucket_width,
                 progress=progress,
+                par=par,
             )
         )
     return metrics

@@ -1,0 +1,445 @@
+"""Data parallelism over devices and hosts: device mesh, shardings, the pmap path.
+
+Two ways to run the one ``steps.train_step`` on a global batch split over devices:
+
+- ``jit`` (the main path): ``jax.jit`` over a ``Mesh`` with one ``data`` axis;
+  batches are sharded over it, parameters and optimizer state replicated, and
+  the jitted step takes these shardings from its arguments. The step is
+  written for the global batch, so its sums (the loss, the BN head's masked
+  batch moments) are global sums and XLA adds the all-reduces.
+- ``pmap``: ``jax.pmap`` of the same step with ``StepFns.axis_name``; the step
+  ``psum``s gradients and metric sums and the BN head its moments, and draws
+  its random numbers as the rows of one global draw (``row_offset_key``).
+
+Either way a run's numbers do not depend on the device count. Multi-host runs
+call ``initialize_distributed`` first; every host builds each global batch (the
+data pipeline is deterministic) and feeds only its own rows to its devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.extend.random as jex_random
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from bnvae_jax.errors import ConfigError
+
+AXIS = "data"  # the mesh / pmap axis the batch is split over
+MODES = ("jit", "pmap")
+# Keys that may differ between the hosts of one run.
+HOST_LOCAL_KEYS = ("parallel.process_id",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    """The ``parallel`` section of a config.
+
+    Attributes:
+      mode: 'jit' (mesh + NamedSharding) or 'pmap'.
+      num_devices: devices used on each host; 0 means all local devices.
+      distributed: call ``jax.distributed.initialize`` (multi-host runs).
+      coordinator_address: 'host:port' of process 0; '' lets JAX read it from
+        the environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI).
+      num_processes: hosts in the run; 0 lets JAX detect it.
+      process_id: this host's index; -1 lets JAX detect it.
+    """
+
+    mode: str = "jit"
+    num_devices: int = 0
+    distributed: bool = False
+    coordinator_address: str = ""
+    num_processes: int = 0
+    process_id: int = -1
+
+
+def config_from(config: ml_collections.ConfigDict) -> ParallelConfig:
+    """The typed ``parallel`` section (defaults for configs saved before it existed)."""
+    section = config.get("parallel") or {}
+    names = {f.name for f in dataclasses.fields(ParallelConfig)}
+    return ParallelConfig(**{k: v for k, v in section.items() if k in names})
+
+
+def validate(cfg: ParallelConfig) -> None:
+    """One-line ``ConfigError`` for values that are wrong on any machine."""
+    if cfg.mode not in MODES:
+        raise ConfigError(
+            f"parallel.mode={cfg.mode!r} is not one of {', '.join(MODES)}"
+        )
+    if cfg.num_devices < 0:
+        raise ConfigError(
+            f"parallel.num_devices must be >= 0 (0: all local devices), "
+            f"got {cfg.num_devices}"
+        )
+    if cfg.num_processes < 0 or cfg.process_id < -1:
+        raise ConfigError(
+            "parallel.num_processes must be >= 0 and parallel.process_id >= -1 "
+            "(0 / -1: detected from the environment)"
+        )
+    if cfg.num_processes and cfg.process_id >= cfg.num_processes:
+        raise ConfigError(
+            f"parallel.process_id={cfg.process_id} must be below "
+            f"parallel.num_processes={cfg.num_processes}"
+        )
+
+
+def initialize_distributed(cfg: ParallelConfig) -> None:
+    """Joins the multi-host run described by ``cfg`` (a no-op unless distributed).
+
+    Must run before anything touches a JAX backend. Unset values are left to
+    JAX, which reads them from JAX_COORDINATOR_ADDRESS or a SLURM / Open MPI
+    environment.
+    """
+    validate(cfg)
+    if not cfg.distributed or jax.distributed.is_initialized():
+        return
+    jax.distributed.initialize(
+        coordinator_address=cfg.coordinator_address or None,
+        num_processes=cfg.num_processes or None,
+        process_id=cfg.process_id if cfg.process_id >= 0 else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Parallel:
+    """The devices a run uses and how its steps and passes are mapped onto them.
+
+    Attributes:
+      mode: 'jit' or 'pmap'.
+      mesh: the devices, one ``data`` axis, ordered host by host so that host
+        ``p`` holds rows ``[p B/H, (p+1) B/H)`` of every global batch.
+    """
+
+    mode: str
+    mesh: Mesh
+
+    @property
+    def devices(self) -> tuple:
+        return tuple(self.mesh.devices.flat)
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.size
+
+    @property
+    def local_devices(self) -> tuple:
+        me = jax.process_index()
+        return tuple(d for d in self.devices if d.process_index == me)
+
+    @property
+    def num_hosts(self) -> int:
+        return len({d.process_index for d in self.devices})
+
+    @property
+    def axis_name(self) -> str | None:
+        """The named axis the step and the BN head reduce over (pmap only)."""
+        return AXIS if self.mode == "pmap" else None
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+    @property
+    def rows(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P(AXIS))
+
+    def check_divides(self, size: int, what: str) -> None:
+        if size % self.num_devices:
+            raise ConfigError(
+                f"{what}={size} does not divide over {self.num_devices} devices; "
+                f"use a multiple of {self.num_devices} or set parallel.num_devices"
+            )
+
+    def padded(self, size: int) -> int:
+        """``size`` rounded up to a multiple of the device count."""
+        return -(-size // self.num_devices) * self.num_devices
+
+    # -- placing data ----------------------------------------------------------
+
+    def replicate(self, tree):
+        """Every leaf replicated over the mesh (a no-op for leaves already so)."""
+        target = self.replicated
+
+        def one(x):
+            if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
+                return x
+            if self.num_hosts == 1:
+                return jax.device_put(x, target)
+            if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+                x.dtype, jax.dtypes.prng_key
+            ):
+                data = one(jax.random.key_data(x))
+                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+            host = np.asarray(x)
+            return jax.make_array_from_callback(host.shape, target, lambda i: host[i])
+
+        return jax.tree.map(one, tree)
+
+    def local_copy(self, tree):
+        """The tree on this host's first device (for work every host repeats)."""
+        if self.num_devices == 1:
+            return tree
+        device = self.local_devices[0]
+
+        def one(x):
+            shard = x.addressable_shards[0].data if isinstance(x, jax.Array) else x
+            return jax.device_put(shard, device)
+
+        return jax.tree.map(one, tree)
+
+    def _host_rows(self, x: np.ndarray) -> np.ndarray:
+        """This host's rows of a global batch array."""
+        if self.num_hosts == 1:
+            return x
+        per_host = x.shape[0] // self.num_hosts
+        start = jax.process_index() * per_host
+        return x[start : start + per_host]
+
+    def shard_batch(self, arrays: Mapping[str, np.ndarray]) -> dict:
+        """A global batch (every host passes the same one) placed on the devices.
+
+        jit: global arrays sharded over ``data``; pmap: this host's rows as
+        ``[local devices, rows per device, ...]``.
+        """
+        out = {}
+        for name, x in arrays.items():
+            x = np.asarray(x)
+            local = self._host_rows(x)
+            if self.mode == "pmap":
+                n = len(self.local_devices)
+                out[name] = local.reshape(n, local.shape[0] // n, *local.shape[1:])
+            elif self.num_hosts == 1:
+                out[name] = jax.device_put(local, self.rows)
+            else:
+                out[name] = jax.make_array_from_process_local_data(
+                    self.rows, local, x.shape
+                )
+        return out
+
+    def to_host(self, x) -> np.ndarray:
+        """A row-sharded result as one numpy array with the global rows, everywhere."""
+        if self.mode == "pmap":
+            local = np.asarray(x)
+            local = local.reshape(-1, *local.shape[2:])
+            if self.num_hosts == 1:
+                return local
+            return np.asarray(multihost_utils.process_allgather(local, tiled=True))
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    # -- mapped functions ------------------------------------------------------
+
+    def pmap_step(self, fn: Callable, num_args: int) -> Callable:
+        """``fn(state, batch, *others) -> (state, metrics)`` under ``jax.pmap``.
+
+        The batch (argument 1) comes from ``shard_batch``; the state and the
+        ``num_args - 2`` other arguments go in, and state and metrics come out,
+        replicated. ``fn`` must reduce over ``self.axis_name``
+        (``steps.StepFns.axis_name``). The jit path needs no wrapper: a jitted
+        step takes its shardings from its arguments.
+        """
+        return jax.pmap(
+            fn,
+            axis_name=AXIS,
+            in_axes=(None, 0) + (None,) * (num_args - 2),
+            out_axes=(None, None),
+            devices=self.devices,
+        )
+
+    def map_rows(self, fn: Callable, num_rows: int) -> Callable:
+        """A per-row function over the devices, called from the host.
+
+        Args:
+          fn: ``fn(variables, key, *rows) -> tuple of [B, ...] arrays``, where
+            ``rows`` are ``num_rows`` arrays with the batch as leading axis and
+            ``key`` a PRNG key.
+          num_rows: how many row arguments ``fn`` takes.
+
+        Returns:
+          ``run(variables, key, *rows)`` taking numpy rows of any batch size
+          (padded up to a multiple of the device count) and returning numpy
+          arrays of the original rows, the same on every host.
+        """
+
+        def with_key_data(variables, key_data, *rows):
+            return fn(variables, jax.random.wrap_key_data(key_data), *rows)
+
+        if self.mode == "pmap":
+            mapped = jax.pmap(
+                with_key_data,
+                axis_name=AXIS,
+                in_axes=(None, None) + (0,) * num_rows,
+                devices=self.devices,
+            )
+        else:
+            mapped = jax.jit(
+                with_key_data,
+                in_shardings=(self.replicated, self.replicated)
+                + (self.rows,) * num_rows,
+                out_shardings=self.rows,
+            )
+
+        def run(variables, key, *rows):
+            size = rows[0].shape[0]
+            rows = [_pad_rows(np.asarray(r), self.padded(size)) for r in rows]
+            placed = self.shard_batch(dict(enumerate(rows)))
+            key_data = np.asarray(jax.random.key_data(key))
+            out = mapped(variables, key_data, *placed.values())
+            return tuple(self.to_host(o)[:size] for o in out)
+
+        return run
+
+    # -- hosts -----------------------------------------------------------------
+
+    def check_hosts_agree(self, config: ml_collections.ConfigDict) -> None:
+        """Raises on every host when the hosts were given different configs."""
+        if self.num_hosts == 1:
+            return
+        digest = config_digest(config)
+        every = np.asarray(multihost_utils.process_allgather(digest))
+        differ = [
+            p for p in range(len(every)) if not np.array_equal(every[p], every[0])
+        ]
+        if differ:
+            raise ConfigError(
+                f"hosts disagree on the config: process(es) {differ} differ from "
+                "process 0; pass every host the same config and overrides"
+            )
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` with zero rows appended up to ``rows``; ``run`` drops their results."""
+    if x.shape[0] == rows:
+        return x
+    return np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
+
+
+def config_digest(config: ml_collections.ConfigDict) -> np.ndarray:
+    """<uint32>[8]: SHA-256 of the config without the keys that are per host."""
+    values = json.loads(config.to_json_best_effort())
+    for dotted in HOST_LOCAL_KEYS:
+        section, _, key = dotted.rpartition(".")
+        values.get(section, {}).pop(key, None)
+    text = json.dumps(values, sort_keys=True).encode()
+    return np.frombuffer(hashlib.sha256(text).digest(), np.uint32).copy()
+
+
+def build(cfg: ParallelConfig) -> Parallel:
+    """The devices of this run: ``num_devices`` per host (0: all), on every host.
+
+    Raises:
+      ConfigError: a host has fewer devices than asked for.
+    """
+    validate(cfg)
+    local = jax.local_devices()
+    per_host = cfg.num_devices or len(local)
+    if per_host > len(local):
+        raise ConfigError(
+            f"parallel.num_devices={cfg.num_devices} but this host has "
+            f"{len(local)} {local[0].platform} device(s)"
+        )
+    chosen = [
+        d
+        for p in range(jax.process_count())
+        for d in sorted(
+            (d for d in jax.devices() if d.process_index == p), key=lambda d: d.id
+        )[:per_host]
+    ]
+    return Parallel(mode=cfg.mode, mesh=Mesh(np.array(chosen), (AXIS,)))
+
+
+def single_device() -> Parallel:
+    """One device, jit: what a library call gets when it is not told otherwise."""
+    return Parallel(mode="jit", mesh=Mesh(np.array(jax.devices()[:1]), (AXIS,)))
+
+
+# -- random numbers of the pmap path ----------------------------------------------
+#
+# A key of this implementation stands for a threefry key together with the first
+# row a device owns: a draw of shape [b, ...] returns rows [o, o + b) of the draw
+# of the global batch from the plain key (threefry counts elements; its
+# partitionable bits depend only on the global element number). fold_in and
+# split keep the offset, so keys derived for other batch-shaped draws stay in
+# step; per-row keys must come from ``split_rows``.
+
+_THREEFRY = jex_random.threefry_prng_impl
+
+
+def _offset_seed(seed):
+    return jnp.concatenate([_THREEFRY.seed(seed), jnp.zeros((1,), jnp.uint32)])
+
+
+def _offset_split(key, shape):
+    children = _THREEFRY.split(key[:2], shape)
+    offset = jnp.broadcast_to(key[2], (*shape, 1))
+    return jnp.concatenate([children, offset], -1)
+
+
+def _offset_fold_in(key, data):
+    return jnp.concatenate([_THREEFRY.fold_in(key[:2], data), key[2:]])
+
+
+def _offset_random_bits(key, bit_width, shape):
+    size = math.prod(shape)
+    per_row = math.prod(shape[1:]) if len(shape) > 1 else 1
+    start = key[2] * jnp.uint32(per_row)
+    lo = jax.lax.iota(np.uint32, size) + start
+    hi = (lo < start).astype(np.uint32)  # the carry into threefry's high word
+    bits1, bits2 = jex_random.threefry2x32_p.bind(
+        key[0], key[1], hi.reshape(shape), lo.reshape(shape)
+    )
+    if bit_width == 64:
+        return jax.lax.shift_left(
+            bits1.astype(np.uint64), jnp.asarray(32, np.uint64)
+        ) | bits2.astype(np.uint64)
+    bits = bits1 ^ bits2
+    return bits if bit_width == 32 else bits.astype(f"uint{bit_width}")
+
+
+ROW_OFFSET_THREEFRY = jex_random.define_prng_impl(
+    key_shape=(3,),
+    seed=_offset_seed,
+    split=_offset_split,
+    random_bits=_offset_random_bits,
+    fold_in=_offset_fold_in,
+    name="row_offset_threefry",
+    tag="rof",
+)
+
+
+def row_offset_key(key: jax.Array, axis_name: str | None, rows: int) -> jax.Array:
+    """``key`` for a batch-shaped draw of this device's ``rows`` rows.
+
+    Without an axis (jit, one device) the key itself: the draw is global.
+    """
+    if axis_name is None:
+        return key
+    offset = jax.lax.axis_index(axis_name).astype(jnp.uint32) * jnp.uint32(rows)
+    data = jnp.concatenate([jax.random.key_data(key), offset[None]])
+    return jax.random.wrap_key_data(data, impl=ROW_OFFSET_THREEFRY)
+
+
+def split_rows(key: jax.Array, axis_name: str | None, rows: int) -> jax.Array:
+    """Per-row keys <key>[rows]: this device's rows of ``split(key, global rows)``."""
+    if axis_name is None:
+        return jax.random.split(key, rows)
+    total = rows * jax.lax.axis_size(axis_name)
+    start = jax.lax.axis_index(axis_name) * rows
+    return jax.lax.dynamic_slice_in_dim(jax.random.split(key, total), start, rows)
+
+
+def psum(tree: Any, axis_name: str | None) -> Any:
+    """``lax.psum`` over ``axis_name``; the identity without one."""
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
