@@ -220,12 +220,18 @@ def _as_int(value, where: str) -> int:
 
 
 _UTTERANCE_KEYS = ("speaker", "text", "act", "sentiment")
-_SPEAKER = {
-    "age": np.int32,
-    "education": np.int32,
-    "sex": tfds.features.Text(),
-    "dialect": tfds.features.Text(),
-}
+
+
+def _speaker_features() -> tfds.features.FeaturesDict:
+    """A caller's metadata: age in years, education code (9: unknown), sex, dialect."""
+    return tfds.features.FeaturesDict(
+        {
+            "age": np.int32,
+            "education": np.int32,
+            "sex": tfds.features.Text(),
+            "dialect": tfds.features.Text(),
+        }
+    )
 
 
 def parse_dialog(line: str, where: str) -> dict:
@@ -289,14 +295,13 @@ class Switchboard(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        speaker = tfds.features.FeaturesDict(dict(_SPEAKER))
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
                 {
                     "topic": tfds.features.Text(),
                     "prompt": tfds.features.Text(),
-                    "speaker_a": speaker,
-                    "speaker_b": tfds.features.FeaturesDict(dict(_SPEAKER)),
+                    "speaker_a": _speaker_features(),
+                    "speaker_b": _speaker_features(),
                     "utterances": tfds.features.Sequence(
                         {
                             "speaker": tfds.features.Text(),
