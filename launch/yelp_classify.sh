@@ -4,8 +4,8 @@
 # Yelp sentiment sentences, then the classifier table for both.
 #
 # Usage: launch/yelp_classify.sh SHEN_DIR [RUNS_DIR]
-# Environment: TRAIN_SENTENCES (16000), EPOCHS (2), HIDDEN (256; the paper's
-# short_yelp size is 512), SEEDS (5), LABELS (100,500,1000,2000,10000).
+# Environment: TRAIN_SENTENCES (16000), EPOCHS (2), HIDDEN (512, the paper's
+# short_yelp size), SEEDS (10), LABELS (100,500,1000,2000,10000).
 #
 # SHEN_DIR holds sentiment.dev.0 (negative) and sentiment.dev.1 (positive); only
 # the dev files exist on these machines, so they are split here (seeded): 10,000
@@ -50,7 +50,7 @@ PY
 for method in vae bn_vae; do
   python -m bnvae_jax.main --config=configs/short_yelp.py --workdir="$runs/$method" \
     --config.method="$method" --config.model.gamma=0.7 --config.seed=783435 \
-    --config.model.enc_hidden="${HIDDEN:-256}" --config.model.dec_hidden="${HIDDEN:-256}" \
+    --config.model.enc_hidden="${HIDDEN:-512}" --config.model.dec_hidden="${HIDDEN:-512}" \
     --config.data.train_file="$data/short_yelp.train.txt" \
     --config.data.valid_file="$data/short_yelp.valid.txt" \
     --config.data.test_file="$data/short_yelp.test.txt" \
@@ -65,7 +65,7 @@ for method in vae bn_vae; do
     --train_file="$data/short_yelp.pool.txt" \
     --valid_file="$data/short_yelp.valid.txt" \
     --test_file="$data/short_yelp.test.txt" \
-    --labels="${LABELS:-100,500,1000,2000,10000}" --seeds="${SEEDS:-5}"
+    --labels="${LABELS:-100,500,1000,2000,10000}" --seeds="${SEEDS:-10}"
 done
 python - "$runs" <<'PY'
 """Both runs' tables as one."""
