@@ -147,6 +147,15 @@ class Parallel:
         return AXIS if self.mode == "pmap" else None
 
     @property
+    def one_device(self) -> bool:
+        """Nothing to split: arguments stay as they are, programs unannotated.
+
+        Measured on CPU: a sharding annotation on the batch, even over one
+        device, made the PTB-size step 4x slower (650 vs 145 ms).
+        """
+        return self.num_devices == 1
+
+    @property
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, P())
 
@@ -169,6 +178,8 @@ class Parallel:
 
     def replicate(self, tree):
         """Every leaf replicated over the mesh (a no-op for leaves already so)."""
+        if self.one_device:
+            return tree
         target = self.replicated
 
         def one(x):
@@ -219,6 +230,8 @@ class Parallel:
             if self.mode == "pmap":
                 n = len(self.local_devices)
                 out[name] = local.reshape(n, local.shape[0] // n, *local.shape[1:])
+            elif self.one_device:
+                out[name] = local
             elif self.num_hosts == 1:
                 out[name] = jax.device_put(local, self.rows)
             else:
@@ -235,7 +248,7 @@ class Parallel:
             if self.num_hosts == 1:
                 return local
             return np.asarray(multihost_utils.process_allgather(local, tiled=True))
-        if x.is_fully_addressable:
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
             return np.asarray(x)
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
@@ -283,6 +296,8 @@ class Parallel:
                 in_axes=(None, None) + (0,) * num_rows,
                 devices=self.devices,
             )
+        elif self.one_device:
+            mapped = jax.jit(with_key_data)
         else:
             mapped = jax.jit(
                 with_key_data,
