@@ -14,7 +14,7 @@ import optax
 from flax.training import train_state
 
 from bnvae_jax import objectives, parallel
-from bnvae_jax.models import svi
+from bnvae_jax.models import posteriors, svi
 
 Batch = Mapping[str, jax.Array]  # tokens <int32>[B, T], lengths <int32>[B], mask [B]
 
@@ -205,9 +205,7 @@ def _svi_loss(state, params, batch, keys, kl_weight, fns):
         clip=cfg.svi_clip,
         scale=cfg.svi_scale,
     )
-    z = post.mu + jnp.exp(0.5 * post.logvar) * jax.random.normal(
-        sample_key, post.mu.shape
-    )
+    z = posteriors.gaussian_sample(post, sample_key)
     rec = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats},
         tokens,
@@ -217,7 +215,7 @@ def _svi_loss(state, params, batch, keys, kl_weight, fns):
         method="reconstruction",
         rngs={"dropout": dropout_key},
     )
-    kl = 0.5 * (jnp.square(post.mu) + jnp.exp(post.logvar) - post.logvar - 1.0)
+    kl = posteriors.gaussian_kl(*post)
     loss = objectives.vae_loss(rec, kl, mask, kl_weight, fns.kl_transform)
     return _global_mean(loss, mask, fns.axis_name), (rec, kl, updates)
 

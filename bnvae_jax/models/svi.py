@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from bnvae_jax.models import posteriors
+from bnvae_jax.models import latents, posteriors
 from bnvae_jax.models.posteriors import Posterior
 
 
@@ -56,13 +56,10 @@ def refine(
       clip: per-example L2 bound of the μ and of the log σ² gradient.
       scale: factor on each example's loss (see the module docstring).
     """
-    n = post.mu.shape[-1]
 
     def example_losses(lam, k):
-        eps = jax.vmap(lambda kk: jax.random.normal(jax.random.fold_in(kk, k), (n,)))(
-            keys
-        )
-        z = lam.mu + jnp.exp(0.5 * lam.logvar) * eps
+        step_keys = jax.vmap(lambda kk: jax.random.fold_in(kk, k))(keys)
+        z = latents.GAUSSIAN.sample_rows(lam, step_keys)
         kl = jnp.sum(posteriors.gaussian_kl(*lam), -1)
         return rec_fn(z, k) + kl_weight * kl
 
