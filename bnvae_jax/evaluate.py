@@ -20,6 +20,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory written by bnvae_jax.main.")
 flags.DEFINE_integer("iw_samples", None, "Importance samples (default: the run's).")
 flags.DEFINE_integer("iw_max_sentences", None, "IW-NLL on the first N sentences.")
+flags.DEFINE_string(
+    "iw_splits", None, "Comma-separated splits given IW-NLL (default: the run's)."
+)
 flags.DEFINE_string("output", "evaluation.json", "File name written in the workdir.")
 flags.mark_flag_as_required("workdir")
 
@@ -40,6 +43,8 @@ def main(argv):
             config.eval.iw_samples = FLAGS.iw_samples
         if FLAGS.iw_max_sentences is not None:
             config.eval.iw_max_sentences = FLAGS.iw_max_sentences
+        if FLAGS.iw_splits is not None:
+            config.eval.iw_splits = FLAGS.iw_splits
         trainer, state = train.setup(config, str(workdir), write=False)
         state, loop = train.restore_or_start(trainer, state)
         if loop.best_epoch < 0:

@@ -1,0 +1,116 @@
+"""Per-epoch learning curves of finished or running runs, and their figure.
+
+At the end of every epoch the train loop writes one record holding ``epoch``,
+``lr`` and the validation pass (``valid/elbo_nll`` = −ELBO per sentence,
+``valid/kl``, ``valid/mi``, ...). ``read_curves`` collects those rows (a resumed
+run's replays removed by ``writers.read_metrics``); ``curves_figure`` draws
+validation −ELBO and KL against the epoch, one line per run, so two models'
+convergence can be compared at a glance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from bnvae_jax import writers
+from bnvae_jax.errors import WorkdirError
+
+
+@dataclasses.dataclass(frozen=True)
+class Curves:
+    """One run's end-of-epoch validation values, ordered by epoch.
+
+    Attributes:
+      epoch: <int64>[E] epoch index (0-based) of each row.
+      elbo_nll: <float64>[E] −ELBO per sentence (nats).
+      kl: <float64>[E] the KL term of the ELBO.
+      mi: <float64>[E] mutual information I_q (NaN where the run has none).
+      lr: <float64>[E] learning rate in force during that epoch.
+    """
+
+    epoch: np.ndarray
+    elbo_nll: np.ndarray
+    kl: np.ndarray
+    mi: np.ndarray
+    lr: np.ndarray
+
+
+def curves_from_records(records: Sequence[dict], split: str = "valid") -> Curves:
+    """The end-of-epoch rows of ``split`` among ``writers.read_metrics`` records.
+
+    An epoch validated twice (a run resumed inside its end-of-epoch work) keeps
+    its last row.
+    """
+    rows: dict[int, tuple[float, float, float, float]] = {}
+    for r in records:
+        v = r["values"]
+        if r["kind"] != "scalars" or "epoch" not in v or f"{split}/elbo_nll" not in v:
+            continue
+        rows[int(v["epoch"])] = (
+            float(v[f"{split}/elbo_nll"]),
+            float(v.get(f"{split}/kl", np.nan)),
+            float(v.get(f"{split}/mi", np.nan)),
+            float(v.get("lr", np.nan)),
+        )
+    epochs = sorted(rows)
+    cols = np.asarray([rows[e] for e in epochs], np.float64).reshape(-1, 4)
+    return Curves(
+        epoch=np.asarray(epochs, np.int64),
+        elbo_nll=cols[:, 0],
+        kl=cols[:, 1],
+        mi=cols[:, 2],
+        lr=cols[:, 3],
+    )
+
+
+def read_curves(workdir: str | pathlib.Path, split: str = "valid") -> Curves:
+    """The curves of the run in ``workdir``.
+
+    Raises:
+      WorkdirError: the run has not finished an epoch (no such rows).
+    """
+    curves = curves_from_records(writers.read_metrics(workdir), split)
+    if curves.epoch.size == 0:
+        raise WorkdirError(
+            f"{workdir}: no end-of-epoch {split}/elbo_nll in {writers.METRICS_FILE} "
+            "(has the run finished an epoch?)"
+        )
+    return curves
+
+
+def curves_figure(
+    runs: Sequence[tuple[str, Curves]], path: str | pathlib.Path
+) -> pathlib.Path:
+    """Writes two panels (validation −ELBO, KL) against the epoch as PNG.
+
+    Args:
+      runs: ``(label, curves)`` per run, each drawn as one line in both panels.
+      path: the PNG to write (parent created).
+
+    Returns:
+      ``path``.
+    """
+    if not runs:
+        raise ValueError("curves_figure needs at least one run")
+    fig = Figure(figsize=(7.4, 2.8), dpi=90)
+    ax_elbo, ax_kl = fig.subplots(1, 2)
+    for label, c in runs:
+        ax_elbo.plot(c.epoch + 1, c.elbo_nll, "-o", ms=2.5, label=label)
+        ax_kl.plot(c.epoch + 1, c.kl, "-o", ms=2.5, label=label)
+    ax_elbo.set_ylabel("validation −ELBO (nats / sentence)", fontsize=8)
+    ax_kl.set_ylabel("validation KL (nats)", fontsize=8)
+    for ax in (ax_elbo, ax_kl):
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    ax_elbo.legend(fontsize=7)
+    fig.tight_layout(pad=0.4)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
