@@ -26,6 +26,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Pretrained-encoder recipe (Li et al.): a finished run's directory whose best
     # encoder initialises this run; the decoder and the head start afresh.
     c.init_from = ""
+    # Persistent XLA cache: 'user' (~/.cache/bnvae_jax/xla), a directory, '' off.
+    c.compilation_cache = "user"
 
     c.data = d = ml_collections.ConfigDict()
     d.source = "synthetic"  # 'synthetic' (embedded generator), 'files' or 'tfds'
@@ -125,6 +127,8 @@ def default_config() -> ml_collections.ConfigDict:
     p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
     p.num_processes = 0  # hosts (0: from the environment)
     p.process_id = -1  # this host (-1: from the environment)
+    p.heartbeat_timeout_s = 60  # a host silent this long is dead: all others stop
+    p.shutdown_timeout_s = 300  # a finished host waits this long for the others
     return c
 
 
