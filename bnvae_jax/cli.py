@@ -119,11 +119,12 @@ def user_errors():
     except KeyboardInterrupt:
         logging.warning("interrupted: the last checkpoint is kept; rerun to resume")
         _exit(130)
-    except Exception:
+    except Exception as e:
         if not _distributed():
             raise
-        logging.exception("this host failed")
-        _exit(1)
+        logging.getLogger(FILE_ONLY).exception("this host failed")
+        first = (str(e).strip().splitlines() or [""])[0]
+        fail(f"this host stopped ({type(e).__name__}: {first}); see the log", 1)
 
 
 @contextlib.contextmanager
@@ -250,7 +251,7 @@ class _ConsoleFilter(logging.Filter):
 
 
 def verbosity() -> int:
-    """absl's ``--verbosity`` (``-v``): -1 (default) warnings, 0 info, 1 debug."""
+    """The ``--verbosity`` flag (``-v``): -1 (default) warnings, 0 info, 1 debug."""
     flag = flags.FLAGS["verbosity"] if "verbosity" in flags.FLAGS else None
     return flag.value if flag is not None and flag.present else -1
 

@@ -16,6 +16,7 @@ The method names follow ``clu.metric_writers`` so CLU's writers could be dropped
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pathlib
@@ -26,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import tensorboardX
-import logging
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
