@@ -632,7 +632,13 @@ def main(argv):
     for name in ("workdir", "train_file", "test_file"):
         if not FLAGS[name].value:
             cli.fail(f"--{name} is required")
+    cli.setup_logging()
     with cli.user_errors():
+        cli.check_dir(FLAGS.workdir, "--workdir", write=False)
+        cli.check_dir(FLAGS.workdir, "--workdir")  # the report is written there
+        for name in ("train_file", "valid_file", "test_file"):
+            if FLAGS[name].value:
+                cli.check_file(FLAGS[name].value, f"--{name}")
         cfg = ClassifierConfig(
             mode=FLAGS.mode,
             subsets=FLAGS.subsets,

@@ -127,20 +127,6 @@ def user_errors():
         fail(f"this host stopped ({type(e).__name__}: {first}); see the log", 1)
 
 
-@contextlib.contextmanager
-def quiet_broken_pipe():
-    """Output piped into ``head`` and the like: stop quietly when it closes."""
-    try:
-        yield
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader is gone: point stdout at /dev/null so exiting does not
-        # try (and fail) to flush it again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
-
-
 def check_dir(path: str | os.PathLike, what: str, write: bool = True) -> pathlib.Path:
     """``path`` as a directory that can be used (created when ``write``).
 
@@ -206,6 +192,17 @@ def enable_compilation_cache(config) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
     # Our programs are small: keep every one that took a tenth of a second.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> pathlib.Path:
+    """``path`` as a file that can be written (its directory is created)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file")
+    check_dir(path.parent, f"{what}'s directory")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path} cannot be written (permissions)")
+    return path
 
 
 # -- console and log file ------------------------------------------------------
