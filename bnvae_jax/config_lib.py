@@ -19,7 +19,7 @@ from bnvae_jax.errors import ConfigError
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every knob of a run, with the reference's values (SPEC §8) unless noted."""
+    """Every knob of a run, with the reference's values unless noted."""
     c = ml_collections.ConfigDict()
     c.method = "bn_vae"  # a row of bnvae_jax.methods.METHODS
     c.seed = 783435  # the reference's default seed
@@ -59,7 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
     s.seed = 0
 
     c.model = m = ml_collections.ConfigDict()
-    # Sizes of the default demo; the dataset configs set the paper's (SPEC §8).
+    # Sizes of the default demo; the dataset configs set the paper's.
     m.emb_dim = 64  # word embedding size (E)
     m.enc_hidden = 128  # encoder LSTM size
     m.dec_hidden = 128  # decoder LSTM size
@@ -135,7 +135,7 @@ def default_config() -> ml_collections.ConfigDict:
 def corpus_config(
     *, emb_dim: int, hidden: int, labelled: bool = False
 ) -> ml_collections.ConfigDict:
-    """The paper's protocol on a real corpus of plain files (SPEC §3.1, §8).
+    """The paper's protocol on a real corpus of plain files.
 
     Batch 32, latent 32, decoder dropout 0.5/0.5, KL weight 0 -> 1 over the first
     10 epochs, up to 100 epochs, test ELBO logged every 5 epochs, IW-NLL with 500

@@ -71,7 +71,7 @@ class LoopState:
 
 
 def plateau_update(loop: LoopState, val_loss: float, epoch: int, cfg) -> bool:
-    """The reference's LR-decay rule (SPEC §3.1); returns True when LR decays.
+    """The reference's LR-decay rule; returns True when LR decays.
 
     ``ref_loss`` is the last validation loss that did not get worse; after
     ``decay_epoch`` worse epochs (and not before ``load_best_epoch``) the rate is
@@ -178,7 +178,7 @@ class Trainer:
         return self.par.shard_batch(eval_run.batch_arrays(batch))
 
     def selection_loss(self, val: dict) -> float:
-        """The validation loss that picks the best checkpoint (SPEC §3.1, §9.14)."""
+        """The validation loss that picks the best checkpoint."""
         selection = self.run.method.selection
         if selection == "rec":
             return val["rec"]
@@ -521,7 +521,7 @@ def setup(
 
 
 def init_from_run(state, source: str, vocab: Vocab):
-    """Li et al.'s recipe (SPEC §3.4): another run's encoder, a fresh decoder.
+    """Li et al.'s recipe: another run's encoder, a fresh decoder.
 
     The encoder comes from ``source``'s best checkpoint; the decoder, the head
     and the BN statistics keep this run's fresh initialisation.
