@@ -55,13 +55,26 @@ def _config_path(argv: Sequence[str], flag: str) -> str:
     return DEFAULT_CONFIG
 
 
-def make_flags_parser(flag: str = "config"):
-    """A parser for ``app.run`` that turns every argv mistake into one line."""
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
+def make_flags_parser(flag: str | None = "config"):
+    """A parser for ``app.run`` that turns every argv mistake into one line.
+
+    ``flag``: the config-file flag whose file and override keys are checked
+    first (None: the command has none). ``--help`` exits with status 0.
+    """
 
     def parse(argv: list[str]):
+        if any(arg in HELP_FLAGS for arg in argv[1:]):
+            try:
+                return flags.FLAGS(argv)
+            except SystemExit as e:  # absl's help exits with status 1
+                sys.exit(0 if e.code == 1 else e.code)
         try:
-            config = load_config_file(_config_path(argv, flag))
-            config_lib.check_override_keys(config, _override_keys(argv, flag))
+            if flag is not None:
+                config = load_config_file(_config_path(argv, flag))
+                config_lib.check_override_keys(config, _override_keys(argv, flag))
             return flags.FLAGS(argv)
         except (
             flags.Error,

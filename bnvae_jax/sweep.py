@@ -665,6 +665,8 @@ def make_plan(
     entries = select(grid.entries, only)
     seeds = _choose_seeds(grid, args.seeds, args.seed_values)
     out = str(pathlib.PurePath(args.out))
+    if pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
+        raise SweepError(f"--out {out} is a file, not a directory")
     runs = expand(entries, seeds, out, common)
     if args.gpus is None:
         gpus = visible_gpus(env, query)
