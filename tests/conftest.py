@@ -58,8 +58,14 @@ TAIL_LINES = 40
 
 def tail(path, lines: int = TAIL_LINES) -> str:
     """The last ``lines`` lines of a log file (carriage returns as new lines)."""
-    text = pathlib.Path(path).read_text(errors="replace").replace("\r", "\n")
+    text = read_output(path).replace("\r", "\n")
     return "\n".join(collections.deque(text.splitlines(), maxlen=lines))
+
+
+def read_output(path) -> str:
+    """A child's output as written: progress bars keep their carriage returns."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return f.read()
 
 
 def start_child(args, log_path, **kwargs) -> subprocess.Popen:
@@ -99,7 +105,7 @@ def run_child(args, timeout: float, log_path=None, what=None, **kwargs):
         log_path = pathlib.Path(tempfile.mkdtemp(prefix="child_")) / "out.log"
     proc = start_child(args, log_path, **kwargs)
     code = wait_child(proc, timeout, what or " ".join(map(str, args[:4])))
-    return code, pathlib.Path(log_path).read_text(errors="replace")
+    return code, read_output(log_path)
 
 
 def python_module(module: str, *args) -> list:
