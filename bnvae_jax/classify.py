@@ -10,7 +10,7 @@ at random), a linear classifier is trained on the posterior means of RUN's
 encoder (after the BN head, eval mode: running statistics) and scored on the
 test file. By default the encoder is frozen; ``--mode=finetune`` trains it with
 the classifier (dropout 0.5 on the mean), as the reference's default does.
-Optimisation follows the reference (SPEC §5.3): SGD with learning rate 1, batch
+Optimisation follows the reference: SGD with learning rate 1, batch
 16, gradient clipping at 5, and, with a validation file, the classifier of the
 best validation loss, halving the learning rate after 2 epochs without
 improvement and stopping at the 5th halving. Writes ``RUN/classification.json``
@@ -49,7 +49,7 @@ SUBSETS = ("balanced", "random")
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierConfig:
-    """How the classifier is trained (defaults: the reference's, SPEC §5.3)."""
+    """How the classifier is trained (defaults: the reference's)."""
 
     mode: str = "frozen"
     subsets: str = "balanced"
@@ -632,7 +632,13 @@ def main(argv):
     for name in ("workdir", "train_file", "test_file"):
         if not FLAGS[name].value:
             cli.fail(f"--{name} is required")
+    cli.setup_logging()
     with cli.user_errors():
+        cli.check_dir(FLAGS.workdir, "--workdir", write=False)
+        cli.check_dir(FLAGS.workdir, "--workdir")  # the report is written there
+        for name in ("train_file", "valid_file", "test_file"):
+            if FLAGS[name].value:
+                cli.check_file(FLAGS[name].value, f"--{name}")
         cfg = ClassifierConfig(
             mode=FLAGS.mode,
             subsets=FLAGS.subsets,
@@ -675,4 +681,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.make_flags_parser(None))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import pathlib
 import re
 import sys
 from collections.abc import Sequence
 
+import tqdm
 from absl import flags
 
 from bnvae_jax import config_lib
@@ -26,7 +28,16 @@ def load_config_file(path: str):
         raise ConfigError(f"config file not found: {spec_path}")
     spec = importlib.util.spec_from_file_location("_bnvae_config", spec_path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(
+            f"config file {spec_path} does not parse: {e.msg} (line {e.lineno})"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"config file {spec_path}: {e.strerror}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"config file {spec_path} defines no get_config()")
     return module.get_config()
 
 
@@ -44,36 +55,253 @@ def _config_path(argv: Sequence[str], flag: str) -> str:
     return DEFAULT_CONFIG
 
 
-def make_flags_parser(flag: str = "config"):
-    """A parser for ``app.run`` that turns every argv mistake into one line."""
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
+def make_flags_parser(flag: str | None = "config"):
+    """A parser for ``app.run`` that turns every argv mistake into one line.
+
+    ``flag``: the config-file flag whose file and override keys are checked
+    first (None: the command has none). ``--help`` exits with status 0.
+    """
 
     def parse(argv: list[str]):
+        if any(arg in HELP_FLAGS for arg in argv[1:]):
+            try:
+                return flags.FLAGS(argv)
+            except SystemExit as e:  # absl's help exits with status 1
+                sys.exit(0 if e.code == 1 else e.code)
         try:
-            config = load_config_file(_config_path(argv, flag))
-            config_lib.check_override_keys(config, _override_keys(argv, flag))
+            if flag is not None:
+                config = load_config_file(_config_path(argv, flag))
+                config_lib.check_override_keys(config, _override_keys(argv, flag))
             return flags.FLAGS(argv)
-        except (flags.Error, UserError, ValueError, TypeError, KeyError) as e:
+        except (
+            flags.Error,
+            UserError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+        ) as e:
             message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
             fail(message)
 
     return parse
 
 
-def fail(message: str) -> None:
+def _distributed() -> bool:
+    """Whether this process joined a multi-host run (never imports JAX)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
+def _exit(status: int) -> None:
+    """Exits; a host of a multi-host run does not wait for the others.
+
+    JAX's shutdown waits for every host, and a host that stopped early would
+    wait there while the others wait for it in a collective or a barrier. So
+    it leaves at once; the others stop with an error when its heartbeat ends
+    (``parallel.heartbeat_timeout_s``).
+    """
+    if _distributed():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
+def fail(message: str, status: int = 2) -> None:
+    """One ``error:`` line on stderr, then exit with ``status``."""
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    _exit(status)
 
 
 @contextlib.contextmanager
 def user_errors():
-    """Shows a ``UserError`` as one line on stderr and exits with status 2."""
+    """Shows a ``UserError`` as one line on stderr and exits with status 2.
+
+    A host of a multi-host run that fails in any other way logs the traceback
+    and leaves at once too (``_exit``).
+    """
     try:
         yield
     except UserError as e:
         fail(str(e))
     except KeyboardInterrupt:
         logging.warning("interrupted: the last checkpoint is kept; rerun to resume")
-        sys.exit(130)
+        _exit(130)
+    except Exception as e:
+        if not _distributed():
+            raise
+        logging.getLogger(FILE_ONLY).exception("this host failed")
+        first = (str(e).strip().splitlines() or [""])[0]
+        fail(f"this host stopped ({type(e).__name__}: {first}); see the log", 1)
+
+
+def check_dir(path: str | os.PathLike, what: str, write: bool = True) -> pathlib.Path:
+    """``path`` as a directory that can be used (created when ``write``).
+
+    Raises:
+      UserError: it is a file, or cannot be created, read or written.
+    """
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a directory")
+    if write:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{what} {path} cannot be created: {e.strerror}") from None
+    elif not path.is_dir():
+        raise UserError(f"{what} {path} does not exist")
+    mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+    if not os.access(path, mode):
+        need = "read and written" if write else "read"
+        raise UserError(f"{what} {path} cannot be {need} (permissions)")
+    return path
+
+
+def check_file(path: str | os.PathLike, what: str) -> pathlib.Path:
+    """``path`` as a file that can be read; ``UserError`` otherwise."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{what} {path} cannot be read (permissions)")
+    return path
+
+
+def compilation_cache_dir(setting: str) -> str | None:
+    """Where compiled programs persist: ``setting`` of ``config.compilation_cache``.
+
+    'user' means ``$XDG_CACHE_HOME/bnvae_jax/xla`` (default ``~/.cache``): one
+    cache for every run of this user, so sweep runs, resumed runs and
+    evaluations reuse what an earlier run compiled. '' turns the cache off.
+    """
+    if not setting:
+        return None
+    if setting == "user":
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        return os.path.join(base, "bnvae_jax", "xla")
+    return os.path.expanduser(setting)
+
+
+def enable_compilation_cache(config) -> None:
+    """Turns on JAX's persistent compilation cache as ``config`` asks."""
+    import jax
+
+    path = compilation_cache_dir(config.get("compilation_cache", "user"))
+    if path is None:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        logging.warning("compilation cache %s not usable (%s); off", path, e.strerror)
+        return
+    jax.config.update("jax_compilation_cache_dir", path)
+    # Our programs are small: keep every one that took a tenth of a second.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> pathlib.Path:
+    """``path`` as a file that can be written (its directory is created)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file")
+    check_dir(path.parent, f"{what}'s directory")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path} cannot be written (permissions)")
+    return path
+
+
+# -- console and log file ------------------------------------------------------
+
+LOG_FILE = "log.txt"
+# Loggers under this name write to the log file only (metrics, device lists).
+FILE_ONLY = "bnvae_jax.file"
+
+
+class _TqdmHandler(logging.Handler):
+    """Writes records through ``tqdm.write``: a record never breaks a bar."""
+
+    def emit(self, record):
+        try:
+            tqdm.tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record):
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class _ConsoleFilter(logging.Filter):
+    """Our INFO records and everyone's warnings; third-party INFO if asked."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level  # third-party records below this stay off
+
+    def filter(self, record):
+        name = record.name
+        ours = name in ("root", "__main__") or name.startswith("bnvae_jax")
+        if ours and not name.startswith(FILE_ONLY):
+            return record.levelno >= logging.INFO
+        return record.levelno >= self.level
+
+
+def verbosity() -> int:
+    """The ``--verbosity`` flag (``-v``): -1 (default) warnings, 0 info, 1 debug."""
+    flag = flags.FLAGS["verbosity"] if "verbosity" in flags.FLAGS else None
+    return flag.value if flag is not None and flag.present else -1
+
+
+def setup_logging(level: int | None = None) -> None:
+    """The console for people: progress bars, our own lines, warnings.
+
+    Third-party INFO records (orbax, JAX) stay off the console unless
+    ``--verbosity=0`` (or higher) is given; ``log_to_file`` keeps everything.
+    """
+    verbose = verbosity() if level is None else level
+    console_level = logging.WARNING if verbose < 0 else logging.INFO - 10 * verbose
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            continue
+        root.removeHandler(handler)
+    root.setLevel(min(logging.INFO, console_level))
+    logging.getLogger("absl").setLevel(logging.NOTSET)
+    handler = _TqdmHandler()
+    handler.setFormatter(_ConsoleFormatter())
+    handler.addFilter(_ConsoleFilter(console_level))
+    root.addHandler(handler)
+    logging.captureWarnings(True)
+
+
+def log_to_file(directory: str | os.PathLike, name: str = LOG_FILE) -> None:
+    """Appends every record (third-party INFO too) to ``directory/name``."""
+    path = pathlib.Path(directory) / name
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename == str(
+            path.absolute()
+        ):
+            return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
 
 
 def format_table(results: dict, splits: Sequence[str] = ("valid", "test")) -> str:

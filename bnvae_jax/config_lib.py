@@ -19,13 +19,15 @@ from bnvae_jax.errors import ConfigError
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every knob of a run, with the reference's values (SPEC §8) unless noted."""
+    """Every knob of a run, with the reference's values unless noted."""
     c = ml_collections.ConfigDict()
     c.method = "bn_vae"  # a row of bnvae_jax.methods.METHODS
     c.seed = 783435  # the reference's default seed
     # Pretrained-encoder recipe (Li et al.): a finished run's directory whose best
     # encoder initialises this run; the decoder and the head start afresh.
     c.init_from = ""
+    # Persistent XLA cache: 'user' (~/.cache/bnvae_jax/xla), a directory, '' off.
+    c.compilation_cache = "user"
 
     c.data = d = ml_collections.ConfigDict()
     d.source = "synthetic"  # 'synthetic' (embedded generator), 'files' or 'tfds'
@@ -57,7 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
     s.seed = 0
 
     c.model = m = ml_collections.ConfigDict()
-    # Sizes of the default demo; the dataset configs set the paper's (SPEC §8).
+    # Sizes of the default demo; the dataset configs set the paper's.
     m.emb_dim = 64  # word embedding size (E)
     m.enc_hidden = 128  # encoder LSTM size
     m.dec_hidden = 128  # decoder LSTM size
@@ -125,13 +127,15 @@ def default_config() -> ml_collections.ConfigDict:
     p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
     p.num_processes = 0  # hosts (0: from the environment)
     p.process_id = -1  # this host (-1: from the environment)
+    p.heartbeat_timeout_s = 60  # a host silent this long is dead: all others stop
+    p.shutdown_timeout_s = 300  # a finished host waits this long for the others
     return c
 
 
 def corpus_config(
     *, emb_dim: int, hidden: int, labelled: bool = False
 ) -> ml_collections.ConfigDict:
-    """The paper's protocol on a real corpus of plain files (SPEC §3.1, §8).
+    """The paper's protocol on a real corpus of plain files.
 
     Batch 32, latent 32, decoder dropout 0.5/0.5, KL weight 0 -> 1 over the first
     10 epochs, up to 100 epochs, test ELBO logged every 5 epochs, IW-NLL with 500

@@ -28,9 +28,13 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
     del argv
     titles = FLAGS.title or [pathlib.Path(w).name for w in FLAGS.workdir]
+    cli.setup_logging()
     with cli.user_errors():
         if len(titles) != len(FLAGS.workdir):
             raise UserError("give one --title per --workdir (or none)")
+        for workdir in FLAGS.workdir:
+            cli.check_dir(workdir, "--workdir", write=False)
+        cli.check_output_file(FLAGS.output, "--output")
         runs = [
             (title, dynamics.read_series(workdir, FLAGS.split))
             for title, workdir in zip(titles, FLAGS.workdir, strict=True)
@@ -39,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.make_flags_parser(None))

@@ -15,3 +15,7 @@ class ConfigError(UserError):
 
 class WorkdirError(UserError):
     """A workdir that holds a run this config cannot continue."""
+
+
+class HostError(UserError):
+    """Another host of a multi-host run failed; its own log says why."""

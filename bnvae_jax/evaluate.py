@@ -31,14 +31,22 @@ def load_run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
     path = workdir / "config.json"
     if not path.is_file():
         raise WorkdirError(f"{workdir} holds no run (no config.json)")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    try:
+        return ml_collections.ConfigDict(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:
+        raise WorkdirError(f"{path} cannot be read: {e}") from None
 
 
 def main(argv):
     del argv
     workdir = pathlib.Path(FLAGS.workdir)
+    cli.setup_logging()
     with cli.user_errors():
+        cli.check_dir(workdir, "--workdir", write=False)
+        cli.check_dir(workdir, "--workdir")  # evaluation.json is written there
+        cli.log_to_file(workdir)
         config = load_run_config(workdir)
+        cli.enable_compilation_cache(config)
         if FLAGS.iw_samples is not None:
             config.eval.iw_samples = FLAGS.iw_samples
         if FLAGS.iw_max_sentences is not None:
@@ -55,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.make_flags_parser(None))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pathlib
+import sys
 import tempfile
 
 
@@ -40,3 +42,16 @@ def write_json_atomic(path: str | os.PathLike, data) -> None:
     write_text_atomic(
         path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n"
     )
+
+
+@contextlib.contextmanager
+def quiet_broken_pipe():
+    """Output piped into ``head`` and the like: stop quietly when it closes."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader is gone: point stdout at /dev/null so that exiting does
+        # not try (and fail) to flush it once more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

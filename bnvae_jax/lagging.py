@@ -22,7 +22,11 @@ flags.mark_flag_as_required("config")
 
 def main(argv):
     del argv
+    cli.setup_logging()
     with cli.user_errors():
+        cli.check_dir(FLAGS.workdir, "--workdir")
+        cli.log_to_file(FLAGS.workdir)
+        cli.enable_compilation_cache(FLAGS.config)
         summary = lagging.run_study(
             FLAGS.config, FLAGS.workdir, plot_only=FLAGS.plot_only
         )

@@ -1,15 +1,18 @@
-"""Trains and evaluates a text VAE: ``python -m bnvae_jax.main --config=F``."""
+"""Trains and evaluates a text VAE: ``python -m bnvae_jax.main --config=F``.
+
+The console shows a progress bar, one line per epoch, warnings and the results
+table; ``--verbosity=0`` adds third-party INFO records (orbax, JAX). Everything
+is also appended to ``WORKDIR/log.txt``.
+"""
 
 from __future__ import annotations
 
 import logging
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from bnvae_jax import cli, fileio, parallel, train
-from bnvae_jax.dialog import train as dialog_train
+from bnvae_jax import cli, fileio, parallel
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", cli.DEFAULT_CONFIG, "Config file.")
@@ -20,19 +23,29 @@ flags.DEFINE_string(
 
 def main(argv):
     del argv
+    cli.setup_logging()
     config = FLAGS.config
     workdir = FLAGS.workdir or f"runs/{config.method}"
     with cli.user_errors():
+        cli.check_dir(workdir, "--workdir")
         # Multi-host runs join before anything touches a device.
         parallel.initialize_distributed(parallel.config_from(config))
-        logging.info("devices: %s; workdir %s", jax.devices(), workdir)
+        import jax
+
+        from bnvae_jax import train
+        from bnvae_jax.dialog import train as dialog_train
+
+        me = jax.process_index()
+        cli.log_to_file(workdir, cli.LOG_FILE if me == 0 else f"log.{me}.txt")
+        cli.enable_compilation_cache(config)
+        logging.getLogger(cli.FILE_ONLY).info("devices: %s", jax.devices())
         # Dialog CVAEs (configs/switchboard.py) have their own loop and table.
         runner = dialog_train if config.get("task") == "dialog" else train
         results = runner.train_and_evaluate(config, workdir)
-    if jax.process_index() > 0:
-        return
-    table = getattr(runner, "format_table", cli.format_table)(results)
-    fileio.write_text_atomic(f"{workdir}/results.txt", table + "\n")
+        if me > 0:
+            return
+        table = getattr(runner, "format_table", cli.format_table)(results)
+        fileio.write_text_atomic(f"{workdir}/results.txt", table + "\n")
     print(f"{config.method} in {workdir}\n{table}")
 
 

@@ -64,5 +64,5 @@ def vae_loss(
     kl_weight: jax.Array,
     kl_transform: KLTransform = kl_identity,
 ) -> jax.Array:
-    """Mean over real examples of rec + β · transform(KL) (SPEC §2.3)."""
+    """Mean over real examples of rec + β · transform(KL)."""
     return masked_mean(rec + kl_weight * kl_transform(kl_dim), mask)

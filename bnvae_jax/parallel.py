@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bnvae_jax.errors import ConfigError
+from bnvae_jax.errors import ConfigError, HostError
 
 AXIS = "data"  # the mesh / pmap axis the batch is split over
 MODES = ("jit", "pmap")
@@ -54,6 +54,9 @@ class ParallelConfig:
         the environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI).
       num_processes: hosts in the run; 0 lets JAX detect it.
       process_id: this host's index; -1 lets JAX detect it.
+      heartbeat_timeout_s: a host not heard from for this long counts as dead
+        and every other host stops with an error (JAX's default is 100 s).
+      shutdown_timeout_s: how long a finished host waits for the others.
     """
 
     mode: str = "jit"
@@ -62,6 +65,8 @@ class ParallelConfig:
     coordinator_address: str = ""
     num_processes: int = 0
     process_id: int = -1
+    heartbeat_timeout_s: int = 60
+    shutdown_timeout_s: int = 300
 
 
 def config_from(config: ml_collections.ConfigDict) -> ParallelConfig:
@@ -92,6 +97,11 @@ def validate(cfg: ParallelConfig) -> None:
             f"parallel.process_id={cfg.process_id} must be below "
             f"parallel.num_processes={cfg.num_processes}"
         )
+    if min(cfg.heartbeat_timeout_s, cfg.shutdown_timeout_s) < 1:
+        raise ConfigError(
+            "parallel.heartbeat_timeout_s and parallel.shutdown_timeout_s must "
+            "be >= 1 (seconds)"
+        )
 
 
 def initialize_distributed(cfg: ParallelConfig) -> None:
@@ -108,7 +118,38 @@ def initialize_distributed(cfg: ParallelConfig) -> None:
         coordinator_address=cfg.coordinator_address or None,
         num_processes=cfg.num_processes or None,
         process_id=cfg.process_id if cfg.process_id >= 0 else None,
+        heartbeat_timeout_seconds=cfg.heartbeat_timeout_s,
+        shutdown_timeout_seconds=cfg.shutdown_timeout_s,
     )
+
+
+def first_host_then_others(fn: Callable[[], Any], what: str) -> Any:
+    """``fn()`` on process 0, then on the other hosts; returns its result.
+
+    For work that writes into a directory the hosts share (the synthetic
+    corpus): process 0 writes it, the others read what it wrote. After each
+    turn the hosts compare notes, so when a host fails every host stops with
+    an error (the failed one with its own) instead of waiting for it.
+    """
+    if jax.process_count() == 1:
+        return fn()
+    me, result, error = jax.process_index(), None, None
+    for turn in ("first", "rest"):
+        if (me == 0) == (turn == "first"):
+            try:
+                result = fn()
+            except Exception as e:  # every host must hear of it first
+                error = e
+        failed = np.flatnonzero(
+            np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+        )
+        if error is not None:
+            raise error
+        if failed.size:
+            raise HostError(
+                f"process(es) {failed.tolist()} failed while {what}; see their logs"
+            )
+    return result
 
 
 @dataclasses.dataclass(frozen=True)

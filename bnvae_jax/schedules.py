@@ -50,7 +50,7 @@ def constant(value: float) -> Schedule:
 
 
 def linear(kl_start: float, warmup_steps: float) -> Schedule:
-    """Linear annealing from ``kl_start`` to 1 (SPEC §3.2).
+    """Linear annealing from ``kl_start`` to 1.
 
     The reference adds the increment before each batch's loss, so batch ``step``
     (0-based) uses ``min(1, kl_start + (step + 1) * (1 - kl_start) / warmup_steps)``.
@@ -88,7 +88,7 @@ def cyclic(
 def cyclic_epoch_reset(
     kl_start: float, warmup_steps: float, steps_per_epoch: int, cycle_epochs: int
 ) -> Schedule:
-    """The reference's ``--cycle C`` schedule after its bug fix (SPEC §3.4).
+    """The reference's ``--cycle C`` schedule after its bug fix.
 
     The linear ramp of ``linear``, restarted at ``kl_start`` at the start of every
     epoch ``e >= 1`` with ``(e - 1) % C == 0`` (so the first cycle is one epoch).

@@ -112,7 +112,7 @@ def _mask_update(grads, keep: str, clip_norm: float):
     """Clips by the global norm of *all* gradients, then zeroes the other side.
 
     Clipping before masking reproduces the reference, whose encoder-only steps
-    clip a norm that includes the (unused) decoder gradients (SPEC §9.22).
+    clip a norm that includes the (unused) decoder gradients.
     """
     norm = optax.tree.norm(grads)
     factor = jnp.minimum(1.0, clip_norm / jnp.maximum(norm, 1e-12))

@@ -665,6 +665,8 @@ def make_plan(
     entries = select(grid.entries, only)
     seeds = _choose_seeds(grid, args.seeds, args.seed_values)
     out = str(pathlib.PurePath(args.out))
+    if pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
+        raise SweepError(f"--out {out} is a file, not a directory")
     runs = expand(entries, seeds, out, common)
     if args.gpus is None:
         gpus = visible_gpus(env, query)
@@ -771,8 +773,14 @@ def sweep_lock(out: str):
     is never refused.
     """
     path = pathlib.Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".sweep.lock", "w") as f:
+    try:
+        if path.exists() and not path.is_dir():
+            raise SweepError(f"--out {out} is a file, not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+        lock = open(path / ".sweep.lock", "w")  # closed by the with below
+    except OSError as e:
+        raise SweepError(f"--out {out} cannot be written: {e.strerror}") from None
+    with lock as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -815,7 +823,9 @@ def main(
         args, extra = make_parser().parse_known_args(argv)
         plan = make_plan(args, extra, env, check=check)
         if args.dry_run:
-            return dry_run(plan)
+            with fileio.quiet_broken_pipe():
+                return dry_run(plan)
+            return 0
         with sweep_lock(plan.out):
             return run_plan(
                 plan, lambda run: main_command(run, plan.config, plan.python), env

@@ -71,7 +71,7 @@ class LoopState:
 
 
 def plateau_update(loop: LoopState, val_loss: float, epoch: int, cfg) -> bool:
-    """The reference's LR-decay rule (SPEC §3.1); returns True when LR decays.
+    """The reference's LR-decay rule; returns True when LR decays.
 
     ``ref_loss`` is the last validation loss that did not get worse; after
     ``decay_epoch`` worse epochs (and not before ``load_best_epoch``) the rate is
@@ -178,7 +178,7 @@ class Trainer:
         return self.par.shard_batch(eval_run.batch_arrays(batch))
 
     def selection_loss(self, val: dict) -> float:
-        """The validation loss that picks the best checkpoint (SPEC §3.1, §9.14)."""
+        """The validation loss that picks the best checkpoint."""
         selection = self.run.method.selection
         if selection == "rec":
             return val["rec"]
@@ -421,12 +421,14 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
         step, {k: v for k, v in scalars.items() if v is not None}
     )
     logging.info(
-        "epoch %d: valid elbo_nll %.3f kl %.3f mi %s au %d",
+        "epoch %d: valid nll %.3f  kl %.3f  mi %s  au %d  lr %g  (%.0f s training)",
         epoch,
         val["elbo_nll"],
         val["kl"],
         "-" if val["mi"] is None else f"{val['mi']:.3f}",
         val["au"],
+        loop.learning_rate,
+        loop.train_seconds,
     )
     if advance:
         loop.epoch += 1
@@ -464,7 +466,10 @@ def setup(
     config_lib.validate(config)
     par = setup_devices(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    data = datasets.load_datasets(config.data, str(workdir))
+    # Process 0 writes the synthetic corpus into the shared workdir first.
+    data = parallel.first_host_then_others(
+        lambda: datasets.load_datasets(config.data, str(workdir)), "reading the data"
+    )
     info = run_info(config, data.vocab)
     checkpoints.check_run_info(workdir, info, keys=list(info))
     run = config_lib.resolve(config, len(data.vocab))
@@ -516,7 +521,7 @@ def setup(
 
 
 def init_from_run(state, source: str, vocab: Vocab):
-    """Li et al.'s recipe (SPEC §3.4): another run's encoder, a fresh decoder.
+    """Li et al.'s recipe: another run's encoder, a fresh decoder.
 
     The encoder comes from ``source``'s best checkpoint; the decoder, the head
     and the BN statistics keep this run's fresh initialisation.
@@ -636,6 +641,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     saved = trainer.workdir / "results.json"
     if int(state.step) == start_step and saved.exists():
         logging.info("%s: nothing left to train; results as saved", workdir)
+        trainer.writer.close()
         return json.loads(saved.read_text())
     results = final_results(trainer, state, loop)
     if jax.process_index() == 0:
@@ -649,5 +655,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if v is not None
         },
     )
-    trainer.writer.flush()
+    trainer.writer.close()
     return results

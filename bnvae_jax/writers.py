@@ -9,12 +9,14 @@ The method names follow ``clu.metric_writers`` so CLU's writers could be dropped
   so every line is valid JSON;
 * TensorBoard event files under ``workdir/tensorboard/`` (scalars; texts and
   hyperparameters as text summaries);
-* one ``absl.logging`` line for each ``write_scalars``.
+* one log record for each ``write_scalars`` (logger ``bnvae_jax.file.metrics``:
+  the run's log file, not the console).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pathlib
@@ -25,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import tensorboardX
-from absl import logging
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+_LOG = logging.getLogger("bnvae_jax.file.metrics")
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -166,14 +168,14 @@ class _TensorBoardWriter(MetricWriter):
 
 
 class _LoggingWriter(MetricWriter):
-    """One ``absl.logging`` line for each ``write_scalars``."""
+    """One log record for each ``write_scalars`` (the log file, not the console)."""
 
     def write_scalars(self, step, scalars):
         parts = [f"{k}={_to_float(k, v):.6g}" for k, v in scalars.items()]
-        logging.info("[%d] %s", int(step), ", ".join(parts))
+        _LOG.info("[%d] %s", int(step), ", ".join(parts))
 
     def write_hparams(self, hparams):
-        logging.info("hparams: %s", json.dumps(_jsonable(hparams), sort_keys=True))
+        _LOG.info("hparams: %s", json.dumps(_jsonable(hparams), sort_keys=True))
 
 
 class MultiWriter(MetricWriter):

@@ -12,4 +12,6 @@ from bnvae_jax import config_lib
 
 
 def get_config():
-    return config_lib.corpus_config(emb_dim=256, hidden=256)
+    c = config_lib.corpus_config(emb_dim=256, hidden=256)
+    c.data.tfds_name = "ptb"  # the builder used with --config.data.source=tfds
+    return c

@@ -12,4 +12,6 @@ from bnvae_jax import config_lib
 
 
 def get_config():
-    return config_lib.corpus_config(emb_dim=128, hidden=512)
+    c = config_lib.corpus_config(emb_dim=128, hidden=512)
+    c.data.tfds_name = "snli"  # the builder used with --config.data.source=tfds
+    return c

@@ -1,4 +1,4 @@
-"""He et al.'s synthetic setting (SPEC §7, paper App. A.1): scalar latent, tiny LSTMs.
+"""He et al.'s synthetic setting (paper App. A.1): scalar latent, tiny LSTMs.
 
 python -m bnvae_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
 """

@@ -4,13 +4,18 @@
 # validate, 55-60 test. Model sizes and steps are scaled down to fit ~10 min a
 # method on two shared CPU cores; see docs/RESULTS.md.
 #
-#   launch/switchboard_quality.sh ../shared/data/swda_cvae/valid.jsonl \
-#     ../shared/data/glove_twitter_25d_subset/glove.twitter.27B.25d.top12k.txt \
-#     runs/swda_quality
+#   launch/switchboard_quality.sh SWDA/valid.jsonl \
+#     GLOVE/glove.twitter.27B.25d.txt runs/swda_quality [--config.KEY=VALUE ...]
+#
+# SWDA: Zhao et al.'s Switchboard JSONL files; GLOVE: GloVe Twitter vectors (a
+# subset of the most frequent words is enough). Arguments after the third are
+# passed to every run and override the settings below (e.g. a short check:
+# --config.train.max_steps=20).
 set -euo pipefail
 DIALOGS=${1:?path to valid.jsonl}
 GLOVE=${2:?path to a GloVe text file}
 OUT=${3:-runs/swda_quality}
+shift $(( $# < 3 ? $# : 3 ))
 PYTHON=${PYTHON:-python}
 mkdir -p "$OUT/data"
 head -n 48 "$DIALOGS" > "$OUT/data/train.jsonl"
@@ -31,7 +36,7 @@ for METHOD in ${METHODS:-cvae cvae_bow bn_cvae}; do
     --config.model.bow_hidden=64 \
     --config.train.max_steps=1000 --config.train.steps_per_epoch=150 \
     --config.train.full_kl_steps=300 --config.train.log_every_steps=50 \
-    --config.train.checkpoint_every_steps=250 2>"$OUT/$METHOD.log"
+    --config.train.checkpoint_every_steps=250 "$@" 2>"$OUT/$METHOD.log"
 done
 # Table 4 layout: PPL, KL, BLEU-1..4 and bow scores (x 100) of each method.
 "$PYTHON" - "$OUT" ${METHODS:-cvae cvae_bow bn_cvae} <<'PY'

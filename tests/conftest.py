@@ -1,8 +1,17 @@
-"""Test setup: CPU only, small compile times, shared tiny fixtures."""
+"""Test setup: CPU only, small compile times, shared tiny fixtures, child processes."""
 
+import collections
 import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The persistent compilation cache of the runs the tests start stays out of the
+# user's home (one cache for the session, so later tests reuse compilations).
+os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="bnvae_cache_"))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -36,3 +45,69 @@ def make_model_config(**overrides):
 @pytest.fixture
 def tiny_model_config():
     return make_model_config
+
+
+# -- child processes -------------------------------------------------------------
+#
+# A child writes stdout and stderr into one log file (never a pipe that could
+# fill up and block it); a child that outlives its timeout is killed and the
+# test fails with the last lines it wrote.
+
+TAIL_LINES = 40
+
+
+def tail(path, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file (carriage returns as new lines)."""
+    text = read_output(path).replace("\r", "\n")
+    return "\n".join(collections.deque(text.splitlines(), maxlen=lines))
+
+
+def read_output(path) -> str:
+    """A child's output as written: progress bars keep their carriage returns."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return f.read()
+
+
+def start_child(args, log_path, **kwargs) -> subprocess.Popen:
+    """Starts ``args`` with its output going to ``log_path`` (``proc.log``)."""
+    log_path = pathlib.Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **kwargs,
+        )
+    proc.log = log_path
+    proc.started = time.monotonic()
+    return proc
+
+
+def wait_child(proc: subprocess.Popen, timeout: float, what: str = "child") -> int:
+    """Waits for ``proc``; kills it and fails with its last lines after ``timeout``."""
+    try:
+        return proc.wait(timeout=max(timeout - (time.monotonic() - proc.started), 1))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(
+            f"{what} still running after {timeout:.0f} s; killed. Its last lines "
+            f"({proc.log}):\n{tail(proc.log)}",
+            pytrace=False,
+        )
+
+
+def run_child(args, timeout: float, log_path=None, what=None, **kwargs):
+    """Runs ``args`` to the end; returns ``(returncode, output)``."""
+    if log_path is None:
+        log_path = pathlib.Path(tempfile.mkdtemp(prefix="child_")) / "out.log"
+    proc = start_child(args, log_path, **kwargs)
+    code = wait_child(proc, timeout, what or " ".join(map(str, args[:4])))
+    return code, read_output(log_path)
+
+
+def python_module(module: str, *args) -> list:
+    """The command line of ``python -m module args``."""
+    return [sys.executable, "-m", module, *map(str, args)]

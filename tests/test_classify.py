@@ -1,13 +1,13 @@
 """Few-label classification: subsets, the linear classifier, features, the CLI."""
 
 import json
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_child
 
 from bnvae_jax import checkpoints, classify, config_lib
 from bnvae_jax.data import corpus as corpus_lib
@@ -223,8 +223,8 @@ def test_cli_writes_the_table_and_reports_errors_in_one_line(run_dir):
         "--epochs=2",
         "--output=clf_test",
     ]
-    out = subprocess.run(base + args, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
+    code, out = run_child(base + args, 300)
+    assert code == 0, out[-2000:]
     report = json.loads((root / "run" / "clf_test.json").read_text())
     assert [r["labels"] for r in report["results"]] == [10, 20]
     assert report["seeds"] == [783435, 101]
@@ -232,14 +232,8 @@ def test_cli_writes_the_table_and_reports_errors_in_one_line(run_dir):
         "| run | 10 labels | 20 labels |" in (root / "run" / "clf_test.md").read_text()
     )
 
-    bad = subprocess.run(
-        base + args[:1] + [f"--test_file={files['test']}", "--labels=10,x"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    code, out = run_child(
+        base + args[:1] + [f"--test_file={files['test']}", "--labels=10,x"], 120
     )
-    assert bad.returncode == 2
-    assert (
-        bad.stderr.strip().splitlines()[-1]
-        == "error: --labels takes integers, got 10,x"
-    )
+    assert code == 2
+    assert out.strip().splitlines()[-1] == "error: --labels takes integers, got 10,x"

@@ -2,10 +2,11 @@
 
 import os
 import pathlib
-import subprocess
+import shlex
 import sys
 
 import pytest
+from conftest import python_module, run_child
 
 from bnvae_jax import cli, steps, train
 from bnvae_jax.errors import UserError, WorkdirError
@@ -14,16 +15,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.py")
 
 
-def run_main(*args, module="bnvae_jax.main"):
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
+def run_main(*args, module="bnvae_jax.main", timeout=300):
+    """``(exit status, stdout and stderr)`` of ``python -m module args``."""
+    return run_child(
+        python_module(module, *args),
+        timeout,
         cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
-    return proc.returncode, proc.stderr
 
 
 def assert_one_line_error(code, stderr, *fragments):
@@ -205,3 +204,144 @@ def test_results_table_lists_headline_metrics():
     table = cli.format_table(results)
     assert table.splitlines()[0].split() == ["split", "iw_nll", "elbo_nll", "kl", "au"]
     assert "1.500" in table
+
+
+# -- every command: a named file or directory it cannot use is one error line ----
+
+
+@pytest.fixture
+def bad_paths(tmp_path):
+    """A config that does not parse, a plain file, and a path below that file."""
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x\n")
+    return {
+        "broken": str(broken),
+        "file": str(a_file),
+        "below_file": str(a_file / "run"),
+        "dir": str(tmp_path),
+    }
+
+
+COMMANDS = {
+    "main_config_syntax": (
+        "bnvae_jax.main",
+        ["--config={broken}", "--workdir={dir}/run"],
+        ["broken.py", "does not parse"],
+    ),
+    "main_workdir_is_file": (
+        "bnvae_jax.main",
+        [f"--config={TINY}", "--workdir={file}"],
+        ["--workdir", "a_file is a file"],
+    ),
+    "main_workdir_below_file": (
+        "bnvae_jax.main",
+        [f"--config={TINY}", "--workdir={below_file}"],
+        ["--workdir", "cannot be created"],
+    ),
+    "evaluate_workdir_is_file": (
+        "bnvae_jax.evaluate",
+        ["--workdir={file}"],
+        ["--workdir", "is a file"],
+    ),
+    "evaluate_workdir_missing": (
+        "bnvae_jax.evaluate",
+        ["--workdir={dir}/nope"],
+        ["nope does not exist"],
+    ),
+    "classify_workdir_is_file": (
+        "bnvae_jax.classify",
+        ["--workdir={file}", "--train_file={file}", "--test_file={file}"],
+        ["--workdir", "is a file"],
+    ),
+    "classify_train_file_is_dir": (
+        "bnvae_jax.classify",
+        ["--workdir={dir}", "--train_file={dir}", "--test_file={file}"],
+        ["--train_file", "is a directory"],
+    ),
+    "lagging_config_syntax": (
+        "bnvae_jax.lagging",
+        ["--config={broken}", "--workdir={dir}/lag"],
+        ["does not parse"],
+    ),
+    "lagging_workdir_is_file": (
+        "bnvae_jax.lagging",
+        [f"--config={ROOT / 'configs' / 'lagging.py'}", "--workdir={file}"],
+        ["--workdir", "is a file"],
+    ),
+    "dynamics_workdir_is_file": (
+        "bnvae_jax.dynamics",
+        ["--workdir={file}"],
+        ["--workdir", "is a file"],
+    ),
+    "dynamics_output_below_file": (
+        "bnvae_jax.dynamics",
+        ["--workdir={dir}", "--output={below_file}/fig.png"],
+        ["--output", "cannot be created"],
+    ),
+    "report_results_is_dir": (
+        "bnvae_jax.report",
+        ["{dir}/results.json"],
+        ["results.json", "not found"],
+    ),
+    "sweep_out_is_file": (
+        "bnvae_jax.sweep",
+        [f"--config={TINY}", "--grid={grid}", "--out={file}", "--dry_run"],
+        ["--out", "is a file"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMMANDS))
+def test_unusable_paths_are_one_error_line(case, bad_paths, tmp_path):
+    module, args, fragments = COMMANDS[case]
+    grid = tmp_path / "grid.py"
+    grid.write_text("def get_grid():\n    return [{'name': 'vae', 'method': 'vae'}]\n")
+    args = [a.format(grid=grid, **bad_paths) for a in args]
+    if module == "bnvae_jax.sweep":  # launch/sweep.py calls this module's main
+        code, out = run_child(
+            [sys.executable, str(ROOT / "launch" / "sweep.py"), *args],
+            120,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    else:
+        code, out = run_main(*args, module=module, timeout=120)
+    assert_one_line_error(code, out, *fragments)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "bnvae_jax.main",
+        "bnvae_jax.evaluate",
+        "bnvae_jax.classify",
+        "bnvae_jax.lagging",
+        "bnvae_jax.dynamics",
+        "bnvae_jax.report",
+    ],
+)
+def test_every_command_has_help(module):
+    code, out = run_main("--help", module=module, timeout=120)
+    assert code == 0, out[-2000:]
+    assert "--" in out and "not found" not in out and "Traceback" not in out
+
+
+def test_sweep_help_and_dry_run_into_a_closed_pipe(tmp_path):
+    sweep_py = [sys.executable, str(ROOT / "launch" / "sweep.py")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code, out = run_child([*sweep_py, "--help"], 120, cwd=ROOT, env=env)
+    assert code == 0 and "--dry_run" in out, out[-2000:]
+    grid = tmp_path / "grid.py"
+    entries = [{"name": f"g{i}", "model.gamma": 0.001 * (i + 1)} for i in range(1000)]
+    grid.write_text(f"def get_grid():\n    return {entries!r}\n")
+    dry = shlex.join(
+        [*sweep_py, f"--config={TINY}", f"--grid={grid}", f"--out={tmp_path}/o"]
+        + ["--dry_run"]
+    )
+    code, out = run_child(
+        ["bash", "-c", f"set -o pipefail; {dry} | head -n 2"], 120, cwd=ROOT, env=env
+    )
+    assert code == 0, out
+    assert len(out.splitlines()) == 2 and "Traceback" not in out

@@ -1,7 +1,11 @@
+import pathlib
+
 import pytest
 
-from bnvae_jax import config_lib, methods
+from bnvae_jax import cli, config_lib, methods
 from bnvae_jax.errors import ConfigError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_default_config_resolves_to_typed_frozen_objects():
@@ -64,3 +68,12 @@ def test_mistyped_key_names_nearest():
     ):
         config_lib.check_override_keys(c, ["train.kl_warmup_epoch"])
     config_lib.check_override_keys(c, ["model.gamma", "data", "train.epochs"])
+
+
+@pytest.mark.parametrize("name", ["ptb", "yahoo", "yelp", "short_yelp", "snli"])
+def test_every_corpus_config_names_its_tfds_builder(name):
+    from bnvae_jax.data import tfds_builders
+
+    config = cli.load_config_file(str(ROOT / "configs" / f"{name}.py"))
+    assert config.data.tfds_name == name
+    assert tfds_builders.builder_class(config.data.tfds_name).__name__

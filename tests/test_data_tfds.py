@@ -1,11 +1,11 @@
 """TFDS builders: built from small files written here, read back without TensorFlow."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import run_child
 
 from bnvae_jax import config_lib
 from bnvae_jax.data import datasets
@@ -224,7 +224,6 @@ def test_building_and_reading_never_imports_tensorflow(tmp_path):
         "assert tb.read_split(b, 'train')[0]['text'] == 'the cat sat'\n"
         "print('tensorflow' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    code, out = run_child([sys.executable, "-c", script], 120)
+    assert code == 0, out[-2000:]
+    assert out.strip().splitlines()[-1] == "False"

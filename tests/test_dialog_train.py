@@ -2,12 +2,11 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import python_module, run_child
 
 from bnvae_jax import checkpoints
 from bnvae_jax.dialog import config as config_lib
@@ -177,23 +176,19 @@ def test_malformed_training_file_is_a_one_line_cli_error(files, tmp_path):
     bad.write_text('{"utts": "nope"}\n')
     with pytest.raises(DataError, match="bad.jsonl:1"):
         train.load_data(tiny_config({**files, "train": str(bad)}))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
+    code, out = run_child(
+        python_module(
             "bnvae_jax.main",
             "--config=configs/switchboard.py",
             f"--workdir={tmp_path / 'run'}",
             f"--config.data.train_file={bad}",
             f"--config.data.valid_file={files['valid']}",
             f"--config.data.test_file={files['test']}",
-        ],
+        ),
+        120,
         cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
+        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
     )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "bad.jsonl:1" in proc.stderr
+    assert code == 2
+    assert out.strip().splitlines()[-1].startswith("error: ")
+    assert "bad.jsonl:1" in out

@@ -3,12 +3,11 @@
 import json
 import math
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import python_module, run_child
 
 from bnvae_jax import cli, config_lib
 from bnvae_jax.analysis import dynamics, lagging, plots
@@ -262,13 +261,13 @@ def test_figures_are_pngs_and_reject_ragged_rows(tmp_path):
 def test_dynamics_command_line(tmp_path):
     _metrics_file(tmp_path / "run")
     out = tmp_path / "fig.png"
-    done = subprocess.run(
-        [sys.executable, "-m", "bnvae_jax.dynamics", f"--workdir={tmp_path / 'run'}"]
-        + [f"--output={out}"],
-        capture_output=True,
-        text=True,
+    code, output = run_child(
+        python_module(
+            "bnvae_jax.dynamics", f"--workdir={tmp_path / 'run'}", f"--output={out}"
+        ),
+        120,
         cwd=ROOT,
-        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"},
+        env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
     )
-    assert done.returncode == 0, done.stderr[-500:]
+    assert code == 0, output[-500:]
     assert out.read_bytes()[:8] == PNG_MAGIC

@@ -4,6 +4,7 @@ import json
 import math
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -269,18 +270,11 @@ def test_init_from_keeps_the_encoder_and_reinitialises_the_decoder(tmp_path):
     fresh_params = _copy(fresh.params)
     state, loop = train.restore_or_start(trainer, fresh)
     assert loop.epoch == 0
-    for a, b in zip(
-        jax.tree_util.tree_leaves(ae_best["params"]["encoder"]),
-        jax.tree_util.tree_leaves(state.params["encoder"]),
-    ):
-        np.testing.assert_array_equal(a, b)
+    # Same tree structure and values (a zip over leaves would miss a part).
+    chex.assert_trees_all_equal(ae_best["params"]["encoder"], state.params["encoder"])
     # The decoder and the BN head are this run's fresh initialisation.
     for part in ("decoder", "head"):
-        for a, b in zip(
-            jax.tree_util.tree_leaves(fresh_params[part]),
-            jax.tree_util.tree_leaves(state.params[part]),
-        ):
-            np.testing.assert_array_equal(a, b)
+        chex.assert_trees_all_equal(fresh_params[part], state.params[part])
     differs = [
         not np.array_equal(a, b)
         for a, b in zip(

@@ -1,5 +1,6 @@
 """Tests for the custom-VJP LSTM against the autodiff reference."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,10 +29,9 @@ def _inputs(key, steps, batch=B, inputs=IN, hidden=H):
 
 
 def _assert_trees_close(got, want, **tols):
-    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w, **tols)
+    # Same structure, shapes and dtypes, then the values within ``tols``.
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, want)
+    chex.assert_trees_all_close(got, want, **tols)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7])

@@ -130,6 +130,6 @@ def test_init_schemes(tiny_model_config, scheme):
     else:
         assert np.abs(emb).max() <= 0.1 and np.abs(emb).max() > 0.09
         assert np.abs(w_hh).max() <= 0.01
-    # The decoder is always U(±0.01), embeddings U(±0.1) (SPEC §2.2).
+    # The decoder is always U(±0.01), embeddings U(±0.1).
     assert np.abs(dec_emb).max() <= 0.1
     assert np.abs(dec_w).max() <= 0.01

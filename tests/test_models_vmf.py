@@ -38,7 +38,7 @@ GUU_D32 = {13: 2.084, 16: 2.933, 20: 4.129, 23: 5.040, 25: 5.644, 30: 7.121}
 @pytest.mark.parametrize("kappa, expected", sorted(GUU_D32.items()))
 def test_guu_kl_matches_the_paper_values(kappa, expected):
     assert vmf.vmf_kl_guu(kappa, 32) == pytest.approx(expected, abs=6e-4)
-    # The exact KL is close to it (SPEC: within 5%) and both are in the registry.
+    # The exact KL is close to it (within 5%) and both are in the registry.
     exact = vmf.VMF_KL["uniform"](kappa, 32)
     assert abs(exact - expected) < 0.05 * exact
     assert vmf.VMF_KL["guu"](kappa, 32) == vmf.vmf_kl_guu(kappa, 32)

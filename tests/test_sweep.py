@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import run_child
 
 from bnvae_jax import sweep, sweep_report
 
@@ -406,11 +407,9 @@ def test_real_run_killed_then_resumed_by_rerunning_the_sweep(tmp_path):
         proc.wait()
     assert not (workdir / "results.json").exists()
 
-    again = subprocess.run(
-        _sweep_cli(grid, out), cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "done bn/seed_3" in again.stdout
+    code, output = run_child(_sweep_cli(grid, out), 300, cwd=ROOT, env=env)
+    assert code == 0, output[-3000:]
+    assert "done bn/seed_3" in output
     assert "resuming from step" in (workdir / sweep.STDERR_LOG).read_text()
     results = json.loads((workdir / "results.json").read_text())
     assert results["method"] == "bn_vae" and results["config"]["seed"] == 3

@@ -4,13 +4,12 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
+from conftest import python_module, run_child, start_child, tail, wait_child
 
 from bnvae_jax import cli, steps, train, writers
 
@@ -81,21 +80,17 @@ def test_compilations_bounded_by_number_of_shapes(tmp_path):
 
 
 def _run_main(workdir, *extra):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
+    return start_child(
+        python_module(
             "bnvae_jax.main",
             f"--config={ROOT / 'configs' / 'tiny.py'}",
             f"--workdir={workdir}",
             "--config.train.epochs=3",
             "--config.train.checkpoint_every_steps=3",
             *extra,
-        ],
+        ),
+        f"{workdir}.log",
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
 
@@ -103,8 +98,7 @@ def _run_main(workdir, *extra):
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_results(tmp_path):
     reference = _run_main(tmp_path / "ref")
-    out, err = reference.communicate(timeout=600)
-    assert reference.returncode == 0, err[-2000:]
+    assert wait_child(reference, 600, "reference run") == 0, tail(reference.log)
     killed_dir = tmp_path / "killed"
     proc = _run_main(killed_dir)
     # Kill once a mid-run checkpoint exists (after step 3, before the end).
@@ -119,8 +113,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_results(tmp_path):
     proc.wait()
     assert not (killed_dir / "results.json").exists()
     resumed = _run_main(killed_dir)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-2000:]
+    assert wait_child(resumed, 600, "resumed run") == 0, tail(resumed.log)
     ref = json.loads((tmp_path / "ref" / "results.json").read_text())
     got = json.loads((killed_dir / "results.json").read_text())
     ref["config"] = got["config"] = None
@@ -131,20 +124,18 @@ def test_standalone_evaluate_reproduces_the_run_metrics(tmp_path):
     results = train.train_and_evaluate(
         tiny_config(**{"train.epochs": 1}), str(tmp_path)
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "bnvae_jax.evaluate", f"--workdir={tmp_path}"],
+    code, out = run_child(
+        python_module("bnvae_jax.evaluate", f"--workdir={tmp_path}"),
+        300,
         cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert code == 0, out[-2000:]
     again = json.loads((tmp_path / "evaluation.json").read_text())
     for split in ("valid", "test"):
         for key in RESULT_KEYS:
             assert again[split][key] == pytest.approx(results[split][key], rel=1e-6)
-    assert "iw_nll" in proc.stdout
+    assert "iw_nll" in out
 
 
 class _Cfg:

@@ -4,7 +4,7 @@ He et al. (2019) and BN-VAE (App. A.1) compare the model-posterior mean
 ``mu_{x,theta} = E_{p(z|x)}[z]`` with the inference mean ``mu_{x,phi}`` of
 ``q(z|x)``. With one latent dimension the model posterior is computed on a grid
 ``z_1 < .. < z_K``: ``p(z_k|x) ∝ p(z_k) p(x|z_k)``, normalised by log-sum-exp
-over the grid (SPEC §7.3).
+over the grid.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class BatchPlan:
 
 
 def plan_batches(rows: Sequence[np.ndarray], config: BatchingConfig) -> BatchPlan:
-    """Groups sentences into batches once (SPEC §1.4).
+    """Groups sentences into batches once.
 
     Sentence indices are stable-sorted by length. ``"same_length"`` cuts each
     group of equal length into consecutive chunks of ``batch_size`` (the last

@@ -85,7 +85,7 @@ def _decode(path: pathlib.Path, data: bytes) -> str:
 def read_corpus(
     path: str | os.PathLike, *, labelled: bool = False, max_tokens: int | None = None
 ) -> Corpus:
-    """Reads a file of whitespace-tokenised sentences, one per line (SPEC §1.1).
+    """Reads a file of whitespace-tokenised sentences, one per line.
 
     Accepts LF, CRLF and CR line ends and a leading UTF-8 BOM. Lines with no
     token are dropped; so are lines longer than ``max_tokens``.
@@ -161,7 +161,7 @@ def read_corpus(
 def encode_corpus(
     corpus: Corpus | Iterable[Sequence[str]], vocab: Vocab
 ) -> list[np.ndarray]:
-    """Id rows ``[<s>, w_1, .., w_L, </s>]`` (SPEC §1.3).
+    """Id rows ``[<s>, w_1, .., w_L, </s>]``.
 
     Args:
         corpus: a ``Corpus`` or tokenised sentences.
@@ -181,7 +181,7 @@ def encode_corpus(
 
 
 def count_words(rows: Iterable[np.ndarray]) -> int:
-    """Predicted tokens for perplexity: Σ (L+1) over rows of length L+2 (SPEC §1.5).
+    """Predicted tokens for perplexity: Σ (L+1) over rows of length L+2.
 
     Every word plus ``</s>`` counts; ``<s>`` never does.
     """

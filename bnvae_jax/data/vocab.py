@@ -142,7 +142,7 @@ class Vocab:
 
     @classmethod
     def from_sentences(cls, sentences: Iterable[Sequence[str]]) -> Vocab:
-        """The reference vocabulary (SPEC §1.2).
+        """The reference vocabulary.
 
         Special tokens first, then every word of ``sentences`` in order of first
         occurrence, with no frequency cut-off. A word equal to a special token

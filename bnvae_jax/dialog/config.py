@@ -20,7 +20,7 @@ TASK = "dialog"
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every knob of a dialog run; sizes and optimiser of Zhao et al. (SPEC §6, §8)."""
+    """Every knob of a dialog run; sizes and optimiser of Zhao et al.."""
     c = ml_collections.ConfigDict()
     c.task = TASK  # main.py dispatches on this
     c.method = "bn_cvae"  # cvae | cvae_bow | bn_cvae

@@ -6,7 +6,7 @@ Two file formats:
   {age, education, sex, ...}, "B": {...}, "utts": [[speaker, text, [act, ...]],
   ...]}``. Every utterance is a response once, its context the up to
   ``context_size - 1`` utterances before it; each dialog starts with the
-  pseudo-utterance ``<s> <d> </s>`` (SPEC §6.1).
+  pseudo-utterance ``<s> <d> </s>``.
 * ``text``: one example a line, ``turn ||| turn ||| ... ||| response`` (oldest
   turn first; at least one context turn). Speakers alternate and end with the
   responder; there is no topic and no speaker metadata (zeros).

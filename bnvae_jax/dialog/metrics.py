@@ -2,9 +2,9 @@
 
 For a context with references r_1..r_M and sampled hypotheses h_1..h_N, and a
 similarity d(r, h) in [0, 1]:
-precision = (1/N) Σ_i max_j d(r_j, h_i) and recall = (1/M) Σ_j max_i d(r_j, h_i)
-(SPEC §6.4). With one reference, precision is the mean and recall the max of
-d(r, h_i) over the samples, as in Zhao et al.'s single-reference test.
+precision = (1/N) Σ_i max_j d(r_j, h_i) and recall = (1/M) Σ_j max_i d(r_j, h_i),
+Zhao et al.'s definitions. With one reference, precision is the mean and recall
+the max of d(r, h_i) over the samples, as in Zhao et al.'s single-reference test.
 
 BLEU is NLTK's ``sentence_bleu([r], h, weights=(1/k,)*k,
 smoothing_function=SmoothingFunction().method7)`` (Chen & Cherry 2014, method 7 =

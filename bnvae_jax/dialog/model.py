@@ -3,8 +3,8 @@
 utterance bi-GRU → context GRU → condition c = [topic; my meta; other meta; ctx];
 prior p(z|c): Linear-tanh-Linear; recognition q(z|c, y): Linear([c; enc(y)]),
 whose mean may go through the ``bn_gaussian`` head; decoder GRU whose initial
-state is Linear([c; z]); bag-of-words head Linear-tanh-Linear on [c; z]
-(SPEC §6.2). GRUs follow TensorFlow's ``GRUCell`` (reset gate applied to the
+state is Linear([c; z]); bag-of-words head Linear-tanh-Linear on [c; z],
+as in Zhao et al. GRUs follow TensorFlow's ``GRUCell`` (reset gate applied to the
 state before the candidate's matmul; gate bias initialised to 1) because the
 reference model is TensorFlow code.
 """
@@ -179,7 +179,7 @@ def bow_loss(bow_logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.
 
 
 class DialogCVAE(nn.Module):
-    """The CVAE of SPEC §6.2; the recognition head is chosen by ``cfg.head``."""
+    """Zhao et al.'s CVAE (see above); ``cfg.head`` picks the recognition head."""
 
     cfg: DialogModelConfig
 

@@ -5,7 +5,8 @@
 * ``bn_cvae``: BN (fixed γ, learnable β) on the recognition mean and the extra
   ``KL(p(z|c) ‖ N(0, I))`` of paper Eq. 11: minimise
   ``rec + w(t)·KL(q'‖p) + w_p(t)·KL(p‖N(0, I))``. With ``w = w_p = 1`` the two
-  KLs sum to paper Eq. 12 with the constant −2 (the paper prints −1, SPEC §9.9).
+  KLs sum to paper Eq. 12 with the constant −2 (the paper prints −1; the
+  reference code computes −2).
 """
 
 from __future__ import annotations

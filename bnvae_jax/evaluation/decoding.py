@@ -148,7 +148,7 @@ def beam_search(
     beam_size: int,
     max_len: int,
 ) -> BeamResult:
-    """Batched beam search with the reference's bookkeeping (SPEC §4.6).
+    """Batched beam search with the reference's bookkeeping.
 
     Each step expands every alive hypothesis by every word and keeps the
     ``K - #finished`` best expansions by summed log-probability (no length
@@ -312,7 +312,7 @@ def write_outputs(
 
     ``reconstructions.txt`` holds, for the first ``cfg.num_reconstructions`` test
     sentences, the input and its greedy, sampled and beam decodings from one
-    posterior sample z ~ q(z|x) (SPEC §4.6, §9.18), each block ended by a blank
+    posterior sample z ~ q(z|x), each block ended by a blank
     line. ``prior_samples.txt`` / ``prior_samples_sampled.txt`` hold
     ``cfg.num_prior_samples`` greedy / sampled sentences from z ~ N(0, I), one a
     line.

@@ -44,7 +44,7 @@ def _neg_entropy(logvar):
 
 
 def mutual_information_dataset(mu, logvar, key) -> float:
-    """I_q(x; z) with the aggregate posterior over the whole split (SPEC §4.3).
+    """I_q(x; z) with the aggregate posterior over the whole split.
 
     The estimator of [BN]/[LI]: one sample z_i ~ q(z|x_i) per example, scored
     against the mixture of all N posteriors.
@@ -87,7 +87,7 @@ def mutual_information_per_batch(mu, logvar, batch_ids, key) -> float:
 def active_units(mu, threshold: float = 0.01) -> tuple[int, np.ndarray]:
     """Units whose posterior mean varies over the data: Var_x E_q[z_j] >= threshold.
 
-    Uses the unbiased variance (N − 1), as the reference does (SPEC §4.4).
+    Uses the unbiased variance (N − 1), as the reference does.
 
     Returns:
       the count and the per-dimension variances <float64>[n].

@@ -196,7 +196,7 @@ def iw_log_likelihood(
     max_logits: int = 1 << 26,
     par: parallel.Parallel | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Importance-weighted log p(x) for every sentence (SPEC §4.2).
+    """Importance-weighted log p(x) for every sentence.
 
     Args:
       model: the ``TextVAE``.

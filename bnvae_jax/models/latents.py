@@ -26,7 +26,7 @@ class DirectionPosterior(NamedTuple):
 
 
 class DirectionHead(nn.Module):
-    """vMF head: the first half of the encoder's outputs, normalised (SPEC §3.4).
+    """vMF head: the first half of the encoder's outputs, normalised.
 
     The second half (the encoder's 'logvar' slot) is unused, as in the reference.
     """

@@ -52,9 +52,9 @@ class InitScheme:
 
 
 INIT_SCHEMES: dict[str, InitScheme] = {
-    # PyTorch defaults: what the [BN] Gaussian encoder keeps (SPEC §2.1, §9.2).
+    # PyTorch defaults: what the [BN] Gaussian encoder keeps.
     "torch_default": InitScheme(1.0, None, None, None),
-    # He et al. / Li et al.: every weight U(±0.01), embeddings U(±0.1) (SPEC §2.2).
+    # He et al. / Li et al.: every weight U(±0.01), embeddings U(±0.1).
     "uniform": InitScheme(None, 0.1, 0.01, 0.01),
 }
 

@@ -63,7 +63,7 @@ class FixedScaleBatchNorm(nn.Module):
     updates running statistics as PyTorch's ``BatchNorm1d`` does: momentum in
     PyTorch's convention and the *unbiased* batch variance in the running average.
     Eval mode uses the running statistics. Gamma is a module attribute, not a
-    parameter, so no optimiser can move it (SPEC §2.1).
+    parameter, so no optimiser can move it.
 
     Attributes:
       gamma: the fixed scale.
@@ -177,7 +177,7 @@ class BNGaussianHead(nn.Module):
 
 
 def delta_variance_bounds(delta: float) -> tuple[float, float]:
-    """The roots v_l < 1 < v_u of ln v − v + 2δ + 1 = 0 (δ-VAE, SPEC §3.4).
+    """The roots v_l < 1 < v_u of ln v − v + 2δ + 1 = 0 (δ-VAE).
 
     With c = 2δ + 1, v = −W(−e^{−c}) on the principal (v_l) and the −1 branch
     (v_u) of the Lambert W function: a closed form, no symbolic solver.

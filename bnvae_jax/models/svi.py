@@ -3,7 +3,7 @@
 Starting from the encoder's λ0 = (μ, log σ²), K steps of SGD with momentum on the
 per-example negative ELBO move λ with the decoder fixed. Training differentiates
 the final loss exactly through the unrolled steps (the reference approximates
-the Hessian-vector products by finite differences, SPEC §9.21).
+the Hessian-vector products by finite differences).
 
 Two choices differ from Kim et al.'s code so that a sentence's refined posterior
 does not depend on the other sentences of its batch (evaluation batches differ

@@ -1,8 +1,8 @@
 """Von Mises–Fisher posterior with a fixed concentration (the vMF-VAE baseline).
 
 The posterior is vMF(μ̂, κ) on the unit sphere S^{d−1} ⊂ R^d with a learnt mean
-direction μ̂ and a *fixed* concentration κ; the prior is uniform on the sphere
-(SPEC §3.4). Since κ is fixed the KL is a constant: two formulas are offered in
+direction μ̂ and a *fixed* concentration κ; the prior is uniform on the sphere.
+Since κ is fixed the KL is a constant: two formulas are offered in
 ``VMF_KL`` ('guu', the paper's, and 'uniform', the exact one).
 
 Two kinds of functions live here:
@@ -112,7 +112,7 @@ def vmf_kl_guu(kappa: float, dim: int) -> float:
     KL = κ [(I_{d/2+1}(κ) + I_{d/2}(κ) d/(2κ)) / I_{d/2}(κ) − d/(2κ)]
          + (d/2) log κ − log I_{d/2}(κ) − log Γ(d/2+1) − (d/2) log 2.
     In the reference the − d/(2κ) sits inside the factor κ, so the bracket is
-    just the ratio I_{d/2+1}(κ) / I_{d/2}(κ) (this gives SPEC's 2.084 at κ=13,
+    just the ratio I_{d/2+1}(κ) / I_{d/2}(κ) (this gives the reference's 2.084 at κ=13,
     d=32; with the subtraction outside one would get 16.85).
     """
     kappa, dim = _check(kappa, dim)
