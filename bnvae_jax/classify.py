@@ -8,8 +8,8 @@ Files are ``LABEL<TAB>TEXT``. For every number of labels N and every seed, N
 labelled sentences are drawn from the training file (balanced over the classes or
 at random), a linear classifier is trained on the posterior means of RUN's
 encoder (after the BN head, eval mode: running statistics) and scored on the
-test file. By default the encoder is frozen; ``--mode=finetune`` trains it with
-the classifier (dropout 0.5 on the mean), as the reference's default does.
+test file. By default the encoder is fine-tuned with the classifier (dropout 0.5
+on the mean), as the reference's default does; ``--mode=frozen`` keeps it fixed.
 Optimisation follows the reference: SGD with learning rate 1, batch
 16, gradient clipping at 5, and, with a validation file, the classifier of the
 best validation loss, halving the learning rate after 2 epochs without
@@ -51,7 +51,7 @@ SUBSETS = ("balanced", "random")
 class ClassifierConfig:
     """How the classifier is trained (defaults: the reference's)."""
 
-    mode: str = "frozen"
+    mode: str = "finetune"
     subsets: str = "balanced"
     epochs: int = 100
     batch_size: int = 16
@@ -611,7 +611,7 @@ flags.DEFINE_string("test_file", None, "LABEL<TAB>TEXT file scored.")
 flags.DEFINE_list("labels", ["100", "500", "1000", "2000", "10000"], "Label counts.")
 flags.DEFINE_integer("seeds", 10, "Seeds per label count (the reference's first).")
 flags.DEFINE_enum("subsets", "balanced", SUBSETS, "How labelled subsets are drawn.")
-flags.DEFINE_enum("mode", "frozen", MODES, "Frozen encoder or fine-tuning.")
+flags.DEFINE_enum("mode", "finetune", MODES, "Fine-tuned (default) or frozen encoder.")
 flags.DEFINE_integer("epochs", 100, "Upper bound on classifier epochs.")
 flags.DEFINE_float("learning_rate", 1.0, "SGD learning rate.")
 flags.DEFINE_string("output", "classification", "Stem of the files written in RUN.")

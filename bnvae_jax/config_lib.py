@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from collections.abc import Iterable, Mapping
 
 import ml_collections
 
+from bnvae_jax import bn_health, parallel
 from bnvae_jax import methods as methods_lib
-from bnvae_jax import parallel
 from bnvae_jax.errors import ConfigError
 
 
@@ -76,6 +77,10 @@ def default_config() -> ml_collections.ConfigDict:
     m.svi_clip = 5.0  # L2 clip of each example's mean / logvar gradient
     m.bn_momentum = 0.1  # PyTorch convention: new = (1 - m) old + m batch
     m.bn_eps = 1e-5
+    # Beyond the paper: keep the KL bound when the pre-BN variance of μ is tiny
+    # ('none' = the paper's v + eps; 'relative_eps'; 'weight_norm'; see
+    # models/posteriors.BN_REMEDIES).
+    m.bn_remedy = "none"
     m.dec_dropout_in = 0.5  # dropout on decoder word embeddings (not on z)
     m.dec_dropout_out = 0.5  # dropout on decoder LSTM outputs
     m.enc_init = "torch_default"  # 'torch_default' ([BN]) or 'uniform' ([HE]/[LI])
@@ -117,6 +122,10 @@ def default_config() -> ml_collections.ConfigDict:
     e.beam_size = 5
     e.max_decode_len = 100
     e.seed = 0  # evaluation randomness (IW samples, MI, decoding)
+    # The run's seed is folded into eval.seed, so runs of different seeds draw
+    # different evaluation noise and their spread includes the estimators' noise.
+    # False: every run shares eval.seed's draws (the behaviour before).
+    e.fold_run_seed = True
 
     # Data parallelism (README "Scaling out"): data.batch_size is the global batch,
     # split over every device used; results do not depend on the device count.
@@ -199,6 +208,7 @@ class ModelConfig:
     svi_momentum: float = 0.5
     svi_clip: float = 5.0
     svi_scale: float = 1.0  # the SVI loss is the per-example loss times this
+    bn_remedy: str = "none"  # posteriors.BN_REMEDIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +254,9 @@ class EvalConfig:
     max_decode_len: int
     seed: int
     iw_splits: str = "valid,test"
+    # default_config sets True; a saved config without the key (a run from
+    # before the key existed) keeps the shared draws it was evaluated with.
+    fold_run_seed: bool = False
 
 
 INIT_SCHEMES = ("torch_default", "uniform")
@@ -353,6 +366,11 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
         )
         _require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
         _require(m.bn_eps > 0, "model.bn_eps must be positive")
+        _require(
+            m.bn_remedy in bn_health.REMEDIES,
+            f"model.bn_remedy={m.bn_remedy!r} is not one of "
+            f"{', '.join(bn_health.REMEDIES)}",
+        )
     for name in ("enc_init", "dec_init"):
         _require(
             m[name] in INIT_SCHEMES,
@@ -411,8 +429,16 @@ class RunConfig:
 
 
 def resolve(config: ml_collections.ConfigDict, vocab_size: int) -> RunConfig:
-    """Validates ``config`` and returns typed objects (vocab size is derived data)."""
+    """Validates ``config`` and returns typed objects (vocab size is derived data).
+
+    Logs one warning line when a BN head is estimated to start with its pre-BN
+    variance below eps (``bn_health.start_warning``).
+    """
     method = validate(config)
+    if method.head == "bn_gaussian":
+        line = bn_health.start_warning(config.model)
+        if line:
+            logging.warning("%s", line)
     model = _fields(
         ModelConfig,
         config.model,
@@ -423,6 +449,10 @@ def resolve(config: ml_collections.ConfigDict, vocab_size: int) -> RunConfig:
         skip=method.decoder == "lstm_skip",
         svi_steps=config.model.svi_steps if method.procedure == "svi" else 0,
         svi_scale=1.0 / config.data.batch_size,
+    )
+    t = config.train
+    method = methods_lib.with_selection_for(
+        method, kl_start=t.kl_start, warmup_epochs=t.kl_warmup_epochs, beta=t.beta
     )
     return RunConfig(
         method_name=config.method,

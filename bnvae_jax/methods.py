@@ -123,6 +123,39 @@ METHODS: dict[str, Method] = {
 }
 
 
+def kl_weight_always_zero(
+    method: Method, *, kl_start: float, warmup_epochs: float, beta: float
+) -> bool:
+    """Whether the method's schedule keeps the KL weight at 0 on every step.
+
+    'zero' always; 'constant' when β = 0; the linear ramps when there is no ramp
+    (warm-up 0) and they start at 0 (the reference's test: kl_start < 1e-6).
+    Cyclical annealing always rises to 1.
+    """
+    if method.schedule == "zero":
+        return True
+    if method.schedule == "constant":
+        return beta == 0
+    if method.schedule in ("linear", "cyclic_epoch_reset"):
+        return warmup_epochs <= 0 and kl_start < 1e-6
+    return False
+
+
+def with_selection_for(
+    method: Method, *, kl_start: float, warmup_epochs: float, beta: float
+) -> Method:
+    """The method, selecting on the reconstruction loss when the KL weight is 0.
+
+    The reference's AE runs (KL weight 0 throughout) pick the best checkpoint by
+    the reconstruction loss alone, whatever the script's usual selection.
+    """
+    if kl_weight_always_zero(
+        method, kl_start=kl_start, warmup_epochs=warmup_epochs, beta=beta
+    ):
+        return dataclasses.replace(method, selection="rec")
+    return method
+
+
 def get_method(name: str) -> Method:
     """Returns the row for ``name``; an unknown name lists the known ones."""
     try:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from bnvae_jax import objectives, parallel
+from bnvae_jax import bn_health, objectives, parallel
 from bnvae_jax.models import posteriors, svi
 
 Batch = Mapping[str, jax.Array]  # tokens <int32>[B, T], lengths <int32>[B], mask [B]
@@ -154,7 +154,7 @@ def _joint_loss(state, params, batch, keys, kl_weight, fns):
         mask,
         train=True,
         rngs={"sample": sample_key, "dropout": dropout_key},
-        mutable=["batch_stats"],
+        mutable=["batch_stats", "intermediates"],
     )
     loss = objectives.vae_loss(out.rec, out.kl, mask, kl_weight, fns.kl_transform)
     return _global_mean(loss, mask, fns.axis_name), (out.rec, out.kl, updates)
@@ -176,7 +176,7 @@ def _svi_loss(state, params, batch, keys, kl_weight, fns):
         mask,
         train=True,
         method="encode",
-        mutable=["batch_stats"],
+        mutable=["batch_stats", "intermediates"],
     )
     fixed = {"params": jax.lax.stop_gradient(params), "batch_stats": {}}
 
@@ -282,6 +282,8 @@ def train_step(
         "grad_norm": grad_norm,
         "param_norm": optax.tree.norm(new_state.params),
         "learning_rate": state.opt_state.hyperparams["learning_rate"],
+        # BN head health (global-batch statistics: no psum needed).
+        **bn_health.step_metrics(updates),
     }
     return new_state, metrics
 

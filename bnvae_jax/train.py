@@ -15,6 +15,7 @@ import numpy as np
 import tqdm
 
 from bnvae_jax import (
+    bn_health,
     checkpoints,
     config_lib,
     fileio,
@@ -57,6 +58,7 @@ class LoopState:
     aggressive: bool = True
     pre_mi: float = 0.0
     inner_steps: int = 0  # encoder-only steps taken (agg_vae)
+    bn_warning: str = ""  # BN bound problems last warned about (bn_health.monitor)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -248,6 +250,8 @@ def _flush(pending: list, loop: LoopState, writer, step: int) -> dict:
     scalars["train/loss"] = (
         scalars["train/rec"] + scalars["train/kl_weight"] * (scalars["train/kl"])
     )
+    scalars.update(bn_health.host_scalars(host))
+    loop.bn_warning = bn_health.warn(scalars, loop.bn_warning)
     writer.write_scalars(step, scalars)
     pending.clear()
     return scalars
@@ -503,7 +507,7 @@ def setup(
         ckpt=ckpt,
         writer=writer,
         rng=par.replicate(jax.random.fold_in(root, 1)),
-        eval_key=jax.random.key(run.eval.seed),
+        eval_key=eval_run.root_key(run.eval, run.seed),
         par=par,
     )
     tx = steps.make_optimizer(run.train.learning_rate, run.train.clip_norm)

@@ -25,11 +25,12 @@ def get_config():
     base.data.synthetic.num_test = 2000
     base.train.test_every_epochs = 0
     base.train.checkpoint_every_steps = 2000
-    # [BN]'s Gaussian encoder keeps PyTorch's default init. He et al.'s
-    # U(±0.1)/U(±0.01) init of configs/synthetic.py starts the pre-BN means with a
-    # variance far below the BN eps (1e-5): the normalised mean then has variance
-    # γ² v/(v + eps) ≈ 0, and the KL's pull keeps v there, so BN-VAE collapses
-    # like the VAE (measured: train KL 0.003-0.02 for γ=1 over 8000 steps).
+    # [BN]'s Gaussian encoder keeps PyTorch's default init, as
+    # configs/synthetic.py does. He et al.'s U(±0.1)/U(±0.01) init starts the
+    # pre-BN means with a variance far below the BN eps (1e-5): the normalised
+    # mean then has variance γ² v/(v + eps) ≈ 0, and the KL's pull keeps v there,
+    # so BN-VAE collapses like the VAE (measured: train KL 0.003-0.02 for γ=1 over
+    # 8000 steps). model.bn_remedy='relative_eps' keeps the bound at any v.
     base.model.enc_init = "torch_default"
 
     c = ml_collections.ConfigDict()

@@ -65,7 +65,8 @@ for method in vae bn_vae; do
     --train_file="$data/short_yelp.pool.txt" \
     --valid_file="$data/short_yelp.valid.txt" \
     --test_file="$data/short_yelp.test.txt" \
-    --labels="${LABELS:-100,500,1000,2000,10000}" --seeds="${SEEDS:-10}"
+    --labels="${LABELS:-100,500,1000,2000,10000}" --seeds="${SEEDS:-10}" \
+    --mode=frozen  # the table of docs/RESULTS.md (classify's default fine-tunes)
 done
 python - "$runs" <<'PY'
 """Both runs' tables as one."""

@@ -155,7 +155,7 @@ def test_frozen_and_finetuned_runs(run_dir):
     valid, _ = classify.read_labelled(files["valid"], run.vocab, classes)
     test, _ = classify.read_labelled(files["test"], run.vocab, classes)
     assert classes == ("0", "1")
-    cfg = classify.ClassifierConfig(epochs=3)
+    cfg = classify.ClassifierConfig(mode="frozen", epochs=3)
     report = classify.run_classification(
         run,
         pool,
@@ -207,6 +207,9 @@ def test_bad_inputs_are_user_errors(run_dir, tmp_path):
     bad = _write(tmp_path / "bad.txt", ["0\tgood food", "7\tbad food"])
     with pytest.raises(DataError, match="label.*7 not in"):
         classify.read_labelled(bad, run.vocab, ("0", "1"))
+    # The reference fine-tunes the encoder unless told to freeze it.
+    assert classify.ClassifierConfig().mode == "finetune"
+    assert classify.FLAGS["mode"].default == "finetune"
     with pytest.raises(ConfigError, match="mode='linear'"):
         classify.ClassifierConfig(mode="linear")
 

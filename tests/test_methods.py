@@ -47,6 +47,45 @@ def test_beta_vae_weight_is_constant_and_ae_is_zero(tmp_path):
     assert trainer.selection_loss({"rec": 10.0, "kl": 2.0, "elbo_nll": 12.0}) == 10.0
 
 
+@pytest.mark.parametrize(
+    "method, overrides, selection",
+    [
+        ("vae", {}, "elbo"),
+        # No ramp from 0: the KL weight is 0 throughout, a pure autoencoder.
+        ("vae", {"train.kl_warmup_epochs": 0.0, "train.kl_start": 0.0}, "rec"),
+        ("vae", {"train.kl_warmup_epochs": 0.0, "train.kl_start": 1.0}, "elbo"),
+        ("bn_vae", {"train.kl_warmup_epochs": 0.0}, "rec"),
+        ("beta_vae", {"train.beta": 0.0}, "rec"),
+        ("beta_vae", {"train.beta": 0.4}, "beta"),
+        ("ae", {}, "rec"),
+        ("cyclic", {"train.kl_warmup_epochs": 0.0}, "elbo"),  # rises to 1
+        ("cyclic_epoch_reset", {"train.kl_warmup_epochs": 0.0}, "rec"),
+    ],
+)
+def test_selection_on_rec_when_the_kl_weight_is_always_zero(
+    method, overrides, selection
+):
+    run = config_lib.resolve(tiny_config(method, **overrides), 50)
+    assert run.method.selection == selection
+    assert run.method_name == method
+    row = methods.METHODS[method]
+    always_zero = methods.kl_weight_always_zero(
+        row,
+        kl_start=run.train.kl_start,
+        warmup_epochs=run.train.kl_warmup_epochs,
+        beta=run.train.beta,
+    )
+    assert always_zero == (selection == "rec")
+
+
+def test_always_zero_kl_selects_the_reconstruction_in_the_loop(tmp_path):
+    config = tiny_config("vae", **{"train.kl_warmup_epochs": 0.0})
+    trainer, _ = train.setup(config, tmp_path)
+    assert {float(trainer.step_fns().kl_schedule(s)) for s in (0, 9, 999)} == {0.0}
+    val = {"rec": 10.0, "kl": 2.0, "elbo_nll": 12.0}
+    assert trainer.selection_loss(val) == 10.0
+
+
 def test_cyclic_methods_build_their_schedules_from_the_run(tmp_path):
     config = tiny_config("cyclic", **{"train.cycles": 2, "train.cycle_ratio": 0.5})
     trainer, _ = train.setup(config, tmp_path)

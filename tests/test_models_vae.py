@@ -133,3 +133,31 @@ def test_init_schemes(tiny_model_config, scheme):
     # The decoder is always U(±0.01), embeddings U(±0.1).
     assert np.abs(dec_emb).max() <= 0.1
     assert np.abs(dec_w).max() <= 0.01
+
+
+def test_weight_norm_remedy_gives_unit_norm_mu_columns(tiny_model_config):
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_model_config(), bn_remedy="weight_norm")
+    tokens, lengths, _ = _batch([5, 6, 7], 8)
+    enc = vae_lib.Encoder(cfg)
+    params = enc.init(jax.random.key(0), tokens, lengths)
+    mu, logvar = enc.apply(params, tokens, lengths)
+    plain = vae_lib.Encoder(dataclasses.replace(cfg, bn_remedy="none"))
+    raw_mu, raw_logvar = plain.apply(params, tokens, lengths)  # same parameters
+    kernel = np.asarray(params["params"]["to_latent"]["kernel"])
+    n = cfg.latent_dim
+    norms = np.linalg.norm(kernel[:, :n], axis=0)
+    np.testing.assert_allclose(np.asarray(logvar), np.asarray(raw_logvar))
+    np.testing.assert_allclose(
+        np.asarray(mu), np.asarray(raw_mu) / norms, rtol=1e-5, atol=1e-7
+    )
+    # Scaling the μ weights no longer changes μ.
+    scaled = jax.tree.map(lambda x: x, params)
+    scaled["params"]["to_latent"]["kernel"] = jnp.asarray(kernel * 0.01)
+    np.testing.assert_allclose(
+        np.asarray(enc.apply(scaled, tokens, lengths)[0]),
+        np.asarray(mu),
+        rtol=1e-4,
+        atol=1e-7,
+    )

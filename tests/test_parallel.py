@@ -87,6 +87,8 @@ def _means(metrics):
     return [
         {k: float(m[k]) / float(m["count"]) for k in ("rec_sum", "kl_sum", "loss_sum")}
         | {k: float(m[k]) for k in ("count", "tokens", "grad_norm", "param_norm")}
+        # BN head health: statistics of the global batch on every device count.
+        | {k: float(m[k]) for k in m if k.startswith("bn_")}
         for m in metrics
     ]
 
@@ -94,6 +96,7 @@ def _means(metrics):
 def _compare(ref, got) -> dict:
     (v_ref, m_ref, e_ref), (v_got, m_got, e_got) = ref, got
     return {
+        "bn_metrics": sum(k.startswith("bn_") for k in m_got[0]),
         "params": _max_diff(v_ref["params"], v_got["params"]),
         "batch_stats": _max_diff(v_ref["batch_stats"], v_got["batch_stats"]),
         "metrics": max(
@@ -175,6 +178,8 @@ def multi_device_report(tmp_path_factory):
 @pytest.mark.parametrize("run", ["bn_vae/jit", "bn_vae/pmap", "sa_vae/pmap"])
 def test_eight_devices_reproduce_one(multi_device_report, run):
     diffs = multi_device_report[run]
+    if run.startswith("bn_vae"):
+        assert diffs["bn_metrics"] == 5, diffs  # the BN head's fields were compared
     assert diffs["params"] <= TOL, diffs
     assert diffs["batch_stats"] <= TOL, diffs
     assert diffs["metrics"] <= TOL, diffs

@@ -19,6 +19,19 @@ from bnvae_jax.data import batching
 from bnvae_jax.evaluation import estimators, passes
 
 
+def root_key(cfg: EvalConfig, run_seed: int) -> jax.Array:
+    """The key every evaluation draw of a run derives from.
+
+    ``fold_in(key(eval.seed), run_seed)``, so the noise of the ELBO, MI and
+    IW-NLL estimates differs between training seeds; with
+    ``eval.fold_run_seed=False``, ``key(eval.seed)`` alone (shared by all seeds).
+    """
+    key = jax.random.key(cfg.seed)
+    if cfg.fold_run_seed:
+        key = jax.random.fold_in(key, run_seed)
+    return key
+
+
 def batch_arrays(batch: batching.Batch) -> dict[str, np.ndarray]:
     """The arrays of a ``Batch`` as the dict the jitted kernels take."""
     return {

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import scipy.special
 
+from bnvae_jax import bn_health
+
 
 class Posterior(NamedTuple):
     """Diagonal Gaussian posterior parameters, each <float32>[B, n]."""
@@ -56,6 +58,58 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(jnp.square(z) + LOG_2PI, axis=-1)
 
 
+# How the BN head divides by the batch spread of μ (``model.bn_remedy``):
+#   'none': the paper's (x − m)/sqrt(v + eps). Its batch std is
+#     γ_eff = γ·sqrt(v/(v + eps)), which falls to 0 when v ≪ eps, and so does
+#     the KL bound.
+#   'relative_eps': (x − m)/sqrt(v·(1 + eps)): eps relative to v, so the batch std
+#     is γ/sqrt(1 + eps) at any scale of v and the bound holds by construction
+#     (beyond the paper).
+#   'weight_norm': the paper's BN after a μ projection whose columns have unit
+#     norm (the encoder cannot shrink v by shrinking its μ weights).
+BN_REMEDIES = bn_health.REMEDIES
+# Keeps 0/0 out of a batch whose means are all equal (its normalised means are β).
+_TINY = 1e-30
+
+
+class BNHealth(NamedTuple):
+    """What the train-mode BN head reports each step (all <float32>[])."""
+
+    gamma_eff_min: jax.Array  # min_j of the batch std of the normalised μ_j
+    gamma_eff_mean: jax.Array
+    gamma_eff_ratio_min: jax.Array  # min_j γ_eff_j / γ_j (1 when healthy)
+    var_min: jax.Array  # smallest pre-BN batch variance v_j
+    kl_bound: jax.Array  # Σ_j (γ_j² + β_j²)/2, the paper's bound on E[KL]
+
+
+def effective_scale(gamma, var, eps: float, remedy: str = "none") -> jax.Array:
+    """γ_eff per dimension: the batch std of γ(x − m)/sqrt(denominator) + β.
+
+    ``var`` is the biased batch variance v <float32>[n]; for the paper's head this
+    is γ·sqrt(v/(v + eps)).
+    """
+    return gamma * jnp.sqrt(var / _denominator(var, eps, remedy))
+
+
+def _denominator(var, eps: float, remedy: str):
+    if remedy == "relative_eps":
+        return var * (1.0 + eps) + _TINY
+    return var + eps
+
+
+def bn_health(gamma, beta, var, eps: float, remedy: str = "none") -> BNHealth:
+    """The head's ``BNHealth`` from γ (scalar or [n]), β [n] and v [n]."""
+    gamma_vec = jnp.broadcast_to(jnp.asarray(gamma, jnp.float32), var.shape)
+    g_eff = effective_scale(gamma_vec, var, eps, remedy)
+    return BNHealth(
+        gamma_eff_min=jnp.min(g_eff),
+        gamma_eff_mean=jnp.mean(g_eff),
+        gamma_eff_ratio_min=jnp.min(g_eff / gamma_vec),
+        var_min=jnp.min(var),
+        kl_bound=0.5 * jnp.sum(jnp.square(gamma_vec) + jnp.square(beta)),
+    )
+
+
 class FixedScaleBatchNorm(nn.Module):
     """Batch norm with a constant scale and a learnable shift, PyTorch semantics.
 
@@ -70,6 +124,11 @@ class FixedScaleBatchNorm(nn.Module):
       momentum: weight of the new batch statistic in the running average.
       eps: added to the variance.
       axis_name: mapped axis to reduce over when run under ``pmap``/``shard_map``.
+      remedy: how the spread is divided out, one of ``BN_REMEDIES`` (the BN
+        itself only distinguishes 'relative_eps' from the paper's v + eps).
+
+    In train mode the module sows its ``BNHealth`` (from the global batch
+    statistics) into the 'intermediates' collection when that is mutable.
     """
 
     gamma: float
@@ -78,6 +137,7 @@ class FixedScaleBatchNorm(nn.Module):
     axis_name: str | None = None
     learn_gamma: bool = False
     gamma_min: float = 0.0
+    remedy: str = "none"
 
     def scale(self, features: int) -> jax.Array | float:
         """γ: the constant, or γ_min + softplus(raw) per dimension when learnt.
@@ -112,9 +172,15 @@ class FixedScaleBatchNorm(nn.Module):
                 m = self.momentum
                 ra_mean.value = (1.0 - m) * ra_mean.value + m * mean
                 ra_var.value = (1.0 - m) * ra_var.value + m * unbiased
+            self.sow(
+                "intermediates",
+                "bn_health",
+                bn_health(gamma, beta, var, self.eps, self.remedy),
+            )
         else:
             mean, var = ra_mean.value, ra_var.value
-        return gamma * (x - mean) * jax.lax.rsqrt(var + self.eps) + beta
+        denom = _denominator(var, self.eps, self.remedy)
+        return gamma * (x - mean) * jax.lax.rsqrt(denom) + beta
 
 
 def inverse_softplus(y: float) -> float:
@@ -161,6 +227,7 @@ class BNGaussianHead(nn.Module):
     axis_name: str | None = None
     learn_gamma: bool = False
     gamma_min: float = 0.0
+    remedy: str = "none"
 
     @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
@@ -171,6 +238,7 @@ class BNGaussianHead(nn.Module):
             self.axis_name,
             self.learn_gamma,
             self.gamma_min,
+            self.remedy,
             name="bn",
         )
         return Posterior(bn(mu, mask, train=train), logvar)
@@ -246,11 +314,19 @@ def make_head(
     learn_gamma: bool = False,
     gamma_min: float = 0.0,
     delta: float = 0.1,
+    bn_remedy: str = "none",
 ) -> nn.Module:
     """Builds the head named ``name`` with the hyper-parameters it uses."""
     if name == "bn_gaussian":
         return BNGaussianHead(
-            gamma, momentum, eps, axis_name, learn_gamma, gamma_min, name="head"
+            gamma,
+            momentum,
+            eps,
+            axis_name,
+            learn_gamma,
+            gamma_min,
+            bn_remedy,
+            name="head",
         )
     if name == "delta_gaussian":
         return DeltaGaussianHead(delta, name="head")

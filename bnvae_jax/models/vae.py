@@ -34,6 +34,31 @@ def target_mask(lengths: jax.Array, width: int) -> jax.Array:
     return (jnp.arange(width)[None, :] < (lengths[:, None] - 1)).astype(jnp.float32)
 
 
+class NormalisedMuLinear(nn.Module):
+    """``layers.Linear`` whose first ``features // 2`` columns (μ) have unit norm.
+
+    The ``bn_remedy='weight_norm'`` projection: the same parameter as the plain
+    layer (so checkpoints and ``init_from`` carry over), each μ column divided by
+    its L2 norm at use, so the scale of μ cannot shrink with its weights.
+    """
+
+    features: int
+    init_scheme: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        fan_in = x.shape[-1]
+        kernel = self.param(
+            "kernel",
+            layers.INIT_SCHEMES[self.init_scheme].linear(fan_in),
+            (fan_in, self.features),
+        )
+        half = self.features // 2
+        w_mu = kernel[:, :half]
+        w_mu = w_mu * jax.lax.rsqrt(jnp.sum(jnp.square(w_mu), 0, keepdims=True))
+        return x @ jnp.concatenate([w_mu, kernel[:, half:]], axis=1)
+
+
 class Encoder(nn.Module):
     """Embedding -> LSTM -> state at the true last token -> Linear to (mu, logvar)."""
 
@@ -55,7 +80,12 @@ class Encoder(nn.Module):
         hs, _ = lstm(x, zeros, zeros)
         last = jnp.clip(lengths - 1, 0, tokens.shape[1] - 1)
         h_last = hs[jnp.arange(batch), last]
-        out = layers.Linear(2 * cfg.latent_dim, cfg.enc_init, name="to_latent")(h_last)
+        project = (
+            NormalisedMuLinear
+            if cfg.head == "bn_gaussian" and cfg.bn_remedy == "weight_norm"
+            else layers.Linear
+        )
+        out = project(2 * cfg.latent_dim, cfg.enc_init, name="to_latent")(h_last)
         return jnp.split(out, 2, axis=-1)
 
 
@@ -168,6 +198,7 @@ class TextVAE(nn.Module):
                 learn_gamma=cfg.learn_gamma,
                 gamma_min=cfg.gamma_min,
                 delta=cfg.delta,
+                bn_remedy=cfg.bn_remedy,
             )
         self.decoder = Decoder(cfg)
 
