@@ -311,11 +311,11 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=("cpu", "precision", "gpu"), default="cpu")
     parser.add_argument("--out", default="benchmarks/results.json")
-    parser.add_argument("--repeats", type=int, default=5, help="calls per round")
-    parser.add_argument("--rounds", type=int, default=8, help="alternating rounds")
+    parser.add_argument("--repeats", type=int, default=8, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=12, help="alternating rounds")
     parser.add_argument("--iw-chunk", type=int, default=100)
     parser.add_argument("--iw-sentences", type=int, default=2)
-    parser.add_argument("--iw-repeats", type=int, default=5)
+    parser.add_argument("--iw-repeats", type=int, default=8)
     parser.add_argument("--skip-yahoo", action="store_true")
     parser.add_argument(
         "--tiny", action="store_true", help="gpu suite at tiny sizes (a smoke test)"
