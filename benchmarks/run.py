@@ -1,6 +1,12 @@
 """Speed and memory benchmarks of training and IW-NLL; prints a table, writes JSON.
 
     python benchmarks/run.py --out benchmarks/results.json
+    python benchmarks/run.py --suite=precision   # float32 vs bfloat16 mixed steps
+    python benchmarks/run.py --suite=gpu         # the day an accelerator is lent
+
+Every time is a median over repeated calls, reported with its min and max; two
+workloads compared with each other (BN-VAE vs VAE, float32 vs mixed) are timed
+in alternating rounds, so drifts of the machine fall on both alike.
 
 Workloads (SPEC §8 sizes; batches of identical length, as the reference's):
   ptb:   V 10k, E 256, H 256, n 32, 32 sentences of 22 words
@@ -14,7 +20,9 @@ rate measured in the same run is the machine's ceiling.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import resource
 import sys
 import time
@@ -84,8 +92,8 @@ def iw_flops(size: dict, samples: int) -> float:
     return 2.0 * samples * t_dec * ((e + n + h) * 4 * h + h * v)
 
 
-def timeit(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
-    """(compile/first-call seconds, median seconds of ``repeats`` calls)."""
+def timed_calls(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """(compile/first-call seconds, seconds of each of ``repeats`` calls)."""
     start = time.perf_counter()
     for _ in range(warmup):
         jax.block_until_ready(fn())
@@ -95,22 +103,51 @@ def timeit(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
         start = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
+    return first, times
+
+
+def timeit(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """(compile/first-call seconds, median seconds of ``repeats`` calls)."""
+    first, times = timed_calls(fn, repeats, warmup)
     return first, float(np.median(times))
 
 
-def gemm_gflops(n: int = 4096, repeats: int = 5) -> float:
+def spread(values, scale: float = 1.0) -> dict:
+    """Median, min and max of ``values`` times ``scale``."""
+    v = np.asarray(values, np.float64) * scale
+    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
+
+
+def alternating(runners: dict, rounds: int, per_round: int) -> tuple[dict, dict]:
+    """Compile seconds and per-round median seconds of each runner.
+
+    The runners take turns round by round, so a drift of the machine
+    (frequency, other load) falls on all of them alike.
+    """
+    compiles = {name: timeit(run, 1)[0] for name, run in runners.items()}
+    rounds_s = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            rounds_s[name].append(timeit(run, per_round, warmup=0)[1])
+    return compiles, rounds_s
+
+
+def gemm_gflops(n: int = 4096, repeats: int = 5) -> dict:
+    """float32 [n, n] x [n, n] GEMM rate: median with min and max (GFLOP/s)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     matmul = jax.jit(jnp.matmul)
-    _, secs = timeit(lambda: matmul(a, b), repeats)
-    return 2.0 * n**3 / secs / 1e9
+    _, times = timed_calls(lambda: matmul(a, b), repeats)
+    rates = 2.0 * n**3 / np.asarray(times) / 1e9
+    return spread(rates)
 
 
-def train_runner(name: str, head: str):
+def train_runner(name: str, head: str, mixed: bool = False, sizes=None):
     """A closure running one training step of a fresh model (state kept inside)."""
-    size = SIZES[name]
+    size = (sizes or SIZES)[name]
     batch = make_batch(size, BATCH)
-    model = TextVAE(model_config(size, head))
+    cfg = dataclasses.replace(model_config(size, head), mixed_precision=mixed)
+    model = TextVAE(cfg)
     state = steps.create_train_state(
         model, jax.random.key(0), batch, steps.make_optimizer(0.5, 5.0)
     )
@@ -128,11 +165,16 @@ def train_runner(name: str, head: str):
     return run
 
 
-def train_summary(name: str, compile_s: float, secs: float) -> dict:
-    size = SIZES[name]
+def train_summary(name: str, compile_s: float, times, sizes=None) -> dict:
+    """Step time (median, min, max over ``times``) and the rates at the median."""
+    size = (sizes or SIZES)[name]
     tokens = BATCH * (size["words"] + 1)
+    ms = spread(times, 1e3)
+    secs = ms["median"] / 1e3
     return {
-        "step_ms": secs * 1e3,
+        "step_ms": ms["median"],
+        "step_ms_min": ms["min"],
+        "step_ms_max": ms["max"],
         "compile_s": compile_s,
         "train_tokens_per_second": tokens / secs,
         "train_sentences_per_second": BATCH / secs,
@@ -141,30 +183,38 @@ def train_summary(name: str, compile_s: float, secs: float) -> dict:
 
 
 def bench_train(name: str, head: str, repeats: int) -> dict:
-    compile_s, secs = timeit(train_runner(name, head), repeats)
-    return train_summary(name, compile_s, secs)
+    compile_s, times = timed_calls(train_runner(name, head), repeats)
+    return train_summary(name, compile_s, times)
 
 
 def bench_bn_over_vae(rounds: int, per_round: int = 5) -> tuple[dict, dict, float]:
     """PTB-size BN-VAE and VAE steps timed in alternating rounds.
 
-    Alternating keeps drifts of the machine (frequency, other load) out of the
-    ratio; each round contributes its median, the ratio is of the medians.
+    Each round contributes its median; the ratio is of the medians of rounds.
     """
     runners = {h: train_runner("ptb", h) for h in ("bn_gaussian", "gaussian")}
-    compiles, times = {}, {h: [] for h in runners}
-    for head, run in runners.items():
-        compiles[head], _ = timeit(run, 1)
-    for _ in range(rounds):
-        for head, run in runners.items():
-            times[head].append(timeit(run, per_round, warmup=0)[1])
-    bn = train_summary("ptb", compiles["bn_gaussian"], np.median(times["bn_gaussian"]))
-    vae = train_summary("ptb", compiles["gaussian"], np.median(times["gaussian"]))
+    compiles, rounds_s = alternating(runners, rounds, per_round)
+    bn = train_summary("ptb", compiles["bn_gaussian"], rounds_s["bn_gaussian"])
+    vae = train_summary("ptb", compiles["gaussian"], rounds_s["gaussian"])
     return bn, vae, bn["step_ms"] / vae["step_ms"]
 
 
-def bench_iw(samples: int, chunk: int, sentences: int, repeats: int) -> dict:
-    size = SIZES["ptb"]
+def bench_precision(name: str, rounds: int, per_round: int) -> dict:
+    """BN-VAE step in float32 and in bfloat16 mixed precision, alternating."""
+    runners = {
+        "float32": train_runner(name, "bn_gaussian"),
+        "mixed_bf16": train_runner(name, "bn_gaussian", mixed=True),
+    }
+    compiles, rounds_s = alternating(runners, rounds, per_round)
+    out = {k: train_summary(name, compiles[k], rounds_s[k]) for k in runners}
+    out["mixed_over_float32"] = out["mixed_bf16"]["step_ms"] / out["float32"]["step_ms"]
+    return out
+
+
+def bench_iw(
+    samples: int, chunk: int, sentences: int, repeats: int, size=None, par=None
+) -> dict:
+    size = size or SIZES["ptb"]
     model = TextVAE(model_config(size, "bn_gaussian"))
     batch = make_batch(size, sentences)
     k = jax.random.key(0)
@@ -186,12 +236,17 @@ def bench_iw(samples: int, chunk: int, sentences: int, repeats: int) -> dict:
             num_samples=samples,
             chunk=chunk,
             progress=False,
+            par=par,
         )[1]
 
-    compile_s, secs = timeit(run, repeats)
-    per_sentence = secs / sentences
+    compile_s, times = timed_calls(run, repeats)
+    per = spread(times, 1.0 / sentences)
+    per_sentence = per["median"]
     return {
         "seconds_per_sentence": per_sentence,
+        "seconds_per_sentence_min": per["min"],
+        "seconds_per_sentence_max": per["max"],
+        "sentences_per_second": 1.0 / per_sentence,
         "compile_s": compile_s,
         "sentences_per_batch": sentences,
         "chunk": chunk,
@@ -199,28 +254,24 @@ def bench_iw(samples: int, chunk: int, sentences: int, repeats: int) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results.json")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--iw-chunk", type=int, default=100)
-    parser.add_argument("--iw-sentences", type=int, default=2)
-    parser.add_argument("--skip-yahoo", action="store_true")
-    args = parser.parse_args(argv)
-
-    gemm = gemm_gflops()
-    out = {"gemm_gflops": gemm, "backend": jax.default_backend()}
-    out["ptb"] = bench_train("ptb", "bn_gaussian", args.repeats)
-    out["ptb_vae"] = bench_train("ptb", "gaussian", args.repeats)
-    out["bn_vae_over_vae_step_time"] = out["ptb"]["step_ms"] / out["ptb_vae"]["step_ms"]
+def cpu_suite(args) -> dict:
+    """GEMM, PTB-size BN-VAE and VAE steps, Yahoo-size step, IW-NLL."""
+    gemm = gemm_gflops(repeats=args.repeats)
+    out = {"gemm_gflops": gemm["median"], "gemm": gemm}
+    out["ptb"], out["ptb_vae"], out["bn_vae_over_vae_step_time"] = bench_bn_over_vae(
+        args.rounds, args.repeats
+    )
     if not args.skip_yahoo:
-        out["yahoo"] = bench_train("yahoo", "bn_gaussian", max(2, args.repeats // 2))
-    iw = bench_iw(500, args.iw_chunk, args.iw_sentences, max(2, args.repeats // 2))
+        out["yahoo"] = bench_train("yahoo", "bn_gaussian", args.repeats)
+    iw = bench_iw(500, args.iw_chunk, args.iw_sentences, args.iw_repeats)
     out["iw"] = iw
     out["iw_nll_seconds_per_sentence"] = iw["seconds_per_sentence"]
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
 
-    rows = [("workload", "ms", "tokens/s", "GFLOP/s", "% GEMM", "compile s")]
+
+def print_table(out: dict) -> None:
+    gemm = out["gemm_gflops"]
+    rows = [("workload", "ms (median)", "min", "max", "tokens/s", "% GEMM")]
     for name in ("ptb", "ptb_vae", "yahoo"):
         if name in out:
             r = out[name]
@@ -228,30 +279,69 @@ def main(argv=None) -> dict:
                 (
                     f"train {name}",
                     f"{r['step_ms']:.1f}",
+                    f"{r['step_ms_min']:.1f}",
+                    f"{r['step_ms_max']:.1f}",
                     f"{r['train_tokens_per_second']:.0f}",
-                    f"{r['gflops']:.1f}",
                     f"{100 * r['gflops'] / gemm:.0f}",
-                    f"{r['compile_s']:.1f}",
                 )
             )
+    iw = out["iw"]
     rows.append(
         (
             "iw-nll 500 (per sent.)",
             f"{1e3 * iw['seconds_per_sentence']:.0f}",
+            f"{1e3 * iw['seconds_per_sentence_min']:.0f}",
+            f"{1e3 * iw['seconds_per_sentence_max']:.0f}",
             "-",
-            f"{iw['gflops']:.1f}",
             f"{100 * iw['gflops'] / gemm:.0f}",
-            f"{iw['compile_s']:.1f}",
         )
     )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
     print(
-        f"GEMM {gemm:.1f} GFLOP/s; BN-VAE/VAE step "
-        f"{out['bn_vae_over_vae_step_time']:.3f};"
+        f"GEMM {gemm:.1f} GFLOP/s (min {out['gemm']['min']:.1f}, max "
+        f"{out['gemm']['max']:.1f}); BN-VAE/VAE step "
+        f"{out['bn_vae_over_vae_step_time']:.3f} (alternating rounds);"
         f" peak RSS {out['peak_rss_mb']:.0f} MB"
     )
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=("cpu", "precision", "gpu"), default="cpu")
+    parser.add_argument("--out", default="benchmarks/results.json")
+    parser.add_argument("--repeats", type=int, default=8, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=12, help="alternating rounds")
+    parser.add_argument("--iw-chunk", type=int, default=100)
+    parser.add_argument("--iw-sentences", type=int, default=2)
+    parser.add_argument("--iw-repeats", type=int, default=8)
+    parser.add_argument("--skip-yahoo", action="store_true")
+    parser.add_argument(
+        "--tiny", action="store_true", help="gpu suite at tiny sizes (a smoke test)"
+    )
+    args = parser.parse_args(argv)
+
+    out = {"backend": jax.default_backend(), "suite": args.suite}
+    if args.suite == "cpu":
+        out.update(cpu_suite(args))
+    elif args.suite == "precision":
+        for name in ("ptb",) + (() if args.skip_yahoo else ("yahoo",)):
+            out[name] = bench_precision(name, args.rounds, args.repeats)
+            r = out[name]
+            print(
+                f"{name}: float32 {r['float32']['step_ms']:.1f} ms, mixed bf16 "
+                f"{r['mixed_bf16']['step_ms']:.1f} ms "
+                f"(x{r['mixed_over_float32']:.3f})"
+            )
+    else:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import gpu_suite  # noqa: PLC0415
+
+        out.update(gpu_suite.run(args))
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.suite == "cpu":
+        print_table(out)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
     return out

@@ -85,6 +85,9 @@ def default_config() -> ml_collections.ConfigDict:
     m.dec_dropout_out = 0.5  # dropout on decoder LSTM outputs
     m.enc_init = "torch_default"  # 'torch_default' ([BN]) or 'uniform' ([HE]/[LI])
     m.dec_init = "uniform"  # 'uniform' (reference) or 'torch_default'
+    # Float32 matmul precision: 'highest' (true float32 everywhere, as the
+    # reference; GPUs would otherwise use TF32), 'high' or 'default'.
+    m.matmul_precision = "highest"
 
     c.train = t = ml_collections.ConfigDict()
     t.epochs = 8  # upper bound on epochs (dataset configs: 100)
@@ -108,12 +111,17 @@ def default_config() -> ml_collections.ConfigDict:
     t.checkpoint_every_steps = 500  # latest checkpoint cadence (plus every epoch end)
     t.log_every_steps = 50
     t.test_every_epochs = 5  # test-set ELBO pass for the log (0: never)
+    # Train steps with bfloat16 matmul operands (float32 accumulation, gates,
+    # softmax, BN statistics, KL); evaluation stays float32.
+    t.mixed_precision = False
 
     c.eval = e = ml_collections.ConfigDict()
     e.iw_samples = 500  # importance samples per sentence
     e.iw_chunk = 100  # samples decoded together
-    e.iw_batch = 4  # sentences decoded together
-    e.iw_max_logits = 1 << 26  # memory bound: chunk shrinks to keep logits below
+    e.iw_batch = 0  # sentences decoded together (0: from the devices; 4 on CPU)
+    # Memory bound per device: the chunk shrinks to keep logits below this
+    # (0: from the device's memory; 2^26 on CPU).
+    e.iw_max_logits = 0
     e.iw_max_sentences = 0  # evaluate IW-NLL on the first N sentences (0: all)
     e.iw_splits = "valid,test"  # final IW-NLL on these splits (others: ELBO only)
     e.au_threshold = 0.01
@@ -209,6 +217,8 @@ class ModelConfig:
     svi_clip: float = 5.0
     svi_scale: float = 1.0  # the SVI loss is the per-example loss times this
     bn_remedy: str = "none"  # posteriors.BN_REMEDIES
+    matmul_precision: str = "highest"  # lax.Precision of float32 products
+    mixed_precision: bool = False  # bfloat16 operands, float32 accumulation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +246,7 @@ class TrainConfig:
     checkpoint_every_steps: int
     log_every_steps: int
     test_every_epochs: int
+    mixed_precision: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +273,7 @@ class EvalConfig:
 INIT_SCHEMES = ("torch_default", "uniform")
 VMF_KL_FORMULAS = ("guu", "uniform")
 DATA_SOURCES = ("synthetic", "files", "tfds")
+MATMUL_PRECISIONS = ("highest", "high", "default")
 
 
 def flat_keys(config: Mapping, prefix: str = "") -> list[str]:
@@ -405,8 +417,14 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
     _require(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps must be >= 1")
     _require(t.log_every_steps >= 1, "train.log_every_steps must be >= 1")
     _require(e.iw_samples >= 1, "eval.iw_samples must be >= 1")
-    _require(e.iw_chunk >= 1 and e.iw_batch >= 1, "eval.iw_chunk/iw_batch must be >= 1")
-    _require(e.iw_max_logits >= 1, "eval.iw_max_logits must be >= 1")
+    _require(e.iw_chunk >= 1, "eval.iw_chunk must be >= 1")
+    _require(e.iw_batch >= 0, "eval.iw_batch must be >= 0 (0: from the devices)")
+    _require(e.iw_max_logits >= 0, "eval.iw_max_logits must be >= 0 (0: auto)")
+    _require(
+        m.get("matmul_precision", "highest") in MATMUL_PRECISIONS,
+        f"model.matmul_precision={m.get('matmul_precision')!r} is not one of "
+        f"{', '.join(MATMUL_PRECISIONS)}",
+    )
     bad = set(e.iw_splits.split(",")) - {"valid", "test", ""}
     _require(
         not bad, f"eval.iw_splits={e.iw_splits!r}: only 'valid' and 'test' are splits"

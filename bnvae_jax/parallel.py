@@ -48,7 +48,7 @@ class ParallelConfig:
 
     Attributes:
       mode: 'jit' (mesh + NamedSharding) or 'pmap'.
-      num_devices: devices used on each host; 0 means all local devices.
+      num_devices: devices used on each host; 0 lets ``auto_devices`` decide.
       distributed: call ``jax.distributed.initialize`` (multi-host runs).
       coordinator_address: 'host:port' of process 0; '' lets JAX read it from
         the environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI).
@@ -204,6 +204,21 @@ class Parallel:
     def rows(self) -> NamedSharding:
         return NamedSharding(self.mesh, P(AXIS))
 
+    def describe(self, batch_size: int) -> str:
+        """One line: which devices, how the batch is split, and a hint if thin."""
+        rows = batch_size // self.num_devices
+        platform = self.devices[0].platform
+        line = (
+            f"devices: {self.num_devices} {platform} ({self.num_hosts} host(s), "
+            f"mode {self.mode}), {rows} rows of each batch of {batch_size} per device"
+        )
+        if platform != "cpu" and self.num_devices > 1 and rows < MIN_ROWS_PER_DEVICE:
+            line += (
+                f"; below {MIN_ROWS_PER_DEVICE} rows per device a step gains little "
+                "from more devices (parallel.num_devices=0 picks fewer)"
+            )
+        return line
+
     def check_divides(self, size: int, what: str) -> None:
         if size % self.num_devices:
             raise ConfigError(
@@ -347,14 +362,18 @@ class Parallel:
                 out_shardings=self.rows,
             )
 
-        def run(variables, key, *rows):
-            size = rows[0].shape[0]
-            rows = [_pad_rows(np.asarray(r), self.padded(size)) for r in rows]
+        def place(variables, key, *rows):
+            rows = [_pad_rows(np.asarray(r), self.padded(len(r))) for r in rows]
             placed = self.shard_batch(dict(enumerate(rows)))
             key_data = np.asarray(jax.random.key_data(key))
-            out = mapped(variables, key_data, *placed.values())
-            return tuple(self.to_host(o)[:size] for o in out)
+            return (variables, key_data, *placed.values())
 
+        def run(variables, key, *rows):
+            out = mapped(*place(variables, key, *rows))
+            return tuple(self.to_host(o)[: len(rows[0])] for o in out)
+
+        # The compiled program for these arguments (to inspect its collectives).
+        run.lower = lambda *args: mapped.lower(*place(*args))
         return run
 
     # -- hosts -----------------------------------------------------------------
@@ -392,15 +411,48 @@ def config_digest(config: ml_collections.ConfigDict) -> np.ndarray:
     return np.frombuffer(hashlib.sha256(text).digest(), np.uint32).copy()
 
 
-def build(cfg: ParallelConfig) -> Parallel:
-    """The devices of this run: ``num_devices`` per host (0: all), on every host.
+# Rows per accelerator below which another device no longer pays (README,
+# "Scaling out"): an LSTM step is a chain of T small dependent products whose
+# time hardly changes between 4 and 32 rows, so splitting the paper's batch of
+# 32 over 8 GPUs saves little compute and adds a gradient all-reduce per step.
+MIN_ROWS_PER_DEVICE = 32
+
+
+def auto_devices(available: int, host_batch: int, platform: str) -> int:
+    """Devices per host when ``parallel.num_devices`` is 0.
+
+    CPU: all of them (a host shows several CPU devices only when asked to with
+    ``--xla_force_host_platform_device_count``). Accelerators: the most devices
+    that divide the host's share of the batch and keep at least
+    ``MIN_ROWS_PER_DEVICE`` rows each; one when even two would not.
+    """
+    if platform == "cpu":
+        return available
+    fits = [
+        n
+        for n in range(1, available + 1)
+        if host_batch % n == 0 and host_batch // n >= MIN_ROWS_PER_DEVICE
+    ]
+    return max(fits, default=1)
+
+
+def build(cfg: ParallelConfig, batch_size: int = 0) -> Parallel:
+    """The devices of this run: ``num_devices`` per host on every host.
+
+    With ``num_devices`` 0, ``auto_devices`` picks them for a global batch of
+    ``batch_size`` sentences (0: all local devices).
 
     Raises:
       ConfigError: a host has fewer devices than asked for.
     """
     validate(cfg)
     local = jax.local_devices()
-    per_host = cfg.num_devices or len(local)
+    host_batch = batch_size // jax.process_count()
+    per_host = cfg.num_devices or (
+        auto_devices(len(local), host_batch, local[0].platform)
+        if batch_size
+        else len(local)
+    )
     if per_host > len(local):
         raise ConfigError(
             f"parallel.num_devices={cfg.num_devices} but this host has "

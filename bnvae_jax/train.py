@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -32,6 +33,9 @@ from bnvae_jax.errors import UserError, WorkdirError
 from bnvae_jax.evaluation import decoding
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models.vae import TextVAE
+
+# The arrays a train step reads; evaluation batches also carry sentence ids.
+TRAIN_KEYS = ("tokens", "lengths", "mask")
 
 
 class DivergedError(UserError):
@@ -93,8 +97,14 @@ def plateau_update(loop: LoopState, val_loss: float, epoch: int, cfg) -> bool:
     return False
 
 
-def build_model(run: RunConfig, axis_name: str | None = None) -> TextVAE:
-    return TextVAE(run.model, axis_name=axis_name)
+def build_model(
+    run: RunConfig, axis_name: str | None = None, training: bool = False
+) -> TextVAE:
+    """The model; with ``training``, in the train steps' precision."""
+    cfg = run.model
+    if training and run.train.mixed_precision:
+        cfg = dataclasses.replace(cfg, mixed_precision=True)
+    return TextVAE(cfg, axis_name=axis_name)
 
 
 def _example_batch(plan: batching.BatchPlan) -> dict:
@@ -177,7 +187,9 @@ class Trainer:
         return [_pmap_step(self.par, fns, u) for u in updates]
 
     def put_batch(self, batch: batching.Batch) -> dict:
-        return self.par.shard_batch(eval_run.batch_arrays(batch))
+        """A training batch on the devices (the step reads no sentence ids)."""
+        arrays = eval_run.batch_arrays(batch)
+        return self.par.shard_batch({k: arrays[k] for k in TRAIN_KEYS})
 
     def selection_loss(self, val: dict) -> float:
         """The validation loss that picks the best checkpoint."""
@@ -257,25 +269,56 @@ def _flush(pending: list, loop: LoopState, writer, step: int) -> dict:
     return scalars
 
 
-def _reached_max_steps(cfg, state) -> bool:
-    return bool(cfg.max_steps) and int(state.step) >= cfg.max_steps
+def _reached_max_steps(cfg, step: int) -> bool:
+    return bool(cfg.max_steps) and step >= cfg.max_steps
+
+
+def _epoch_batches(trainer: Trainer, order, loop: LoopState, bar):
+    """``(position, batch)`` of the epoch's usable batches from ``loop.position``.
+
+    Batches with fewer than ``train.min_batch`` real rows are skipped (the bar
+    still counts them).
+    """
+    for position in range(loop.position, len(trainer.plan)):
+        batch = trainer.plan.make_batch(int(order[position]))
+        if batch.num_real < trainer.run.train.min_batch:
+            bar.update(1)
+            continue
+        yield position, batch
+
+
+def prefetch(items, place, size: int = 2):
+    """Yields ``(item, place(item))`` with the next ``size - 1`` items placed.
+
+    ``place`` puts a batch on the devices; JAX dispatches steps asynchronously,
+    so placing batch i+1 before step i is awaited overlaps the host work and
+    the transfer with the device's computation.
+    """
+    queue = collections.deque()
+    for item in items:
+        queue.append((item, place(item)))
+        if len(queue) >= size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
 
 
 def _aggressive_encoder_steps(
-    trainer: Trainer, state, loop: LoopState, first, enc_step
+    trainer: Trainer, state, loop: LoopState, first, enc_step, step: int
 ):
     """He et al.'s inner loop: encoder-only steps until the loss stops falling.
 
     The first step uses the current batch, later ones a uniformly random
     training batch (with replacement, drawn from a generator seeded by the run
-    seed and the outer step, so a resumed run repeats them). Every
+    seed and the outer step ``step``, so a resumed run repeats them). Every
     ``agg_check_every`` steps the per-word loss since the last check is
-    compared with the previous one; the loop stops when it went up.
+    compared with the previous one; the loop stops when it went up (so this
+    loop, unlike the plain one, reads the device at every check).
     """
     cfg = trainer.run.train
     plan = trainer.plan
     usable = [i for i, g in enumerate(plan.groups) if len(g) >= cfg.min_batch]
-    rng = np.random.default_rng([trainer.run.seed, int(state.step), 0xA66])
+    rng = np.random.default_rng([trainer.run.seed, step, 0xA66])
     arrays, previous, pending = first, 1e4, []
     for sub in range(1, cfg.agg_inner_steps):
         state, metrics = enc_step(state, arrays, trainer.rng, sub=np.int32(sub))
@@ -290,7 +333,7 @@ def _aggressive_encoder_steps(
             if not np.isfinite(current):
                 raise DivergedError(
                     f"encoder loss became non-finite in the aggressive loop at "
-                    f"step {int(state.step)}"
+                    f"step {step}"
                 )
             if previous - current < 0:
                 break
@@ -304,6 +347,11 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
     Stops at the ``max_decay``-th decay (for good: ``loop.done``), after
     ``train.epochs`` or at ``train.max_steps`` (a rerun with a larger limit
     carries on). Ctrl-C saves the last completed step before exiting.
+
+    Between two log points the loop never waits for the devices: the step
+    count is kept on the host, the next batch is placed while the current step
+    runs, the state is donated to the step, and metrics stay on the devices
+    until ``_flush`` fetches them (at log, checkpoint and epoch ends).
     """
     cfg = trainer.run.train
     aggressive = trainer.run.method.procedure == "aggressive"
@@ -313,14 +361,13 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
         (step_fn,) = trainer.compile_steps()
     state = trainer.par.replicate(state)
     plan, writer = trainer.plan, trainer.writer
+    step = int(state.step)  # the host's count; the device's is not read again
     pending: list = []  # device metrics not yet checked and logged
     mid_batch = False  # inside an aggressive batch: no consistent state to save
     try:
-        while (
-            not loop.done
-            and loop.epoch < cfg.epochs
-            and not _reached_max_steps(cfg, state)
-        ):
+        while not loop.done and loop.epoch < cfg.epochs:
+            if _reached_max_steps(cfg, step):
+                break
             order = batching.epoch_order(plan, trainer.run.seed, loop.epoch)
             bar = tqdm.tqdm(
                 total=len(plan),
@@ -329,41 +376,41 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
                 unit="batch",
                 leave=False,
             )
-            while loop.position < len(plan) and not _reached_max_steps(cfg, state):
-                batch = plan.make_batch(int(order[loop.position]))
+            usable = _epoch_batches(trainer, order, loop, bar)
+            since = time.perf_counter()  # training time not yet in the loop state
+            for (position, batch), arrays in prefetch(
+                usable, lambda item: trainer.put_batch(item[1])
+            ):
                 bar.update(1)
-                if batch.num_real < cfg.min_batch:
-                    loop.position += 1
-                    continue
-                start = time.perf_counter()
-                arrays = trainer.put_batch(batch)
                 if aggressive and loop.aggressive:
                     mid_batch = True
                     state = _aggressive_encoder_steps(
-                        trainer, state, loop, arrays, enc_step
+                        trainer, state, loop, arrays, enc_step, step
                     )
-                    (state, metrics), loop.position = (
-                        dec_step(state, arrays, trainer.rng),
-                        loop.position + 1,
-                    )
+                    state, metrics = dec_step(state, arrays, trainer.rng)
                     mid_batch = False
                 else:
-                    (state, metrics), loop.position = (
-                        step_fn(state, arrays, trainer.rng),
-                        loop.position + 1,
-                    )
+                    state, metrics = step_fn(state, arrays, trainer.rng)
+                step, loop.position = step + 1, position + 1
                 pending.append(metrics)
-                step = int(state.step)
                 loop.train_tokens += batch.num_tokens
-                if step % cfg.log_every_steps == 0:
+                log = step % cfg.log_every_steps == 0
+                save = step % cfg.checkpoint_every_steps == 0
+                if log or save:
                     scalars = _flush(pending, loop, writer, step)
-                    bar.set_postfix(loss=f"{scalars['train/loss']:.2f}")
-                loop.train_seconds += time.perf_counter() - start
-                if step % cfg.checkpoint_every_steps == 0:
-                    _flush(pending, loop, writer, step)
-                    trainer.save_latest(state, loop)
+                    loop.train_seconds += time.perf_counter() - since
+                    if log:
+                        bar.set_postfix(loss=f"{scalars['train/loss']:.2f}")
+                    if save:
+                        trainer.save_latest(state, loop)
+                    since = time.perf_counter()
+                if _reached_max_steps(cfg, step):
+                    break
+            else:
+                loop.position = len(plan)  # trailing batches too small to use
             bar.close()
-            _flush(pending, loop, writer, int(state.step))
+            _flush(pending, loop, writer, step)
+            loop.train_seconds += time.perf_counter() - since
             if loop.position >= len(plan):
                 state = end_of_epoch(trainer, state, loop)
             elif loop.best_epoch < 0:
@@ -374,7 +421,7 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
         # ``state`` is the last completed step and ``loop`` matches it, unless
         # the interrupt came inside an aggressive batch (its encoder steps are
         # done, its decoder step is not): then the last checkpoint stands.
-        _flush(pending, loop, writer, int(state.step))
+        _flush(pending, loop, writer, step)
         if not mid_batch:
             trainer.save_latest(state, loop)
         raise
@@ -452,9 +499,10 @@ def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:
     """
     cfg = parallel.config_from(config)
     parallel.initialize_distributed(cfg)
-    par = parallel.build(cfg)
+    par = parallel.build(cfg, config.data.batch_size)
     par.check_hosts_agree(config)
     par.check_divides(config.data.batch_size, "data.batch_size")
+    logging.info(par.describe(config.data.batch_size))
     return par
 
 
@@ -512,7 +560,10 @@ def setup(
     )
     tx = steps.make_optimizer(run.train.learning_rate, run.train.clip_norm)
     state = steps.create_train_state(
-        model, jax.random.fold_in(root, 0), _example_batch(plan), tx
+        build_model(run, par.axis_name, training=True),
+        jax.random.fold_in(root, 0),
+        _example_batch(plan),
+        tx,
     )
     state = par.replicate(state)
     if write and jax.process_index() == 0:

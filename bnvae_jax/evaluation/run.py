@@ -16,7 +16,7 @@ import numpy as np
 from bnvae_jax import parallel
 from bnvae_jax.config_lib import EvalConfig
 from bnvae_jax.data import batching
-from bnvae_jax.evaluation import estimators, passes
+from bnvae_jax.evaluation import estimators, passes, sizing
 
 
 def root_key(cfg: EvalConfig, run_seed: int) -> jax.Array:
@@ -115,7 +115,9 @@ def iw_metrics(
     """Importance-weighted NLL (nats per sentence) and PPL on the first sentences."""
     if cfg.iw_max_sentences > 0:
         rows = rows[: cfg.iw_max_sentences]
-    plan = plan_batches(rows, cfg.iw_batch, bucket_width)
+    par = par or parallel.single_device()
+    sizes = sizing.iw_sizes(cfg.iw_batch, cfg.iw_max_logits, par)
+    plan = plan_batches(rows, sizes.batch, bucket_width)
     _, log_px, tokens = passes.iw_log_likelihood(
         model,
         variables,
@@ -126,7 +128,7 @@ def iw_metrics(
         chunk=cfg.iw_chunk,
         progress=progress,
         total=len(plan),
-        max_logits=cfg.iw_max_logits,
+        max_logits=sizes.max_logits,
         par=par,
     )
     return {

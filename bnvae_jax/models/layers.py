@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -59,6 +60,11 @@ INIT_SCHEMES: dict[str, InitScheme] = {
 }
 
 
+def matmul_of(cfg) -> lstm_lib.Matmul:
+    """The products of a ``ModelConfig``: its precision, mixed or not."""
+    return lstm_lib.Matmul(cfg.matmul_precision, cfg.mixed_precision)
+
+
 class Embed(nn.Module):
     """Token embedding table."""
 
@@ -82,6 +88,7 @@ class Linear(nn.Module):
 
     features: int
     init_scheme: str
+    matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -91,7 +98,7 @@ class Linear(nn.Module):
             INIT_SCHEMES[self.init_scheme].linear(fan_in),
             (fan_in, self.features),
         )
-        return x @ kernel
+        return self.matmul(x, kernel)
 
 
 class LSTM(nn.Module):
@@ -104,6 +111,7 @@ class LSTM(nn.Module):
     input_size: int
     hidden: int
     init_scheme: str
+    matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
 
     def setup(self):
         init = INIT_SCHEMES[self.init_scheme].lstm(self.hidden)
@@ -131,56 +139,64 @@ class LSTM(nn.Module):
         Returns:
           hs <float32>[B, T, H] and the final state (h_T, c_T).
         """
-        return lstm_lib.lstm(self._params(), xs, h0, c0)
+        return lstm_lib.lstm(self._params(), xs, h0, c0, self.matmul)
 
     def step(
         self, x: jax.Array, h: jax.Array, c: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
         """One step for decoding: <float32>[B, I], [B, H], [B, H] -> (h', c')."""
-        p = self._params()
-        gates = x @ p.w_ih + h @ p.w_hh + p.b
+        p, mm = self._params(), self.matmul
+        gates = mm(x, p.w_ih) + mm(h, p.w_hh) + p.b
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-@jax.custom_vjp
-def linear_cross_entropy(h: jax.Array, kernel: jax.Array, targets: jax.Array):
+def linear_cross_entropy(
+    h: jax.Array,
+    kernel: jax.Array,
+    targets: jax.Array,
+    matmul: lstm_lib.Matmul = lstm_lib.FLOAT32,
+):
     """−log softmax(h @ kernel)[target] for every row, with a GEMM-friendly backward.
 
     Args:
       h: <float32>[N, H] features.
       kernel: <float32>[H, V] output projection.
       targets: <int32>[N] target ids.
+      matmul: how the products are computed; logits and softmax are float32.
 
     Returns:
       <float32>[N] token cross-entropies.
     """
-    logits = h @ kernel
-    picked = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
-    return jax.nn.logsumexp(logits, axis=-1) - picked
+    return _linear_cross_entropy(h, kernel, targets, matmul)
 
 
-def _lce_fwd(h, kernel, targets):
-    logits = h @ kernel
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _linear_cross_entropy(h, kernel, targets, matmul):
+    return _lce_fwd(h, kernel, targets, matmul)[0]
+
+
+def _lce_fwd(h, kernel, targets, matmul):
+    logits = matmul(h, kernel)
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
     return lse - picked, (h, kernel, targets, logits, lse)
 
 
-def _lce_bwd(res, g):
+def _lce_bwd(matmul, res, g):
     h, kernel, targets, logits, lse = res
     probs = jnp.exp(logits - lse[:, None])
     onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
     d_logits = (probs - onehot) * g[:, None]
-    # Both products would otherwise contract a leading dimension, which XLA's CPU
-    # GEMM path runs markedly slower; explicit transposes keep them row-major.
-    h_t = jax.lax.optimization_barrier(h.T)
-    kernel_t = jax.lax.optimization_barrier(kernel.T)
-    return d_logits @ kernel_t, h_t @ d_logits, None
+    # Both products would otherwise contract a leading dimension (see
+    # ``lstm.row_major``).
+    h_t = lstm_lib.row_major(h, (1, 0))
+    kernel_t = lstm_lib.row_major(kernel, (1, 0))
+    return matmul(d_logits, kernel_t), matmul(h_t, d_logits), None
 
 
-linear_cross_entropy.defvjp(_lce_fwd, _lce_bwd)
+_linear_cross_entropy.defvjp(_lce_fwd, _lce_bwd)
 
 
 class VocabProjection(nn.Module):
@@ -188,6 +204,7 @@ class VocabProjection(nn.Module):
 
     vocab_size: int
     init_scheme: str
+    matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
 
     @nn.compact
     def __call__(self, h: jax.Array, targets: jax.Array | None = None) -> jax.Array:
@@ -198,9 +215,9 @@ class VocabProjection(nn.Module):
             (h.shape[-1], self.vocab_size),
         )
         if targets is None:
-            return h @ kernel
+            return self.matmul(h, kernel)
         lead = h.shape[:-1]
         nll = linear_cross_entropy(
-            h.reshape(-1, h.shape[-1]), kernel, targets.reshape(-1)
+            h.reshape(-1, h.shape[-1]), kernel, targets.reshape(-1), self.matmul
         )
         return nll.reshape(lead)

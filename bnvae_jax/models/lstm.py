@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -11,8 +12,65 @@ from jax import lax
 # Scan unroll factors, chosen with benchmarks/lstm_kernels.py --unroll-sweep on
 # CPU: unrolling by 2, 4 or 8 made fwd+bwd 5-20% slower at the PTB and Yahoo
 # sizes (the per-step GEMM dominates; bigger loop bodies only add overhead).
+# Not measured on GPUs, where the scan is left as lean as on CPU.
 _FORWARD_UNROLL = 1
 _BACKWARD_UNROLL = 1
+
+
+def _on_cpu() -> bool:
+    """Whether programs traced now run on XLA:CPU (the default backend)."""
+    return jax.default_backend() == "cpu"
+
+
+def row_major(x: jax.Array, perm: tuple[int, ...]) -> jax.Array:
+    """``x`` transposed by ``perm``, materialised on XLA:CPU.
+
+    A product that contracts the leading dimension of an operand goes to a
+    slower GEMM path on XLA CPU; an explicit transpose, kept from being folded
+    back into the product by a barrier, is faster there. GPU libraries read
+    transposed operands at no cost, so elsewhere XLA is left to fold it.
+    """
+    x = jnp.transpose(x, perm)
+    return lax.optimization_barrier(x) if _on_cpu() else x
+
+
+@dataclasses.dataclass(frozen=True)
+class Matmul:
+    """How the model's matrix products are computed.
+
+    Attributes:
+      precision: ``jax.lax.Precision`` of float32 products: 'highest' (true
+        float32 on every backend, the reference's numbers; GPUs would
+        otherwise use TF32), 'high' or 'default' (the backend's fastest).
+      bfloat16: mixed precision: operands rounded to bfloat16, products
+        accumulated and returned in float32. Everything else (gates, cell
+        state, softmax, BN statistics, KL) stays float32.
+    """
+
+    precision: str = "highest"
+    bfloat16: bool = False
+
+    def operand(self, x: jax.Array) -> jax.Array:
+        """``x`` in the dtype products read (cast once, outside loops)."""
+        return x.astype(jnp.bfloat16) if self.bfloat16 else x
+
+    def general(self, a: jax.Array, b: jax.Array, dims) -> jax.Array:
+        """``lax.dot_general`` under this policy; float32 result."""
+        if self.bfloat16:
+            return lax.dot_general(
+                self.operand(a),
+                self.operand(b),
+                dims,
+                preferred_element_type=jnp.float32,
+            )
+        return lax.dot_general(a, b, dims, precision=lax.Precision(self.precision))
+
+    def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """``a @ b`` for a <[..., K]> and b <[K, N]>."""
+        return self.general(a, b, (((a.ndim - 1,), (0,)), ((), ())))
+
+
+FLOAT32 = Matmul()
 
 
 class LSTMParams(NamedTuple):
@@ -61,53 +119,58 @@ def _gate_constants(hidden: int, dtype) -> tuple[jax.Array, ...]:
     return scale, shift, 1.0 - 2.0 * shift, 2.0 * shift
 
 
-def _input_projection(params: LSTMParams, xs: jax.Array) -> jax.Array:
-    """x_t W_ih for all steps as one [T*B, I] x [I, 4H] GEMM, time-major.
+def _input_projection(params: LSTMParams, xs: jax.Array, mm: Matmul) -> jax.Array:
+    """x_t W_ih for all steps as one GEMM, time-major <float32>[T, B, 4H].
 
+    The time and batch axes stay separate axes of the product (no reshape to
+    [T*B, I]): with the batch sharded over devices each device then projects
+    its own rows, where a merged T*B axis would make XLA gather the whole batch.
     The bias is added inside the recurrence instead, where it rides along in a
     fusion that exists anyway rather than costing a pass over [T, B, 4H].
     """
-    batch, steps, inputs = xs.shape
-    xs_tm = jnp.swapaxes(xs, 0, 1).reshape(steps * batch, inputs)
-    return (xs_tm @ params.w_ih).reshape(steps, batch, -1)
+    return mm(jnp.swapaxes(xs, 0, 1), params.w_ih)
 
 
-def _step(params, scale, shift, gx_t, h, c):
+def _step(params, scale, shift, gx_t, h, c, mm):
     """One cell step from the input projection: (activated gates, h', c')."""
-    acts = jnp.tanh((gx_t + h @ params.w_hh + params.b) * scale) * scale + shift
+    acts = jnp.tanh((gx_t + mm(h, params.w_hh) + params.b) * scale) * scale + shift
     i, f, g, o = jnp.split(acts, 4, axis=-1)
     c = f * c + i * g
     return acts, o * jnp.tanh(c), c
 
 
-def _lstm(params, xs, h0, c0):
+def _lstm(params, xs, h0, c0, mm):
     """Primal without residuals: the forward-only (evaluation) path.
 
-    Unlike the training path this projects x_t inside the step. Without a
-    backward pass there is nothing to batch up, and at batch 500 (importance-
-    weighted NLL) the hoisted [T, B, 4H] buffer outgrows the caches and made the
-    forward ~1.4x slower; at batch 32 the two are equally fast.
+    On CPU this projects x_t inside the step, unlike the training path.
+    Without a backward pass there is nothing to batch up, and at batch 500
+    (importance-weighted NLL) the hoisted [T, B, 4H] buffer outgrows the caches
+    and made the forward ~1.4x slower; at batch 32 the two are equally fast.
+    Elsewhere the projection is one large product ahead of the recurrence.
     """
     scale, shift, _, _ = _gate_constants(h0.shape[-1], xs.dtype)
+    params = params._replace(w_ih=mm.operand(params.w_ih), w_hh=mm.operand(params.w_hh))
+    hoisted = not _on_cpu()
 
     def step(carry, x_t):
-        _, h, c = _step(params, scale, shift, x_t @ params.w_ih, *carry)
+        gx_t = x_t if hoisted else mm(x_t, params.w_ih)
+        _, h, c = _step(params, scale, shift, gx_t, *carry, mm)
         return (h, c), h
 
-    (h_t, c_t), hs = lax.scan(
-        step, (h0, c0), jnp.swapaxes(xs, 0, 1), unroll=_FORWARD_UNROLL
-    )
+    inputs = _input_projection(params, xs, mm) if hoisted else jnp.swapaxes(xs, 0, 1)
+    (h_t, c_t), hs = lax.scan(step, (h0, c0), inputs, unroll=_FORWARD_UNROLL)
     return jnp.swapaxes(hs, 0, 1), h_t, c_t
 
 
-def _lstm_fwd(params, xs, h0, c0):
+def _lstm_fwd(params, xs, h0, c0, mm):
     hidden = h0.shape[-1]
     scale, shift, _, _ = _gate_constants(hidden, xs.dtype)
+    cast = params._replace(w_ih=mm.operand(params.w_ih), w_hh=mm.operand(params.w_hh))
 
     def step(carry, t):
         h, c, gates = carry
         gx_t = lax.dynamic_index_in_dim(gates, t, keepdims=False)
-        acts, h, c = _step(params, scale, shift, gx_t, h, c)
+        acts, h, c = _step(cast, scale, shift, gx_t, h, c, mm)
         # Activations overwrite the consumed input projection in place, so no
         # second [T, B, 4H] buffer is allocated and zero-filled for them.
         gates = lax.dynamic_update_index_in_dim(gates, acts, t, 0)
@@ -116,7 +179,7 @@ def _lstm_fwd(params, xs, h0, c0):
     steps = xs.shape[1]
     (h_t, c_t, acts), cs = lax.scan(
         step,
-        (h0, c0, _input_projection(params, xs)),
+        (h0, c0, _input_projection(cast, xs, mm)),
         jnp.arange(steps),
         unroll=_FORWARD_UNROLL,
     )
@@ -127,17 +190,15 @@ def _lstm_fwd(params, xs, h0, c0):
     return (jnp.swapaxes(hs, 0, 1), h_t, c_t), residuals
 
 
-def _lstm_bwd(res: _Residuals, cotangents):
+def _lstm_bwd(mm: Matmul, res: _Residuals, cotangents):
     params, xs, acts, cs, hs, h0, c0 = res
     d_hs, d_ht, d_ct = cotangents
-    batch, steps, inputs = xs.shape
     hidden = h0.shape[-1]
     _, _, k0, k1 = _gate_constants(hidden, acts.dtype)
     c_prev = jnp.concatenate([c0[None], cs[:-1]], 0)
-    # Materialised once: a [B, 4H] x [4H, H] GEMM per step runs markedly faster
-    # on XLA CPU than one that reads w_hh transposed. The barrier stops XLA from
-    # folding the transpose back into the dot.
-    w_hh_t = lax.optimization_barrier(params.w_hh.T)
+    # Materialised once (see ``row_major``): a [B, 4H] x [4H, H] GEMM per step
+    # runs markedly faster on XLA CPU than one that reads w_hh transposed.
+    w_hh_t = mm.operand(row_major(params.w_hh, (1, 0)))
 
     def step(carry, per_step):
         # The carry holds only the gradients flowing back through the recurrence;
@@ -152,7 +213,7 @@ def _lstm_bwd(res: _Residuals, cotangents):
         # activation's derivative, give the pre-activation gate gradients.
         d_acts = jnp.concatenate([dc * g, dc * c_before, dc * i, dh * tanh_c], -1)
         d_gates = d_acts * (k0 + k1 * acts_t - acts_t * acts_t)
-        return (d_gates @ w_hh_t, dc * f), d_gates
+        return (mm(d_gates, w_hh_t), dc * f), d_gates
 
     (dh0, dc0), d_gates = lax.scan(
         step,
@@ -161,28 +222,35 @@ def _lstm_bwd(res: _Residuals, cotangents):
         reverse=True,
         unroll=_BACKWARD_UNROLL,
     )
-    d_flat = d_gates.reshape(steps * batch, 4 * hidden)
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0).reshape(steps * batch, hidden)
-    # The weight gradients contract over all B*T rows at once. Explicit
-    # [K, B*T] operands let XLA CPU use its fast GEMM path, where a dot that
-    # contracts the leading dimension of both operands goes to a slower one.
-    h_prev_t = lax.optimization_barrier(h_prev.T)
-    xs_t = lax.optimization_barrier(
-        jnp.transpose(xs, (2, 1, 0)).reshape(inputs, steps * batch)
-    )
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], 0)
+    # The weight gradients contract over time and batch at once. Both stay
+    # separate axes of the contraction: merging them into one T*B axis would,
+    # with the batch sharded over devices, gather every device's activations,
+    # where separate axes leave a local product and one all-reduce of the
+    # [K, 4H] result. [K, T, B] operands (contracted dimensions minor on the
+    # left, major on the right) keep XLA CPU on its fast GEMM path.
+    h_prev_t = row_major(h_prev, (2, 0, 1))
+    xs_t = row_major(xs, (2, 1, 0))
+    contract = (((1, 2), (0, 1)), ((), ()))
     grads = LSTMParams(
-        w_ih=xs_t @ d_flat, w_hh=h_prev_t @ d_flat, b=jnp.sum(d_flat, axis=0)
+        w_ih=mm.general(xs_t, d_gates, contract),
+        w_hh=mm.general(h_prev_t, d_gates, contract),
+        b=jnp.sum(d_gates, axis=(0, 1)),
     )
-    d_xs = (d_flat @ params.w_ih.T).reshape(steps, batch, inputs)
+    d_xs = mm.general(d_gates, params.w_ih, (((2,), (1,)), ((), ())))  # [T, B, I]
     return grads, jnp.swapaxes(d_xs, 0, 1), dh0, dc0
 
 
-_lstm_vjp = jax.custom_vjp(_lstm)
+_lstm_vjp = jax.custom_vjp(_lstm, nondiff_argnums=(4,))
 _lstm_vjp.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 def lstm(
-    params: LSTMParams, xs: jax.Array, h0: jax.Array, c0: jax.Array
+    params: LSTMParams,
+    xs: jax.Array,
+    h0: jax.Array,
+    c0: jax.Array,
+    matmul: Matmul = FLOAT32,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Runs a one-layer LSTM over a batch-major sequence.
 
@@ -196,12 +264,13 @@ def lstm(
       xs: <float32>[B, T, I] inputs, T >= 1.
       h0: <float32>[B, H] initial hidden state.
       c0: <float32>[B, H] initial cell state.
+      matmul: how products are computed (float32 or mixed precision).
 
     Returns:
       hs <float32>[B, T, H] (the hidden state after every step) and the final
       state (h_T, c_T), each <float32>[B, H].
     """
-    hs, h_t, c_t = _lstm_vjp(params, xs, h0, c0)
+    hs, h_t, c_t = _lstm_vjp(params, xs, h0, c0, matmul)
     return hs, (h_t, c_t)
 
 

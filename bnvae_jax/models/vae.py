@@ -44,6 +44,7 @@ class NormalisedMuLinear(nn.Module):
 
     features: int
     init_scheme: str
+    matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -56,7 +57,7 @@ class NormalisedMuLinear(nn.Module):
         half = self.features // 2
         w_mu = kernel[:, :half]
         w_mu = w_mu * jax.lax.rsqrt(jnp.sum(jnp.square(w_mu), 0, keepdims=True))
-        return x @ jnp.concatenate([w_mu, kernel[:, half:]], axis=1)
+        return self.matmul(x, jnp.concatenate([w_mu, kernel[:, half:]], axis=1))
 
 
 class Encoder(nn.Module):
@@ -76,16 +77,27 @@ class Encoder(nn.Module):
         x = emb(tokens)
         batch = tokens.shape[0]
         zeros = jnp.zeros((batch, cfg.enc_hidden), x.dtype)
-        lstm = layers.LSTM(cfg.emb_dim, cfg.enc_hidden, cfg.enc_init, name="lstm")
+        lstm = layers.LSTM(
+            cfg.emb_dim,
+            cfg.enc_hidden,
+            cfg.enc_init,
+            layers.matmul_of(cfg),
+            name="lstm",
+        )
         hs, _ = lstm(x, zeros, zeros)
         last = jnp.clip(lengths - 1, 0, tokens.shape[1] - 1)
-        h_last = hs[jnp.arange(batch), last]
+        # A gather along time within each row: with the batch sharded over
+        # devices it stays local (indexing with (row, step) pairs gathered
+        # every device's rows, and its backward every device's gradients).
+        h_last = jnp.take_along_axis(hs, last[:, None, None], axis=1)[:, 0]
         project = (
             NormalisedMuLinear
             if cfg.head == "bn_gaussian" and cfg.bn_remedy == "weight_norm"
             else layers.Linear
         )
-        out = project(2 * cfg.latent_dim, cfg.enc_init, name="to_latent")(h_last)
+        out = project(
+            2 * cfg.latent_dim, cfg.enc_init, layers.matmul_of(cfg), name="to_latent"
+        )(h_last)
         return jnp.split(out, 2, axis=-1)
 
 
@@ -101,12 +113,13 @@ class Decoder(nn.Module):
     def setup(self):
         cfg = self.cfg
         self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.dec_init)
+        mm = layers.matmul_of(cfg)
         if cfg.latent_dim:
-            self.init_state = layers.Linear(cfg.dec_hidden, cfg.dec_init)
+            self.init_state = layers.Linear(cfg.dec_hidden, cfg.dec_init, mm)
         self.lstm = layers.LSTM(
-            cfg.emb_dim + cfg.latent_dim, cfg.dec_hidden, cfg.dec_init
+            cfg.emb_dim + cfg.latent_dim, cfg.dec_hidden, cfg.dec_init, mm
         )
-        self.out = layers.VocabProjection(cfg.vocab_size, cfg.dec_init)
+        self.out = layers.VocabProjection(cfg.vocab_size, cfg.dec_init, mm)
         self.drop_in = nn.Dropout(cfg.dec_dropout_in)
         self.drop_out = nn.Dropout(cfg.dec_dropout_out)
 
