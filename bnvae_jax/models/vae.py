@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from bnvae_jax.config_lib import ModelConfig
 from bnvae_jax.models import latents, layers, posteriors
+from bnvae_jax.models import lstm as lstm_lib
 from bnvae_jax.models.posteriors import Posterior
 
 
