@@ -3,7 +3,8 @@
     python launch/curves.py --run=VAE=runs/ptb_full/vae \
       --run=BN-VAE=runs/ptb_full/bn_vae --output=curves.png
 
-Each ``--run`` is ``LABEL=WORKDIR``; the runs may still be training.
+Each ``--run`` is ``LABEL=WORKDIR`` (split at the last "=", so a label may
+hold one, as in "BN-VAE (γ=0.6)"); the runs may still be training.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     try:
         for spec in args.run:
-            label, sep, workdir = spec.partition("=")
+            label, sep, workdir = spec.rpartition("=")
             if not sep or not label or not workdir:
                 raise UserError(f"--run={spec}: expected LABEL=WORKDIR")
             runs.append((label, curves.read_curves(workdir, args.split)))

@@ -61,7 +61,7 @@ def test_cli_writes_png_and_reports(tmp_path):
             sys.executable,
             str(SCRIPT),
             f"--run=A={tmp_path / 'a'}",
-            f"--run=B={tmp_path / 'b'}",
+            f"--run=B (γ=0.6)={tmp_path / 'b'}",
             f"--output={out}",
         ],
         capture_output=True,
