@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         path = curves.curves_figure(runs, args.output)
     except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     for label, c in runs:
         print(
             f"{label}: {c.epoch.size} epochs, last -ELBO {c.elbo_nll[-1]:.2f}, "

@@ -77,6 +77,6 @@ def test_cli_writes_png_and_reports(tmp_path):
         text=True,
         timeout=120,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error:") and "LABEL=WORKDIR" in bad.stderr
     assert "Traceback" not in bad.stderr
