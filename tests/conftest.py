@@ -19,6 +19,20 @@ import pytest  # noqa: E402
 jax.config.update("jax_platforms", "cpu")
 
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**overrides):
+    """``configs/tiny.py`` with ``{"section.key": value}`` overrides."""
+    from bnvae_jax import cli
+
+    config = cli.load_config_file(str(ROOT / "configs" / "tiny.py"))
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        config[section][key] = value
+    return config
+
+
 def make_model_config(**overrides):
     """A tiny ``ModelConfig``; tests override only what they exercise."""
     from bnvae_jax.config_lib import ModelConfig

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import make_model_config
 
 from bnvae_jax import bn_health, cli, config_lib, train
 from bnvae_jax.models import posteriors
@@ -145,20 +146,14 @@ def _fields(g):
 
 def _probe_variance(emb, hidden, init):
     """Median variance of the raw μ over random sentences at init."""
-    cfg = config_lib.ModelConfig(
+    cfg = make_model_config(
         vocab_size=500,
         emb_dim=emb,
         enc_hidden=hidden,
         dec_hidden=hidden,
         latent_dim=16,
-        head="bn_gaussian",
         gamma=1.0,
-        bn_momentum=0.1,
-        bn_eps=1e-5,
-        dec_dropout_in=0.0,
-        dec_dropout_out=0.0,
         enc_init=init,
-        dec_init="uniform",
     )
     key = jax.random.key(0)
     tokens = jax.random.randint(key, (256, 12), 0, 500)

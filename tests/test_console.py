@@ -30,7 +30,15 @@ def test_console_is_short_and_the_log_file_keeps_everything(tmp_path):
     lines = [line.split("\r")[-1] for line in out.rstrip("\n").split("\n")]
     assert len(lines) <= 40, out
     assert "orbax" not in out and "checkpoint_manager" not in out, out
-    assert "Warning" not in out and "warning:" not in out, out
+    # No Python warning and no warning of the run's own, except BN-VAE's bound
+    # monitor: on this tiny model the bound can dip for a few steps at the
+    # start (a measured event the console is meant to show).
+    own = [
+        line
+        for line in lines
+        if "warning:" in line and "BN-VAE's KL bound does not hold" not in line
+    ]
+    assert "Warning" not in out and not own, out
     epochs = [x for x in lines if x.startswith("epoch ") and "valid nll" in x]
     assert len(epochs) == 2, out
     for key in (" kl ", " mi ", " au ", " lr ", " s training"):

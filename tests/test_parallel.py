@@ -333,10 +333,11 @@ def test_two_hosts_reproduce_one_host(tmp_path, two_host_run):
     ref, got = _results(tmp_path / "one"), _results(two_host_run)
     assert got["num_hosts"] == 2 and got["num_devices"] == 4
     # 32 SGD steps at lr 1 and the evaluations: the hosts' all-reduce (gloo) sums
-    # in another order than one process does; measured differences <= 1.1e-5.
+    # in another order than one process does; measured differences <= 1.1e-5,
+    # and 7e-6 relative (1.4e-4 on an NLL of 20.4) with the (t, b) contractions.
     for split in ("valid", "test"):
         for key in EVAL_KEYS:
-            assert got[split][key] == pytest.approx(ref[split][key], abs=1e-4)
+            assert got[split][key] == pytest.approx(ref[split][key], rel=2e-5, abs=1e-4)
     # Process 0 wrote the synthetic corpus once; the console stayed short.
     assert len(list((two_host_run / "data").iterdir())) == 1
 

@@ -9,21 +9,20 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import python_module, run_child, start_child, tail, wait_child
+from conftest import (
+    python_module,
+    run_child,
+    start_child,
+    tail,
+    tiny_config,
+    wait_child,
+)
 
-from bnvae_jax import cli, steps, train, writers
+from bnvae_jax import steps, train, writers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au"}
 TIMING_KEYS = {"train_seconds", "train_tokens_per_second"}
-
-
-def tiny_config(**overrides):
-    config = cli.load_config_file(str(ROOT / "configs" / "tiny.py"))
-    for dotted, value in overrides.items():
-        section, key = dotted.split(".")
-        config[section][key] = value
-    return config
 
 
 def _comparable(results):

@@ -1,22 +1,11 @@
 """The train loop never waits for the device between two log points."""
 
-import pathlib
-
 import jax
 import numpy as np
+from conftest import tiny_config
 from jax._src.array import ArrayImpl
 
-from bnvae_jax import cli, train
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _config(**overrides):
-    config = cli.load_config_file(str(ROOT / "configs" / "tiny.py"))
-    for dotted, value in overrides.items():
-        section, key = dotted.split(".")
-        config[section][key] = value
-    return config
+from bnvae_jax import train
 
 
 class DeviceReads:
@@ -54,7 +43,7 @@ class DeviceReads:
 
 
 def test_no_device_to_host_transfer_between_log_points(tmp_path, monkeypatch):
-    config = _config(
+    config = tiny_config(
         **{
             "train.epochs": 1,
             "train.log_every_steps": 4,

@@ -98,7 +98,11 @@ class Linear(nn.Module):
             INIT_SCHEMES[self.init_scheme].linear(fan_in),
             (fan_in, self.features),
         )
-        return self.matmul(x, kernel)
+        return self.matmul(x, self.used_kernel(kernel))
+
+    def used_kernel(self, kernel: jax.Array) -> jax.Array:
+        """The product's weights made from the parameter (subclasses reshape it)."""
+        return kernel
 
 
 class LSTM(nn.Module):

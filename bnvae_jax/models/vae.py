@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from bnvae_jax.config_lib import ModelConfig
 from bnvae_jax.models import latents, layers, posteriors
-from bnvae_jax.models import lstm as lstm_lib
 from bnvae_jax.models.posteriors import Posterior
 
 
@@ -35,7 +34,7 @@ def target_mask(lengths: jax.Array, width: int) -> jax.Array:
     return (jnp.arange(width)[None, :] < (lengths[:, None] - 1)).astype(jnp.float32)
 
 
-class NormalisedMuLinear(nn.Module):
+class NormalisedMuLinear(layers.Linear):
     """``layers.Linear`` whose first ``features // 2`` columns (μ) have unit norm.
 
     The ``bn_remedy='weight_norm'`` projection: the same parameter as the plain
@@ -43,22 +42,11 @@ class NormalisedMuLinear(nn.Module):
     its L2 norm at use, so the scale of μ cannot shrink with its weights.
     """
 
-    features: int
-    init_scheme: str
-    matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        fan_in = x.shape[-1]
-        kernel = self.param(
-            "kernel",
-            layers.INIT_SCHEMES[self.init_scheme].linear(fan_in),
-            (fan_in, self.features),
-        )
+    def used_kernel(self, kernel: jax.Array) -> jax.Array:
         half = self.features // 2
         w_mu = kernel[:, :half]
         w_mu = w_mu * jax.lax.rsqrt(jnp.sum(jnp.square(w_mu), 0, keepdims=True))
-        return self.matmul(x, jnp.concatenate([w_mu, kernel[:, half:]], axis=1))
+        return jnp.concatenate([w_mu, kernel[:, half:]], axis=1)
 
 
 class Encoder(nn.Module):
