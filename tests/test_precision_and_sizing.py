@@ -1,7 +1,6 @@
 """Matmul precision, mixed precision, evaluation sizes and the device policy."""
 
 import dataclasses
-import pathlib
 import types
 
 import jax
@@ -9,15 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnvae_jax import cli, parallel, schedules, steps
+from bnvae_jax import parallel, schedules, steps
 from bnvae_jax.errors import ConfigError
 from bnvae_jax.evaluation import sizing
 from bnvae_jax.models import lstm as lstm_lib
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.objectives import kl_identity
-from tests.conftest import make_model_config
+from tests.conftest import make_model_config, tiny_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 MIXED = lstm_lib.Matmul(bfloat16=True)
 
 
@@ -99,7 +97,7 @@ def test_mixed_precision_train_step_tracks_float32():
 def test_precision_keys_validated():
     from bnvae_jax import config_lib
 
-    config = cli.load_config_file(str(ROOT / "configs" / "tiny.py"))
+    config = tiny_config()
     config.model.matmul_precision = "tf32"
     with pytest.raises(ConfigError, match="model.matmul_precision='tf32'"):
         config_lib.validate(config)
