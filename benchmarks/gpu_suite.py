@@ -23,10 +23,10 @@ from run import (
     timed_calls,
 )
 
-from bnvae_jax import parallel, schedules, steps
 from bnvae_jax.evaluation import sizing
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.objectives import kl_identity
+from bnvae_jax.training import parallel, schedules, steps
+from bnvae_jax.training.objectives import kl_identity
 
 TINY_SIZES = {
     "ptb": dict(vocab=50, emb=8, hidden=16, latent=4, words=5),

@@ -31,11 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnvae_jax import schedules, steps
-from bnvae_jax.config_lib import ModelConfig
 from bnvae_jax.evaluation import passes
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.objectives import kl_identity
+from bnvae_jax.training import schedules, steps
+from bnvae_jax.training.config_lib import ModelConfig
+from bnvae_jax.training.objectives import kl_identity
 
 SIZES = {
     "ptb": dict(vocab=10_000, emb=256, hidden=256, latent=32, words=22),

@@ -27,9 +27,9 @@ import time
 import jax
 import numpy as np
 
-from bnvae_jax import parallel, schedules, steps
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.objectives import kl_identity
+from bnvae_jax.training import parallel, schedules, steps
+from bnvae_jax.training.objectives import kl_identity
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from run import BATCH, SIZES, make_batch, model_config  # noqa: E402

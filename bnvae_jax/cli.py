@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import tqdm
 from absl import flags
 
-from bnvae_jax import config_lib
 from bnvae_jax.errors import ConfigError, UserError
+from bnvae_jax.training import config_lib
 
-DEFAULT_CONFIG = str(pathlib.Path(__file__).with_name("default_config.py"))
+DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "training" / "default_config.py")
 TABLE_KEYS = ("iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au")
 
 

@@ -13,8 +13,9 @@ import pathlib
 import ml_collections
 from absl import app, flags
 
-from bnvae_jax import cli, fileio, train
+from bnvae_jax import cli, fileio
 from bnvae_jax.errors import WorkdirError
+from bnvae_jax.tasks import text_vae as train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory written by bnvae_jax.main.")

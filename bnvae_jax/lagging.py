@@ -11,7 +11,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bnvae_jax import cli
-from bnvae_jax.analysis import lagging
+from bnvae_jax.tasks import lagging
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Study config (configs/lagging.py).")

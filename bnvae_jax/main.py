@@ -12,7 +12,8 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from bnvae_jax import cli, fileio, parallel
+from bnvae_jax import cli, fileio
+from bnvae_jax.training import parallel
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", cli.DEFAULT_CONFIG, "Config file.")
@@ -32,8 +33,8 @@ def main(argv):
         parallel.initialize_distributed(parallel.config_from(config))
         import jax
 
-        from bnvae_jax import train
-        from bnvae_jax.dialog import train as dialog_train
+        from bnvae_jax.tasks import text_vae as train
+        from bnvae_jax.tasks.dialog import train as dialog_train
 
         me = jax.process_index()
         cli.log_to_file(workdir, cli.LOG_FILE if me == 0 else f"log.{me}.txt")

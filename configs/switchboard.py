@@ -12,7 +12,7 @@ Methods: cvae, cvae_bow, bn_cvae. Paper (full Switchboard, GPU): KL 0.15 / 9.30 
 5.18; CPU-sized runs on the 60 public validation dialogs: docs/RESULTS.md.
 """
 
-from bnvae_jax.dialog import config
+from bnvae_jax.tasks.dialog import config
 
 
 def get_config():

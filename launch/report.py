@@ -7,7 +7,7 @@ The logic lives in ``bnvae_jax.sweep_report`` (importable and tested).
 
 import sys
 
-from bnvae_jax import sweep_report
+from bnvae_jax.tools import sweep_report
 
 if __name__ == "__main__":
     sys.exit(sweep_report.main(sys.argv[1:]))

@@ -9,7 +9,7 @@ The logic lives in ``bnvae_jax.sweep`` (importable and tested).
 
 import sys
 
-from bnvae_jax import sweep
+from bnvae_jax.tools import sweep
 
 if __name__ == "__main__":
     sys.exit(sweep.main(sys.argv[1:]))

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from conftest import make_model_config
 
-from bnvae_jax import bn_health, cli, config_lib, train
+from bnvae_jax import cli
 from bnvae_jax.models import posteriors
 from bnvae_jax.models.vae import Encoder
+from bnvae_jax.tasks import text_vae as train
+from bnvae_jax.training import bn_health, config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from bnvae_jax import checkpoints
 from bnvae_jax.errors import WorkdirError
+from bnvae_jax.training import checkpoints
 
 
 def _state(scale=1.0):
@@ -185,7 +185,7 @@ _KILL_CHILD = textwrap.dedent(
     """
     import os, sys
     import numpy as np
-    from bnvae_jax import checkpoints
+    from bnvae_jax.training import checkpoints
     ckpt = checkpoints.Checkpointer(sys.argv[1])
     big = np.zeros((8, 1 << 20), np.float32)
     step = 0

@@ -49,9 +49,11 @@ def _worker(out_path: str) -> None:
     import jax
     import numpy as np
 
-    from bnvae_jax import cli, steps, train
+    from bnvae_jax import cli
     from bnvae_jax.evaluation import passes
     from bnvae_jax.evaluation import run as eval_run
+    from bnvae_jax.tasks import text_vae as train
+    from bnvae_jax.training import steps
 
     assert jax.device_count() == DEVICES, jax.devices()
     report = {}

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from bnvae_jax import writers
 from bnvae_jax.analysis import curves
 from bnvae_jax.errors import WorkdirError
+from bnvae_jax.training import writers
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "launch" / "curves.py"
 

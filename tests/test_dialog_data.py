@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from bnvae_jax.dialog import data
 from bnvae_jax.errors import DataError
+from bnvae_jax.tasks.dialog import data
 
 
 def dialog_line(utts, topic="MUSIC", **extra):

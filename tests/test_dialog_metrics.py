@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from bnvae_jax.dialog import metrics
 from bnvae_jax.errors import DataError
+from bnvae_jax.tasks.dialog import metrics
 
 
 def test_bleu_of_an_identical_pair_by_hand():

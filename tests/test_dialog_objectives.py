@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnvae_jax.dialog import objectives
-from bnvae_jax.dialog.model import bow_loss, gaussian_kl_between
 from bnvae_jax.models.posteriors import Posterior, gaussian_kl
+from bnvae_jax.tasks.dialog import objectives
+from bnvae_jax.tasks.dialog.model import bow_loss, gaussian_kl_between
 
 
 def test_kl_between_diagonal_gaussians_matches_monte_carlo():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import python_module, run_child
 
-from bnvae_jax import checkpoints
-from bnvae_jax.dialog import config as config_lib
-from bnvae_jax.dialog import model as model_lib
-from bnvae_jax.dialog import train
 from bnvae_jax.errors import DataError
+from bnvae_jax.tasks.dialog import config as config_lib
+from bnvae_jax.tasks.dialog import model as model_lib
+from bnvae_jax.tasks.dialog import train
+from bnvae_jax.training import checkpoints
 
 WORDS = "yeah i think so uh-huh you know that's right well okay".split()
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnvae_jax import objectives
+from bnvae_jax.training import objectives
 
 
 def _kl_dim(mu):

@@ -51,8 +51,8 @@ def _train_and_eval(workdir, num_steps, evaluate=True, **overrides):
     """``num_steps`` steps through the train loop's step, then an evaluation."""
     import jax
 
-    from bnvae_jax import train
     from bnvae_jax.evaluation import run as eval_run
+    from bnvae_jax.tasks import text_vae as train
 
     trainer, state = train.setup(_config(**overrides), workdir)
     (step,) = trainer.compile_steps()
@@ -127,7 +127,8 @@ def _worker(out_path: str) -> None:
     """Runs every multi-device check in this process (8 fake devices)."""
     import jax
 
-    from bnvae_jax import parallel, train
+    from bnvae_jax.tasks import text_vae as train
+    from bnvae_jax.training import parallel
 
     assert jax.device_count() == DEVICES, jax.devices()
     tmp = pathlib.Path(tempfile.mkdtemp())
@@ -197,8 +198,8 @@ def test_clear_errors_for_devices_and_batch(multi_device_report):
 
 
 def test_config_errors_and_host_digest():
-    from bnvae_jax import config_lib, parallel
     from bnvae_jax.errors import ConfigError
+    from bnvae_jax.training import config_lib, parallel
 
     with pytest.raises(ConfigError, match="parallel.mode='spmd' is not one of"):
         config_lib.validate(_config(**{"parallel.mode": "spmd"}))

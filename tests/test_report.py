@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from bnvae_jax import report
 from bnvae_jax.errors import UserError
+from bnvae_jax.tools import report
 
 
 def test_markdown_table_rows_and_missing_values(tmp_path):

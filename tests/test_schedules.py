@@ -2,7 +2,7 @@ import jax
 import numpy as np
 import pytest
 
-from bnvae_jax import schedules
+from bnvae_jax.training import schedules
 
 
 def test_linear_matches_reference_loop():

@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnvae_jax import schedules, steps
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.objectives import kl_identity
+from bnvae_jax.training import schedules, steps
+from bnvae_jax.training.objectives import kl_identity
 
 
 def _batch(num_real, batch_size=6, width=8, length=6, vocab=12, seed=0):

@@ -16,7 +16,7 @@ import time
 import pytest
 from conftest import run_child
 
-from bnvae_jax import sweep, sweep_report
+from bnvae_jax.tools import sweep, sweep_report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.py")

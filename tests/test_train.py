@@ -18,7 +18,8 @@ from conftest import (
     wait_child,
 )
 
-from bnvae_jax import steps, train, writers
+from bnvae_jax.tasks import text_vae as train
+from bnvae_jax.training import steps, writers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au"}

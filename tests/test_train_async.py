@@ -5,7 +5,7 @@ import numpy as np
 from conftest import tiny_config
 from jax._src.array import ArrayImpl
 
-from bnvae_jax import train
+from bnvae_jax.tasks import text_vae as train
 
 
 class DeviceReads:

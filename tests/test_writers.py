@@ -11,7 +11,7 @@ import pytest
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
-from bnvae_jax import writers
+from bnvae_jax.training import writers
 
 
 def _read_events(logdir):

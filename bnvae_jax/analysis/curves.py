@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnvae_jax import writers
 from bnvae_jax.errors import WorkdirError
+from bnvae_jax.training import writers
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,8 @@ import pathlib
 
 import numpy as np
 
-from bnvae_jax import writers
 from bnvae_jax.errors import WorkdirError
+from bnvae_jax.training import writers
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import scipy.special
 
-from bnvae_jax import bn_health
+from bnvae_jax.training import bn_health
 
 
 class Posterior(NamedTuple):

@@ -15,24 +15,24 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from bnvae_jax import (
-    bn_health,
-    checkpoints,
-    config_lib,
-    fileio,
-    objectives,
-    parallel,
-    schedules,
-    steps,
-    writers,
-)
-from bnvae_jax.config_lib import RunConfig
+from bnvae_jax import fileio
 from bnvae_jax.data import batching, datasets
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import UserError, WorkdirError
 from bnvae_jax.evaluation import decoding
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models.vae import TextVAE
+from bnvae_jax.training import (
+    bn_health,
+    checkpoints,
+    config_lib,
+    objectives,
+    parallel,
+    schedules,
+    steps,
+    writers,
+)
+from bnvae_jax.training.config_lib import RunConfig
 
 # The arrays a train step reads; evaluation batches also carry sentence ids.
 TRAIN_KEYS = ("tokens", "lengths", "mask")

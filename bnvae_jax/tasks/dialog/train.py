@@ -29,14 +29,15 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from bnvae_jax import checkpoints, fileio, schedules, writers
+from bnvae_jax import fileio
 from bnvae_jax.data.vocab import BOS, EOS, PAD
-from bnvae_jax.dialog import config as config_lib
-from bnvae_jax.dialog import data as data_lib
-from bnvae_jax.dialog import metrics as metrics_lib
-from bnvae_jax.dialog import objectives
-from bnvae_jax.dialog.model import DialogCVAE
 from bnvae_jax.errors import UserError
+from bnvae_jax.tasks.dialog import config as config_lib
+from bnvae_jax.tasks.dialog import data as data_lib
+from bnvae_jax.tasks.dialog import metrics as metrics_lib
+from bnvae_jax.tasks.dialog import objectives
+from bnvae_jax.tasks.dialog.model import DialogCVAE
+from bnvae_jax.training import checkpoints, schedules, writers
 
 
 class DivergedError(UserError):

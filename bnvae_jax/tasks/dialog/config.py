@@ -11,10 +11,10 @@ import dataclasses
 
 import ml_collections
 
-from bnvae_jax.dialog import data as data_lib
-from bnvae_jax.dialog import objectives
-from bnvae_jax.dialog.model import DialogModelConfig
 from bnvae_jax.errors import ConfigError
+from bnvae_jax.tasks.dialog import data as data_lib
+from bnvae_jax.tasks.dialog import objectives
+from bnvae_jax.tasks.dialog.model import DialogModelConfig
 
 TASK = "dialog"
 

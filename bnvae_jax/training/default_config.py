@@ -3,7 +3,7 @@
 python -m bnvae_jax.main
 """
 
-from bnvae_jax import config_lib
+from bnvae_jax.training import config_lib
 
 
 def get_config():

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 
 import ml_collections
 
-from bnvae_jax import bn_health, parallel
-from bnvae_jax import methods as methods_lib
 from bnvae_jax.errors import ConfigError
+from bnvae_jax.training import bn_health, parallel
+from bnvae_jax.training import methods as methods_lib
 
 
 def default_config() -> ml_collections.ConfigDict:

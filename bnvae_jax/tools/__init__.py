@@ -1,0 +1,1 @@
+"""The code behind the sweep, report and sweep_report commands."""

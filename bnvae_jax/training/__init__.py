@@ -1,0 +1,1 @@
+"""The training library: loop, steps, schedules, objectives, methods, devices."""
