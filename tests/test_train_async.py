@@ -6,6 +6,7 @@ from conftest import tiny_config
 from jax._src.array import ArrayImpl
 
 from bnvae_jax.tasks import text_vae as train
+from bnvae_jax.training import loop as loop_lib
 
 
 class DeviceReads:
@@ -56,12 +57,12 @@ def test_no_device_to_host_transfer_between_log_points(tmp_path, monkeypatch):
     flushes, saves, epochs = [], [], []
     # Reading the device is allowed only where the loop means to: flushing
     # metrics (log and checkpoint points), saving, and the end of the epoch.
-    monkeypatch.setattr(train, "_flush", reads.allowed(train._flush, flushes))
+    monkeypatch.setattr(loop_lib, "flush", reads.allowed(loop_lib.flush, flushes))
     monkeypatch.setattr(
         train.Trainer, "save_latest", reads.allowed(train.Trainer.save_latest, saves)
     )
     monkeypatch.setattr(
-        train, "end_of_epoch", reads.allowed(train.end_of_epoch, epochs)
+        loop_lib, "end_of_epoch", reads.allowed(loop_lib.end_of_epoch, epochs)
     )
     # The loop reads the step count once when it starts.
     final = train.train_epochs(trainer, state, loop)

@@ -1,21 +1,24 @@
-"""``train_and_evaluate``: the one train loop, with plateau decay and exact resume."""
+"""The text VAEs on the shared loop (``training.loop``).
+
+The task supplies the text VAE's batches (length-bucketed), its train steps
+(SGD on the annealed ELBO; He et al.'s aggressive encoder steps; SA-VAE),
+the selection loss of its method, the reference's plateau rule (LR decay with
+best-checkpoint reload, stop at the ``max_decay``-th decay), He et al.'s
+aggressive-training switch, and the final evaluation (ELBO, KL, MI, AU,
+500-sample IW-NLL, decoded samples). Resume, checkpoints, NaN guard,
+progress, devices and Ctrl-C are the loop's.
+"""
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import json
 import logging
-import math
 import pathlib
-import time
 
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
-from bnvae_jax import fileio
 from bnvae_jax.data import batching, datasets
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import UserError, WorkdirError
@@ -30,50 +33,39 @@ from bnvae_jax.training import (
     parallel,
     schedules,
     steps,
-    writers,
+)
+from bnvae_jax.training import (
+    loop as loop_lib,
 )
 from bnvae_jax.training.config_lib import RunConfig
+from bnvae_jax.training.loop import (  # noqa: F401  (the task's public names)
+    DivergedError,
+    end_of_epoch,
+    final_results,
+    prefetch,
+    restore_or_start,
+    setup_devices,
+    train_epochs,
+)
 
 # The arrays a train step reads; evaluation batches also carry sentence ids.
 TRAIN_KEYS = ("tokens", "lengths", "mask")
-
-
-class DivergedError(UserError):
-    """The loss became NaN or infinite."""
+_state_tree = loop_lib.state_tree
 
 
 @dataclasses.dataclass
-class LoopState:
-    """Host-side progress, saved with every checkpoint (JSON)."""
+class LoopState(loop_lib.LoopState):
+    """The loop's progress plus the plateau rule's and the aggressive controller's."""
 
-    epoch: int = 0  # current epoch
-    position: int = 0  # next batch position within the epoch's order
     learning_rate: float = 1.0
     decay_count: int = 0
-    best_loss: float = math.inf
-    best_epoch: int = -1
     ref_loss: float = 1e4  # the reference's last non-worsening validation loss
     not_improved: int = 0
-    train_seconds: float = 0.0
-    train_tokens: int = 0
-    done: bool = False  # stopped for good by the max_decay-th LR decay
-    epoch_sums: dict = dataclasses.field(default_factory=dict)
     # agg_vae's controller: aggressive updates until validation MI drops.
     aggressive: bool = True
     pre_mi: float = 0.0
     inner_steps: int = 0  # encoder-only steps taken (agg_vae)
     bn_warning: str = ""  # BN bound problems last warned about (bn_health.monitor)
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["best_loss"] = None if math.isinf(self.best_loss) else self.best_loss
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> LoopState:
-        d = dict(d)
-        d["best_loss"] = math.inf if d.get("best_loss") is None else d["best_loss"]
-        return cls(**d)
 
 
 def plateau_update(loop: LoopState, val_loss: float, epoch: int, cfg) -> bool:
@@ -107,23 +99,6 @@ def build_model(
     return TextVAE(cfg, axis_name=axis_name)
 
 
-def _example_batch(plan: batching.BatchPlan) -> dict:
-    return eval_run.batch_arrays(plan.make_batch(0))
-
-
-def _state_tree(state: steps.TrainState) -> dict:
-    return {
-        "step": state.step,
-        "params": state.params,
-        "batch_stats": state.batch_stats,
-        "opt_state": state.opt_state,
-    }
-
-
-def _with_tree(state: steps.TrainState, tree: dict) -> steps.TrainState:
-    return state.replace(**tree)
-
-
 def run_info(config: ml_collections.ConfigDict, vocab: Vocab) -> dict:
     info = {k: config_lib.get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
     info["vocab_size"] = len(vocab)
@@ -132,20 +107,52 @@ def run_info(config: ml_collections.ConfigDict, vocab: Vocab) -> dict:
 
 
 @dataclasses.dataclass
-class Trainer:
-    """Everything the loop touches; built once by ``train_and_evaluate``."""
+class TextVAETrainer(loop_lib.Trainer):
+    """The text VAE task; built once by ``setup``."""
 
-    config: ml_collections.ConfigDict
     run: RunConfig
-    workdir: pathlib.Path
     data: datasets.Datasets
     model: TextVAE
     plan: batching.BatchPlan
-    ckpt: checkpoints.Checkpointer
-    writer: writers.MetricWriter
-    rng: jax.Array
-    eval_key: jax.Array
-    par: parallel.Parallel
+
+    loop_state_class = LoopState
+
+    @property
+    def settings(self):
+        return self.run.train
+
+    def new_loop(self) -> LoopState:
+        return LoopState(learning_rate=self.run.train.learning_rate)
+
+    def fresh_start(self, state):
+        if self.config.init_from:
+            state = init_from_run(state, self.config.init_from, self.data.vocab)
+        return state
+
+    def method_name(self) -> str:
+        return self.run.method_name
+
+    # -- batches ---------------------------------------------------------------
+
+    def num_positions(self) -> int:
+        return len(self.plan)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return batching.epoch_order(self.plan, self.run.seed, epoch)
+
+    def make_batch(self, order, position: int):
+        batch = self.plan.make_batch(int(order[position]))
+        return batch, batch.num_real
+
+    def train_arrays(self, batch: batching.Batch) -> dict:
+        """The step reads no sentence ids."""
+        arrays = eval_run.batch_arrays(batch)
+        return {k: arrays[k] for k in TRAIN_KEYS}
+
+    def batch_tokens(self, batch: batching.Batch) -> int:
+        return batch.num_tokens
+
+    # -- steps -----------------------------------------------------------------
 
     def schedule_spec(self) -> schedules.ScheduleSpec:
         t = self.run.train
@@ -178,18 +185,51 @@ class Trainer:
 
         jit: ``steps.jit_train_step``, which takes its shardings from the
         replicated state and the sharded batch; pmap: the same step mapped.
+        Both donate the state.
         """
         fns = self.step_fns()
         if self.par.mode == "jit":
-            return [steps.jit_train_step(fns)] + [
-                steps.jit_train_step(fns, update=u) for u in updates[1:]
-            ]
+            return [steps.jit_train_step(fns, update=u) for u in updates]
         return [_pmap_step(self.par, fns, u) for u in updates]
 
-    def put_batch(self, batch: batching.Batch) -> dict:
-        """A training batch on the devices (the step reads no sentence ids)."""
-        arrays = eval_run.batch_arrays(batch)
-        return self.par.shard_batch({k: arrays[k] for k in TRAIN_KEYS})
+    def make_runner(self) -> loop_lib.StepRunner:
+        if self.run.method.procedure != "aggressive":
+            (step_fn,) = self.compile_steps()
+            return lambda state, arrays, loop, step: step_fn(state, arrays, self.rng)
+        all_step, enc_step, dec_step = self.compile_steps(steps.UPDATES)
+
+        def run(state, arrays, loop, step):
+            if not loop.aggressive:
+                return all_step(state, arrays, self.rng)
+            state = _aggressive_encoder_steps(self, state, loop, arrays, enc_step, step)
+            return dec_step(state, arrays, self.rng)
+
+        return run
+
+    # -- metrics ---------------------------------------------------------------
+
+    def step_loss(self, m: dict) -> float:
+        return (m["rec_sum"] + m["kl_weight"] * m["kl_sum"]) / max(m["count"], 1.0)
+
+    def train_scalars(self, host: list, loop: LoopState) -> dict:
+        count = max(sum(float(m["count"]) for m in host), 1.0)
+        last = host[-1]
+        scalars = {
+            "train/rec": sum(float(m["rec_sum"]) for m in host) / count,
+            "train/kl": sum(float(m["kl_sum"]) for m in host) / count,
+            "train/kl_weight": float(last["kl_weight"]),
+            "train/grad_norm": float(last["grad_norm"]),
+            "train/param_norm": float(last["param_norm"]),
+            "train/learning_rate": float(last["learning_rate"]),
+        }
+        scalars["train/loss"] = (
+            scalars["train/rec"] + scalars["train/kl_weight"] * scalars["train/kl"]
+        )
+        scalars.update(bn_health.host_scalars(host))
+        loop.bn_warning = bn_health.warn(scalars, loop.bn_warning)
+        return scalars
+
+    # -- validation and the plateau rule ---------------------------------------
 
     def selection_loss(self, val: dict) -> float:
         """The validation loss that picks the best checkpoint."""
@@ -216,8 +256,89 @@ class Trainer:
         )
         return metrics
 
-    def save_latest(self, state, loop: LoopState):
-        self.ckpt.save_latest(int(state.step), _state_tree(state), loop.to_json())
+    def validate_epoch(self, state):
+        val = self.validate(state)
+        return val, self.selection_loss(val)
+
+    def after_validation(self, state, loop: LoopState, val: dict, improved: bool):
+        cfg, epoch, scalars = self.run.train, loop.epoch, {}
+        if cfg.test_every_epochs and epoch % cfg.test_every_epochs == 0:
+            test = self.validate(state, "test")
+            scalars.update({f"test/{k}": v for k, v in test.items()})
+        if self.run.method.procedure == "aggressive":
+            # He et al.: stop aggressive training once the (per-batch) MI drops.
+            if loop.aggressive and val["mi_batch"] < loop.pre_mi:
+                loop.aggressive = False
+                logging.info("epoch %d: aggressive training switched off", epoch)
+            loop.pre_mi = val["mi_batch"]
+            scalars["aggressive"] = float(loop.aggressive)
+            scalars["inner_steps"] = loop.inner_steps
+        if plateau_update(loop, self.selection_loss(val), epoch, cfg):
+            restored, _ = self.ckpt.restore_best(loop_lib.state_tree(state))
+            state = steps.reset_optimizer(
+                state, restored["params"], restored["batch_stats"], loop.learning_rate
+            )
+            state = self.par.replicate(state)
+            logging.info(
+                "epoch %d: learning rate decayed to %g", epoch, loop.learning_rate
+            )
+        scalars["lr"] = loop.learning_rate
+        if loop.decay_count >= cfg.max_decay:
+            loop.done = True
+        return state, scalars
+
+    def epoch_message(self, epoch: int, val: dict, loop: LoopState) -> str:
+        mi = "-" if val["mi"] is None else f"{val['mi']:.3f}"
+        return (
+            f"epoch {epoch}: valid nll {val['elbo_nll']:.3f}  kl {val['kl']:.3f}  "
+            f"mi {mi}  au {val['au']}  lr {loop.learning_rate:g}  "
+            f"({loop.train_seconds:.0f} s training)"
+        )
+
+    # -- final evaluation ------------------------------------------------------
+
+    def final_results(self, state, loop: LoopState) -> dict:
+        """Valid and test metrics (with IW-NLL) of the selected state; samples."""
+        variables = self.variables(state)
+        results = {}
+        for i, split in enumerate(("valid", "test")):
+            results[split] = eval_run.evaluate_split(
+                self.model,
+                variables,
+                self.data.split(split),
+                jax.random.fold_in(self.eval_key, i),
+                self.run.eval,
+                batch_size=self.config.data.eval_batch_size,
+                bucket_width=self.config.data.bucket_width,
+                with_iw=split in self.run.eval.iw_splits.split(","),
+                par=self.par,
+            )
+        if jax.process_index() == 0:  # decoding is host-local; one host writes it
+            decoding.write_outputs(
+                self.model,
+                self.par.local_copy(variables),
+                self.data,
+                self.run.eval,
+                self.workdir / "samples",
+                jax.random.fold_in(self.eval_key, 7),
+            )
+        results.update(
+            {
+                "train_tokens_per_second": loop.train_tokens
+                / max(loop.train_seconds, 1e-9),
+                "init_from": self.config.init_from or None,
+                "aggressive_inner_steps": loop.inner_steps,
+                # Lines read, kept, and dropped as empty or over data.max_tokens.
+                "data": {
+                    split: dataclasses.asdict(stats)
+                    for split, stats in self.data.stats.items()
+                },
+            }
+        )
+        return results
+
+
+Trainer = TextVAETrainer
 
 
 def _pmap_step(par: parallel.Parallel, fns: steps.StepFns, update: str):
@@ -232,79 +353,8 @@ def _pmap_step(par: parallel.Parallel, fns: steps.StepFns, update: str):
     return run
 
 
-def _flush(pending: list, loop: LoopState, writer, step: int) -> dict:
-    """Moves per-step device metrics to the host, checks them, logs the mean."""
-    if not pending:
-        return {}
-    host = jax.device_get(pending)
-    for offset, m in enumerate(host):
-        loss = (m["rec_sum"] + m["kl_weight"] * m["kl_sum"]) / max(m["count"], 1.0)
-        if not np.isfinite(loss) or not np.isfinite(m["grad_norm"]):
-            bad = step - len(host) + offset + 1
-            raise DivergedError(
-                f"training loss became non-finite at step {bad} (epoch "
-                f"{loop.epoch}); the last good checkpoint is kept"
-            )
-    sums = loop.epoch_sums
-    for m in host:
-        for k in ("rec_sum", "kl_sum", "count", "tokens"):
-            sums[k] = sums.get(k, 0.0) + float(m[k])
-    count = sum(float(m["count"]) for m in host)
-    last = host[-1]
-    scalars = {
-        "train/rec": sum(float(m["rec_sum"]) for m in host) / count,
-        "train/kl": sum(float(m["kl_sum"]) for m in host) / count,
-        "train/kl_weight": float(last["kl_weight"]),
-        "train/grad_norm": float(last["grad_norm"]),
-        "train/param_norm": float(last["param_norm"]),
-        "train/learning_rate": float(last["learning_rate"]),
-    }
-    scalars["train/loss"] = (
-        scalars["train/rec"] + scalars["train/kl_weight"] * (scalars["train/kl"])
-    )
-    scalars.update(bn_health.host_scalars(host))
-    loop.bn_warning = bn_health.warn(scalars, loop.bn_warning)
-    writer.write_scalars(step, scalars)
-    pending.clear()
-    return scalars
-
-
-def _reached_max_steps(cfg, step: int) -> bool:
-    return bool(cfg.max_steps) and step >= cfg.max_steps
-
-
-def _epoch_batches(trainer: Trainer, order, loop: LoopState, bar):
-    """``(position, batch)`` of the epoch's usable batches from ``loop.position``.
-
-    Batches with fewer than ``train.min_batch`` real rows are skipped (the bar
-    still counts them).
-    """
-    for position in range(loop.position, len(trainer.plan)):
-        batch = trainer.plan.make_batch(int(order[position]))
-        if batch.num_real < trainer.run.train.min_batch:
-            bar.update(1)
-            continue
-        yield position, batch
-
-
-def prefetch(items, place, size: int = 2):
-    """Yields ``(item, place(item))`` with the next ``size - 1`` items placed.
-
-    ``place`` puts a batch on the devices; JAX dispatches steps asynchronously,
-    so placing batch i+1 before step i is awaited overlaps the host work and
-    the transfer with the device's computation.
-    """
-    queue = collections.deque()
-    for item in items:
-        queue.append((item, place(item)))
-        if len(queue) >= size:
-            yield queue.popleft()
-    while queue:
-        yield queue.popleft()
-
-
 def _aggressive_encoder_steps(
-    trainer: Trainer, state, loop: LoopState, first, enc_step, step: int
+    trainer: TextVAETrainer, state, loop: LoopState, first, enc_step, step: int
 ):
     """He et al.'s inner loop: encoder-only steps until the loss stops falling.
 
@@ -341,174 +391,13 @@ def _aggressive_encoder_steps(
     return state
 
 
-def train_epochs(trainer: Trainer, state, loop: LoopState):
-    """Runs epochs from ``loop`` onwards; returns the final state.
-
-    Stops at the ``max_decay``-th decay (for good: ``loop.done``), after
-    ``train.epochs`` or at ``train.max_steps`` (a rerun with a larger limit
-    carries on). Ctrl-C saves the last completed step before exiting.
-
-    Between two log points the loop never waits for the devices: the step
-    count is kept on the host, the next batch is placed while the current step
-    runs, the state is donated to the step, and metrics stay on the devices
-    until ``_flush`` fetches them (at log, checkpoint and epoch ends).
-    """
-    cfg = trainer.run.train
-    aggressive = trainer.run.method.procedure == "aggressive"
-    if aggressive:
-        step_fn, enc_step, dec_step = trainer.compile_steps(steps.UPDATES)
-    else:
-        (step_fn,) = trainer.compile_steps()
-    state = trainer.par.replicate(state)
-    plan, writer = trainer.plan, trainer.writer
-    step = int(state.step)  # the host's count; the device's is not read again
-    pending: list = []  # device metrics not yet checked and logged
-    mid_batch = False  # inside an aggressive batch: no consistent state to save
-    try:
-        while not loop.done and loop.epoch < cfg.epochs:
-            if _reached_max_steps(cfg, step):
-                break
-            order = batching.epoch_order(plan, trainer.run.seed, loop.epoch)
-            bar = tqdm.tqdm(
-                total=len(plan),
-                initial=loop.position,
-                desc=f"epoch {loop.epoch}",
-                unit="batch",
-                leave=False,
-            )
-            usable = _epoch_batches(trainer, order, loop, bar)
-            since = time.perf_counter()  # training time not yet in the loop state
-            for (position, batch), arrays in prefetch(
-                usable, lambda item: trainer.put_batch(item[1])
-            ):
-                bar.update(1)
-                if aggressive and loop.aggressive:
-                    mid_batch = True
-                    state = _aggressive_encoder_steps(
-                        trainer, state, loop, arrays, enc_step, step
-                    )
-                    state, metrics = dec_step(state, arrays, trainer.rng)
-                    mid_batch = False
-                else:
-                    state, metrics = step_fn(state, arrays, trainer.rng)
-                step, loop.position = step + 1, position + 1
-                pending.append(metrics)
-                loop.train_tokens += batch.num_tokens
-                log = step % cfg.log_every_steps == 0
-                save = step % cfg.checkpoint_every_steps == 0
-                if log or save:
-                    scalars = _flush(pending, loop, writer, step)
-                    loop.train_seconds += time.perf_counter() - since
-                    if log:
-                        bar.set_postfix(loss=f"{scalars['train/loss']:.2f}")
-                    if save:
-                        trainer.save_latest(state, loop)
-                    since = time.perf_counter()
-                if _reached_max_steps(cfg, step):
-                    break
-            else:
-                loop.position = len(plan)  # trailing batches too small to use
-            bar.close()
-            _flush(pending, loop, writer, step)
-            loop.train_seconds += time.perf_counter() - since
-            if loop.position >= len(plan):
-                state = end_of_epoch(trainer, state, loop)
-            elif loop.best_epoch < 0:
-                # Stopped by max_steps before any validation: select this state.
-                state = end_of_epoch(trainer, state, loop, advance=False)
-            trainer.save_latest(state, loop)
-    except KeyboardInterrupt:
-        # ``state`` is the last completed step and ``loop`` matches it, unless
-        # the interrupt came inside an aggressive batch (its encoder steps are
-        # done, its decoder step is not): then the last checkpoint stands.
-        _flush(pending, loop, writer, step)
-        if not mid_batch:
-            trainer.save_latest(state, loop)
-        raise
-    return state
-
-
-def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True):
-    """Validation, best checkpoint, plateau decay; moves ``loop`` to the next epoch."""
-    cfg = trainer.run.train
-    step, epoch = int(state.step), loop.epoch
-    val = trainer.validate(state)
-    val_loss = trainer.selection_loss(val)
-    sums = loop.epoch_sums
-    count = max(sums.get("count", 0.0), 1.0)
-    scalars = {f"valid/{k}": v for k, v in val.items()}
-    scalars.update(
-        {
-            "epoch": epoch,
-            "epoch/train_rec": sums.get("rec_sum", 0.0) / count,
-            "epoch/train_kl": sums.get("kl_sum", 0.0) / count,
-        }
-    )
-    if val_loss < loop.best_loss:
-        loop.best_loss, loop.best_epoch = val_loss, epoch
-        trainer.ckpt.save_best(step, _state_tree(state), {"epoch": epoch, "valid": val})
-    if cfg.test_every_epochs and epoch % cfg.test_every_epochs == 0:
-        test = trainer.validate(state, "test")
-        scalars.update({f"test/{k}": v for k, v in test.items()})
-    if trainer.run.method.procedure == "aggressive":
-        # He et al.: stop aggressive training once the (per-batch) MI drops.
-        if loop.aggressive and val["mi_batch"] < loop.pre_mi:
-            loop.aggressive = False
-            logging.info("epoch %d: aggressive training switched off", epoch)
-        loop.pre_mi = val["mi_batch"]
-        scalars["aggressive"] = float(loop.aggressive)
-        scalars["inner_steps"] = loop.inner_steps
-    decayed = plateau_update(loop, val_loss, epoch, cfg)
-    if decayed:
-        restored, _ = trainer.ckpt.restore_best(_state_tree(state))
-        state = steps.reset_optimizer(
-            state, restored["params"], restored["batch_stats"], loop.learning_rate
-        )
-        state = trainer.par.replicate(state)
-        logging.info("epoch %d: learning rate decayed to %g", epoch, loop.learning_rate)
-    scalars["lr"] = loop.learning_rate
-    # Metrics a method does not define (vMF has no MI) are None: not logged.
-    trainer.writer.write_scalars(
-        step, {k: v for k, v in scalars.items() if v is not None}
-    )
-    logging.info(
-        "epoch %d: valid nll %.3f  kl %.3f  mi %s  au %d  lr %g  (%.0f s training)",
-        epoch,
-        val["elbo_nll"],
-        val["kl"],
-        "-" if val["mi"] is None else f"{val['mi']:.3f}",
-        val["au"],
-        loop.learning_rate,
-        loop.train_seconds,
-    )
-    if advance:
-        loop.epoch += 1
-        loop.position = 0
-        loop.epoch_sums = {}
-    if loop.decay_count >= cfg.max_decay:
-        loop.done = True
-    return state
-
-
-def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:
-    """Joins the hosts (multi-host runs) and picks the devices the run uses.
-
-    Raises:
-      ConfigError: the hosts were given different configs, a host lacks the
-        devices asked for, or data.batch_size does not divide over them.
-    """
-    cfg = parallel.config_from(config)
-    parallel.initialize_distributed(cfg)
-    par = parallel.build(cfg, config.data.batch_size)
-    par.check_hosts_agree(config)
-    par.check_divides(config.data.batch_size, "data.batch_size")
-    logging.info(par.describe(config.data.batch_size))
-    return par
+def _example_batch(plan: batching.BatchPlan) -> dict:
+    return eval_run.batch_arrays(plan.make_batch(0))
 
 
 def setup(
     config: ml_collections.ConfigDict, workdir: str, write: bool = True
-) -> tuple[Trainer, object]:
+) -> tuple[TextVAETrainer, object]:
     """Reads data, checks the workdir, builds the model and a fresh train state.
 
     With ``write`` (training), records the vocabulary, run info and resolved
@@ -523,7 +412,7 @@ def setup(
         lambda: datasets.load_datasets(config.data, str(workdir)), "reading the data"
     )
     info = run_info(config, data.vocab)
-    checkpoints.check_run_info(workdir, info, keys=list(info))
+    ckpt, writer = loop_lib.open_run(workdir, info, write)
     run = config_lib.resolve(config, len(data.vocab))
     plan = batching.plan_batches(
         data.train,
@@ -536,27 +425,18 @@ def setup(
     if len(plan) == 0:
         raise UserError(f"{data.files['train']} gives no training batch")
     root = jax.random.key(run.seed)
-    model = build_model(run, par.axis_name)
-    ckpt = checkpoints.Checkpointer(workdir)
-    resume_step = ckpt.latest_step()
-    # TensorBoard hides events a killed run logged after its last checkpoint.
-    writer = writers.create_writer(
-        str(workdir),
-        enabled=write and jax.process_index() == 0,
-        purge_step=None if resume_step is None else resume_step + 1,
-    )
-    trainer = Trainer(
+    trainer = TextVAETrainer(
         config=config,
-        run=run,
         workdir=workdir,
-        data=data,
-        model=model,
-        plan=plan,
         ckpt=ckpt,
         writer=writer,
         rng=par.replicate(jax.random.fold_in(root, 1)),
         eval_key=eval_run.root_key(run.eval, run.seed),
         par=par,
+        run=run,
+        data=data,
+        model=build_model(run, par.axis_name),
+        plan=plan,
     )
     tx = steps.make_optimizer(run.train.learning_rate, run.train.clip_norm)
     state = steps.create_train_state(
@@ -566,12 +446,8 @@ def setup(
         tx,
     )
     state = par.replicate(state)
-    if write and jax.process_index() == 0:
-        data.vocab.save(workdir / "vocab.txt")
-        checkpoints.write_run_info(workdir, info)
-        fileio.write_text_atomic(
-            workdir / "config.json", config.to_json_best_effort(indent=2)
-        )
+    if write:
+        loop_lib.record_run(workdir, data.vocab, info, config)
     return trainer, state
 
 
@@ -616,73 +492,6 @@ def init_from_run(state, source: str, vocab: Vocab):
     return state
 
 
-def restore_or_start(trainer: Trainer, state) -> tuple[object, LoopState]:
-    restored = trainer.ckpt.restore_latest(_state_tree(state))
-    if restored is None:
-        loop = LoopState(learning_rate=trainer.run.train.learning_rate)
-        if trainer.config.init_from:
-            state = init_from_run(state, trainer.config.init_from, trainer.data.vocab)
-        return state, loop
-    tree, meta = restored
-    logging.info("resuming from step %d", int(tree["step"]))
-    state = trainer.par.replicate(_with_tree(state, tree))
-    return state, LoopState.from_json(meta)
-
-
-def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
-    """Best checkpoint → valid and test metrics (with IW-NLL) → results.json."""
-    steps_run = int(state.step)
-    if loop.best_epoch >= 0:
-        tree, _ = trainer.ckpt.restore_best(_state_tree(state))
-        state = _with_tree(state, tree)
-    variables = trainer.variables(state)
-    results = {}
-    for i, split in enumerate(("valid", "test")):
-        results[split] = eval_run.evaluate_split(
-            trainer.model,
-            variables,
-            trainer.data.split(split),
-            jax.random.fold_in(trainer.eval_key, i),
-            trainer.run.eval,
-            batch_size=trainer.config.data.eval_batch_size,
-            bucket_width=trainer.config.data.bucket_width,
-            with_iw=split in trainer.run.eval.iw_splits.split(","),
-            par=trainer.par,
-        )
-    if jax.process_index() == 0:  # decoding is host-local; one host writes it
-        decoding.write_outputs(
-            trainer.model,
-            trainer.par.local_copy(variables),
-            trainer.data,
-            trainer.run.eval,
-            trainer.workdir / "samples",
-            jax.random.fold_in(trainer.eval_key, 7),
-        )
-    results.update(
-        {
-            "train_seconds": loop.train_seconds,
-            "train_tokens_per_second": loop.train_tokens
-            / max(loop.train_seconds, 1e-9),
-            "epochs_run": loop.epoch,
-            "steps": steps_run,
-            "best_epoch": loop.best_epoch,
-            "method": trainer.run.method_name,
-            "init_from": trainer.config.init_from or None,
-            "aggressive_inner_steps": loop.inner_steps,
-            "num_devices": trainer.par.num_devices,
-            "num_hosts": trainer.par.num_hosts,
-            "parallel_mode": trainer.par.mode,
-            # Lines read, kept, and dropped as empty or over data.max_tokens.
-            "data": {
-                split: dataclasses.asdict(stats)
-                for split, stats in trainer.data.stats.items()
-            },
-            "config": json.loads(trainer.config.to_json_best_effort()),
-        }
-    )
-    return results
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) in ``workdir`` and writes ``results.json``.
 
@@ -690,25 +499,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       the results dict that was written.
     """
     trainer, state = setup(config, workdir)
-    state, loop = restore_or_start(trainer, state)
-    start_step = int(state.step)
-    state = train_epochs(trainer, state, loop)
-    saved = trainer.workdir / "results.json"
-    if int(state.step) == start_step and saved.exists():
-        logging.info("%s: nothing left to train; results as saved", workdir)
-        trainer.writer.close()
-        return json.loads(saved.read_text())
-    results = final_results(trainer, state, loop)
-    if jax.process_index() == 0:
-        fileio.write_json_atomic(trainer.workdir / "results.json", results)
-    trainer.writer.write_scalars(
-        int(state.step),
-        {
-            f"final/{s}/{k}": v
-            for s in ("valid", "test")
-            for k, v in results[s].items()
-            if v is not None
-        },
-    )
-    trainer.writer.close()
-    return results
+    return loop_lib.run(trainer, state)

@@ -137,15 +137,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     # Data parallelism (README "Scaling out"): data.batch_size is the global batch,
     # split over every device used; results do not depend on the device count.
-    c.parallel = p = ml_collections.ConfigDict()
-    p.mode = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
-    p.num_devices = 0  # devices used on each host (0: all local devices)
-    p.distributed = False  # multi-host: call jax.distributed.initialize
-    p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
-    p.num_processes = 0  # hosts (0: from the environment)
-    p.process_id = -1  # this host (-1: from the environment)
-    p.heartbeat_timeout_s = 60  # a host silent this long is dead: all others stop
-    p.shutdown_timeout_s = 300  # a finished host waits this long for the others
+    c.parallel = parallel.default_section()
     return c
 
 

@@ -69,6 +69,20 @@ class ParallelConfig:
     shutdown_timeout_s: int = 300
 
 
+def default_section() -> ml_collections.ConfigDict:
+    """The ``parallel`` section of every task's config (``ParallelConfig``'s fields)."""
+    p = ml_collections.ConfigDict()
+    p.mode = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
+    p.num_devices = 0  # devices used on each host (0: all local devices)
+    p.distributed = False  # multi-host: call jax.distributed.initialize
+    p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
+    p.num_processes = 0  # hosts (0: from the environment)
+    p.process_id = -1  # this host (-1: from the environment)
+    p.heartbeat_timeout_s = 60  # a host silent this long is dead: all others stop
+    p.shutdown_timeout_s = 300  # a finished host waits this long for the others
+    return p
+
+
 def config_from(config: ml_collections.ConfigDict) -> ParallelConfig:
     """The typed ``parallel`` section (defaults for configs saved before it existed)."""
     section = config.get("parallel") or {}

@@ -129,7 +129,7 @@ def _row_keys(keys, fns: StepFns, rows: int):
     return [parallel.row_offset_key(k, fns.axis_name, rows) for k in keys]
 
 
-def _global_mean(loss, mask, axis_name):
+def global_mean(loss, mask, axis_name):
     """Turns a masked mean over this device's rows into its share of the global mean.
 
     Summed over devices (as the gradients are) it is the global batch's mean.
@@ -157,7 +157,7 @@ def _joint_loss(state, params, batch, keys, kl_weight, fns):
         mutable=["batch_stats", "intermediates"],
     )
     loss = objectives.vae_loss(out.rec, out.kl, mask, kl_weight, fns.kl_transform)
-    return _global_mean(loss, mask, fns.axis_name), (out.rec, out.kl, updates)
+    return global_mean(loss, mask, fns.axis_name), (out.rec, out.kl, updates)
 
 
 def _svi_loss(state, params, batch, keys, kl_weight, fns):
@@ -217,7 +217,7 @@ def _svi_loss(state, params, batch, keys, kl_weight, fns):
     )
     kl = posteriors.gaussian_kl(*post)
     loss = objectives.vae_loss(rec, kl, mask, kl_weight, fns.kl_transform)
-    return _global_mean(loss, mask, fns.axis_name), (rec, kl, updates)
+    return global_mean(loss, mask, fns.axis_name), (rec, kl, updates)
 
 
 def train_step(

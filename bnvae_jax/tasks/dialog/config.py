@@ -15,6 +15,7 @@ from bnvae_jax.errors import ConfigError
 from bnvae_jax.tasks.dialog import data as data_lib
 from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogModelConfig
+from bnvae_jax.training import parallel
 
 TASK = "dialog"
 
@@ -25,6 +26,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.task = TASK  # main.py dispatches on this
     c.method = "bn_cvae"  # cvae | cvae_bow | bn_cvae
     c.seed = 0
+    c.compilation_cache = "user"  # JAX's persistent cache ('user', a path, or '')
 
     c.data = d = ml_collections.ConfigDict()
     d.train_file = ""
@@ -77,6 +79,10 @@ def default_config() -> ml_collections.ConfigDict:
     e.rating_contexts = 200  # contexts in the human-rating CSV
     e.rating_samples = 3  # responses per context in the CSV
     e.seed = 0
+
+    # Data parallelism, as for the text VAEs (README "Scaling out"):
+    # data.batch_size is the global batch; BN statistics are global.
+    c.parallel = parallel.default_section()
     return c
 
 
@@ -180,6 +186,7 @@ def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
         e.rating_contexts >= 0 and e.rating_samples >= 0,
         "eval.rating_contexts/rating_samples must be >= 0",
     )
+    parallel.validate(parallel.config_from(config))
     return method
 
 

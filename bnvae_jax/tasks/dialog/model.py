@@ -182,6 +182,7 @@ class DialogCVAE(nn.Module):
     """Zhao et al.'s CVAE (see above); ``cfg.head`` picks the recognition head."""
 
     cfg: DialogModelConfig
+    axis_name: str | None = None  # pmap: BN statistics over the devices' rows
 
     def setup(self):
         cfg = self.cfg
@@ -195,7 +196,11 @@ class DialogCVAE(nn.Module):
         self.prior_fc = Dense(cfg.prior_hidden)
         self.prior_out = Dense(2 * cfg.latent_dim)
         self.head = posteriors.make_head(
-            cfg.head, gamma=cfg.gamma, momentum=cfg.bn_momentum, eps=cfg.bn_eps
+            cfg.head,
+            gamma=cfg.gamma,
+            momentum=cfg.bn_momentum,
+            eps=cfg.bn_eps,
+            axis_name=self.axis_name,
         )
         self.bow_fc = Dense(cfg.bow_hidden)
         self.bow_out = Dense(cfg.vocab_size)

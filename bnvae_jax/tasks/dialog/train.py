@@ -1,13 +1,12 @@
-"""``train_and_evaluate`` for the dialog CVAEs: Zhao et al.'s loop with exact resume.
+"""The dialog CVAEs (Zhao et al.) on the shared loop (``training.loop``).
 
-Adam with global-norm clipping; an epoch is one shuffled pass over the training
-examples cut at ``train.steps_per_epoch`` batches; after each epoch the
-validation ELBO drives the best checkpoint and Zhao et al.'s patience rule.
-Checkpoints (orbax, via ``checkpoints.Checkpointer``) hold the train state and
-the host loop state, so a killed run resumes at the same batch with the same
-random numbers. The best state is then scored on valid and test (ELBO, KL, PPL)
-and on test by sampled responses (BLEU, A-bow, E-bow); samples and a CSV for
-human rating are written to the workdir.
+The task supplies Zhao et al.'s batches (a shuffled pass over the training
+examples cut at ``train.steps_per_epoch`` batches), the Adam step of the
+method's loss, the validation ELBO as the selection loss, Zhao et al.'s
+patience rule for stopping, and the final scores: valid/test ELBO, KL, PPL and,
+on test, sampled responses scored by BLEU, A-bow and E-bow; samples and a CSV
+for human rating go to the workdir. Resume, checkpoints, NaN guard, progress,
+devices (data parallelism with global BN statistics) and Ctrl-C are the loop's.
 """
 
 from __future__ import annotations
@@ -16,11 +15,8 @@ import csv
 import dataclasses
 import functools
 import io
-import json
-import logging
 import math
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -37,11 +33,29 @@ from bnvae_jax.tasks.dialog import data as data_lib
 from bnvae_jax.tasks.dialog import metrics as metrics_lib
 from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogCVAE
-from bnvae_jax.training import checkpoints, schedules, writers
+from bnvae_jax.training import loop as loop_lib
+from bnvae_jax.training import parallel, schedules, steps
+from bnvae_jax.training.loop import (  # noqa: F401  (the task's public names)
+    DivergedError,
+    restore_or_start,
+    train_epochs,
+)
 
-
-class DivergedError(UserError):
-    """The loss became NaN or infinite."""
+_state_tree = loop_lib.state_tree
+SUM_KEYS = ("rec_sum", "kl_sum", "prior_kl_sum", "bow_sum", "tokens", "count")
+# The arrays of a batch, in the order the mapped evaluation functions take them.
+BATCH_KEYS = (
+    "context",
+    "context_utt_lens",
+    "context_lens",
+    "floors",
+    "response",
+    "response_lens",
+    "topic",
+    "my_meta",
+    "other_meta",
+    "mask",
+)
 
 
 class TrainState(train_state.TrainState):
@@ -51,49 +65,27 @@ class TrainState(train_state.TrainState):
 
 
 @dataclasses.dataclass
-class LoopState:
-    """Host-side progress, saved with every checkpoint (JSON)."""
+class LoopState(loop_lib.LoopState):
+    """The loop's progress plus Zhao et al.'s patience rule."""
 
-    epoch: int = 0
-    position: int = 0  # next batch of the epoch's order
-    best_loss: float = math.inf
-    best_epoch: int = -1
     patience: float = 10.0
     threshold: float = math.inf
-    train_seconds: float = 0.0
-    done: bool = False  # stopped for good by early stopping
-    epoch_sums: dict = dataclasses.field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        for key in ("best_loss", "threshold"):
-            d[key] = None if math.isinf(d[key]) else d[key]
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> LoopState:
-        d = dict(d)
-        for key in ("best_loss", "threshold"):
-            d[key] = math.inf if d.get(key) is None else d[key]
-        return cls(**d)
 
 
-def patience_update(loop: LoopState, val_loss: float, done_epochs: int, cfg) -> bool:
-    """Zhao et al.'s early-stopping rule; returns True when ``val_loss`` is a new best.
+def patience_update(
+    loop: LoopState, val_loss: float, improved: bool, done_epochs: int, cfg
+) -> None:
+    """Zhao et al.'s early-stopping rule, after an epoch whose loss is ``val_loss``.
 
-    A new best that beats the last threshold by the factor ``improve_threshold``
-    extends the patience to ``done_epochs * patience_increase`` epochs; training
-    stops once ``patience <= done_epochs``.
+    A new best (``improved``) that beats the last threshold by the factor
+    ``improve_threshold`` extends the patience to ``done_epochs *
+    patience_increase`` epochs; training stops once ``patience <= done_epochs``.
     """
-    improved = val_loss < loop.best_loss
-    if improved:
-        if val_loss <= loop.threshold * cfg.improve_threshold:
-            loop.patience = max(loop.patience, done_epochs * cfg.patience_increase)
-            loop.threshold = val_loss
-        loop.best_loss = val_loss
+    if improved and val_loss <= loop.threshold * cfg.improve_threshold:
+        loop.patience = max(loop.patience, done_epochs * cfg.patience_increase)
+        loop.threshold = val_loss
     if cfg.early_stop and loop.patience <= done_epochs:
         loop.done = True
-    return improved
 
 
 # -- steps ---------------------------------------------------------------------
@@ -114,13 +106,22 @@ def _sums(out, mask) -> dict:
     }
 
 
-def train_step(state, batch, rng, *, method, kl_schedule, prior_schedule):
-    """One Adam step on ``method``'s loss; pure, jitted once.
+def train_step(
+    state, batch, rng, *, method, kl_schedule, prior_schedule, axis_name=None
+):
+    """One Adam step on ``method``'s loss over the global batch; pure.
+
+    Under pmap (``axis_name``) each device holds some rows: the loss is its
+    share of the global mean, gradients and sums are summed over devices, the
+    BN head normalises with global statistics, and the device draws its rows
+    of the global noise, so the step equals the one-device step.
 
     Returns:
       the new state and scalar sums over the real examples of the batch.
     """
+    mask = batch["mask"]
     key = jax.random.fold_in(rng, state.step)
+    key = parallel.row_offset_key(key, axis_name, mask.shape[0])
     kl_weight = kl_schedule(state.step)
     prior_weight = prior_schedule(state.step)
 
@@ -132,15 +133,17 @@ def train_step(state, batch, rng, *, method, kl_schedule, prior_schedule):
             rngs={"sample": key},
             mutable=["batch_stats"],
         )
-        terms = _terms(out, batch["mask"])
-        loss = objectives.method_loss(method, terms, kl_weight, prior_weight)
-        return loss, (out, updates)
+        loss = objectives.method_loss(
+            method, _terms(out, mask), kl_weight, prior_weight
+        )
+        return steps.global_mean(loss, mask, axis_name), (out, updates)
 
     grads, (out, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = parallel.psum(grads, axis_name)
     new_state = state.apply_gradients(
         grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
     )
-    metrics = _sums(out, batch["mask"])
+    metrics = parallel.psum(_sums(out, mask), axis_name)
     metrics.update(
         kl_weight=kl_weight,
         prior_kl_weight=prior_weight,
@@ -149,14 +152,19 @@ def train_step(state, batch, rng, *, method, kl_schedule, prior_schedule):
     return new_state, metrics
 
 
-def eval_step(variables, batch, key, *, model):
-    """Sums of every term with z ~ q (BN running statistics)."""
+def _row_terms(model, variables, key, *rows, axis_name=None):
+    """Per-example terms with z ~ q (BN running statistics): tuple of [B]."""
+    batch = dict(zip(BATCH_KEYS, rows, strict=True))
+    key = parallel.row_offset_key(key, axis_name, batch["mask"].shape[0])
     out = model.apply(variables, batch, train=False, rngs={"sample": key})
-    return _sums(out, batch["mask"])
+    return out.rec, out.kl, out.prior_kl, out.bow, out.tokens
 
 
-def generate_step(variables, batch, key, *, model, num_samples, max_len):
-    return model.apply(
+def _row_responses(model, variables, key, *rows, num_samples, max_len, axis_name):
+    """Greedy responses from z ~ p(z|c): <int32>[B, num_samples, max_len]."""
+    batch = dict(zip(BATCH_KEYS, rows, strict=True))
+    key = parallel.row_offset_key(key, axis_name, batch["mask"].shape[0])
+    ids = model.apply(
         variables,
         batch,
         num_samples=num_samples,
@@ -164,30 +172,59 @@ def generate_step(variables, batch, key, *, model, num_samples, max_len):
         method="generate",
         rngs={"sample": key},
     )
+    return (ids,)
 
 
-# -- setup ---------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def make_optimizer(learning_rate: float, clip_norm: float):
+    """Adam after global-norm clipping (one object per setting: jit caches on it)."""
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+
+
+# -- the task ------------------------------------------------------------------
+
+
+SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}  # evaluation key per split
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield np.arange(start, min(start + size, n))
 
 
 @dataclasses.dataclass
-class Trainer:
-    """Everything the loop touches; built once by ``setup``."""
+class DialogTrainer(loop_lib.Trainer):
+    """The dialog task; built once by ``setup``."""
 
-    config: ml_collections.ConfigDict
     run: config_lib.DialogRunConfig
-    workdir: pathlib.Path
     data: data_lib.DialogData
     model: DialogCVAE
-    ckpt: checkpoints.Checkpointer
-    writer: writers.MetricWriter
-    rng: jax.Array
-    eval_key: jax.Array
+
+    loop_state_class = LoopState
+    sum_keys = SUM_KEYS
+
+    @property
+    def settings(self):
+        return self.run.train
 
     @property
     def batch_size(self) -> int:
         return self.config.data.batch_size
 
-    def epoch_batches(self) -> int:
+    @property
+    def eval_batch_size(self) -> int:
+        """``data.eval_batch_size`` rounded up to a multiple of the devices."""
+        return self.par.padded(self.config.data.eval_batch_size)
+
+    def new_loop(self) -> LoopState:
+        return LoopState(patience=float(self.run.train.patience))
+
+    def method_name(self) -> str:
+        return self.run.method_name
+
+    # -- batches ---------------------------------------------------------------
+
+    def num_positions(self) -> int:
         n = len(self.data.splits["train"])
         return min(-(-n // self.batch_size), self.run.train.steps_per_epoch)
 
@@ -195,26 +232,166 @@ class Trainer:
         rng = np.random.default_rng([self.run.seed, epoch])
         return rng.permutation(len(self.data.splits["train"]))
 
+    def make_batch(self, order, position: int):
+        rows = order[position * self.batch_size :][: self.batch_size]
+        if len(rows) < self.run.train.min_batch:
+            return None, len(rows)
+        return self.data.splits["train"].batch(rows, self.batch_size), len(rows)
+
+    def train_arrays(self, batch: dict) -> dict:
+        return batch
+
+    # -- steps -----------------------------------------------------------------
+
+    def make_runner(self) -> loop_lib.StepRunner:
+        t = self.run.train
+        kl = schedules.linear(0.0, float(t.full_kl_steps))
+        prior = kl if t.prior_kl_schedule == "annealed" else schedules.constant(1.0)
+        fn = functools.partial(
+            train_step,
+            method=self.run.method,
+            kl_schedule=kl,
+            prior_schedule=prior,
+            axis_name=self.par.axis_name,
+        )
+        if self.par.mode == "jit":
+            step = jax.jit(fn, donate_argnums=0)
+        else:
+            step = self.par.pmap_step(fn, num_args=3)
+        return lambda state, arrays, loop, n: step(state, arrays, self.rng)
+
+    # -- metrics ---------------------------------------------------------------
+
+    def step_loss(self, m: dict) -> float:
+        return m["rec_sum"] + m["kl_sum"]
+
+    def train_scalars(self, host: list, loop: LoopState) -> dict:
+        totals = {k: sum(float(m[k]) for m in host) for k in SUM_KEYS}
+        count = max(totals["count"], 1.0)
+        mean_nll = totals["rec_sum"] / max(totals["tokens"], 1.0)
+        return {
+            "train/rec": totals["rec_sum"] / count,
+            "train/kl": totals["kl_sum"] / count,
+            "train/prior_kl": totals["prior_kl_sum"] / count,
+            "train/bow": totals["bow_sum"] / count,
+            "train/ppl": math.exp(min(mean_nll, 50)),
+            "train/kl_weight": float(host[-1]["kl_weight"]),
+            "train/grad_norm": float(host[-1]["grad_norm"]),
+        }
+
+    # -- validation and the patience rule --------------------------------------
+
     def variables(self, state) -> dict:
         return {"params": state.params, "batch_stats": state.batch_stats}
 
-    def save_latest(self, state, loop: LoopState) -> None:
-        self.ckpt.save_latest(int(state.step), _state_tree(state), loop.to_json())
+    @functools.cached_property
+    def _terms_fn(self):
+        fn = functools.partial(_row_terms, self.model, axis_name=self.par.axis_name)
+        return self.par.map_rows(fn, len(BATCH_KEYS))
+
+    def evaluate_split(self, state, split_name: str) -> dict:
+        """ELBO terms with z ~ q; PPL is exp(Σ rec / Σ target tokens)."""
+        split = self.data.splits[split_name]
+        size = self.eval_batch_size
+        key = jax.random.fold_in(self.eval_key, SPLIT_IDS[split_name])
+        variables = self.variables(state)
+        totals = np.zeros(5)
+        count = 0.0
+        for i, rows in enumerate(_batches(len(split), size)):
+            batch = split.batch(rows, size)
+            terms = self._terms_fn(
+                variables, jax.random.fold_in(key, i), *(batch[k] for k in BATCH_KEYS)
+            )
+            mask = batch["mask"].astype(np.float64)
+            totals += [float(np.sum(np.asarray(t, np.float64) * mask)) for t in terms]
+            count += float(mask.sum())
+        rec_sum, kl_sum, prior_kl_sum, bow_sum, tokens = totals
+        n = max(count, 1.0)
+        return {
+            "rec": rec_sum / n,
+            "kl": kl_sum / n,
+            "prior_kl": prior_kl_sum / n,
+            "bow": bow_sum / n,
+            "elbo": (rec_sum + kl_sum) / n,
+            "ppl": math.exp(rec_sum / max(tokens, 1.0)),
+            "examples": int(count),
+        }
+
+    def validate_epoch(self, state):
+        val = self.evaluate_split(state, "valid")
+        return val, val["elbo"]
+
+    def after_validation(self, state, loop: LoopState, val: dict, improved: bool):
+        patience_update(loop, val["elbo"], improved, loop.epoch + 1, self.run.train)
+        return state, {"patience": loop.patience}
+
+    def epoch_message(self, epoch: int, val: dict, loop: LoopState) -> str:
+        return (
+            f"epoch {epoch}: valid elbo {val['elbo']:.3f} ppl {val['ppl']:.2f} "
+            f"kl {val['kl']:.3f}"
+        )
+
+    # -- final evaluation ------------------------------------------------------
+
+    @functools.cached_property
+    def _generate_fn(self):
+        cfg = self.run.eval
+        fn = functools.partial(
+            _row_responses,
+            self.model,
+            num_samples=cfg.num_samples,
+            max_len=cfg.max_decode_len,
+            axis_name=self.par.axis_name,
+        )
+        return self.par.map_rows(fn, len(BATCH_KEYS))
+
+    def sample_responses(self, state, split: data_lib.DialogSplit, rows) -> list:
+        """``eval.num_samples`` greedy responses from z ~ p(z|c) for ``rows``.
+
+        Randomness is fixed by ``eval.seed`` and the batch index.
+        """
+        size = self.eval_batch_size
+        key = jax.random.fold_in(self.eval_key, 0x5A)
+        variables = self.variables(state)
+        outputs = []
+        for i, chunk in enumerate(_batches(len(rows), size)):
+            batch = split.batch(rows[chunk], size)
+            (ids,) = self._generate_fn(
+                variables, jax.random.fold_in(key, i), *(batch[k] for k in BATCH_KEYS)
+            )
+            outputs.extend(ids[: len(chunk)])
+        return outputs
+
+    def final_results(self, state, loop: LoopState) -> dict:
+        """Valid/test ELBO terms and test response metrics of the selected state."""
+        results = {s: self.evaluate_split(state, s) for s in ("valid", "test")}
+        split = self.data.splits["test"]
+        rows = eligible_contexts(split, self.run.eval)
+        outputs = self.sample_responses(state, split, rows)
+        results["test"].update(score_responses(self, rows, outputs, "test"))
+        if jax.process_index() == 0:
+            write_samples(self, rows, outputs, "test")
+        results.update(
+            early_stopped=loop.done,
+            num_samples=self.run.eval.num_samples,
+            data={
+                s: {"dialogs": len(self.data.dialogs[s]), "examples": len(sp)}
+                for s, sp in self.data.splits.items()
+            },
+            vocab_size=len(self.data.vocab),
+        )
+        return results
+
+    def write_outputs(self, results: dict) -> None:
+        fileio.write_text_atomic(
+            self.workdir / "results.txt", format_table(results) + "\n"
+        )
 
 
-def _state_tree(state) -> dict:
-    return {
-        "step": state.step,
-        "params": state.params,
-        "batch_stats": state.batch_stats,
-        "opt_state": state.opt_state,
-    }
+Trainer = DialogTrainer
 
 
-@functools.lru_cache(maxsize=8)
-def make_optimizer(learning_rate: float, clip_norm: float):
-    """Adam after global-norm clipping (one object per setting: jit caches on it)."""
-    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+# -- setup ---------------------------------------------------------------------
 
 
 def load_data(config: ml_collections.ConfigDict) -> data_lib.DialogData:
@@ -248,7 +425,7 @@ def glove_embeddings(path: str, vocab, table: np.ndarray) -> np.ndarray:
     return table
 
 
-def create_train_state(trainer: Trainer, key: jax.Array) -> TrainState:
+def create_train_state(trainer: DialogTrainer, key: jax.Array) -> TrainState:
     split = trainer.data.splits["train"]
     example = split.batch(
         np.arange(min(len(split), trainer.batch_size)), trainer.batch_size
@@ -288,231 +465,38 @@ def _get(config, dotted: str):
 def setup(config: ml_collections.ConfigDict, workdir: str, write: bool = True):
     """Reads the data, checks the workdir, builds the model and a fresh state."""
     config_lib.validate(config)
+    par = loop_lib.setup_devices(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data = load_data(config)
     info = run_info(config, data)
-    checkpoints.check_run_info(workdir, info, keys=list(info))
+    ckpt, writer = loop_lib.open_run(workdir, info, write)
     run = config_lib.resolve(config, len(data.vocab), len(data.topics))
-    ckpt = checkpoints.Checkpointer(workdir)
-    resume = ckpt.latest_step()
-    writer = writers.create_writer(
-        workdir,
-        enabled=write and jax.process_index() == 0,
-        purge_step=None if resume is None else resume + 1,
-    )
     root = jax.random.key(run.seed)
-    trainer = Trainer(
+    trainer = DialogTrainer(
         config=config,
-        run=run,
         workdir=workdir,
-        data=data,
-        model=DialogCVAE(run.model),
         ckpt=ckpt,
         writer=writer,
-        rng=jax.random.fold_in(root, 1),
+        rng=par.replicate(jax.random.fold_in(root, 1)),
         eval_key=jax.random.key(run.eval.seed),
+        par=par,
+        run=run,
+        data=data,
+        model=DialogCVAE(run.model, axis_name=par.axis_name),
     )
-    state = create_train_state(trainer, jax.random.fold_in(root, 0))
-    if write and jax.process_index() == 0:
-        data.vocab.save(workdir / "vocab.txt")
-        checkpoints.write_run_info(workdir, info)
-        fileio.write_text_atomic(
-            workdir / "config.json", config.to_json_best_effort(indent=2)
-        )
+    # Parameters are initialised without the device axis (same values).
+    init_model = DialogCVAE(run.model)
+    state = create_train_state(
+        dataclasses.replace(trainer, model=init_model), jax.random.fold_in(root, 0)
+    )
+    state = par.replicate(state.replace(apply_fn=trainer.model.apply))
+    if write:
+        loop_lib.record_run(workdir, data.vocab, info, config)
     return trainer, state
 
 
-def restore_or_start(trainer: Trainer, state):
-    restored = trainer.ckpt.restore_latest(_state_tree(state))
-    if restored is None:
-        return state, LoopState(patience=float(trainer.run.train.patience))
-    tree, meta = restored
-    logging.info("resuming from step %d", int(tree["step"]))
-    return state.replace(**tree), LoopState.from_json(meta)
-
-
-# -- the loop ------------------------------------------------------------------
-
-
-def step_function(trainer: Trainer):
-    return _jitted_train(trainer.run.method, trainer.run.train)
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted_train(method: objectives.DialogMethod, t: config_lib.DialogTrainConfig):
-    """The jitted step of ``method``; cached so a resumed run compiles it once."""
-    kl = schedules.linear(0.0, float(t.full_kl_steps))
-    prior = kl if t.prior_kl_schedule == "annealed" else schedules.constant(1.0)
-    fn = functools.partial(
-        train_step, method=method, kl_schedule=kl, prior_schedule=prior
-    )
-    return jax.jit(fn, donate_argnums=0)
-
-
-def _flush(pending: list, loop: LoopState, writer, step: int) -> dict:
-    """Moves step metrics to the host, checks them, logs their mean."""
-    if not pending:
-        return {}
-    host = jax.device_get(pending)
-    pending.clear()
-    for offset, m in enumerate(host):
-        if not (
-            np.isfinite(m["rec_sum"] + m["kl_sum"]) and np.isfinite(m["grad_norm"])
-        ):
-            bad = step - len(host) + offset + 1
-            raise DivergedError(
-                f"training loss became non-finite at step {bad}"
-                f" (epoch {loop.epoch}); the last good checkpoint is kept"
-            )
-    keys = ("rec_sum", "kl_sum", "prior_kl_sum", "bow_sum", "tokens", "count")
-    totals = {k: sum(float(m[k]) for m in host) for k in keys}
-    for k, v in totals.items():
-        loop.epoch_sums[k] = loop.epoch_sums.get(k, 0.0) + v
-    count = max(totals["count"], 1.0)
-    scalars = {
-        "train/rec": totals["rec_sum"] / count,
-        "train/kl": totals["kl_sum"] / count,
-        "train/prior_kl": totals["prior_kl_sum"] / count,
-        "train/bow": totals["bow_sum"] / count,
-        "train/ppl": math.exp(min(totals["rec_sum"] / max(totals["tokens"], 1.0), 50)),
-        "train/kl_weight": float(host[-1]["kl_weight"]),
-        "train/grad_norm": float(host[-1]["grad_norm"]),
-    }
-    writer.write_scalars(step, scalars)
-    return scalars
-
-
-def _reached_max_steps(cfg, state) -> bool:
-    return bool(cfg.max_steps) and int(state.step) >= cfg.max_steps
-
-
-def train_epochs(trainer: Trainer, state, loop: LoopState):
-    """Runs epochs from ``loop`` on; Ctrl-C saves the last completed step."""
-    cfg = trainer.run.train
-    step_fn = step_function(trainer)
-    split = trainer.data.splits["train"]
-    num_batches = trainer.epoch_batches()
-    pending: list = []
-    try:
-        while not loop.done and loop.epoch < cfg.epochs:
-            if _reached_max_steps(cfg, state):
-                break
-            order = trainer.epoch_order(loop.epoch)
-            while loop.position < num_batches and not _reached_max_steps(cfg, state):
-                rows = order[loop.position * trainer.batch_size :][: trainer.batch_size]
-                loop.position += 1
-                if len(rows) < cfg.min_batch:
-                    continue
-                start = time.perf_counter()
-                batch = split.batch(rows, trainer.batch_size)
-                state, metrics = step_fn(state, batch, trainer.rng)
-                pending.append(metrics)
-                step = int(state.step)
-                if step % cfg.log_every_steps == 0:
-                    _flush(pending, loop, trainer.writer, step)
-                loop.train_seconds += time.perf_counter() - start
-                if step % cfg.checkpoint_every_steps == 0:
-                    _flush(pending, loop, trainer.writer, step)
-                    trainer.save_latest(state, loop)
-            _flush(pending, loop, trainer.writer, int(state.step))
-            if loop.position >= num_batches:
-                end_of_epoch(trainer, state, loop)
-            elif loop.best_epoch < 0:
-                end_of_epoch(trainer, state, loop, advance=False)
-            trainer.save_latest(state, loop)
-    except KeyboardInterrupt:
-        _flush(pending, loop, trainer.writer, int(state.step))
-        trainer.save_latest(state, loop)
-        raise
-    return state
-
-
-def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True):
-    """Validation ELBO, best checkpoint and the patience rule; next epoch."""
-    step, epoch = int(state.step), loop.epoch
-    val = evaluate_split(trainer, state, "valid")
-    improved = patience_update(loop, val["elbo"], epoch + 1, trainer.run.train)
-    if improved:
-        loop.best_epoch = epoch
-        trainer.ckpt.save_best(step, _state_tree(state), {"epoch": epoch, "valid": val})
-    sums, count = loop.epoch_sums, max(loop.epoch_sums.get("count", 0.0), 1.0)
-    scalars = {f"valid/{k}": v for k, v in val.items()}
-    scalars.update(
-        epoch=epoch,
-        patience=loop.patience,
-        **{
-            f"epoch/train_{k}": sums.get(f"{k}_sum", 0.0) / count
-            for k in ("rec", "kl", "prior_kl", "bow")
-        },
-    )
-    trainer.writer.write_scalars(step, scalars)
-    logging.info(
-        "epoch %d: valid elbo %.3f ppl %.2f kl %.3f",
-        epoch,
-        val["elbo"],
-        val["ppl"],
-        val["kl"],
-    )
-    if advance:
-        loop.epoch += 1
-        loop.position = 0
-        loop.epoch_sums = {}
-
-
-# -- evaluation ----------------------------------------------------------------
-
-
-SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}  # evaluation key per split
-
-
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield np.arange(start, min(start + size, n))
-
-
-def evaluate_split(trainer: Trainer, state, split_name: str) -> dict:
-    """ELBO terms on a split with z ~ q; PPL is exp(Σ rec / Σ target tokens)."""
-    split = trainer.data.splits[split_name]
-    size = trainer.config.data.eval_batch_size
-    fn = _jitted_eval(trainer.model)
-    key = jax.random.fold_in(trainer.eval_key, SPLIT_IDS[split_name])
-    totals: dict[str, float] = {}
-    for i, rows in enumerate(_batches(len(split), size)):
-        out = jax.device_get(
-            fn(
-                trainer.variables(state),
-                split.batch(rows, size),
-                jax.random.fold_in(key, i),
-            )
-        )
-        for k, v in out.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-    n = max(totals["count"], 1.0)
-    rec, kl = totals["rec_sum"] / n, totals["kl_sum"] / n
-    return {
-        "rec": rec,
-        "kl": kl,
-        "prior_kl": totals["prior_kl_sum"] / n,
-        "bow": totals["bow_sum"] / n,
-        "elbo": rec + kl,
-        "ppl": math.exp(totals["rec_sum"] / max(totals["tokens"], 1.0)),
-        "examples": int(totals["count"]),
-    }
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted_eval(model):
-    return jax.jit(functools.partial(eval_step, model=model))
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted_generate(model, num_samples: int, max_len: int):
-    return jax.jit(
-        functools.partial(
-            generate_step, model=model, num_samples=num_samples, max_len=max_len
-        )
-    )
+# -- scoring and outputs -------------------------------------------------------
 
 
 def hypothesis_words(vocab, ids) -> list[str]:
@@ -530,29 +514,6 @@ def reference_words(vocab, ids) -> list[str]:
 def eligible_contexts(split: data_lib.DialogSplit, cfg) -> np.ndarray:
     rows = np.flatnonzero(split.context_lens >= cfg.min_context_utts)
     return rows[: cfg.max_contexts] if cfg.max_contexts else rows
-
-
-def sample_responses(
-    trainer: Trainer, state, split_name: str
-) -> tuple[np.ndarray, list]:
-    """``eval.num_samples`` greedy responses from z ~ p(z|c) per eligible context.
-
-    Randomness is fixed by ``eval.seed`` and the batch index.
-    """
-    cfg = trainer.run.eval
-    split = trainer.data.splits[split_name]
-    rows = eligible_contexts(split, cfg)
-    size = trainer.config.data.eval_batch_size
-    fn = _jitted_generate(trainer.model, cfg.num_samples, cfg.max_decode_len)
-    key = jax.random.fold_in(trainer.eval_key, 0x5A)
-    outputs = []
-    for i, chunk in enumerate(_batches(len(rows), size)):
-        batch = split.batch(rows[chunk], size)
-        ids = jax.device_get(
-            fn(trainer.variables(state), batch, jax.random.fold_in(key, i))
-        )
-        outputs.extend(ids[: len(chunk)])
-    return rows, outputs
 
 
 def score_responses(trainer: Trainer, rows, outputs, split_name: str) -> dict:
@@ -642,34 +603,6 @@ def write_samples(trainer: Trainer, rows, outputs, split_name: str) -> None:
     fileio.write_text_atomic(trainer.workdir / "human_rating.csv", table.getvalue())
 
 
-def final_results(trainer: Trainer, state, loop: LoopState) -> dict:
-    """Best checkpoint → valid/test ELBO terms and test response metrics."""
-    steps_run = int(state.step)
-    if loop.best_epoch >= 0:
-        tree, _ = trainer.ckpt.restore_best(_state_tree(state))
-        state = state.replace(**tree)
-    results = {s: evaluate_split(trainer, state, s) for s in ("valid", "test")}
-    rows, outputs = sample_responses(trainer, state, "test")
-    results["test"].update(score_responses(trainer, rows, outputs, "test"))
-    write_samples(trainer, rows, outputs, "test")
-    results.update(
-        method=trainer.run.method_name,
-        steps=steps_run,
-        epochs_run=loop.epoch,
-        best_epoch=loop.best_epoch,
-        early_stopped=loop.done,
-        train_seconds=loop.train_seconds,
-        num_samples=trainer.run.eval.num_samples,
-        data={
-            s: {"dialogs": len(trainer.data.dialogs[s]), "examples": len(sp)}
-            for s, sp in trainer.data.splits.items()
-        },
-        vocab_size=len(trainer.data.vocab),
-        config=json.loads(trainer.config.to_json_best_effort()),
-    )
-    return results
-
-
 TABLE_KEYS = (
     ("ppl", "PPL", 1.0),
     ("kl", "KL", 1.0),
@@ -702,29 +635,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     A finished run reruns as a no-op returning its saved results.
     """
     trainer, state = setup(config, workdir)
-    try:
-        state, loop = restore_or_start(trainer, state)
-        start_step = int(state.step)
-        state = train_epochs(trainer, state, loop)
-        saved = trainer.workdir / "results.json"
-        if int(state.step) == start_step and saved.exists():
-            logging.info("%s: nothing left to train; results as saved", workdir)
-            return json.loads(saved.read_text())
-        results = final_results(trainer, state, loop)
-        fileio.write_json_atomic(saved, results)
-        fileio.write_text_atomic(
-            trainer.workdir / "results.txt", format_table(results) + "\n"
-        )
-        trainer.writer.write_scalars(
-            int(state.step),
-            {
-                f"final/{s}/{k}": v
-                for s in ("valid", "test")
-                for k, v in results[s].items()
-                if isinstance(v, float | int)
-            },
-        )
-        return results
-    finally:
-        trainer.writer.close()
-        trainer.ckpt.close()
+    return loop_lib.run(trainer, state)
