@@ -72,6 +72,11 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.eval = e = ml_collections.ConfigDict()
     e.glove_file = ""  # GloVe text file for A-bow / E-bow (empty: BLEU only)
+    # Zhao et al.'s multi-reference test file (test_multi_ref.json). When set,
+    # the test response metrics (BLEU, A-bow, E-bow) are computed on this file's
+    # contexts against all their references, instead of the test split's single
+    # reference.
+    e.multi_ref_file = ""
     e.num_samples = 10  # sampled responses per test context
     e.max_decode_len = 40
     e.min_context_utts = 2  # skip contexts holding only the dialog-start turn
@@ -107,6 +112,7 @@ class DialogTrainConfig:
 @dataclasses.dataclass(frozen=True)
 class DialogEvalConfig:
     glove_file: str
+    multi_ref_file: str
     num_samples: int
     max_decode_len: int
     min_context_utts: int

@@ -11,6 +11,9 @@ Two file formats:
   turn first; at least one context turn). Speakers alternate and end with the
   responder; there is no topic and no speaker metadata (zeros).
 
+Zhao et al.'s multi-reference test file (``test_multi_ref.json``) is a third
+reader, for scoring only: ``read_multi_ref`` and ``multi_ref_split``.
+
 Utterances are lower-cased, split as NLTK's ``WordPunctTokenizer`` does
 (``\w+|[^\w\s]+``), wrapped in ``<s> … </s>`` and cut to ``max_utt_len``
 tokens keeping the final ``</s>``. Examples index a table of utterances, so a
@@ -28,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bnvae_jax.data.vocab import SPECIAL_TOKENS, Vocab
+from bnvae_jax.data.vocab import BOS, EOS, PAD, SPECIAL_TOKENS, Vocab
 from bnvae_jax.errors import DataError
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
@@ -90,6 +93,13 @@ def _speaker_meta(info, where: str) -> tuple[float, ...]:
     return (age / 100.0, education / 3.0, float(not male), float(male))
 
 
+def _dialog_meta(record: dict, where: str):
+    """Features of speakers A and B; zeros when the record has no "A"/"B"."""
+    if "A" in record and "B" in record:
+        return (_speaker_meta(record["A"], where), _speaker_meta(record["B"], where))
+    return ((0.0,) * META_DIM, (0.0,) * META_DIM)
+
+
 def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
     """One Switchboard dialog; ``where`` ("file:line") prefixes every error."""
     try:
@@ -101,12 +111,7 @@ def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
     utts = record.get("utts")
     if not isinstance(utts, list) or not utts:
         raise DataError(f"{where}: 'utts' must be a non-empty list")
-    has_meta = "A" in record and "B" in record
-    meta = (
-        (_speaker_meta(record["A"], where), _speaker_meta(record["B"], where))
-        if has_meta
-        else ((0.0,) * META_DIM, (0.0,) * META_DIM)
-    )
+    meta = _dialog_meta(record, where)
     speakers, tokens = [0], [DIALOG_START]
     for i, utt in enumerate(utts):
         if not isinstance(utt, list) or len(utt) < 2:
@@ -357,3 +362,211 @@ def load_dialog_data(
         except DataError as e:
             raise DataError(f"{files[split]}: {e}") from None
     return DialogData(vocab, topics, splits, dialogs, dict(files))
+
+
+# -- Zhao et al.'s multi-reference test file -----------------------------------
+#
+# ``test_multi_ref.json``, released with NeuralDialog-CVAE, is one JSON list.
+# Each item is a test context with every response collected for it:
+#
+#   {"context": ["A: <s> <d> </s>", "B: well i think ...", ...],
+#    "responses": ["the test dialog's own reply", "another valid reply", ...],
+#    "resp_dialog_acts": ["statement-non-opinion", ...],
+#    "speaker": "A"}
+#
+# ``speaker`` is the responder. The file has no topic and no speaker metadata;
+# items that do carry "topic" or "A"/"B" (as in the JSONL dialogs) keep them.
+
+MULTI_REF_START = "<s> <d> </s>"  # the dialog-start turn as the file writes it
+SPEAKER_LETTERS = ("A", "B")
+_TURN = re.compile(r"\s*([AB])\s*:(.*)", re.DOTALL)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiRefItem:
+    """One context of the multi-reference file with all its valid responses.
+
+    Attributes:
+      context: the context turns' tokens, oldest first, ``<s> … </s>`` each;
+        the dialog-start turn is ``DIALOG_START``.
+      context_speakers: the speaker of each context turn, 0 (A) or 1 (B).
+      speaker: the responder, 0 (A) or 1 (B).
+      responses: every reference response's tokens, ``<s> … </s>``; the first
+        is the test dialog's own next utterance.
+      resp_dialog_acts: the file's dialog-act label of each response (empty
+        when the item has none).
+      topic: the topic name (``UNKNOWN_TOPIC`` when the item has none).
+      meta: speaker features of A and B (zeros when the item has none).
+    """
+
+    context: tuple[tuple[str, ...], ...]
+    context_speakers: tuple[int, ...]
+    speaker: int
+    responses: tuple[tuple[str, ...], ...]
+    resp_dialog_acts: tuple[str, ...]
+    topic: str
+    meta: tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def _context_turn(turn, max_utt_len: int, where: str) -> tuple[int, tuple[str, ...]]:
+    """(speaker, tokens) of a ``"A: text"`` turn; a bare dialog start is A's."""
+    if not isinstance(turn, str):
+        raise DataError(f"{where} must be a string 'A: text' or 'B: text'")
+    if turn.strip() == MULTI_REF_START:
+        return 0, DIALOG_START
+    match = _TURN.match(turn)
+    if match is None:
+        raise DataError(f"{where} must start with its speaker, 'A:' or 'B:'")
+    speaker = SPEAKER_LETTERS.index(match.group(1))
+    text = match.group(2).strip()
+    if text == MULTI_REF_START:
+        return speaker, DIALOG_START
+    return speaker, wrap(tokenize(text), max_utt_len)
+
+
+def parse_multi_ref_item(record, max_utt_len: int, where: str) -> MultiRefItem:
+    """One item of the multi-reference file; ``where`` prefixes every error."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: an item must be a JSON object")
+    missing = [k for k in ("context", "responses", "speaker") if k not in record]
+    if missing:
+        raise DataError(f"{where}: lacks {', '.join(repr(k) for k in missing)}")
+    context, responses = record["context"], record["responses"]
+    if not isinstance(context, list) or not context:
+        raise DataError(f"{where}: 'context' must be a non-empty list of turns")
+    if (
+        not isinstance(responses, list)
+        or not responses
+        or not all(isinstance(r, str) for r in responses)
+    ):
+        raise DataError(f"{where}: 'responses' must be a non-empty list of strings")
+    speaker = record["speaker"]
+    if not isinstance(speaker, str) or speaker.strip() not in SPEAKER_LETTERS:
+        raise DataError(f"{where}: 'speaker' must be 'A' or 'B', got {speaker!r}")
+    acts = record.get("resp_dialog_acts", [])
+    if not isinstance(acts, list):
+        raise DataError(f"{where}: 'resp_dialog_acts' must be a list")
+    turns = [
+        _context_turn(turn, max_utt_len, f"{where}: context[{i}]")
+        for i, turn in enumerate(context)
+    ]
+    return MultiRefItem(
+        context=tuple(tokens for _, tokens in turns),
+        context_speakers=tuple(s for s, _ in turns),
+        speaker=SPEAKER_LETTERS.index(speaker.strip()),
+        responses=tuple(wrap(tokenize(r), max_utt_len) for r in responses),
+        resp_dialog_acts=tuple(str(a) for a in acts),
+        topic=_clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC,
+        meta=_dialog_meta(record, where),
+    )
+
+
+def read_multi_ref(path: str, max_utt_len: int) -> list[MultiRefItem]:
+    """Every item of a multi-reference file (Zhao et al.'s ``test_multi_ref.json``).
+
+    Utterances are tokenised and cut like the dialog files' (``max_utt_len``
+    tokens including ``<s>`` and ``</s>``).
+
+    Raises:
+      DataError: a missing or unreadable file, text that is not a JSON list,
+        or a malformed item (one line naming the file and the item index).
+    """
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of items, got a JSON object")
+    if not records:
+        raise DataError(f"{path}: no items")
+    return [
+        parse_multi_ref_item(record, max_utt_len, f"{path}: item {i}")
+        for i, record in enumerate(records)
+    ]
+
+
+def multi_ref_split(
+    items: Sequence[MultiRefItem],
+    vocab: Vocab,
+    topics: Sequence[str],
+    *,
+    context_size: int,
+    utt_len: int | None = None,
+) -> tuple[DialogSplit, list[list[list[str]]]]:
+    """One example per item, and its reference word lists.
+
+    The example's context is the item's last ``context_size - 1`` turns (as in
+    ``make_split``), its floors 1 for the responder's turns, its response the
+    item's first (the dialog's own) response; ``dialog`` is the item index.
+
+    Args:
+      items: parsed items (``read_multi_ref``).
+      vocab: token ids (unknown words become ``<unk>``).
+      topics: topic names; unknown topics get id 0 (``UNKNOWN_TOPIC``).
+      context_size: window length including the response.
+      utt_len: the padded utterance length U; None: the longest utterance.
+
+    Returns:
+      the split and, row by row, the words of every reference response
+      without ``<s>``/``</s>``, cut to ``utt_len`` ids and with unknown words
+      as ``<unk>`` (what ``reference_words`` of the training loop gives for a
+      split's single reference).
+    """
+    if not items:
+        raise DataError("no multi-reference item")
+    if utt_len is None:
+        utt_len = max(len(u) for it in items for u in (*it.context, *it.responses))
+    topic_ids = {t: i for i, t in enumerate(topics)}
+    k = context_size - 1
+    special = (PAD, BOS, EOS)
+
+    def ids(tokens: Sequence[str]) -> np.ndarray:
+        return vocab.encode(tokens)[:utt_len]
+
+    utts, lens, references = [], [], []
+    columns = collections.defaultdict(list)
+    for number, item in enumerate(items):
+        count = len(item.context)
+        kept = range(max(0, count - k), count)
+        base = len(utts)
+        for tokens in [*(item.context[i] for i in kept), item.responses[0]]:
+            row = ids(tokens)
+            utts.append(np.pad(row, (0, utt_len - len(row))))
+            lens.append(len(row))
+        pad = [-1] * (k - len(kept))
+        columns["context"].append([base + j for j in range(len(kept))] + pad)
+        columns["floors"].append(
+            [int(item.context_speakers[i] == item.speaker) for i in kept]
+            + [0] * len(pad)
+        )
+        columns["context_lens"].append(len(kept))
+        columns["response"].append(base + len(kept))
+        columns["topic"].append(topic_ids.get(item.topic, 0))
+        columns["my_meta"].append(item.meta[item.speaker])
+        columns["other_meta"].append(item.meta[1 - item.speaker])
+        columns["dialog"].append(number)
+        references.append(
+            [
+                [vocab.words[i] for i in ids(r).tolist() if i not in special]
+                for r in item.responses
+            ]
+        )
+    ints = {
+        k_: np.asarray(v, np.int32) for k_, v in columns.items() if "meta" not in k_
+    }
+    split = DialogSplit(
+        utterances=np.stack(utts).astype(np.int32),
+        utt_lens=np.asarray(lens, np.int32),
+        my_meta=np.asarray(columns["my_meta"], np.float32),
+        other_meta=np.asarray(columns["other_meta"], np.float32),
+        topics=tuple(topics),
+        **ints,
+    )
+    return split, references

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bnvae_jax.errors import DataError
+from bnvae_jax.data.vocab import PAD, Vocab
+from bnvae_jax.errors import DataError, UserError
 
 Tokens = Sequence[str]
 SMOOTHING_K = 5  # NLTK SmoothingFunction(k=5), method 4's constant
@@ -141,6 +142,38 @@ def load_glove(path: str, words: set[str] | None = None) -> dict[str, np.ndarray
     if dim is None:
         raise DataError(f"{path}: no vectors")
     return vectors
+
+
+def glove_table(path: str, vocab: Vocab, table: np.ndarray) -> np.ndarray:
+    """A copy of ``table`` with the rows of words found in the GloVe file replaced.
+
+    Initialises the word embeddings (``model.embedding_file``): rows of words
+    the file lacks keep their values, the ``<pad>`` row is zero.
+
+    Args:
+      path: a GloVe text file.
+      vocab: the vocabulary; row i of ``table`` embeds ``vocab.words[i]``.
+      table: <float>[V, D] embeddings.
+
+    Returns:
+      <table.dtype>[V, D].
+
+    Raises:
+      DataError: a missing or malformed file (``load_glove``).
+      UserError: the file's vectors are not D wide.
+    """
+    glove = load_glove(path, set(vocab.words))
+    table = np.array(table)
+    for i, word in enumerate(vocab.words):
+        if word in glove:
+            if glove[word].shape[0] != table.shape[1]:
+                raise UserError(
+                    f"{path}: vectors have {glove[word].shape[0]} values but "
+                    f"model.emb_dim is {table.shape[1]}"
+                )
+            table[i] = glove[word]
+    table[PAD] = 0.0
+    return table
 
 
 def average_embedding(tokens: Tokens, glove) -> np.ndarray | None:
