@@ -192,3 +192,76 @@ def test_malformed_training_file_is_a_one_line_cli_error(files, tmp_path):
     assert code == 2
     assert out.strip().splitlines()[-1].startswith("error: ")
     assert "bad.jsonl:1" in out
+
+
+def test_glove_file_initialises_the_word_embeddings(files, tmp_path):
+    config = tiny_config(files)
+    config.model.emb_dim = 4  # the test GloVe file's width
+    config.model.embedding_file = files["glove"]
+    trainer, state = train.setup(config, str(tmp_path))
+    table = np.asarray(state.params["embed"]["embedding"])
+    vectors = {
+        line.split()[0]: np.array(line.split()[1:], np.float32)
+        for line in pathlib.Path(files["glove"]).read_text().splitlines()
+    }
+    vocab = trainer.data.vocab
+    found = [w for w in vocab.words if w in vectors]
+    assert len(found) >= 8
+    for word in found:
+        np.testing.assert_array_equal(table[vocab.words.index(word)], vectors[word])
+    np.testing.assert_array_equal(table[0], 0.0)  # <pad>
+    # Words without a vector keep the U(+-init_scale) initialisation.
+    others = [i for i, w in enumerate(vocab.words) if w not in vectors and i > 0]
+    assert others and np.all(np.abs(table[others]) <= config.model.init_scale)
+    assert np.any(table[others] != 0.0)
+
+
+def _multi_ref_file(path, items):
+    rng = np.random.default_rng(7)
+
+    def turn():
+        return " ".join(rng.choice(WORDS, rng.integers(1, 5)))
+
+    records = []
+    for n in range(items):
+        turns = ["<s> <d> </s>"] + [f"{'AB'[i % 2]}: {turn()}" for i in range(n % 3)]
+        records.append(
+            {
+                "context": turns,
+                "responses": [turn() for _ in range(1 + n % 3)],
+                "resp_dialog_acts": ["sd"],
+                "speaker": "AB"[n % 2],
+            }
+        )
+    path.write_text(json.dumps(records))
+    return str(path), records
+
+
+def test_multi_ref_file_scores_its_contexts_against_every_reference(files, tmp_path):
+    path, records = _multi_ref_file(tmp_path / "test_multi_ref.json", 9)
+    config = tiny_config(files, max_steps=2, epochs=1)
+    config.eval.multi_ref_file = path
+    results = train.train_and_evaluate(config, str(tmp_path / "run"))
+    test = results["test"]
+    assert test["references"] == "multi_ref_file"
+    # Contexts holding only the dialog start are skipped, as for the test split.
+    eligible = sum(len(r["context"]) >= config.eval.min_context_utts for r in records)
+    assert 0 < eligible < len(records)
+    assert test["num_contexts"] == eligible
+    samples = (tmp_path / "run" / "samples.txt").read_text()
+    assert samples.count("=== context") == eligible
+    single = train.train_and_evaluate(
+        tiny_config(files, max_steps=2, epochs=1), str(tmp_path / "single")
+    )["test"]
+    assert single["references"] == "test_split"
+    assert single["num_contexts"] != eligible
+
+
+def test_broken_multi_ref_file_fails_before_training(files, tmp_path):
+    bad = tmp_path / "multi.json"
+    bad.write_text('[{"context": ["A: hi"], "speaker": "A"}]')
+    config = tiny_config(files)
+    config.eval.multi_ref_file = str(bad)
+    with pytest.raises(DataError, match="multi.json.*responses"):
+        train.setup(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -27,7 +27,6 @@ from flax.training import train_state
 
 from bnvae_jax import fileio
 from bnvae_jax.data.vocab import BOS, EOS, PAD
-from bnvae_jax.errors import UserError
 from bnvae_jax.tasks.dialog import config as config_lib
 from bnvae_jax.tasks.dialog import data as data_lib
 from bnvae_jax.tasks.dialog import metrics as metrics_lib
@@ -362,15 +361,42 @@ class DialogTrainer(loop_lib.Trainer):
             outputs.extend(ids[: len(chunk)])
         return outputs
 
+    def scored_contexts(self) -> tuple[data_lib.DialogSplit, np.ndarray, list]:
+        """The contexts whose sampled responses are scored, and their references.
+
+        The test split's eligible contexts with their one reference each, or,
+        with ``eval.multi_ref_file``, that file's eligible contexts with all
+        their references (utterances padded as the test split's).
+        """
+        cfg, vocab = self.run.eval, self.data.vocab
+        test = self.data.splits["test"]
+        if not cfg.multi_ref_file:
+            rows = eligible_contexts(test, cfg)
+            return test, rows, single_references(vocab, test, rows)
+        width = test.utterances.shape[1]
+        max_len = self.config.data.max_utt_len
+        items = data_lib.read_multi_ref(cfg.multi_ref_file, max_len)
+        split, refs = data_lib.multi_ref_split(
+            items,
+            vocab,
+            self.data.topics,
+            context_size=self.config.data.context_size,
+            utt_len=width,
+        )
+        rows = eligible_contexts(split, cfg)
+        return split, rows, [refs[r] for r in rows]
+
     def final_results(self, state, loop: LoopState) -> dict:
         """Valid/test ELBO terms and test response metrics of the selected state."""
         results = {s: self.evaluate_split(state, s) for s in ("valid", "test")}
-        split = self.data.splits["test"]
-        rows = eligible_contexts(split, self.run.eval)
+        split, rows, refs = self.scored_contexts()
         outputs = self.sample_responses(state, split, rows)
-        results["test"].update(score_responses(self, rows, outputs, "test"))
+        results["test"].update(score_responses(self, refs, outputs))
+        results["test"]["references"] = (
+            "multi_ref_file" if self.run.eval.multi_ref_file else "test_split"
+        )
         if jax.process_index() == 0:
-            write_samples(self, rows, outputs, "test")
+            write_samples(self, split, rows, outputs)
         results.update(
             early_stopped=loop.done,
             num_samples=self.run.eval.num_samples,
@@ -405,26 +431,6 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.DialogData:
     )
 
 
-def glove_embeddings(path: str, vocab, table: np.ndarray) -> np.ndarray:
-    """``table`` with the rows of words found in the GloVe file replaced (pad row 0).
-
-    Raises:
-      UserError: the file's vectors do not have the embedding width.
-    """
-    glove = metrics_lib.load_glove(path, set(vocab.words))
-    table = np.array(table)
-    for i, word in enumerate(vocab.words):
-        if word in glove:
-            if glove[word].shape[0] != table.shape[1]:
-                raise UserError(
-                    f"{path}: vectors have {glove[word].shape[0]} values but "
-                    f"model.emb_dim is {table.shape[1]}"
-                )
-            table[i] = glove[word]
-    table[PAD] = 0.0
-    return table
-
-
 def create_train_state(trainer: DialogTrainer, key: jax.Array) -> TrainState:
     split = trainer.data.splits["train"]
     example = split.batch(
@@ -435,7 +441,8 @@ def create_train_state(trainer: DialogTrainer, key: jax.Array) -> TrainState:
     params = variables["params"]
     path = trainer.config.model.embedding_file
     if path:
-        table = glove_embeddings(path, trainer.data.vocab, params["embed"]["embedding"])
+        vocab, table = trainer.data.vocab, params["embed"]["embedding"]
+        table = metrics_lib.glove_table(path, vocab, table)
         params = {**params, "embed": {"embedding": jnp.asarray(table, jnp.float32)}}
     t = trainer.run.train
     state = TrainState.create(
@@ -469,6 +476,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, write: bool = True):
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data = load_data(config)
+    if config.eval.multi_ref_file:  # a broken file fails now, not after training
+        data_lib.read_multi_ref(config.eval.multi_ref_file, config.data.max_utt_len)
     info = run_info(config, data)
     ckpt, writer = loop_lib.open_run(workdir, info, write)
     run = config_lib.resolve(config, len(data.vocab), len(data.topics))
@@ -516,10 +525,14 @@ def eligible_contexts(split: data_lib.DialogSplit, cfg) -> np.ndarray:
     return rows[: cfg.max_contexts] if cfg.max_contexts else rows
 
 
-def score_responses(trainer: Trainer, rows, outputs, split_name: str) -> dict:
-    split = trainer.data.splits[split_name]
+def single_references(vocab, split: data_lib.DialogSplit, rows) -> list:
+    """Each row's one reference: the dialog's own response."""
+    return [[reference_words(vocab, split.utterances[split.response[r]])] for r in rows]
+
+
+def score_responses(trainer: Trainer, refs: list, outputs: list) -> dict:
+    """BLEU and A-bow/E-bow of the sampled ``outputs`` against ``refs`` per context."""
     vocab = trainer.data.vocab
-    refs = [[reference_words(vocab, split.utterances[split.response[r]])] for r in rows]
     hyps = [[hypothesis_words(vocab, s) for s in sample] for sample in outputs]
     glove_file = trainer.run.eval.glove_file
     glove = None
@@ -541,9 +554,8 @@ def _context_lines(trainer: Trainer, split, row: int) -> list[tuple[str, str]]:
     return lines
 
 
-def write_samples(trainer: Trainer, rows, outputs, split_name: str) -> None:
+def write_samples(trainer: Trainer, split: data_lib.DialogSplit, rows, outputs) -> None:
     """``samples.txt`` (every context) and ``human_rating.csv`` (a seeded subset)."""
-    split = trainer.data.splits[split_name]
     vocab, cfg = trainer.data.vocab, trainer.run.eval
     text = io.StringIO()
     for n, (row, sample) in enumerate(zip(rows, outputs)):
