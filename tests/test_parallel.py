@@ -59,7 +59,10 @@ def _train_and_eval(workdir, num_steps, evaluate=True, **overrides):
     metrics = []
     for i in range(num_steps):
         batch = trainer.put_batch(trainer.plan.make_batch(i))
+        before = jax.tree.leaves(state.params)
         state, m = step(state, batch, trainer.rng)
+        # Both paths donate the state: its buffers are reused by the new one.
+        assert all(x.is_deleted() for x in before), trainer.par.mode
         metrics.append(jax.device_get(m))
     # The state stays replicated over every device the run uses.
     for leaf in jax.tree.leaves(state):

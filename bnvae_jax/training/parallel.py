@@ -73,7 +73,7 @@ def default_section() -> ml_collections.ConfigDict:
     """The ``parallel`` section of every task's config (``ParallelConfig``'s fields)."""
     p = ml_collections.ConfigDict()
     p.mode = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
-    p.num_devices = 0  # devices used on each host (0: all local devices)
+    p.num_devices = 0  # devices used on each host (0: parallel.auto_devices picks)
     p.distributed = False  # multi-host: call jax.distributed.initialize
     p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
     p.num_processes = 0  # hosts (0: from the environment)
@@ -330,8 +330,10 @@ class Parallel:
         The batch (argument 1) comes from ``shard_batch``; the state and the
         ``num_args - 2`` other arguments go in, and state and metrics come out,
         replicated. ``fn`` must reduce over ``self.axis_name``
-        (``steps.StepFns.axis_name``). The jit path needs no wrapper: a jitted
-        step takes its shardings from its arguments.
+        (``steps.StepFns.axis_name``). The state is donated, as in the jitted
+        step: its buffers are reused for the new state, so the caller must not
+        touch the old one. The jit path needs no wrapper: a jitted step takes
+        its shardings from its arguments.
         """
         return jax.pmap(
             fn,
@@ -339,6 +341,7 @@ class Parallel:
             in_axes=(None, 0) + (None,) * (num_args - 2),
             out_axes=(None, None),
             devices=self.devices,
+            donate_argnums=(0,),
         )
 
     def map_rows(self, fn: Callable, num_rows: int) -> Callable:
