@@ -117,6 +117,49 @@ class TextVAETrainer(loop_lib.Trainer):
 
     loop_state_class = LoopState
 
+    # -- building the run ------------------------------------------------------
+
+    validate_config = staticmethod(config_lib.validate)
+
+    @staticmethod
+    def load_data(config, workdir: pathlib.Path) -> datasets.Datasets:
+        return datasets.load_datasets(config.data, str(workdir))
+
+    @staticmethod
+    def run_info(config, data: datasets.Datasets) -> dict:
+        return run_info(config, data.vocab)
+
+    @staticmethod
+    def resolve_config(config, data: datasets.Datasets) -> RunConfig:
+        return config_lib.resolve(config, len(data.vocab))
+
+    @staticmethod
+    def eval_key_of(run: RunConfig) -> jax.Array:
+        return eval_run.root_key(run.eval, run.seed)
+
+    @staticmethod
+    def task_fields(config, run: RunConfig, data, par: parallel.Parallel) -> dict:
+        plan = batching.plan_batches(
+            data.train,
+            batching.BatchingConfig(
+                batch_size=config.data.batch_size,
+                bucket_width=config.data.bucket_width,
+                mode=config.data.batching,
+            ),
+        )
+        if len(plan) == 0:
+            raise UserError(f"{data.files['train']} gives no training batch")
+        return {"model": build_model(run, par.axis_name), "plan": plan}
+
+    def init_state(self, key: jax.Array) -> steps.TrainState:
+        run = self.run
+        return steps.create_train_state(
+            build_model(run, self.par.axis_name, training=True),
+            key,
+            _example_batch(self.plan),
+            steps.make_optimizer(run.train.learning_rate, run.train.clip_norm),
+        )
+
     @property
     def settings(self):
         return self.run.train
@@ -398,57 +441,8 @@ def _example_batch(plan: batching.BatchPlan) -> dict:
 def setup(
     config: ml_collections.ConfigDict, workdir: str, write: bool = True
 ) -> tuple[TextVAETrainer, object]:
-    """Reads data, checks the workdir, builds the model and a fresh train state.
-
-    With ``write`` (training), records the vocabulary, run info and resolved
-    config in the workdir; evaluation only reads them.
-    """
-    workdir = pathlib.Path(workdir)
-    config_lib.validate(config)
-    par = setup_devices(config)
-    workdir.mkdir(parents=True, exist_ok=True)
-    # Process 0 writes the synthetic corpus into the shared workdir first.
-    data = parallel.first_host_then_others(
-        lambda: datasets.load_datasets(config.data, str(workdir)), "reading the data"
-    )
-    info = run_info(config, data.vocab)
-    ckpt, writer = loop_lib.open_run(workdir, info, write)
-    run = config_lib.resolve(config, len(data.vocab))
-    plan = batching.plan_batches(
-        data.train,
-        batching.BatchingConfig(
-            batch_size=config.data.batch_size,
-            bucket_width=config.data.bucket_width,
-            mode=config.data.batching,
-        ),
-    )
-    if len(plan) == 0:
-        raise UserError(f"{data.files['train']} gives no training batch")
-    root = jax.random.key(run.seed)
-    trainer = TextVAETrainer(
-        config=config,
-        workdir=workdir,
-        ckpt=ckpt,
-        writer=writer,
-        rng=par.replicate(jax.random.fold_in(root, 1)),
-        eval_key=eval_run.root_key(run.eval, run.seed),
-        par=par,
-        run=run,
-        data=data,
-        model=build_model(run, par.axis_name),
-        plan=plan,
-    )
-    tx = steps.make_optimizer(run.train.learning_rate, run.train.clip_norm)
-    state = steps.create_train_state(
-        build_model(run, par.axis_name, training=True),
-        jax.random.fold_in(root, 0),
-        _example_batch(plan),
-        tx,
-    )
-    state = par.replicate(state)
-    if write:
-        loop_lib.record_run(workdir, data.vocab, info, config)
-    return trainer, state
+    """The text VAE's trainer and a fresh state (``training.loop.setup``)."""
+    return loop_lib.setup(TextVAETrainer, config, workdir, write)
 
 
 def init_from_run(state, source: str, vocab: Vocab):

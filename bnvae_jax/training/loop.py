@@ -100,6 +100,8 @@ class Trainer:
       rng: the run's train key, replicated over the devices.
       eval_key: the key evaluation draws from.
       par: the devices and how steps and passes map onto them.
+      run: the task's typed config (``resolve_config``).
+      data: the task's data (``load_data``).
     """
 
     config: ml_collections.ConfigDict
@@ -109,6 +111,8 @@ class Trainer:
     rng: jax.Array
     eval_key: jax.Array
     par: parallel.Parallel
+    run: Any
+    data: Any
 
     loop_state_class: ClassVar[type[LoopState]] = LoopState
     # Step metrics summed into ``LoopState.epoch_sums``; each ``<k>_sum`` is
@@ -124,7 +128,42 @@ class Trainer:
         """
         raise NotImplementedError
 
-    # -- the task's hooks ----------------------------------------------------
+    # -- the task's hooks: building a run (``setup``) ---------------------------
+
+    @staticmethod
+    def validate_config(config: ml_collections.ConfigDict) -> None:
+        """Raises ``ConfigError`` for any value the task cannot run with."""
+        raise NotImplementedError
+
+    @staticmethod
+    def load_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+        """The task's data (``data.vocab`` is its vocabulary)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def run_info(config: ml_collections.ConfigDict, data) -> dict:
+        """What a workdir's checkpoints depend on (shapes, vocabulary)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def resolve_config(config: ml_collections.ConfigDict, data):
+        """The typed run config (``.seed`` is the run's seed)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def eval_key_of(run) -> jax.Array:
+        raise NotImplementedError
+
+    @staticmethod
+    def task_fields(config, run, data, par: parallel.Parallel) -> dict:
+        """The task's own trainer fields (model, batch plan, ...)."""
+        return {}
+
+    def init_state(self, key: jax.Array):
+        """A fresh train state (parameters from ``key``)."""
+        raise NotImplementedError
+
+    # -- the task's hooks: training ------------------------------------------
 
     def new_loop(self) -> LoopState:
         """The loop state of a run that starts from scratch."""
@@ -381,6 +420,49 @@ def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:
     par.check_divides(config.data.batch_size, "data.batch_size")
     logging.info(par.describe(config.data.batch_size))
     return par
+
+
+def setup(
+    cls: type[Trainer],
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    write: bool = True,
+) -> tuple[Trainer, Any]:
+    """Reads data, checks the workdir, builds the task's trainer and a fresh state.
+
+    The run's key ``key(run.seed)`` gives the initial parameters
+    (``fold_in(key, 0)``) and the train steps' randomness (``fold_in(key, 1)``).
+    With ``write`` (training), records the vocabulary, run info and resolved
+    config in the workdir; evaluation only reads them.
+    """
+    cls.validate_config(config)
+    par = setup_devices(config)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Process 0 first: it may write files into the shared workdir.
+    data = parallel.first_host_then_others(
+        lambda: cls.load_data(config, workdir), "reading the data"
+    )
+    info = cls.run_info(config, data)
+    ckpt, writer = open_run(workdir, info, write)
+    run = cls.resolve_config(config, data)
+    root = jax.random.key(run.seed)
+    trainer = cls(
+        config=config,
+        workdir=workdir,
+        ckpt=ckpt,
+        writer=writer,
+        rng=par.replicate(jax.random.fold_in(root, 1)),
+        eval_key=cls.eval_key_of(run),
+        par=par,
+        run=run,
+        data=data,
+        **cls.task_fields(config, run, data, par),
+    )
+    state = par.replicate(trainer.init_state(jax.random.fold_in(root, 0)))
+    if write:
+        record_run(workdir, data.vocab, info, config)
+    return trainer, state
 
 
 def open_run(

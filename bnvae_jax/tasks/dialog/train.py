@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import io
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -201,6 +200,42 @@ class DialogTrainer(loop_lib.Trainer):
 
     loop_state_class = LoopState
     sum_keys = SUM_KEYS
+
+    # -- building the run ------------------------------------------------------
+
+    @staticmethod
+    def validate_config(config) -> None:
+        config_lib.validate(config)
+
+    @staticmethod
+    def load_data(config, workdir) -> data_lib.DialogData:
+        data = load_data(config)
+        if config.eval.multi_ref_file:  # a broken file fails now, not after training
+            data_lib.read_multi_ref(config.eval.multi_ref_file, config.data.max_utt_len)
+        return data
+
+    @staticmethod
+    def run_info(config, data: data_lib.DialogData) -> dict:
+        return run_info(config, data)
+
+    @staticmethod
+    def resolve_config(config, data) -> config_lib.DialogRunConfig:
+        return config_lib.resolve(config, len(data.vocab), len(data.topics))
+
+    @staticmethod
+    def eval_key_of(run) -> jax.Array:
+        return jax.random.key(run.eval.seed)
+
+    @staticmethod
+    def task_fields(config, run, data, par: parallel.Parallel) -> dict:
+        return {"model": DialogCVAE(run.model, axis_name=par.axis_name)}
+
+    def init_state(self, key: jax.Array) -> TrainState:
+        # Parameters are initialised without the device axis (same values).
+        state = create_train_state(
+            dataclasses.replace(self, model=DialogCVAE(self.run.model)), key
+        )
+        return state.replace(apply_fn=self.model.apply)
 
     @property
     def settings(self):
@@ -470,39 +505,8 @@ def _get(config, dotted: str):
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, write: bool = True):
-    """Reads the data, checks the workdir, builds the model and a fresh state."""
-    config_lib.validate(config)
-    par = loop_lib.setup_devices(config)
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    data = load_data(config)
-    if config.eval.multi_ref_file:  # a broken file fails now, not after training
-        data_lib.read_multi_ref(config.eval.multi_ref_file, config.data.max_utt_len)
-    info = run_info(config, data)
-    ckpt, writer = loop_lib.open_run(workdir, info, write)
-    run = config_lib.resolve(config, len(data.vocab), len(data.topics))
-    root = jax.random.key(run.seed)
-    trainer = DialogTrainer(
-        config=config,
-        workdir=workdir,
-        ckpt=ckpt,
-        writer=writer,
-        rng=par.replicate(jax.random.fold_in(root, 1)),
-        eval_key=jax.random.key(run.eval.seed),
-        par=par,
-        run=run,
-        data=data,
-        model=DialogCVAE(run.model, axis_name=par.axis_name),
-    )
-    # Parameters are initialised without the device axis (same values).
-    init_model = DialogCVAE(run.model)
-    state = create_train_state(
-        dataclasses.replace(trainer, model=init_model), jax.random.fold_in(root, 0)
-    )
-    state = par.replicate(state.replace(apply_fn=trainer.model.apply))
-    if write:
-        loop_lib.record_run(workdir, data.vocab, info, config)
-    return trainer, state
+    """The dialog task's trainer and a fresh state (``training.loop.setup``)."""
+    return loop_lib.setup(DialogTrainer, config, workdir, write)
 
 
 # -- scoring and outputs -------------------------------------------------------
