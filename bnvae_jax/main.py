@@ -40,7 +40,7 @@ def main(argv):
         cli.log_to_file(workdir, cli.LOG_FILE if me == 0 else f"log.{me}.txt")
         cli.enable_compilation_cache(config)
         logging.getLogger(cli.FILE_ONLY).info("devices: %s", jax.devices())
-        # Dialog CVAEs (configs/switchboard.py) have their own loop and table.
+        # Dialog CVAEs (configs/switchboard.py): another task, the same loop.
         runner = dialog_train if config.get("task") == "dialog" else train
         results = runner.train_and_evaluate(config, workdir)
         if me > 0:
