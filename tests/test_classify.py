@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_child
 
+from bnvae_jax import classify as classify_cli
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import ConfigError, DataError, WorkdirError
@@ -210,7 +211,7 @@ def test_bad_inputs_are_user_errors(run_dir, tmp_path):
         classify.read_labelled(bad, run.vocab, ("0", "1"))
     # The reference fine-tunes the encoder unless told to freeze it.
     assert classify.ClassifierConfig().mode == "finetune"
-    assert classify.FLAGS["mode"].default == "finetune"
+    assert classify_cli.FLAGS["mode"].default == "finetune"
     with pytest.raises(ConfigError, match="mode='linear'"):
         classify.ClassifierConfig(mode="linear")
 
