@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import ml_collections
 
 from bnvae_jax.errors import ConfigError
-from bnvae_jax.training import bn_health, parallel
+from bnvae_jax.training import bn_health, loop, parallel
 from bnvae_jax.training import methods as methods_lib
 
 
@@ -397,17 +397,13 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
             not (d.train_file or d.valid_file or d.test_file),
             "data.source='tfds' reads no files: leave data.*_file empty",
         )
-    _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
-    _require(t.max_steps >= 0, "train.max_steps must be >= 0 (0: no limit)")
     _require(t.learning_rate > 0, "train.learning_rate must be positive")
     _require(t.clip_norm > 0, "train.clip_norm must be positive")
+    loop.check_settings(t)
     _require(0.0 <= t.kl_start <= 1.0, "train.kl_start must be in [0, 1]")
     _require(t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
     _require(0 < t.lr_decay < 1, "train.lr_decay must be in (0, 1)")
     _require(t.decay_epoch >= 1 and t.max_decay >= 1, "train decay counts must be >= 1")
-    _require(t.min_batch >= 1, "train.min_batch must be >= 1")
-    _require(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps must be >= 1")
-    _require(t.log_every_steps >= 1, "train.log_every_steps must be >= 1")
     _require(e.iw_samples >= 1, "eval.iw_samples must be >= 1")
     _require(e.iw_chunk >= 1, "eval.iw_chunk must be >= 1")
     _require(e.iw_batch >= 0, "eval.iw_batch must be >= 0 (0: from the devices)")

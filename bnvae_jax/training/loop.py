@@ -34,7 +34,7 @@ import numpy as np
 import tqdm
 
 from bnvae_jax import fileio
-from bnvae_jax.errors import UserError
+from bnvae_jax.errors import ConfigError, UserError
 from bnvae_jax.training import checkpoints, parallel, writers
 
 
@@ -404,6 +404,23 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
         loop.position = 0
         loop.epoch_sums = {}
     return state
+
+
+# The loop's settings every task's ``train`` section holds, and their least values.
+SETTINGS_MIN = (
+    ("epochs", 1),
+    ("max_steps", 0),  # 0: no limit
+    ("min_batch", 1),
+    ("checkpoint_every_steps", 1),
+    ("log_every_steps", 1),
+)
+
+
+def check_settings(train: ml_collections.ConfigDict) -> None:
+    """Raises a one-line ``ConfigError`` for a loop setting no run can use."""
+    for name, least in SETTINGS_MIN:
+        if train[name] < least:
+            raise ConfigError(f"train.{name} must be >= {least}, got {train[name]}")
 
 
 def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:

@@ -15,7 +15,7 @@ from bnvae_jax.errors import ConfigError
 from bnvae_jax.tasks.dialog import data as data_lib
 from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogModelConfig
-from bnvae_jax.training import parallel
+from bnvae_jax.training import loop, parallel
 
 TASK = "dialog"
 
@@ -178,12 +178,9 @@ def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
         f"train.prior_kl_schedule={t.prior_kl_schedule!r} is not one of "
         f"{', '.join(objectives.PRIOR_KL_SCHEDULES)}",
     )
-    _require(t.steps_per_epoch >= 1 and t.epochs >= 1, "train epochs/steps >= 1")
-    _require(t.max_steps >= 0, "train.max_steps must be >= 0 (0: no limit)")
+    _require(t.steps_per_epoch >= 1, "train.steps_per_epoch must be >= 1")
+    loop.check_settings(t)
     _require(t.patience >= 1 and t.patience_increase > 0, "train patience > 0")
-    _require(t.min_batch >= 1, "train.min_batch must be >= 1")
-    _require(t.checkpoint_every_steps >= 1, "train.checkpoint_every_steps >= 1")
-    _require(t.log_every_steps >= 1, "train.log_every_steps must be >= 1")
     _require(e.num_samples >= 1, "eval.num_samples must be >= 1")
     _require(e.max_decode_len >= 1, "eval.max_decode_len must be >= 1")
     _require(e.min_context_utts >= 1, "eval.min_context_utts must be >= 1")
