@@ -2,7 +2,9 @@
 
     python -m bnvae_jax.classify --workdir=RUN --train_file=F --test_file=F
 
-The training and scoring live in ``bnvae_jax.tasks.classify``.
+The training and scoring live in ``bnvae_jax.tasks.classify``; every fit runs
+on the shared training loop in ``RUN/<output>/labels<N>_seed<S>/``, so a killed
+command resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ flags.DEFINE_enum("subsets", "balanced", SUBSETS, "How labelled subsets are draw
 flags.DEFINE_enum("mode", "finetune", MODES, "Fine-tuned (default) or frozen encoder.")
 flags.DEFINE_integer("epochs", 100, "Upper bound on classifier epochs.")
 flags.DEFINE_float("learning_rate", 1.0, "SGD learning rate.")
-flags.DEFINE_string("output", "classification", "Stem of the files written in RUN.")
+flags.DEFINE_string(
+    "output",
+    "classification",
+    "Stem of the files written in RUN; RUN/<stem>/ holds one directory a fit.",
+)
 
 
 def _label_counts(values: Sequence[str]) -> list[int]:
@@ -86,6 +92,7 @@ def main(argv):
             label_counts=counts,
             seeds=seeds,
             cfg=cfg,
+            fits_dir=pathlib.Path(FLAGS.workdir) / FLAGS.output,
         )
     report.update(
         classes=list(classes),

@@ -15,6 +15,12 @@ Optimisation follows the reference: SGD with learning rate 1, batch
 best validation loss, halving the learning rate after 2 epochs without
 improvement and stopping at the 5th halving. Writes ``RUN/classification.json``
 and the table ``RUN/classification.md`` (mean ± std of test accuracy over seeds).
+
+Every fit (one number of labels, one seed) is a run of the shared training loop
+(``training.loop``) in its own directory ``RUN/classification/labels<N>_seed<S>/``:
+the loop owns its epochs, checkpoints, resume, NaN guard, progress and Ctrl-C,
+and writes its ``results.json``. A killed command resumes in the fit it was in;
+fits already finished are read back, not trained again.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import dataclasses
 import functools
 import json
 import logging
+import math
+import os
 import pathlib
 from collections.abc import Mapping, Sequence
 
@@ -37,7 +45,8 @@ from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import ConfigError, DataError, WorkdirError
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import checkpoints, config_lib
+from bnvae_jax.training import checkpoints, config_lib, parallel, steps
+from bnvae_jax.training import loop as loop_lib
 
 # The seeds of the reference's t_s_f.py, in its order; more seeds continue the
 # pattern (1010, 1111, ...).
@@ -270,135 +279,170 @@ def masked_cross_entropy(logits, labels, mask) -> jax.Array:
     return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def _sgd(params, grads, lr, clip_norm):
-    norm = optax.tree.norm(grads)
-    scale = lr * jnp.minimum(1.0, clip_norm / jnp.maximum(norm, 1e-12))
-    return jax.tree_util.tree_map(lambda p, g: p - scale * g, params, grads)
-
-
-@functools.partial(jax.jit, static_argnames=("clip_norm",))
-def _linear_epoch(clf, lr, x, y, mask, *, clip_norm: float):
-    """SGD over batches x <float32>[K, B, n], y <int32>[K, B], mask [K, B]."""
-
-    def step(clf, batch):
-        xb, yb, mb = batch
-
-        def loss(c):
-            return masked_cross_entropy(linear_logits(c, xb), yb, mb)
-
-        new = _sgd(clf, jax.grad(loss)(clf), lr, clip_norm)
-        # Batches of one real example are skipped, as in the reference.
-        keep = jnp.sum(mb) >= 2
-        return jax.tree_util.tree_map(
-            functools.partial(jnp.where, keep), new, clf
-        ), None
-
-    clf, _ = jax.lax.scan(step, clf, (x, y, mask))
-    return clf
-
-
-def _epoch_batches(num: int, batch_size: int, rng: np.random.Generator):
-    """A shuffled order cut into [K, B] index slots and their mask."""
-    order = rng.permutation(num)
-    k = -(-num // batch_size)
-    slots = np.zeros(k * batch_size, np.int64)
-    mask = np.zeros(k * batch_size, np.float32)
-    slots[:num], mask[:num] = order, 1.0
-    return slots.reshape(k, batch_size), mask.reshape(k, batch_size)
-
-
-@dataclasses.dataclass(frozen=True)
-class Plateau:
-    """The reference's decay-on-plateau state (host side)."""
-
-    learning_rate: float
-    best_loss: float = float("inf")
-    bad_epochs: int = 0
-    decays: int = 0
-
-
-def plateau_step(
-    state: Plateau, loss: float, cfg: ClassifierConfig
-) -> tuple[Plateau, str]:
-    """Next state after an epoch's validation loss.
-
-    Returns:
-        the new state and what to do: 'best' (save), 'decay' (reload the best,
-        lower the rate), 'stop' (the last decay was reached) or 'keep'.
-    """
-    if loss < state.best_loss:
-        return dataclasses.replace(state, best_loss=loss, bad_epochs=0), "best"
-    bad = state.bad_epochs + 1
-    if bad < cfg.decay_epoch:
-        return dataclasses.replace(state, bad_epochs=bad), "keep"
-    state = dataclasses.replace(
-        state,
-        learning_rate=state.learning_rate * cfg.lr_decay,
-        bad_epochs=0,
-        decays=state.decays + 1,
-    )
-    return state, "stop" if state.decays >= cfg.max_decay else "decay"
-
-
-def train_linear(
-    key: jax.Array,
-    x: np.ndarray,
-    y: np.ndarray,
-    valid: tuple[np.ndarray, np.ndarray] | None,
-    num_classes: int,
-    cfg: ClassifierConfig,
-    seed: int,
-) -> dict:
-    """A linear classifier on fixed features (the frozen-encoder setting).
-
-    Args:
-        key: initialisation key.
-        x: <float32>[N, n] features.
-        y: <int32>[N] labels.
-        valid: validation features and labels for model selection, or None
-            (then the classifier after ``cfg.epochs`` epochs is returned).
-        num_classes: C.
-        cfg: optimisation settings.
-        seed: batch-order seed.
-
-    Returns:
-        the classifier parameters {'w': [n, C], 'b': [C]}.
-    """
-    clf = init_linear(key, x.shape[1], num_classes)
-    best, plateau = clf, Plateau(cfg.learning_rate)
-    rng = np.random.default_rng(seed)
-    for _ in range(cfg.epochs):
-        slots, mask = _epoch_batches(len(x), cfg.batch_size, rng)
-        clf = _linear_epoch(
-            clf,
-            jnp.float32(plateau.learning_rate),
-            x[slots],
-            y[slots],
-            mask,
-            clip_norm=cfg.clip_norm,
-        )
-        if valid is None:
-            continue
-        loss = float(
-            masked_cross_entropy(
-                linear_logits(clf, valid[0]), valid[1], jnp.ones(len(valid[1]))
-            )
-        )
-        plateau, action = plateau_step(plateau, loss, cfg)
-        if action == "best":
-            best = clf
-        elif action in ("decay", "stop"):
-            clf = best
-            if action == "stop":
-                break
-    return best if valid is not None else clf
-
-
 def accuracy(clf: Mapping, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(np.asarray(linear_logits(clf, x)), -1) == y))
 
 
-# -- fine-tuning the encoder ---------------------------------------------------
+def _scores(clf: Mapping, x: np.ndarray, y: np.ndarray) -> dict:
+    """Mean cross-entropy and accuracy of the classifier on features ``x``."""
+    loss = masked_cross_entropy(linear_logits(clf, x), y, jnp.ones(len(y)))
+    return {"loss": float(loss), "accuracy": accuracy(clf, x, y)}
+
+
+# -- one fit on the shared loop --------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """One classifier fit: how it is trained, on how many labels, with which seed."""
+
+    cfg: ClassifierConfig
+    num_labels: int
+    seed: int
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FitData:
+    """The examples of one fit.
+
+    Attributes:
+        train: the labelled subset.
+        valid: the validation examples (model selection), or None.
+        test: the scored examples.
+        features: frozen mode only: the fixed <float32>[N, n] features of
+            "train", "valid" (when given) and "test", in row order.
+    """
+
+    train: LabelledRows
+    valid: LabelledRows | None
+    test: LabelledRows
+    features: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """The loop settings of a fit (``loop.Trainer.settings``)."""
+
+    epochs: int
+    max_steps: int = 0
+    log_every_steps: int = 50
+    checkpoint_every_steps: int = 500
+    min_batch: int = 2  # batches of one real example are skipped (the reference)
+
+    def __post_init__(self):
+        least = min(
+            self.epochs,
+            self.min_batch,
+            self.log_every_steps,
+            self.checkpoint_every_steps,
+        )
+        if least < 1 or self.max_steps < 0:
+            raise ConfigError(
+                "fit settings: epochs, min_batch, log_every_steps and "
+                "checkpoint_every_steps must be >= 1, max_steps >= 0"
+            )
+
+
+@dataclasses.dataclass
+class FitLoop(loop_lib.LoopState):
+    """The loop's progress plus the reference's decay-on-plateau rule."""
+
+    learning_rate: float = 1.0
+    bad_epochs: int = 0  # epochs since the last improvement or decay
+    decays: int = 0
+
+
+def plateau_update(loop: FitLoop, improved: bool, cfg: ClassifierConfig) -> str:
+    """The reference's rule after an epoch's validation; updates ``loop``.
+
+    ``improved``: the validation loss beat the best so far (the loop keeps
+    that best). After ``decay_epoch`` epochs without improvement the rate is
+    multiplied by ``lr_decay``; the ``max_decay``-th decay stops training.
+
+    Returns:
+        'best', 'keep', 'decay' (reload the best, go on at the lower rate) or
+        'stop'.
+    """
+    if improved:
+        loop.bad_epochs = 0
+        return "best"
+    loop.bad_epochs += 1
+    if loop.bad_epochs < cfg.decay_epoch:
+        return "keep"
+    loop.bad_epochs = 0
+    loop.learning_rate *= cfg.lr_decay
+    loop.decays += 1
+    return "stop" if loop.decays >= cfg.max_decay else "decay"
+
+
+@functools.lru_cache(maxsize=8)
+def _optimizer(learning_rate: float, clip_norm: float):
+    # One object per setting: the jitted step is compiled once for all fits.
+    return steps.make_optimizer(learning_rate, clip_norm)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "dropout"), donate_argnums=0)
+def _train_step(state, batch, rng, frozen, *, model, dropout):
+    """One clipped SGD step on the classifier's cross-entropy; pure.
+
+    Args:
+        state: ``params["clf"]`` is the linear classifier; when fine-tuning,
+            ``params["encoder_and_head"]`` the trainable VAE parameters and
+            ``batch_stats`` the VAE's running statistics.
+        batch: labels <int32>[B], mask <float32>[B], and either the fixed
+            features x <float32>[B, n] (``model`` None) or tokens, lengths.
+        rng: dropout draws use ``fold_in(rng, state.step)``.
+        frozen: the VAE parameters that are not trained (fine-tuning).
+        model: the VAE when fine-tuning: features are its posterior locations
+            in train mode (BN batch statistics, running statistics updated)
+            with dropout on them; None for fixed features.
+        dropout: the dropout rate on the features (fine-tuning).
+
+    Returns:
+        the new state and sums over the batch's real examples.
+    """
+    mask, labels = batch["mask"], batch["labels"]
+
+    def loss_fn(params):
+        stats = state.batch_stats
+        if model is None:
+            x = batch["x"]
+        else:
+            variables = {
+                "params": {**frozen, **params["encoder_and_head"]},
+                "batch_stats": stats,
+            }
+            post, updates = model.apply(
+                variables,
+                batch["tokens"],
+                batch["lengths"],
+                mask,
+                train=True,
+                method="encode",
+                mutable=["batch_stats"],
+            )
+            stats = updates.get("batch_stats", stats)
+            keep = 1.0 - dropout
+            x = model.family.location(post)
+            drop = jax.random.bernoulli(
+                jax.random.fold_in(rng, state.step), keep, x.shape
+            )
+            x = x * drop / keep
+        logits = linear_logits(params["clf"], x)
+        return masked_cross_entropy(logits, labels, mask), (logits, stats)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (logits, stats)), grads = grad_fn(state.params)
+    count = jnp.sum(mask)
+    metrics = {
+        "loss_sum": loss * count,
+        "correct_sum": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+        "count": count,
+        "grad_norm": optax.tree.norm(grads),
+        "learning_rate": state.opt_state.hyperparams["learning_rate"],
+    }
+    return state.apply_gradients(grads=grads, batch_stats=stats), metrics
 
 
 def _split_trainable(variables: Mapping) -> tuple[dict, dict]:
@@ -408,108 +452,283 @@ def _split_trainable(variables: Mapping) -> tuple[dict, dict]:
     return trainable, params
 
 
-@functools.partial(jax.jit, static_argnames=("model", "cfg"))
-def _finetune_step(trainable, clf, frozen, batch_stats, batch, key, lr, *, model, cfg):
-    def loss_fn(trainable, clf):
-        variables = {"params": {**frozen, **trainable}, "batch_stats": batch_stats}
-        post, updates = model.apply(
-            variables,
-            batch["tokens"],
-            batch["lengths"],
-            batch["mask"],
-            train=True,
-            method="encode",
-            mutable=["batch_stats"],
-        )
-        x = model.family.location(post)
-        keep = 1.0 - cfg.dropout
-        x = x * jax.random.bernoulli(key, keep, x.shape) / keep
-        logits = linear_logits(clf, x)
-        loss = masked_cross_entropy(logits, batch["labels"], batch["mask"])
-        return loss, updates.get("batch_stats", batch_stats)
+@dataclasses.dataclass
+class ClassifierTrainer(loop_lib.Trainer):
+    """One fit (one number of labels, one seed, one mode) on the shared loop.
 
-    grads, new_stats = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(trainable, clf)
-    trainable, clf = _sgd((trainable, clf), grads, lr, cfg.clip_norm)
-    return trainable, clf, new_stats
-
-
-def _merged(trainable, frozen, batch_stats) -> dict:
-    return {"params": {**frozen, **trainable}, "batch_stats": batch_stats}
-
-
-def finetune(
-    key: jax.Array,
-    run: TrainedRun,
-    train: LabelledRows,
-    valid: LabelledRows | None,
-    num_classes: int,
-    cfg: ClassifierConfig,
-    seed: int,
-) -> tuple[dict, dict]:
-    """Encoder, BN head and linear classifier trained together (reference default).
-
-    As in the reference, the encoder runs in train mode while fine-tuning (BN
-    batch statistics, running statistics updated) on length-bucketed batches of
-    fixed membership; features for validation and test use eval mode.
-
-    Returns:
-        (variables of the fine-tuned TextVAE, classifier parameters).
+    The train state's ``params`` hold the linear classifier (``"clf"``) and,
+    when fine-tuning, the encoder and BN head (``"encoder_and_head"``), with
+    the VAE's running statistics in ``batch_stats`` (``{}`` with a frozen
+    encoder); the other VAE parameters are ``frozen``. The selection loss is
+    the validation cross-entropy, and ``after_validation`` applies the
+    reference's plateau rule. Without a validation file the selection loss is
+    +inf: no epoch improves, no best checkpoint is kept, and the state after
+    ``cfg.epochs`` epochs is the result.
     """
-    init_key, drop_key = jax.random.split(key)
-    trainable, frozen = _split_trainable(run.variables)
-    batch_stats = run.variables.get("batch_stats", {})
-    clf = init_linear(init_key, run.model.cfg.latent_dim, num_classes)
-    plan = batching.plan_batches(
-        train.rows,
-        batching.BatchingConfig(
-            batch_size=cfg.batch_size, bucket_width=run.bucket_width, min_batch=2
-        ),
-    )
-    if len(plan) == 0:
-        raise ConfigError(
-            "fine-tuning needs at least 2 labelled sentences of one length"
-        )
-    best = (trainable, clf, batch_stats)
-    plateau, step = Plateau(cfg.learning_rate), 0
-    for epoch in range(cfg.epochs):
-        for _, batch in batching.iterate(plan, seed=seed, epoch=epoch):
+
+    run: Fit
+    data: FitData
+    vae: TrainedRun | None  # fine-tuning only
+    frozen: dict
+    plan: batching.BatchPlan | None  # fine-tuning: length-bucketed batches
+    loop_settings: FitSettings
+
+    loop_state_class = FitLoop
+    sum_keys = ("loss_sum", "correct_sum", "count")
+
+    @property
+    def settings(self) -> FitSettings:
+        return self.loop_settings
+
+    @property
+    def finetune(self) -> bool:
+        return self.run.cfg.mode == "finetune"
+
+    def new_loop(self) -> FitLoop:
+        return FitLoop(learning_rate=self.run.cfg.learning_rate)
+
+    def method_name(self) -> str:
+        return f"classifier_{self.run.cfg.mode}"
+
+    # -- batches ---------------------------------------------------------------
+
+    def num_positions(self) -> int:
+        if self.finetune:
+            return len(self.plan)
+        return -(-len(self.data.train.labels) // self.run.cfg.batch_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        if self.finetune:
+            return batching.epoch_order(self.plan, self.run.seed, epoch)
+        rng = np.random.default_rng([self.run.seed, epoch])
+        return rng.permutation(len(self.data.train.labels))
+
+    def make_batch(self, order: np.ndarray, position: int) -> tuple[dict, int]:
+        labels = self.data.train.labels
+        if self.finetune:
+            batch = self.plan.make_batch(int(order[position]))
             arrays = _batch_dict(batch)
-            arrays["labels"] = train.labels[np.maximum(batch.index, 0)]
-            trainable, clf, batch_stats = _finetune_step(
-                trainable,
-                clf,
-                frozen,
-                batch_stats,
-                arrays,
-                jax.random.fold_in(drop_key, step),
-                jnp.float32(plateau.learning_rate),
-                model=run.model,
-                cfg=cfg,
+            arrays["labels"] = labels[np.maximum(batch.index, 0)]
+            return arrays, batch.num_real
+        size = self.run.cfg.batch_size
+        index = order[position * size : (position + 1) * size]
+        slots = np.zeros(size, np.int64)
+        slots[: len(index)] = index
+        mask = (np.arange(size) < len(index)).astype(np.float32)
+        x = self.data.features["train"][slots] * mask[:, None]
+        return {"x": x, "labels": labels[slots], "mask": mask}, len(index)
+
+    def train_arrays(self, batch: dict) -> dict:
+        return batch
+
+    # -- steps -----------------------------------------------------------------
+
+    def make_runner(self) -> loop_lib.StepRunner:
+        model = self.vae.model if self.finetune else None
+        dropout = self.run.cfg.dropout
+
+        def run(state, arrays, loop, step):
+            return _train_step(
+                state, arrays, self.rng, self.frozen, model=model, dropout=dropout
             )
-            step += 1
-        if valid is None:
-            continue
-        x = posterior_means(
-            run,
-            _merged(trainable, frozen, batch_stats),
-            valid.rows,
-            cfg.eval_batch_size,
-        )
-        loss = float(
-            masked_cross_entropy(
-                linear_logits(clf, x), valid.labels, jnp.ones(len(valid.labels))
+
+        return run
+
+    def step_loss(self, m: dict) -> float:
+        return m["loss_sum"] / max(m["count"], 1.0)
+
+    def train_scalars(self, host: list, loop: FitLoop) -> dict:
+        count = max(sum(float(m["count"]) for m in host), 1.0)
+        return {
+            "train/loss": sum(float(m["loss_sum"]) for m in host) / count,
+            "train/accuracy": sum(float(m["correct_sum"]) for m in host) / count,
+            "train/grad_norm": float(host[-1]["grad_norm"]),
+            "train/learning_rate": float(host[-1]["learning_rate"]),
+        }
+
+    # -- validation and the plateau rule ---------------------------------------
+
+    def variables(self, state) -> dict:
+        """The fine-tuned VAE's variables."""
+        params = {**self.frozen, **state.params["encoder_and_head"]}
+        return {"params": params, "batch_stats": state.batch_stats}
+
+    def split_scores(self, state, split: str) -> dict:
+        """Loss and accuracy on ``split`` ('valid' or 'test'), eval-mode features."""
+        rows = getattr(self.data, split)
+        if self.finetune:
+            x = posterior_means(
+                self.vae, self.variables(state), rows.rows, self.run.cfg.eval_batch_size
             )
+        else:
+            x = self.data.features[split]
+        return _scores(state.params["clf"], x, rows.labels)
+
+    def validate_epoch(self, state) -> tuple[dict, float]:
+        if self.data.valid is None:
+            return {}, math.inf  # never improves: the last state is the result
+        val = self.split_scores(state, "valid")
+        return val, val["loss"]
+
+    def after_validation(self, state, loop: FitLoop, val: dict, improved: bool):
+        if self.data.valid is None:
+            return state, {"lr": loop.learning_rate}
+        action = plateau_update(loop, improved, self.run.cfg)
+        if action == "decay":
+            # Go on from the best state with a fresh optimiser at the lower rate.
+            best, _ = self.ckpt.restore_best(loop_lib.state_tree(state))
+            state = steps.reset_optimizer(
+                state, best["params"], best["batch_stats"], loop.learning_rate
+            )
+        loop.done = action == "stop"  # the loop's final scores reload the best
+        return state, {"lr": loop.learning_rate, "decays": loop.decays}
+
+    def epoch_message(self, epoch: int, val: dict, loop: FitLoop) -> str:
+        fit = self.run
+        head = f"labels {fit.num_labels} seed {fit.seed} epoch {epoch}"
+        if not val:
+            return f"{head}: (no validation file)"
+        return (
+            f"{head}: valid loss {val['loss']:.4f} accuracy {val['accuracy']:.4f} "
+            f"lr {loop.learning_rate:g}"
         )
-        plateau, action = plateau_step(plateau, loss, cfg)
-        if action == "best":
-            best = (trainable, clf, batch_stats)
-        elif action in ("decay", "stop"):
-            trainable, clf, batch_stats = best
-            if action == "stop":
-                break
-    if valid is not None:
-        trainable, clf, batch_stats = best
-    return _merged(trainable, frozen, batch_stats), clf
+
+    def final_results(self, state, loop: FitLoop) -> dict:
+        """Validation and test scores of the selected state."""
+        valid = {} if self.data.valid is None else self.split_scores(state, "valid")
+        return {
+            "valid": valid,
+            "test": self.split_scores(state, "test"),
+            "labels": self.run.num_labels,
+            "seed": self.run.seed,
+            "learning_rate": loop.learning_rate,
+            "decays": loop.decays,
+            "stopped": loop.done,
+        }
+
+
+def fit_info(fit: Fit, data: FitData) -> dict:
+    """What a fit's workdir depends on (a longer ``epochs`` carries a fit on)."""
+    classifier = dataclasses.asdict(fit.cfg)
+    del classifier["epochs"]
+    return {
+        "classifier": classifier,
+        "labels": fit.num_labels,
+        "seed": fit.seed,
+        "num_classes": fit.num_classes,
+        "sizes": [
+            None if rows is None else len(rows.labels)
+            for rows in (data.train, data.valid, data.test)
+        ],
+    }
+
+
+def build_fit(
+    fit: Fit,
+    data: FitData,
+    workdir: str | os.PathLike,
+    vae: TrainedRun | None = None,
+    settings: FitSettings | None = None,
+) -> tuple[ClassifierTrainer, steps.TrainState]:
+    """The trainer of one fit in ``workdir`` and its fresh state.
+
+    The key ``key(fit.seed)`` initialises the classifier (when fine-tuning,
+    its first split does, and the second draws the dropout masks).
+
+    Args:
+        fit: the fit.
+        data: its examples (with ``features`` in frozen mode).
+        workdir: the fit's directory (created; holds its checkpoints).
+        vae: the trained run (fine-tuning).
+        settings: the loop settings; by default ``cfg.epochs`` epochs.
+
+    Raises:
+        ConfigError: fine-tuning without a run, or without a usable batch.
+        WorkdirError: ``workdir`` holds a fit with other settings.
+    """
+    cfg = fit.cfg
+    finetune = cfg.mode == "finetune"
+    root = jax.random.key(fit.seed)
+    init_key, step_key = jax.random.split(root) if finetune else (root, root)
+    plan, frozen, batch_stats = None, {}, {}
+    if finetune:
+        if vae is None:
+            raise ConfigError("fine-tuning needs the trained run")
+        plan = batching.plan_batches(
+            data.train.rows,
+            batching.BatchingConfig(
+                batch_size=cfg.batch_size, bucket_width=vae.bucket_width, min_batch=2
+            ),
+        )
+        if len(plan) == 0:
+            raise ConfigError(
+                "fine-tuning needs at least 2 labelled sentences of one length"
+            )
+        trainable, frozen = _split_trainable(vae.variables)
+        batch_stats = vae.variables.get("batch_stats", {})
+        dim = vae.model.cfg.latent_dim
+    else:
+        dim = data.features["train"].shape[1]
+    params = {"clf": init_linear(init_key, dim, fit.num_classes)}
+    if finetune:
+        # Copies: the step donates the state, the run's arrays must stay.
+        params["encoder_and_head"] = jax.tree.map(jnp.array, trainable)
+        batch_stats = jax.tree.map(jnp.array, batch_stats)
+    state = steps.TrainState.create(
+        apply_fn=None,
+        params=params,
+        batch_stats=batch_stats,
+        tx=_optimizer(cfg.learning_rate, cfg.clip_norm),
+    )
+    state = state.replace(step=jnp.zeros((), jnp.int32))
+    settings = settings or FitSettings(epochs=cfg.epochs)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    info = fit_info(fit, data)
+    ckpt, writer = loop_lib.open_run(workdir, info, write=True)
+    checkpoints.write_run_info(workdir, info)
+    config = ml_collections.ConfigDict(
+        {
+            **info,
+            "classifier": dataclasses.asdict(cfg),
+            "loop": dataclasses.asdict(settings),
+        }
+    )
+    trainer = ClassifierTrainer(
+        config=config,
+        workdir=workdir,
+        ckpt=ckpt,
+        writer=writer,
+        rng=step_key,
+        eval_key=root,  # scoring draws nothing
+        par=parallel.single_device(),
+        run=fit,
+        data=data,
+        vae=vae if finetune else None,
+        frozen=frozen,
+        plan=plan,
+        loop_settings=settings,
+    )
+    return trainer, state
+
+
+def train_fit(
+    fit: Fit,
+    data: FitData,
+    workdir: str | os.PathLike,
+    vae: TrainedRun | None = None,
+    settings: FitSettings | None = None,
+) -> dict:
+    """Trains (or resumes) one fit in ``workdir``; its results (``loop.run``).
+
+    A finished fit reruns as a no-op returning its saved results.
+    """
+    trainer, state = build_fit(fit, data, workdir, vae, settings)
+    return loop_lib.run(trainer, state)
+
+
+def fit_dir(fits_dir: str | os.PathLike, num_labels: int, seed: int) -> pathlib.Path:
+    return pathlib.Path(fits_dir) / f"labels{num_labels}_seed{seed}"
 
 
 # -- the experiment ------------------------------------------------------------
@@ -525,8 +744,13 @@ def run_classification(
     label_counts: Sequence[int],
     seeds: Sequence[int],
     cfg: ClassifierConfig,
+    fits_dir: str | os.PathLike,
 ) -> dict:
     """Test accuracy for every (number of labels, seed).
+
+    Each fit trains on the shared loop in ``fits_dir/labels<N>_seed<S>/``
+    (checkpoints, metrics and its ``results.json``), so a killed experiment
+    resumes at the fit it stopped in, and finished fits are not trained again.
 
     Returns:
         ``{"results": [{"labels": N, "accuracies": [...], "mean": m, "std": s},
@@ -534,42 +758,29 @@ def run_classification(
         (std over seeds with ddof 0, as the reference prints it).
     """
     balanced = cfg.subsets == "balanced"
+    feats = {}
     if cfg.mode == "frozen":
+        splits = {"pool": pool, "valid": valid, "test": test}
         feats = {
-            "pool": posterior_means(run, run.variables, pool.rows, cfg.eval_batch_size),
-            "test": posterior_means(run, run.variables, test.rows, cfg.eval_batch_size),
+            name: posterior_means(run, run.variables, rows.rows, cfg.eval_batch_size)
+            for name, rows in splits.items()
+            if rows is not None
         }
-        if valid is not None:
-            feats["valid"] = posterior_means(
-                run, run.variables, valid.rows, cfg.eval_batch_size
-            )
     results = []
     for num in label_counts:
         accs = []
         for seed in seeds:
             subset = sample_subset(pool.labels, num, seed, balanced=balanced)
-            key = jax.random.key(seed)
-            if cfg.mode == "frozen":
-                v = None if valid is None else (feats["valid"], valid.labels)
-                clf = train_linear(
-                    key,
-                    feats["pool"][subset],
-                    pool.labels[subset],
-                    v,
-                    num_classes,
-                    cfg,
-                    seed,
-                )
-                acc = accuracy(clf, feats["test"], test.labels)
-            else:
-                train = LabelledRows(
-                    tuple(pool.rows[i] for i in subset), pool.labels[subset]
-                )
-                variables, clf = finetune(
-                    key, run, train, valid, num_classes, cfg, seed
-                )
-                x = posterior_means(run, variables, test.rows, cfg.eval_batch_size)
-                acc = accuracy(clf, x, test.labels)
+            train = LabelledRows(
+                tuple(pool.rows[i] for i in subset), pool.labels[subset]
+            )
+            features = {k: v for k, v in feats.items() if k != "pool"}
+            if feats:
+                features["train"] = feats["pool"][subset]
+            fit = Fit(cfg=cfg, num_labels=num, seed=seed, num_classes=num_classes)
+            data = FitData(train=train, valid=valid, test=test, features=features)
+            scores = train_fit(fit, data, fit_dir(fits_dir, num, seed), vae=run)
+            acc = scores["test"]["accuracy"]
             logging.info("labels %d seed %d: test accuracy %.4f", num, seed, acc)
             accs.append(acc)
         results.append(
