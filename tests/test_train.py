@@ -153,6 +153,68 @@ def test_plateau_rule_follows_the_reference():
     assert loop.decay_count == 3
 
 
+def test_interrupt_at_an_epoch_end_does_not_count_the_epoch_twice(
+    tmp_path, monkeypatch
+):
+    config = tiny_config(
+        **{
+            "train.epochs": 4,
+            "train.decay_epoch": 2,
+            "train.load_best_epoch": 0,
+            "train.max_decay": 5,
+            "train.checkpoint_every_steps": 4,
+        }
+    )
+    real_validate = train.Trainer.validate
+
+    def validate(self, state, split="valid"):
+        # Every epoch worse than the one before: 5, 6, 7, 8 at epochs 0-3.
+        metrics = real_validate(self, state, split)
+        metrics["elbo_nll"] = 4.0 + int(state.step) // len(self.plan)
+        return metrics
+
+    monkeypatch.setattr(train.Trainer, "validate", validate)
+
+    def finish(workdir, writer_wrapper=None):
+        trainer, state = train.setup(config, str(workdir))
+        state, loop = train.restore_or_start(trainer, state)
+        if writer_wrapper:
+            trainer.writer = writer_wrapper(trainer.writer)
+        try:
+            train.train_epochs(trainer, state, loop)
+        finally:
+            trainer.ckpt.close()
+        return loop
+
+    straight = finish(tmp_path / "straight")
+    # Worse at 1 and 2: a decay after epoch 2; worse again at 3.
+    assert (straight.decay_count, straight.not_improved) == (1, 1)
+
+    class InterruptEpochOne:
+        def __init__(self, writer):
+            self.writer = writer
+
+        def __getattr__(self, name):
+            return getattr(self.writer, name)
+
+        def write_scalars(self, step, scalars):
+            self.writer.write_scalars(step, scalars)
+            if scalars.get("epoch") == 1:  # after epoch 1's rule has counted it
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finish(tmp_path / "resumed", InterruptEpochOne)
+    resumed = finish(tmp_path / "resumed")
+    for field in (
+        "epoch",
+        "decay_count",
+        "not_improved",
+        "learning_rate",
+        "best_epoch",
+    ):
+        assert getattr(resumed, field) == getattr(straight, field), field
+
+
 def test_decay_reloads_best_params_and_stats_and_stops(tmp_path, monkeypatch):
     config = tiny_config(
         **{

@@ -317,7 +317,7 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
     state = trainer.par.replicate(state)
     step = int(state.step)  # the host's count; the device's is not read again
     pending: list = []  # device metrics not yet checked and logged
-    in_step = False  # inside a step: no consistent state to save
+    busy = False  # inside a step or an epoch's end: no consistent state to save
     total = trainer.num_positions()
     try:
         while not loop.done and loop.epoch < cfg.epochs:
@@ -337,9 +337,9 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
                 usable, lambda item: trainer.put_batch(item[1])
             ):
                 bar.update(1)
-                in_step = True
+                busy = True
                 state, metrics = run_step(state, arrays, loop, step)
-                in_step = False
+                busy = False
                 step, loop.position = step + 1, position + 1
                 pending.append(metrics)
                 loop.train_tokens += trainer.batch_tokens(batch)
@@ -360,18 +360,23 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
             bar.close()
             flush(trainer, pending, loop, step)
             loop.train_seconds += time.perf_counter() - since
+            busy = True
             if loop.position >= total:
                 state = end_of_epoch(trainer, state, loop)
             elif loop.best_epoch < 0:
                 # Stopped by max_steps before any validation: select this state.
                 state = end_of_epoch(trainer, state, loop, advance=False)
+            busy = False
             trainer.save_latest(state, loop)
     except KeyboardInterrupt:
         # ``state`` is the last completed step and ``loop`` matches it, unless
         # the interrupt came inside a step (e.g. between the encoder and the
-        # decoder updates of an aggressive batch): then the last checkpoint stands.
+        # decoder updates of an aggressive batch) or inside an epoch's end (its
+        # rule may have counted the epoch, which a rerun of it would count
+        # again): then the last checkpoint stands, and the resumed run repeats
+        # what followed it, with the same batches and random numbers.
         flush(trainer, pending, loop, step)
-        if not in_step:
+        if not busy:
             trainer.save_latest(state, loop)
         raise
     return state
