@@ -6,10 +6,10 @@ device, on 8 (jit mesh) and on 8 (pmap), and prints the measured differences.
 Adam divides each gradient by its running RMS, so a coordinate whose gradient
 is ~1e-10 (some GRU gates here) moves by about ±lr whatever float rounding
 decided its sign: summing the batch in another order (8 devices) then moves
-such parameters apart by O(lr) per step. The whole-run comparison therefore
-uses lr = 1e-6, where that noise stays below the tolerance, and the first
-step at the default lr is compared through its logged loss terms and
-gradient norm, which Adam has not touched yet.
+such parameters apart by O(lr) per step. The comparison therefore uses
+lr = 1e-6, where that noise stays below the tolerance; the first step's logged
+loss terms and gradient norm come before any update, so they are those of any
+learning rate and are compared too.
 """
 
 import json
@@ -36,7 +36,7 @@ def _run(files: dict, workdir: pathlib.Path, lr: float, **parallel):
     from bnvae_jax.tasks.dialog import train
     from bnvae_jax.training import checkpoints
 
-    config = tiny_config(files, "bn_cvae", max_steps=5, epochs=2)
+    config = tiny_config(files, "bn_cvae", max_steps=4, epochs=2)
     config.data.batch_size, config.data.eval_batch_size = 16, 16
     config.train.learning_rate = lr
     for key, value in parallel.items():
@@ -61,12 +61,10 @@ def _worker(out_path: str) -> None:
         "test": write_dialogs(tmp / "test.jsonl", 2, 2),
         "glove": _glove(tmp / "glove.txt"),
     }
-    ref, ref_params, _ = _run(files, tmp / "one", 1e-6, num_devices=1)
-    _, _, ref_first = _run(files, tmp / "one_lr", 1e-3, num_devices=1)
+    ref, ref_params, ref_first = _run(files, tmp / "one", 1e-6, num_devices=1)
     report = {"one": {k: ref[k] for k in ("num_devices", "num_hosts", "steps")}}
     for mode in ("jit", "pmap"):
-        got, params, _ = _run(files, tmp / mode, 1e-6, mode=mode)
-        _, _, first = _run(files, tmp / f"{mode}_lr", 1e-3, mode=mode)
+        got, params, first = _run(files, tmp / mode, 1e-6, mode=mode)
         diffs = {
             f"{split}/{k}": abs(got[split][k] - ref[split][k])
             / max(1.0, abs(ref[split][k]))
@@ -119,7 +117,7 @@ def test_bn_cvae_on_eight_devices_equals_one(report, mode):
     assert report["one"]["num_devices"] == 1
     assert got["num_devices"] == DEVICES and got["num_hosts"] == 1
     assert got["parallel_mode"] == mode
-    assert got["steps"] == report["one"]["steps"] == 5
+    assert got["steps"] == report["one"]["steps"] == 4
     assert got["params"] <= TOL, got
     assert got["scores"] <= TOL, got
     assert got["first_step"] <= TOL, got
