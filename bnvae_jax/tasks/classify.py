@@ -331,17 +331,7 @@ class FitSettings:
     min_batch: int = 2  # batches of one real example are skipped (the reference)
 
     def __post_init__(self):
-        least = min(
-            self.epochs,
-            self.min_batch,
-            self.log_every_steps,
-            self.checkpoint_every_steps,
-        )
-        if least < 1 or self.max_steps < 0:
-            raise ConfigError(
-                "fit settings: epochs, min_batch, log_every_steps and "
-                "checkpoint_every_steps must be >= 1, max_steps >= 0"
-            )
+        loop_lib.check_settings(self, "fit settings")
 
 
 @dataclasses.dataclass

@@ -421,11 +421,16 @@ SETTINGS_MIN = (
 )
 
 
-def check_settings(train: ml_collections.ConfigDict) -> None:
-    """Raises a one-line ``ConfigError`` for a loop setting no run can use."""
+def check_settings(settings, section: str = "train") -> None:
+    """Raises a one-line ``ConfigError`` for a loop setting no run can use.
+
+    ``settings`` is a config section or any object with the settings as
+    attributes; ``section`` names it in the message.
+    """
     for name, least in SETTINGS_MIN:
-        if train[name] < least:
-            raise ConfigError(f"train.{name} must be >= {least}, got {train[name]}")
+        value = getattr(settings, name)
+        if value < least:
+            raise ConfigError(f"{section}.{name} must be >= {least}, got {value}")
 
 
 def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:

@@ -33,6 +33,7 @@ from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogCVAE
 from bnvae_jax.training import loop as loop_lib
 from bnvae_jax.training import parallel, schedules, steps
+from bnvae_jax.training.config_lib import get_path
 from bnvae_jax.training.loop import (  # noqa: F401  (the task's public names)
     DivergedError,
     restore_or_start,
@@ -490,18 +491,11 @@ def create_train_state(trainer: DialogTrainer, key: jax.Array) -> TrainState:
 
 
 def run_info(config: ml_collections.ConfigDict, data: data_lib.DialogData) -> dict:
-    info = {k: _get(config, k) for k in config_lib.ARCHITECTURE_KEYS}
+    info = {k: get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
     info["vocab_size"] = len(data.vocab)
     info["vocab_fingerprint"] = data.vocab.fingerprint()
     info["topics"] = list(data.topics)
     return info
-
-
-def _get(config, dotted: str):
-    value = config
-    for part in dotted.split("."):
-        value = value[part]
-    return value
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, write: bool = True):
