@@ -2,7 +2,9 @@
 
 The console shows a progress bar, one line per epoch, warnings and the results
 table; ``--verbosity=0`` adds third-party INFO records (orbax, JAX). Everything
-is also appended to ``WORKDIR/log.txt``.
+is also appended to ``WORKDIR/log.txt``. ``--print_config`` lists every config
+key with its value (after the ``--config.X=...`` overrides) and its meaning, and
+exits without training.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ from bnvae_jax import cli, fileio
 from bnvae_jax.training import parallel
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", cli.DEFAULT_CONFIG, "Config file.")
+config_flags.DEFINE_config_file(
+    "config", cli.DEFAULT_CONFIG, "Config file; --print_config lists its keys."
+)
 flags.DEFINE_string(
     "workdir", None, "Run directory (default: runs/<method>); rerun to resume."
+)
+flags.DEFINE_bool(
+    "print_config",
+    False,
+    "Print every config key (after --config.X=... overrides) with its value and "
+    "meaning, then exit without training.",
 )
 
 
@@ -26,6 +36,9 @@ def main(argv):
     del argv
     cli.setup_logging()
     config = FLAGS.config
+    if FLAGS.print_config:
+        print(cli.format_config(config))
+        return
     workdir = FLAGS.workdir or f"runs/{config.method}"
     with cli.user_errors():
         cli.check_dir(workdir, "--workdir")

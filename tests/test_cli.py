@@ -1,17 +1,19 @@
 """Bad input gets one clear line on stderr (exit 2), never a traceback."""
 
+import inspect
 import os
 import pathlib
 import shlex
 import sys
 
+import ml_collections
 import pytest
 from conftest import python_module, run_child
 
 from bnvae_jax import cli
 from bnvae_jax.errors import UserError, WorkdirError
 from bnvae_jax.tasks import text_vae as train
-from bnvae_jax.training import steps
+from bnvae_jax.training import config_lib, steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.py")
@@ -347,3 +349,105 @@ def test_sweep_help_and_dry_run_into_a_closed_pipe(tmp_path):
     )
     assert code == 0, out
     assert len(out.splitlines()) == 2 and "Traceback" not in out
+
+
+def printed(output: str) -> dict[str, str]:
+    """``{dotted key: its whole line}`` of ``--print_config`` output."""
+    return {line.split()[0]: line for line in output.splitlines() if line[:1].isalpha()}
+
+
+def test_print_config_shows_overrides_and_docs_without_training(tmp_path):
+    workdir = tmp_path / "run"
+    code, out = run_main(
+        "--print_config",
+        f"--config={TINY}",
+        "--config.model.gamma=0.7",
+        f"--workdir={workdir}",
+    )
+    assert code == 0, out[-3000:]
+    assert not workdir.exists()
+    lines = printed(out)
+    doc = "fixed BN scale of the bn_gaussian head"
+    assert f"m.gamma = 0.6  # {doc}" in inspect.getsource(config_lib.default_config)
+    assert lines["model.gamma"].split()[1] == "0.7"
+    assert lines["model.gamma"].endswith(f"# {doc}")
+    assert lines["data.batch_size"].split()[1] == "16"  # tiny.py's value
+    assert "global, over all devices" in lines["data.batch_size"]
+    assert "'': from the environment" in lines["parallel.coordinator_address"]
+    assert set(lines) == set(config_lib.flat_keys(cli.load_config_file(TINY)))
+    sections = [line.split()[0] for line in out.splitlines() if line.startswith("[")]
+    assert sections == [
+        "[data]",
+        "[data.synthetic]",
+        "[model]",
+        "[train]",
+        "[eval]",
+        "[parallel]",
+    ]
+    assert out.splitlines()[0].startswith("method ")  # top-level keys first
+
+
+def test_print_config_of_the_dialog_task(tmp_path):
+    code, out = run_main(
+        "--print_config",
+        f"--config={ROOT / 'configs' / 'switchboard.py'}",
+        "--config.model.latent_dim=16",
+        f"--workdir={tmp_path / 'run'}",
+    )
+    assert code == 0, out[-3000:]
+    assert not (tmp_path / "run").exists()
+    lines = printed(out)
+    assert lines["task"].split()[1] == "'dialog'"
+    assert lines["model.latent_dim"].split()[1] == "16"
+    assert lines["model.utt_hidden"].endswith(
+        "# bidirectional: 600-d utterance vectors"
+    )
+    assert lines["model.gamma"].endswith(
+        "# bn_cvae: fixed BN scale (not given in the paper)"
+    )
+    assert lines["data.train_file"].split() == ["data.train_file", "''"]  # no comment
+    assert "parallel.heartbeat_timeout_s" in lines
+
+
+def test_print_config_keeps_bad_input_errors(tmp_path):
+    code, out = run_main(
+        "--print_config",
+        f"--config={TINY}",
+        "--config.model.gama=0.7",
+        f"--workdir={tmp_path / 'run'}",
+    )
+    assert_one_line_error(code, out, "--config.model.gama", "--config.model.gamma")
+    assert "model.gamma " not in out and not (tmp_path / "run").exists()
+
+
+def test_every_default_key_has_a_doc():
+    docs = cli.config_docs()
+    keys = config_lib.flat_keys(config_lib.default_config())
+    assert "parallel.mode" in keys
+    assert [key for key in keys if not docs.get(key)] == []
+
+
+def _build_example():
+    c = ml_collections.ConfigDict()
+    c.a = 1  # trailing
+    # above,
+    # two lines
+    c.b = dict(x=2)
+
+    # not attached: a blank line follows
+
+    c.s = s = ml_collections.ConfigDict()
+    # ignored: a trailing comment wins
+    s.x = 3  # inner = x
+    s.y = 0
+    return c
+
+
+def test_comment_docs_reads_trailing_and_above_comments():
+    assert cli._comment_docs(_build_example, "top.") == {
+        "top.a": "trailing",
+        "top.b": "above, two lines",
+        "top.s": "",
+        "top.s.x": "inner = x",
+        "top.s.y": "",
+    }

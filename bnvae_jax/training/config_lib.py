@@ -38,8 +38,8 @@ def default_config() -> ml_collections.ConfigDict:
     d.tfds_manual_dir = ""  # the corpus files the builder reads
     d.tfds_data_dir = ""  # where the prepared array_record files live
     d.train_file = ""  # plain-text corpus: one sentence a line, whitespace tokens
-    d.valid_file = ""
-    d.test_file = ""
+    d.valid_file = ""  # validation corpus, same format
+    d.test_file = ""  # test corpus, same format
     d.labelled = False  # lines are LABEL<TAB>TEXT (labels are ignored by the VAE)
     d.max_tokens = 1000  # longer lines are dropped and counted
     d.batch_size = 32  # sentences per training batch (global, over all devices)
@@ -48,16 +48,16 @@ def default_config() -> ml_collections.ConfigDict:
     d.batching = "same_length"  # 'same_length' (reference) or 'mixed'
     d.synthetic = s = ml_collections.ConfigDict()
     s.num_train = 4000  # sentences generated for each split
-    s.num_valid = 500
-    s.num_test = 500
+    s.num_valid = 500  # validation sentences
+    s.num_test = 500  # test sentences
     s.vocab_size = 200  # words of the generating language model
     s.length = 10  # tokens per sentence
     s.latent_dim = 2  # latent of the generator (mixture of Gaussians)
-    s.num_components = 4
-    s.emb_dim = 32
-    s.hidden_dim = 32
-    s.temperature = 1.0
-    s.seed = 0
+    s.num_components = 4  # Gaussian components of the latent mixture
+    s.emb_dim = 32  # word embedding size of the generating LSTM
+    s.hidden_dim = 32  # hidden size of the generating LSTM
+    s.temperature = 1.0  # softmax temperature of the word distribution
+    s.seed = 0  # seeds the generator's weights, mixture means and samples
 
     c.model = m = ml_collections.ConfigDict()
     # Sizes of the default demo; the dataset configs set the paper's.
@@ -72,11 +72,11 @@ def default_config() -> ml_collections.ConfigDict:
     m.kappa = 13.0  # vmf_vae: fixed concentration
     m.vmf_kl = "guu"  # 'guu' (Guu et al., the paper's) or 'uniform' (exact)
     m.svi_steps = 20  # sa_vae: SVI steps refining q (train and evaluation)
-    m.svi_lr = 1.0
-    m.svi_momentum = 0.5
+    m.svi_lr = 1.0  # sa_vae: learning rate of the SVI steps
+    m.svi_momentum = 0.5  # sa_vae: momentum of the SVI steps
     m.svi_clip = 5.0  # L2 clip of each example's mean / logvar gradient
     m.bn_momentum = 0.1  # PyTorch convention: new = (1 - m) old + m batch
-    m.bn_eps = 1e-5
+    m.bn_eps = 1e-5  # added to the batch variance of BN
     # Beyond the paper: keep the KL bound when the pre-BN variance of μ is tiny
     # ('none' = the paper's v + eps; 'relative_eps'; 'weight_norm'; see
     # models/posteriors.BN_REMEDIES).
@@ -104,12 +104,12 @@ def default_config() -> ml_collections.ConfigDict:
     t.agg_inner_steps = 100  # agg_vae: at most this many encoder steps - 1
     t.agg_check_every = 15  # agg_vae: inner-loss check period
     t.decay_epoch = 5  # plateau length (validation epochs) before an LR decay
-    t.lr_decay = 0.5
+    t.lr_decay = 0.5  # factor applied to the learning rate at each decay
     t.max_decay = 5  # stop training at this many decays
     t.load_best_epoch = 15  # no decay before this epoch
     t.min_batch = 2  # skip batches with fewer real sentences (BN needs 2)
     t.checkpoint_every_steps = 500  # latest checkpoint cadence (plus every epoch end)
-    t.log_every_steps = 50
+    t.log_every_steps = 50  # training metrics logged every this many steps
     t.test_every_epochs = 5  # test-set ELBO pass for the log (0: never)
     # Train steps with bfloat16 matmul operands (float32 accumulation, gates,
     # softmax, BN statistics, KL); evaluation stays float32.
@@ -124,11 +124,11 @@ def default_config() -> ml_collections.ConfigDict:
     e.iw_max_logits = 0
     e.iw_max_sentences = 0  # evaluate IW-NLL on the first N sentences (0: all)
     e.iw_splits = "valid,test"  # final IW-NLL on these splits (others: ELBO only)
-    e.au_threshold = 0.01
+    e.au_threshold = 0.01  # active unit: Var_x E_q[z_j] >= this
     e.num_reconstructions = 20  # sentences written per decoding strategy
-    e.num_prior_samples = 20
-    e.beam_size = 5
-    e.max_decode_len = 100
+    e.num_prior_samples = 20  # sentences decoded from z ~ N(0, I) per strategy
+    e.beam_size = 5  # beam width of beam-search decoding
+    e.max_decode_len = 100  # most tokens a decoded sentence gets
     e.seed = 0  # evaluation randomness (IW samples, MI, decoding)
     # The run's seed is folded into eval.seed, so runs of different seeds draw
     # different evaluation noise and their spread includes the estimators' noise.

@@ -25,50 +25,50 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = TASK  # main.py dispatches on this
     c.method = "bn_cvae"  # cvae | cvae_bow | bn_cvae
-    c.seed = 0
+    c.seed = 0  # initial parameters and training noise
     c.compilation_cache = "user"  # JAX's persistent cache ('user', a path, or '')
 
     c.data = d = ml_collections.ConfigDict()
-    d.train_file = ""
-    d.valid_file = ""
-    d.test_file = ""
+    d.train_file = ""  # dialogs: Zhao et al.'s JSONL or "a ||| b ||| reply" lines
+    d.valid_file = ""  # validation dialogs, same format
+    d.test_file = ""  # test dialogs, same format
     d.format = "auto"  # 'jsonl' (Switchboard), 'text' (a ||| b ||| response), 'auto'
     d.max_vocab = 10000  # most frequent training tokens kept
     d.max_utt_len = 40  # tokens per utterance incl. <s> and </s>
     d.context_size = 10  # Zhao's backward_size: up to 9 context turns
-    d.batch_size = 30
-    d.eval_batch_size = 60
+    d.batch_size = 30  # examples per training batch (global, over all devices)
+    d.eval_batch_size = 60  # examples per evaluation batch
 
     c.model = m = ml_collections.ConfigDict()
-    m.emb_dim = 200
+    m.emb_dim = 200  # word embedding size
     m.utt_hidden = 300  # bidirectional: 600-d utterance vectors
-    m.ctx_hidden = 600
-    m.dec_hidden = 400
-    m.latent_dim = 200
-    m.topic_dim = 30
+    m.ctx_hidden = 600  # context GRU size
+    m.dec_hidden = 400  # response decoder GRU size
+    m.latent_dim = 200  # z
+    m.topic_dim = 30  # topic embedding size
     m.prior_hidden = 400  # Zhao: max(2 * latent_dim, 100)
-    m.bow_hidden = 400
+    m.bow_hidden = 400  # hidden layer of the bag-of-words head (cvae_bow, bn_cvae)
     m.init_scale = 0.08  # U(±x) for embeddings, GRUs and the output layer
     m.gamma = 0.5  # bn_cvae: fixed BN scale (not given in the paper)
-    m.bn_momentum = 0.1
-    m.bn_eps = 1e-5
+    m.bn_momentum = 0.1  # bn_cvae: PyTorch convention, new = (1 - m) old + m batch
+    m.bn_eps = 1e-5  # bn_cvae: added to the batch variance
     m.embedding_file = ""  # GloVe text file initialising the word embeddings
 
     c.train = t = ml_collections.ConfigDict()
     t.learning_rate = 1e-3  # Adam
-    t.clip_norm = 5.0
+    t.clip_norm = 5.0  # global L2 norm of the gradients
     t.full_kl_steps = 10000  # KL weight min(1, (t + 1) / full_kl_steps)
     t.prior_kl_schedule = "annealed"  # bn_cvae's KL(p||N(0,I)) weight: see README
     t.steps_per_epoch = 3000  # Zhao's update_limit: an epoch is at most this
-    t.epochs = 60
+    t.epochs = 60  # upper bound on epochs
     t.max_steps = 0  # stop after this many steps (0: no limit)
     t.early_stop = True  # Zhao's patience rule on the validation ELBO
     t.patience = 10  # epochs, raised to epoch * patience_increase on improvement
-    t.improve_threshold = 0.996
-    t.patience_increase = 2.0
+    t.improve_threshold = 0.996  # an epoch improves when loss < best * this
+    t.patience_increase = 2.0  # see train.patience
     t.min_batch = 2  # skip batches with fewer real examples (BN needs 2)
-    t.checkpoint_every_steps = 500
-    t.log_every_steps = 50
+    t.checkpoint_every_steps = 500  # latest checkpoint cadence (plus every epoch end)
+    t.log_every_steps = 50  # train rows in metrics.jsonl / TensorBoard
 
     c.eval = e = ml_collections.ConfigDict()
     e.glove_file = ""  # GloVe text file for A-bow / E-bow (empty: BLEU only)
@@ -78,12 +78,12 @@ def default_config() -> ml_collections.ConfigDict:
     # reference.
     e.multi_ref_file = ""
     e.num_samples = 10  # sampled responses per test context
-    e.max_decode_len = 40
+    e.max_decode_len = 40  # tokens per sampled response at most
     e.min_context_utts = 2  # skip contexts holding only the dialog-start turn
     e.max_contexts = 0  # score the first N eligible contexts (0: all)
     e.rating_contexts = 200  # contexts in the human-rating CSV
     e.rating_samples = 3  # responses per context in the CSV
-    e.seed = 0
+    e.seed = 0  # evaluation randomness (z samples, responses)
 
     # Data parallelism, as for the text VAEs (README "Scaling out"):
     # data.batch_size is the global batch; BN statistics are global.
