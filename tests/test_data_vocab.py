@@ -91,3 +91,10 @@ def test_constructor_validates():
     with pytest.raises(ValueError):
         Vocab(SPECIAL_TOKENS + ("a", "a"))
     assert vocab_lib.Vocab(list(SPECIAL_TOKENS)).words == SPECIAL_TOKENS
+
+
+def test_encode_refuses_a_string():
+    vocab = Vocab.from_sentences([["w10", "w16"]])
+    with pytest.raises(TypeError, match="split it first"):
+        vocab.encode("w10 w16")
+    assert list(vocab.encode("w10 w16".split())) == [4, 5]

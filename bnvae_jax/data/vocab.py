@@ -56,7 +56,15 @@ class Vocab:
 
         Returns:
             <int32>[L] ids; unseen words are ``UNK``.
+
+        Raises:
+            TypeError: ``tokens`` is one string (split it into words first).
         """
+        if isinstance(tokens, str):
+            raise TypeError(
+                f"Vocab.encode takes a list of words, got the string {tokens[:40]!r}; "
+                "split it first"
+            )
         get = self._ids.get
         return np.fromiter(
             (get(word, UNK) for word in tokens), dtype=np.int32, count=len(tokens)
