@@ -14,6 +14,9 @@ Two file formats:
 Zhao et al.'s multi-reference test file (``test_multi_ref.json``) is a third
 reader, for scoring only: ``read_multi_ref`` and ``multi_ref_split``.
 
+``context_batch`` turns new contexts (lists of turn strings) into a model batch
+without the training files: only the run's vocabulary, topics and sizes.
+
 Utterances are lower-cased, split as NLTK's ``WordPunctTokenizer`` does
 (``\w+|[^\w\s]+``), wrapped in ``<s> … </s>`` and cut to ``max_utt_len``
 tokens keeping the final ``</s>``. Examples index a table of utterances, so a
@@ -28,10 +31,12 @@ import json
 import pathlib
 import re
 from collections.abc import Sequence
+from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 
-from bnvae_jax.data.vocab import BOS, EOS, PAD, SPECIAL_TOKENS, Vocab
+from bnvae_jax.data.vocab import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, Vocab
 from bnvae_jax.errors import DataError
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
@@ -137,10 +142,17 @@ def parse_text_line(line: str, max_utt_len: int, where: str) -> Dialog:
             f"{where}: expected 'context {TEXT_SEPARATOR} response' with a "
             "non-empty response"
         )
-    count = len(turns)
-    # Alternating speakers ending with the responder (speaker 1).
+    return _alternating_dialog(tuple(wrap(tokenize(t), max_utt_len) for t in turns))
+
+
+def _alternating_dialog(utts: tuple[tuple[str, ...], ...]) -> Dialog:
+    """The text format's example: ``utts`` end with the response.
+
+    Speakers alternate and end with the responder (speaker 1); no topic, no
+    speaker metadata (zeros).
+    """
+    count = len(utts)
     speakers = tuple(int((count - 1 - i) % 2 == 0) for i in range(count))
-    utts = tuple(wrap(tokenize(t), max_utt_len) for t in turns)
     zeros = (0.0,) * META_DIM
     return Dialog(UNKNOWN_TOPIC, (zeros, zeros), speakers, utts, (count - 1,))
 
@@ -319,6 +331,172 @@ def make_split(
         other_meta=np.asarray(columns["other_meta"], np.float32),
         topics=tuple(topics),
         **ints,
+    )
+
+
+class ContextBatch(NamedTuple):
+    """A model batch of raw contexts (``context_batch``).
+
+    Attributes:
+      batch: the arrays ``DialogCVAE.condition`` and ``generate`` read, with the
+        keys, dtypes and layout of ``DialogSplit.batch``.
+      oov: tokens of the kept turns that are not in the vocabulary (``<unk>`` in
+        ``batch``), over all contexts.
+      unknown_words: those tokens' distinct words, in order of first occurrence.
+    """
+
+    batch: dict[str, np.ndarray]
+    oov: int
+    unknown_words: tuple[str, ...]
+
+
+def _context_turns(contexts) -> list[Sequence[str]]:
+    """``contexts`` checked: a non-empty list of non-empty lists of strings."""
+    if isinstance(contexts, (str, bytes)) or not isinstance(contexts, Sequence):
+        raise ValueError(
+            "contexts must be a list of contexts, each a list of utterance "
+            f"strings; got {type(contexts).__name__}"
+        )
+    if not contexts:
+        raise ValueError("contexts is empty: give at least one context")
+    for i, turns in enumerate(contexts):
+        if isinstance(turns, (str, bytes)) or not isinstance(turns, Sequence):
+            raise ValueError(
+                f"contexts[{i}] must be a list of utterance strings (oldest "
+                f"first), got {type(turns).__name__}; for one context pass "
+                "[turns]"
+            )
+        if not turns:
+            raise ValueError(f"contexts[{i}] has no turns")
+        for j, turn in enumerate(turns):
+            if not isinstance(turn, str):
+                raise ValueError(
+                    f"contexts[{i}][{j}] must be a string, got {type(turn).__name__}"
+                )
+    return list(contexts)
+
+
+def _context_topics(topic, count: int) -> list[str]:
+    """One topic name per context (``UNKNOWN_TOPIC`` for None)."""
+
+    def name(value, where: str) -> str:
+        if value is None:
+            return UNKNOWN_TOPIC
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{where} must be a topic name (str) or None, got "
+                f"{type(value).__name__}"
+            )
+        return _clean(value) or UNKNOWN_TOPIC
+
+    if isinstance(topic, (list, tuple)):
+        if len(topic) != count:
+            raise ValueError(
+                f"topic lists {len(topic)} topics for {count} contexts (give one "
+                "per context, or one name for all)"
+            )
+        return [name(t, f"topic[{i}]") for i, t in enumerate(topic)]
+    return [name(topic, "topic")] * count
+
+
+def context_batch(
+    contexts: Sequence[Sequence[str]],
+    vocab: Vocab,
+    topics: Sequence[str],
+    *,
+    max_utt_len: int,
+    context_size: int,
+    topic: str | None | Sequence[str | None] = None,
+    width_multiple: int = 8,
+    batch_size: int | None = None,
+) -> ContextBatch:
+    """The model batch of new contexts, read as training read the text format.
+
+    Each context is a list of utterance strings, oldest first. Its last
+    ``context_size - 1`` turns are kept (as ``make_split`` keeps them), each
+    lower-cased, tokenised and wrapped in ``<s> … </s>`` cut to ``max_utt_len``
+    tokens (``tokenize``, ``wrap``; a turn that is exactly ``<s> <d> </s>`` is
+    the Switchboard dialog-start turn, as in the multi-reference file). The
+    speakers alternate and the responder is the speaker who did not say the
+    last turn, so floors are 1 on every second turn counting back from the
+    second-to-last. Speaker metadata are zeros (as for the text format); the
+    response is a dummy ``<s> </s>``. Words outside ``vocab`` become ``<unk>``.
+
+    The utterance width U is the longest kept utterance rounded up to a
+    multiple of ``width_multiple``, capped at ``max_utt_len`` (or the longest
+    utterance where that is longer), so a jitted caller compiles once per
+    width bucket. Padding does not change the model's outputs.
+
+    Args:
+      contexts: B contexts, each a non-empty list of strings, oldest first.
+      vocab: the run's vocabulary.
+      topics: the run's topic names (``DialogData.topics``).
+      max_utt_len: the run's ``data.max_utt_len``.
+      context_size: the run's ``data.context_size``.
+      topic: a topic name for every context, or a list with one per context;
+        None or a name outside ``topics`` gets id 0 (unknown topic).
+      width_multiple: U is a multiple of this (up to the cap).
+      batch_size: rows of the batch; rows past the contexts repeat the first
+        with mask 0. None: B.
+
+    Returns:
+      the batch (context <int32>[R, context_size - 1, U], context_utt_lens,
+      context_lens, floors, response <int32>[R, U], response_lens, topic,
+      my_meta, other_meta, mask <float32>[R] 1 on the B real rows) and the
+      out-of-vocabulary tokens of the kept turns.
+
+    Raises:
+      ValueError: empty ``contexts`` or a context without turns, a turn that is
+        not a string, a ``topic`` that is not a string, None or a list of
+        them, or sizes out of range.
+    """
+    contexts = _context_turns(contexts)
+    names = _context_topics(topic, len(contexts))
+    for what, value, least in (
+        ("max_utt_len", max_utt_len, 2),
+        ("context_size", context_size, 2),
+        ("width_multiple", width_multiple, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+            raise ValueError(f"{what} must be an integer >= {least}, got {value!r}")
+    count = len(contexts)
+    if batch_size is None:
+        batch_size = count
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
+        raise ValueError(f"batch_size must be an integer, got {batch_size!r}")
+    if batch_size < count:
+        raise ValueError(f"{count} contexts do not fit a batch of {batch_size}")
+
+    def tokens(turn: str) -> tuple[str, ...]:
+        if turn.strip() == MULTI_REF_START:
+            return DIALOG_START
+        return wrap(tokenize(turn), max_utt_len)
+
+    response = wrap([], max_utt_len)
+    dialogs = [
+        dataclasses.replace(
+            _alternating_dialog(
+                (*(tokens(t) for t in turns[-(context_size - 1) :]), response)
+            ),
+            topic=name,
+        )
+        for turns, name in zip(contexts, names)
+    ]
+    longest = max(len(u) for d in dialogs for u in d.utts)
+    cap = max(max_utt_len, longest)
+    width = min(-(-longest // width_multiple) * width_multiple, cap)
+    split = make_split(dialogs, vocab, topics, context_size=context_size, utt_len=width)
+    unknown = [
+        word
+        for d in dialogs
+        for utt in d.utts[:-1]  # the kept turns, not the dummy response
+        for word in utt
+        if vocab.id(word) == UNK
+    ]
+    return ContextBatch(
+        split.batch(np.arange(count), batch_size),
+        len(unknown),
+        tuple(dict.fromkeys(unknown)),
     )
 
 

@@ -276,13 +276,42 @@ class DialogCVAE(nn.Module):
             prior=prior,
         )
 
-    def generate(self, batch, *, num_samples: int, max_len: int):
-        """Greedy responses from z ~ p(z|c), one per prior sample.
+    def generate(
+        self,
+        batch,
+        *,
+        num_samples: int,
+        max_len: int,
+        temperature: float | jax.Array | None = None,
+    ):
+        """Responses from z ~ p(z|c), one per prior sample.
+
+        z is drawn from the ``sample`` rng stream (its first key, so a given rng
+        gives the same z with or without ``temperature``). Each token is then
+        the argmax of the decoder's logits (``temperature`` None, greedy), or
+        sampled from softmax(logits / temperature), one key of the ``sample``
+        stream per step shared by the rows.
+
+        Args:
+          batch: the ``condition`` arrays of <B> contexts (``response`` unused).
+          num_samples: prior samples per context.
+          max_len: decoded tokens per response.
+          temperature: None for greedy decoding; a number > 0 (or a scalar
+            array, e.g. a traced argument) to sample. Small temperatures tend
+            to greedy decoding.
 
         Returns:
           <int32>[B, num_samples, max_len] tokens after ``<s>``; positions after
           the first ``</s>`` are ``<pad>``.
+
+        Raises:
+          ValueError: a concrete ``temperature`` that is not > 0.
         """
+        if temperature is not None and not isinstance(temperature, jax.Array):
+            if not temperature > 0:
+                raise ValueError(
+                    f"temperature must be > 0 (None: greedy), got {temperature!r}"
+                )
         c = self.condition(batch)
         prior = self.prior(c)
         z = posteriors.gaussian_sample(prior, self.make_rng("sample"), num_samples)
@@ -294,15 +323,25 @@ class DialogCVAE(nn.Module):
         w_out = self.dec_out.variables["params"]
         gru = self.decoder
 
-        def body(carry, _):
+        def pick(logits, key):
+            if temperature is None:
+                return jnp.argmax(logits, -1).astype(jnp.int32)
+            return jax.random.categorical(key, logits / temperature, -1).astype(
+                jnp.int32
+            )
+
+        def body(carry, key):
             h, token, done = carry
             h = gru.step(h, gru.input_gates(jnp.take(table, token, axis=0)))
             logits = h @ w_out["kernel"] + w_out["bias"]
-            token = jnp.argmax(logits, -1).astype(jnp.int32)
+            token = pick(logits, key)
             emitted = jnp.where(done, PAD, token)
             return (h, token, done | (token == EOS)), emitted
 
+        keys = None
+        if temperature is not None:
+            keys = jax.random.split(self.make_rng("sample"), max_len)
         start = jnp.full((b * num_samples,), BOS, jnp.int32)
         carry = (h, start, jnp.zeros((b * num_samples,), bool))
-        _, out = jax.lax.scan(body, carry, None, length=max_len)
+        _, out = jax.lax.scan(body, carry, keys, length=max_len)
         return out.T.reshape(b, num_samples, max_len)
