@@ -139,7 +139,9 @@ class _Beam(NamedTuple):
     num_fin: jax.Array  # <int32>[B]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "max_len"))
+@functools.partial(
+    jax.jit, static_argnames=("model", "beam_size", "max_len", "length_norm")
+)
 def beam_search(
     model: nn.Module,
     variables: Variables,
@@ -147,6 +149,7 @@ def beam_search(
     *,
     beam_size: int,
     max_len: int,
+    length_norm: bool = False,
 ) -> BeamResult:
     """Batched beam search with the reference's bookkeeping.
 
@@ -158,15 +161,21 @@ def beam_search(
     steps. The best of finished and still-alive hypotheses is returned. All
     shapes are fixed: B·K rows go through ``decode_step`` each step.
 
+    With ``length_norm`` (the Python API's beam), ``</s>`` cannot be the first
+    token and the returned hypothesis is the best by log-probability per
+    generated token, so the empty sentence is never chosen and long sentences
+    are not penalised for their length; the search itself is unchanged.
+
     Args:
       model: the TextVAE (static).
       variables: its variables.
       z: <float32>[B, n] latent codes.
       beam_size: K (static).
       max_len: number of generated positions (static).
+      length_norm: see above (static); False is the reference's beam.
 
     Returns:
-      The best hypothesis and its score per sentence.
+      The best hypothesis and its score (summed log-probability) per sentence.
     """
     k = beam_size
     batch = z.shape[0]
@@ -192,6 +201,8 @@ def beam_search(
         state, logits = _step(model, variables, beam.state, beam.token.reshape(-1), zk)
         vocab = logits.shape[-1]
         logp = jax.nn.log_softmax(logits, axis=-1).reshape(batch, k, vocab)
+        if length_norm:  # at least one word before </s>
+            logp = logp.at[..., EOS].add(jnp.where(beam.t == 0, neg_inf, 0.0))
         cand = (beam.alive_scores[..., None] + logp).reshape(batch, k * vocab)
         scores, index = lax.top_k(cand, k)  # [B, K], best first
         parent, word = index // vocab, (index % vocab).astype(jnp.int32)
@@ -229,7 +240,11 @@ def beam_search(
     beam = lax.while_loop(cond, body, beam)
     all_scores = jnp.concatenate([beam.fin_scores, beam.alive_scores], axis=1)
     all_seqs = jnp.concatenate([beam.fin_seqs, beam.alive_seqs], axis=1)
-    best = jnp.argmax(all_scores, axis=1)  # ties: finished first, as the reference
+    ranked = all_scores
+    if length_norm:
+        lengths = jnp.minimum(jnp.sum(valid_token_mask(all_seqs), -1), beam.t)
+        ranked = all_scores / jnp.maximum(lengths, 1)
+    best = jnp.argmax(ranked, axis=1)  # ties: finished first, as the reference
     tokens = jnp.take_along_axis(all_seqs, best[:, None, None], axis=1)[:, 0]
     return BeamResult(tokens, jnp.take_along_axis(all_scores, best[:, None], 1)[:, 0])
 
@@ -241,15 +256,23 @@ def beam_decode(
     *,
     beam_size: int,
     max_len: int,
+    length_norm: bool = False,
 ) -> jax.Array:
     """Tokens <int32>[B, max_len] of ``beam_search`` (see there)."""
-    return beam_search(model, variables, z, beam_size=beam_size, max_len=max_len).tokens
+    return beam_search(
+        model,
+        variables,
+        z,
+        beam_size=beam_size,
+        max_len=max_len,
+        length_norm=length_norm,
+    ).tokens
 
 
 def valid_token_mask(seqs: jax.Array) -> jax.Array:
-    """<bool>[B, T]: positions up to and including the first ``</s>``."""
+    """<bool>[..., T]: positions up to and including the first ``</s>``."""
     is_eos = (seqs == EOS).astype(jnp.int32)
-    before = jnp.cumsum(is_eos, axis=1) - is_eos  # number of </s> strictly before
+    before = jnp.cumsum(is_eos, axis=-1) - is_eos  # number of </s> strictly before
     return before == 0
 
 
