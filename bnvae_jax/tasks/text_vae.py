@@ -22,7 +22,7 @@ import numpy as np
 from bnvae_jax.data import batching, datasets
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import UserError, WorkdirError
-from bnvae_jax.evaluation import decoding
+from bnvae_jax.evaluation import bn_stats, decoding
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.training import (
@@ -342,29 +342,17 @@ class TextVAETrainer(loop_lib.Trainer):
 
     def final_results(self, state, loop: LoopState) -> dict:
         """Valid and test metrics (with IW-NLL) of the selected state; samples."""
-        variables = self.variables(state)
-        results = {}
-        for i, split in enumerate(("valid", "test")):
-            results[split] = eval_run.evaluate_split(
-                self.model,
-                variables,
-                self.data.split(split),
-                jax.random.fold_in(self.eval_key, i),
-                self.run.eval,
-                batch_size=self.config.data.eval_batch_size,
-                bucket_width=self.config.data.bucket_width,
-                with_iw=split in self.run.eval.iw_splits.split(","),
-                par=self.par,
-            )
-        if jax.process_index() == 0:  # decoding is host-local; one host writes it
-            decoding.write_outputs(
-                self.model,
-                self.par.local_copy(variables),
-                self.data,
-                self.run.eval,
-                self.workdir / "samples",
-                jax.random.fold_in(self.eval_key, 7),
-            )
+        results = evaluate_model(
+            self.model,
+            self.variables(state),
+            self.data,
+            self.run,
+            self.eval_key,
+            batch_size=self.config.data.eval_batch_size,
+            bucket_width=self.config.data.bucket_width,
+            par=self.par,
+            samples_dir=self.workdir / "samples",
+        )
         results.update(
             {
                 "train_tokens_per_second": loop.train_tokens
@@ -382,6 +370,52 @@ class TextVAETrainer(loop_lib.Trainer):
 
 
 Trainer = TextVAETrainer
+
+
+def evaluate_model(
+    model: TextVAE,
+    variables: dict,
+    data: datasets.Datasets,
+    run: RunConfig,
+    eval_key: jax.Array,
+    *,
+    batch_size: int,
+    bucket_width: int,
+    par: parallel.Parallel,
+    samples_dir: pathlib.Path | None = None,
+) -> dict:
+    """The ``valid`` and ``test`` entries of ``results.json``; decoded samples.
+
+    Split i draws from ``fold_in(eval_key, i)`` (``bnvae_jax.load(...).score``
+    repeats the test split's draws). Warns when a BN head's running statistics
+    lag behind its encoder on the validation sentences (``bn_stats``).
+    """
+    results = {}
+    for i, split in enumerate(("valid", "test")):
+        results[split] = eval_run.evaluate_split(
+            model,
+            variables,
+            data.split(split),
+            jax.random.fold_in(eval_key, i),
+            run.eval,
+            batch_size=batch_size,
+            bucket_width=bucket_width,
+            with_iw=split in run.eval.iw_splits.split(","),
+            par=par,
+        )
+    local = par.local_copy(variables)
+    if bn_stats.has_bn_head(local):
+        report = bn_stats.lag_report(
+            model, local, data.valid, batch_size=batch_size, bucket_width=bucket_width
+        )
+        if report.message:
+            logging.warning("%s", report.message)
+    if samples_dir is not None and jax.process_index() == 0:
+        # Decoding is host-local; one host writes it.
+        decoding.write_outputs(
+            model, local, data, run.eval, samples_dir, jax.random.fold_in(eval_key, 7)
+        )
+    return results
 
 
 def _pmap_step(par: parallel.Parallel, fns: steps.StepFns, update: str):

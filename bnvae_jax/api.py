@@ -1,0 +1,831 @@
+"""The Python API: load a trained model, use it, export it.
+
+``load(path)`` reads a run's workdir (its best checkpoint by default) or a folder
+written by ``save`` and returns a ``TextModel`` (text VAEs, every method) or a
+``DialogModel`` (dialog CVAEs). Both take raw strings, tokenised as the run read
+its corpus, and batch, pad and compile for you (once per length bucket).
+
+Export format (``save``; ``FORMAT_VERSION`` 1), one folder::
+
+    model.json      manifest: format, version, task, method, checkpoint step,
+                    source, topics (dialog), test metrics, and the SHA-256 of
+                    every file below (``load`` verifies them)
+    config.json     the run's config (``ml_collections`` JSON)
+    vocab.txt       one word per line; a word's id is its line index
+    variables.npz   numpy arrays named by their path in the variable tree,
+                    e.g. ``params/encoder/embed/embedding`` and the BN head's
+                    running statistics ``batch_stats/head/bn/{mean,var}``
+    README.md       a short model card
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import pathlib
+import warnings
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bnvae_jax import fileio
+from bnvae_jax.data import batching, corpus
+from bnvae_jax.data.vocab import SPECIAL_TOKENS, UNK, Vocab
+from bnvae_jax.errors import UserError
+from bnvae_jax.evaluation import bn_stats, decoding, passes, sizing
+from bnvae_jax.evaluation import run as eval_run
+from bnvae_jax.models import svi
+from bnvae_jax.models.vae import TextVAE
+from bnvae_jax.training.parallel import single_device
+
+FORMAT = "bnvae_jax.export"
+FORMAT_VERSION = 1
+MANIFEST = "model.json"
+STRATEGIES = ("greedy", "sample", "beam")
+# Fraction of the promised KL bound under which a BN run's test KL is reported.
+BOUND_SLACK = 0.9
+
+
+class LoadError(UserError):
+    """``load`` cannot read the path: the message says what is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """Per-sentence scores (nats; one entry per input text, in input order).
+
+    Attributes:
+      iw_nll: importance-weighted estimate of −log p(x) (``iw_samples`` samples).
+      elbo_nll: −ELBO = rec + kl, from one posterior sample.
+      rec: −log p(x|z) of that sample.
+      kl: KL(q(z|x) ‖ p(z)).
+      tokens: predicted tokens (words + ``</s>``), for perplexities.
+      oov: words not in the vocabulary, scored as ``<unk>``.
+      iw_samples: importance samples per sentence.
+    """
+
+    iw_nll: np.ndarray
+    elbo_nll: np.ndarray
+    rec: np.ndarray
+    kl: np.ndarray
+    tokens: np.ndarray
+    oov: np.ndarray
+    iw_samples: int
+
+
+# -- checks of user input -------------------------------------------------------
+
+
+def _texts(texts) -> list[str]:
+    """``texts`` as a non-empty list of strings (one string is one text)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, Sequence) or isinstance(texts, bytes):
+        raise TypeError(f"expected a list of strings, got {type(texts).__name__}")
+    if not texts:
+        raise ValueError("expected at least one text, got an empty list")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
+    return list(texts)
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _seed(seed) -> int | None:
+    if seed is not None:
+        _positive_int(seed, "seed", minimum=0)
+    return seed
+
+
+def _oov_warning(oov_words: list[str], total: int, vocab: Vocab) -> None:
+    if not oov_words:
+        return
+    shown = ", ".join(repr(w) for w in dict.fromkeys(oov_words[:5]))
+    hint = ""
+    if any(w != w.lower() and w.lower() in vocab._ids for w in oov_words):
+        hint = " (the vocabulary is lower-case: lower-case the input)"
+    warnings.warn(
+        f"{len(oov_words)} of {total} words are not in the vocabulary and are "
+        f"read as <unk>: {shown}{hint}",
+        stacklevel=3,
+    )
+
+
+def _tree_from_flat(flat: dict[str, np.ndarray]) -> dict:
+    tree: dict = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = jnp.asarray(value)
+    return tree
+
+
+def _flat_from_tree(tree, prefix: str = "") -> dict[str, np.ndarray]:
+    flat = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat_from_tree(value, f"{prefix}{name}/"))
+        else:
+            flat[f"{prefix}{name}"] = np.asarray(value)
+    return flat
+
+
+def _sha256(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- the models ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Model:
+    """What both models hold: the Flax module, its variables and the run's data."""
+
+    module: object
+    variables: dict
+    vocab: Vocab
+    config: ml_collections.FrozenConfigDict
+    info: dict  # the manifest: task, method, step, results, topics, source
+
+    def save(self, directory) -> pathlib.Path:
+        """Writes the model as a self-contained folder (see the module docstring).
+
+        Args:
+          directory: a folder that does not exist yet or is empty.
+
+        Returns:
+          The folder; ``load(folder)`` gives back this model.
+
+        Raises:
+          FileExistsError: the folder holds files.
+        """
+        out = pathlib.Path(directory)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(f"{out}: exists and is not an empty folder")
+        out.mkdir(parents=True, exist_ok=True)
+        fileio.write_text_atomic(out / "config.json", self.config.to_json(indent=2))
+        self.vocab.save(out / "vocab.txt")
+        with open(out / "variables.npz", "wb") as f:
+            np.savez(f, **_flat_from_tree(jax.device_get(self.variables)))
+        fileio.write_text_atomic(out / "README.md", _model_card(self))
+        files = ("config.json", "vocab.txt", "variables.npz", "README.md")
+        manifest = {
+            **self.info,
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "sha256": {name: _sha256(out / name) for name in files},
+        }
+        fileio.write_json_atomic(out / MANIFEST, manifest)  # last: marks it complete
+        return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextModel(_Model):
+    """A trained text VAE (any method: BN-VAE, VAE, vMF, SA-VAE, …).
+
+    Attributes:
+      module: the Flax ``TextVAE``; ``module.apply(variables, **arrays,
+        train=False, method="encode")`` with ``arrays = model.arrays(texts)``.
+      variables: ``{'params', 'batch_stats'}``.
+      vocab: the run's vocabulary.
+      config: the run's config (frozen).
+      info: the manifest (method, step, test results, source).
+    """
+
+    run: object = None  # the typed RunConfig
+
+    # -- text -> arrays --------------------------------------------------------
+
+    def _rows(self, texts) -> tuple[list[np.ndarray], np.ndarray]:
+        """Id rows ``<s> w.. </s>`` as the run read its corpus, and OOV counts."""
+        texts = _texts(texts)
+        limit = int(self.config.data.max_tokens)
+        sentences, oov_words, total = [], [], 0
+        for i, text in enumerate(texts):
+            tokens = text.split()
+            if not tokens:
+                raise ValueError(f"text {i} has no word: {text!r}")
+            if len(tokens) > limit:
+                raise ValueError(
+                    f"text {i} has {len(tokens)} words; the run read at most "
+                    f"data.max_tokens={limit}"
+                )
+            special = [t for t in tokens if t in SPECIAL_TOKENS and t != "<unk>"]
+            if special:
+                raise ValueError(
+                    f"text {i} contains {special[0]}: give the words only "
+                    "(<s> and </s> are added)"
+                )
+            sentences.append(tokens)
+            oov_words += [t for t in tokens if self.vocab.id(t) == UNK and t != "<unk>"]
+            total += len(tokens)
+        _oov_warning(oov_words, total, self.vocab)
+        rows = corpus.encode_corpus(sentences, self.vocab)
+        oov = np.asarray(
+            [
+                sum(self.vocab.id(t) == UNK and t != "<unk>" for t in s)
+                for s in sentences
+            ]
+        )
+        return rows, oov
+
+    def arrays(self, texts) -> dict[str, np.ndarray]:
+        """``texts`` as the arrays ``module.apply`` takes, padded to one batch.
+
+        Returns:
+          tokens <int32>[N, T] (``<s> w.. </s>``, ``<pad>``), lengths <int32>[N],
+          mask <float32>[N].
+        """
+        rows, _ = self._rows(texts)
+        tokens, lengths = decoding.pad_rows(rows)
+        return {
+            "tokens": tokens,
+            "lengths": lengths,
+            "mask": np.ones(len(rows), np.float32),
+        }
+
+    def _plan(self, rows) -> batching.BatchPlan:
+        data = self.config.data
+        return eval_run.plan_batches(rows, data.eval_batch_size, data.bucket_width)
+
+    def _key(self, seed: int | None) -> jax.Array:
+        """The run's evaluation key, or ``key(seed)``."""
+        if seed is None:
+            return eval_run.root_key(self.run.eval, self.run.seed)
+        return jax.random.key(seed)
+
+    # -- the latent ------------------------------------------------------------
+
+    def encode(self, texts, sample: bool = False, seed: int | None = None):
+        """Latent codes of ``texts``.
+
+        Args:
+          texts: a string or a list of strings.
+          sample: draw z ~ q(z|x) instead of taking the posterior's location.
+          seed: randomness of samples (and of SA-VAE's refinement); None: the
+            run's evaluation seed. Sentence i draws from its own key, so a
+            text's code does not depend on the others.
+
+        Returns:
+          <float32>[N, latent_dim]: posterior means after the head in
+          evaluation mode (BN running statistics), the mean direction for vMF,
+          the refined posterior for SA-VAE; or samples.
+        """
+        rows, _ = self._rows(texts)
+        key = self._key(_seed(seed))
+        out = np.zeros((len(rows), self.module.cfg.latent_dim), np.float32)
+        plan = self._plan(rows)
+        for i in range(len(plan)):
+            batch = plan.make_batch(i)
+            z = _encode_kernel(
+                self.variables,
+                key,
+                batch.tokens,
+                batch.lengths,
+                batch.mask,
+                batch.index,
+                module=self.module,
+                sample=bool(sample),
+            )
+            real = batch.index >= 0
+            out[batch.index[real]] = np.asarray(z)[real]
+        return out
+
+    def decode(
+        self,
+        z,
+        strategy: str = "greedy",
+        seed: int | None = None,
+        beam_size: int = 5,
+        temperature: float = 1.0,
+        max_len: int | None = None,
+    ) -> list[str]:
+        """Sentences from latent codes.
+
+        Args:
+          z: <float>[N, latent_dim] codes.
+          strategy: 'greedy' (argmax), 'sample' (from softmax(logits /
+            temperature)) or 'beam' (beam search; the best hypothesis by
+            log-probability per token, never the empty sentence).
+          seed: randomness of 'sample'; None: the run's evaluation seed.
+          beam_size: hypotheses kept by 'beam'.
+          temperature: > 0; 'sample' only.
+          max_len: generated tokens at most (default: the run's
+            eval.max_decode_len).
+
+        Returns:
+          N sentences (words joined by spaces, without ``<s>``/``</s>``).
+        """
+        n = self.module.cfg.latent_dim
+        z = np.asarray(z, np.float32) if not isinstance(z, jax.Array) else z
+        if z.ndim != 2 or z.shape[1] != n:
+            raise ValueError(
+                f"z must have shape [num, {n}] (latent_dim={n}), got "
+                f"{tuple(z.shape)}"
+                + ("; use z[None] for one code" if z.ndim == 1 else "")
+            )
+        if z.shape[0] == 0:
+            raise ValueError("z holds no code")
+        if not np.all(np.isfinite(np.asarray(z))):
+            raise ValueError("z holds a NaN or infinite value")
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}"
+            )
+        beam_size = _positive_int(beam_size, "beam_size")
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise TypeError(f"temperature must be a number, got {temperature!r}")
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
+        max_len = _positive_int(
+            self.config.eval.max_decode_len if max_len is None else max_len, "max_len"
+        )
+        key = self._key(_seed(seed))
+        size = int(self.config.data.eval_batch_size)
+        out = []
+        for start in range(0, z.shape[0], size):
+            chunk = np.zeros((size, n), np.float32)
+            part = np.asarray(z[start : start + size], np.float32)
+            chunk[: len(part)] = part
+            if strategy == "greedy":
+                ids = decoding.greedy_decode(
+                    self.module, self.variables, chunk, max_len=max_len
+                )
+            elif strategy == "sample":
+                ids = decoding.sample_decode(
+                    self.module,
+                    self.variables,
+                    chunk,
+                    jax.random.fold_in(key, start),
+                    max_len=max_len,
+                    temperature=float(temperature),
+                )
+            else:
+                ids = decoding.beam_decode(
+                    self.module,
+                    self.variables,
+                    chunk,
+                    beam_size=beam_size,
+                    max_len=max_len,
+                    length_norm=True,
+                )
+            out += [
+                " ".join(self.vocab.decode(r)) for r in np.asarray(ids)[: len(part)]
+            ]
+        return out
+
+    def reconstruct(self, texts, **decode_options) -> list[str]:
+        """Decodes the posterior locations of ``texts`` (options: ``decode``)."""
+        return self.decode(self.encode(texts), **decode_options)
+
+    def sample(self, n: int, seed: int | None = None, **decode_options) -> list[str]:
+        """``n`` sentences from z ~ p(z) (N(0, I); uniform on the sphere for vMF).
+
+        ``seed`` draws the codes and the sampled words; None: the run's
+        evaluation seed. Other options: ``decode``.
+        """
+        n = _positive_int(n, "n")
+        key = jax.random.fold_in(self._key(_seed(seed)), 0x5A4D)
+        z = self.module.family.prior_sample(key, n, self.module.cfg.latent_dim)
+        return self.decode(np.asarray(z), seed=seed, **decode_options)
+
+    def interpolate(self, a: str, b: str, steps: int = 5, **decode_options):
+        """``steps`` sentences decoded along the segment between the codes of a, b.
+
+        The ends are the posterior locations of ``a`` and ``b``; for vMF the
+        points are projected back onto the sphere. Options: ``decode``.
+        """
+        steps = _positive_int(steps, "steps", minimum=2)
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise TypeError("interpolate takes two strings")
+        if not self.module.cfg.latent_dim:
+            raise ValueError(f"method {self.run.method_name} has no latent code")
+        ends = self.encode([a, b])
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        z = (1.0 - t) * ends[0] + t * ends[1]
+        if self.module.cfg.head == "vmf":
+            z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        return self.decode(z, **decode_options)
+
+    # -- scores ----------------------------------------------------------------
+
+    def score(self, texts, iw_samples: int = 500, seed: int | None = None) -> Scores:
+        """Per-sentence IW-NLL, −ELBO, reconstruction and KL (nats).
+
+        With ``seed=None`` the draws are the evaluate command's for its test
+        split: scoring the test sentences in order gives, averaged, exactly
+        its test figures at the same ``iw_samples``.
+        """
+        rows, oov = self._rows(texts)
+        iw_samples = _positive_int(iw_samples, "iw_samples")
+        key = jax.random.fold_in(self._key(_seed(seed)), 1)  # the test split's
+        elbo_key, iw_key = jax.random.split(key)
+        pass_key = jax.random.split(elbo_key, 3)[2]  # as eval_run.elbo_metrics
+        plan = self._plan(rows)
+        pp = passes.posterior_pass(
+            self.module, self.variables, eval_run.iterate_arrays(plan), pass_key
+        )
+        ecfg = self.run.eval
+        sizes = sizing.iw_sizes(ecfg.iw_batch, ecfg.iw_max_logits, single_device())
+        iw_plan = eval_run.plan_batches(
+            rows, sizes.batch, int(self.config.data.bucket_width)
+        )
+        samples = iw_samples if self.module.cfg.latent_dim else 1
+        _, log_px, tokens = passes.iw_log_likelihood(
+            self.module,
+            self.variables,
+            eval_run.iterate_arrays(iw_plan),
+            iw_key,
+            num_samples=samples,
+            chunk=ecfg.iw_chunk,
+            progress=False,
+            max_logits=sizes.max_logits,
+        )
+        return Scores(
+            iw_nll=-log_px,
+            elbo_nll=pp.rec + pp.kl,
+            rec=pp.rec,
+            kl=pp.kl,
+            tokens=tokens,
+            oov=oov,
+            iw_samples=samples,
+        )
+
+    def recompute_bn(self, texts, max_sentences: int = 0) -> TextModel:
+        """This model with its BN head's running statistics recomputed ("precise BN").
+
+        The running mean and variance become the population statistics of the
+        raw posterior means over ``texts`` (e.g. the training sentences),
+        instead of the moving averages training kept. Models without a BN head
+        come back unchanged.
+        """
+        if not bn_stats.has_bn_head(self.variables):
+            return self
+        rows, _ = self._rows(texts)
+        variables = bn_stats.precise_batch_stats(
+            self.module,
+            self.variables,
+            rows,
+            batch_size=int(self.config.data.eval_batch_size),
+            bucket_width=int(self.config.data.bucket_width),
+            max_sentences=max_sentences,
+        )
+        info = {**self.info, "precise_bn": len(rows)}
+        return dataclasses.replace(self, variables=variables, info=info)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "sample"))
+def _encode_kernel(variables, key, tokens, lengths, mask, index, *, module, sample):
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.maximum(index, 0))
+    post = svi.eval_posterior(module, variables, tokens, lengths, mask, keys)
+    family = module.family
+    return family.sample_rows(post, keys) if sample else family.location(post)
+
+
+# -- dialog ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DialogModel(_Model):
+    """A trained dialog CVAE (``cvae``, ``cvae_bow``, ``bn_cvae``).
+
+    Attributes: as ``TextModel``'s; ``topics`` names the topic ids.
+    """
+
+    run: object = None  # the typed DialogRunConfig
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(self.info["topics"])
+
+    def respond(
+        self,
+        context_turns,
+        n: int = 5,
+        seed: int | None = None,
+        strategy: str = "greedy",
+        temperature: float = 1.0,
+        max_len: int | None = None,
+        topic: str | None = None,
+    ) -> list[str]:
+        """``n`` replies to a context, one per latent z ~ p(z | context).
+
+        Args:
+          context_turns: the utterances so far, oldest first (speakers take
+            turns; the reply is by the speaker of the second-to-last turn).
+          n: replies.
+          seed: randomness of z (and of sampled words); None: the run's
+            evaluation seed.
+          strategy: 'greedy' or 'sample' (softmax(logits / temperature)).
+          temperature: > 0; 'sample' only.
+          max_len: tokens at most (default: the run's eval.max_decode_len).
+          topic: one of ``topics`` (default and unknown: the unknown topic).
+
+        Returns:
+          n replies (lower-cased words joined by spaces).
+        """
+        from bnvae_jax.tasks.dialog import data as dialog_data
+
+        if isinstance(context_turns, str):
+            raise TypeError("context_turns must be a list of utterances, not a string")
+        n = _positive_int(n, "n")
+        if strategy not in ("greedy", "sample"):
+            raise ValueError(f"strategy={strategy!r} is not one of greedy, sample")
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise TypeError(f"temperature must be a number, got {temperature!r}")
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
+        max_len = _positive_int(
+            self.config.eval.max_decode_len if max_len is None else max_len, "max_len"
+        )
+        if topic is not None and not isinstance(topic, str):
+            raise TypeError(f"topic must be a string, got {type(topic).__name__}")
+        data = self.config.data
+        try:
+            read = dialog_data.context_batch(
+                [context_turns],
+                self.vocab,
+                self.topics,
+                max_utt_len=int(data.max_utt_len),
+                context_size=int(data.context_size),
+                topic=topic,
+            )
+        except ValueError as e:  # its messages count contexts; here there is one
+            raise ValueError(str(e).replace("contexts[0]", "context_turns")) from None
+        if read.oov:
+            shown = ", ".join(repr(w) for w in read.unknown_words[:5])
+            warnings.warn(
+                f"{read.oov} words of the context are not in the vocabulary and are "
+                f"read as <unk>: {shown}",
+                stacklevel=2,
+            )
+        seed = _seed(seed)
+        key = jax.random.key(self.config.eval.seed if seed is None else seed)
+        ids = _respond_kernel(
+            self.variables,
+            key,
+            read.batch,
+            module=self.module,
+            num_samples=n,
+            max_len=max_len,
+            temperature=None if strategy == "greedy" else float(temperature),
+        )
+        return [" ".join(self.vocab.decode(r)) for r in np.asarray(ids)[0]]
+
+
+@functools.partial(
+    jax.jit, static_argnames=("module", "num_samples", "max_len", "temperature")
+)
+def _respond_kernel(
+    variables, key, batch, *, module, num_samples, max_len, temperature
+):
+    return module.apply(
+        variables,
+        batch,
+        num_samples=num_samples,
+        max_len=max_len,
+        temperature=temperature,
+        method="generate",
+        rngs={"sample": key},
+    )
+
+
+# -- loading -----------------------------------------------------------------------
+
+
+def _read_json(path: pathlib.Path, what: str) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LoadError(f"{path}: cannot read {what} ({e})") from None
+    if not isinstance(value, dict):
+        raise LoadError(f"{path}: {what} is not a JSON object")
+    return value
+
+
+def _complete(folder: pathlib.Path) -> list[int]:
+    """Numbered checkpoint folders that finished saving, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [
+        int(p.name)
+        for p in folder.iterdir()
+        if p.name.isdigit() and (p / "commit_success.txt").is_file()
+    ]
+    return sorted(found, reverse=True)
+
+
+def _read_checkpoint(workdir: pathlib.Path, checkpoint) -> tuple[dict, int]:
+    """Variables and training step of a workdir's checkpoint (no orbax manager)."""
+    import orbax.checkpoint as ocp  # only workdirs need it
+
+    ckpts = workdir / "checkpoints"
+    if checkpoint == "best":
+        found = _complete(ckpts / "best")
+        if not found:
+            raise LoadError(f"{workdir}: the run has no best checkpoint yet")
+        folder = ckpts / "best" / str(found[0])
+        step = int(_read_json(folder / "info" / "metadata", "checkpoint info")["step"])
+    else:
+        steps = _complete(ckpts)
+        if not steps:
+            raise LoadError(f"{workdir}: the run has no checkpoint yet")
+        if checkpoint == "latest":
+            step = steps[0]
+        elif isinstance(checkpoint, int) and not isinstance(checkpoint, bool):
+            if checkpoint not in steps:
+                raise LoadError(
+                    f"{workdir}: no checkpoint at step {checkpoint}; the run keeps "
+                    f"steps {', '.join(map(str, sorted(steps)))} and 'best'"
+                )
+            step = checkpoint
+        else:
+            raise ValueError(
+                f"checkpoint={checkpoint!r}: use 'best', 'latest' or a step number"
+            )
+        folder = ckpts / str(step)
+    try:
+        tree = ocp.StandardCheckpointer().restore((folder / "state").absolute())
+    except Exception as e:  # orbax's many error types: one line for the user
+        raise LoadError(
+            f"{folder}: cannot read the checkpoint ({type(e).__name__})"
+        ) from e
+    variables = {
+        "params": tree["params"],
+        "batch_stats": tree.get("batch_stats") or {},
+    }
+    return jax.tree_util.tree_map(jnp.asarray, variables), step
+
+
+def _source(path: pathlib.Path, checkpoint) -> tuple[dict, Vocab, dict, dict]:
+    """(config, vocab, variables, manifest) of a workdir or an export."""
+    if not path.exists():
+        raise LoadError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        raise LoadError(
+            f"{path}: is a file; give a run's workdir or an exported folder"
+        )
+    if (path / MANIFEST).is_file():
+        info = _read_json(path / MANIFEST, "the export manifest")
+        if info.get("format") != FORMAT or not isinstance(info.get("sha256"), dict):
+            raise LoadError(f"{path / MANIFEST}: not a bnvae_jax export manifest")
+        if info.get("version") != FORMAT_VERSION:
+            raise LoadError(
+                f"{path}: export format version {info.get('version')}; this "
+                f"bnvae_jax reads version {FORMAT_VERSION}"
+            )
+        if checkpoint != "best":
+            raise ValueError(f"{path} is an export: it holds one checkpoint only")
+        for name, digest in info["sha256"].items():
+            if not (path / name).is_file():
+                raise LoadError(f"{path}: {name} is missing from the export")
+            if _sha256(path / name) != digest:
+                raise LoadError(
+                    f"{path / name}: checksum mismatch (the file was changed or "
+                    "corrupted; export the model again)"
+                )
+        config = _read_json(path / "config.json", "the config")
+        with np.load(path / "variables.npz", allow_pickle=False) as npz:
+            variables = _tree_from_flat({k: npz[k] for k in npz.files})
+        variables.setdefault("batch_stats", {})
+        return config, Vocab.load(path / "vocab.txt"), variables, info
+    if not (path / "config.json").is_file():
+        raise LoadError(
+            f"{path}: not a run's workdir or an exported model (no config.json "
+            f"or {MANIFEST})"
+        )
+    config = _read_json(path / "config.json", "the run's config")
+    if not (path / "vocab.txt").is_file():
+        raise LoadError(f"{path}: the run has no vocab.txt")
+    vocab = Vocab.load(path / "vocab.txt")
+    variables, step = _read_checkpoint(path, checkpoint)
+    info = {
+        "task": "dialog" if config.get("task") == "dialog" else "text_vae",
+        "method": config.get("method"),
+        "step": step,
+        "checkpoint": checkpoint,
+        "source": str(path.absolute()),
+    }
+    if info["task"] == "dialog":
+        run_info = _read_json(path / "run_info.json", "the run info")
+        info["topics"] = list(run_info.get("topics", []))
+    if (path / "results.json").is_file() and checkpoint == "best":
+        results = _read_json(path / "results.json", "results")
+        info["results"] = {s: results[s] for s in ("valid", "test") if s in results}
+    return config, vocab, variables, info
+
+
+def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
+    """Loads a trained model from a run's workdir or an exported folder.
+
+    Args:
+      path: a workdir written by ``python -m bnvae_jax.main`` (or a copy of
+        one) or a folder written by ``model.save`` / ``python -m
+        bnvae_jax.export``. No data file is read.
+      checkpoint: 'best' (the selected state, as evaluated), 'latest' or a
+        training step the workdir still keeps.
+
+    Returns:
+      A ``TextModel`` for text-VAE runs, a ``DialogModel`` for dialog runs.
+
+    Raises:
+      LoadError: the path is missing, a file, not a run or export, a run with
+        no checkpoint yet, or an export whose checksum does not match.
+    """
+    path = pathlib.Path(path)
+    raw, vocab, variables, info = _source(path, checkpoint)
+    config = ml_collections.ConfigDict(raw)
+    if info["task"] == "dialog":
+        from bnvae_jax.tasks.dialog import config as dialog_config
+        from bnvae_jax.tasks.dialog.model import DialogCVAE
+
+        run = dialog_config.resolve(config, len(vocab), len(info["topics"]))
+        module = DialogCVAE(run.model)
+        cls = DialogModel
+    else:
+        from bnvae_jax.training import config_lib
+
+        run = config_lib.resolve(config, len(vocab))
+        module = TextVAE(run.model)
+        cls = TextModel
+    model = cls(
+        module=module,
+        variables=variables,
+        vocab=vocab,
+        config=ml_collections.FrozenConfigDict(config),
+        info=info,
+        run=run,
+    )
+    if cls is TextModel:
+        _warn_if_bn_lags(model)
+    return model
+
+
+def _kl_bound(model: TextModel) -> float | None:
+    """BN-VAE's promised Σ_j (γ_j² + β_j²)/2, None without a BN head."""
+    if not bn_stats.has_bn_head(model.variables):
+        return None
+    return bn_stats.promised_bound(model.module, model.variables)
+
+
+def _warn_if_bn_lags(model: TextModel) -> None:
+    """One warning when a BN run's test KL fell short of its bound."""
+    bound = _kl_bound(model)
+    test = model.info.get("results", {}).get("test", {})
+    if bound is None or "kl" not in test or test["kl"] >= BOUND_SLACK * bound:
+        return
+    warnings.warn(
+        f"test KL {test['kl']:.3g} < the BN head's bound {bound:.3g}: the running "
+        "statistics of this checkpoint lag behind its encoder (an early best "
+        "checkpoint?); model.recompute_bn(training_sentences) or "
+        "`python -m bnvae_jax.evaluate --precise_bn` recomputes them",
+        stacklevel=3,
+    )
+
+
+def _model_card(model: _Model) -> str:
+    config, info = model.config, model.info
+    lines = [f"# {info.get('method')} ({info.get('task')}), bnvae_jax export", ""]
+    if info.get("task") == "text_vae":
+        m = config.model
+        gamma = f", BN scale gamma {m.gamma}" if _kl_bound(model) is not None else ""
+        lines.append(
+            f"- model: embeddings {m.emb_dim}, encoder {m.enc_hidden}, decoder "
+            f"{m.dec_hidden}, latent {m.latent_dim}{gamma}"
+        )
+    d = config.data
+    corpus_name = d.get("tfds_name") or d.get("train_file") or d.get("source", "")
+    lines += [
+        f"- corpus: {corpus_name} (vocabulary {len(model.vocab)} words)",
+        f"- checkpoint: {info.get('checkpoint')} (training step {info.get('step')})",
+        f"- exported from: {info.get('source')}",
+    ]
+    if info.get("precise_bn"):
+        lines.append(f"- BN statistics recomputed on {info['precise_bn']} sentences")
+    test = info.get("results", {}).get("test", {})
+    names = ("iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au", "bleu_r")
+    shown = {k: test[k] for k in names if isinstance(test.get(k), int | float)}
+    if shown:
+        lines += ["", "Test metrics of the training run (nats per sentence):", ""]
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" for k, v in shown.items()]
+    lines += [
+        "",
+        "Load with `bnvae_jax.load(this_folder)`; files and checksums: model.json.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,412 @@
+"""The public Python API (``bnvae_jax.load`` and the models it returns).
+
+Tested through the public names and the commands only: this is the contract
+that redesigns of the internals keep. Runs are trained by the README's command.
+"""
+
+import json
+import logging
+import os
+import pathlib
+import pydoc
+import re
+import shutil
+import sys
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from conftest import python_module, run_child
+
+import bnvae_jax
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.py")
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def command(module, *args, cwd=ROOT, timeout=400):
+    code, out = run_child(python_module(module, *args), timeout, cwd=cwd, env=ENV)
+    assert code == 0, out[-3000:]
+    return out
+
+
+def train(workdir, *overrides):
+    command("bnvae_jax.main", f"--config={TINY}", f"--workdir={workdir}", *overrides)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The README's tiny BN-VAE run, and one-epoch vMF and SA-VAE runs."""
+    d = tmp_path_factory.mktemp("api")
+    quick = ("--config.train.epochs=1", "--config.eval.iw_samples=4")
+    return {
+        "bn_vae": train(d / "runs" / "tiny"),
+        "vmf_vae": train(d / "vmf", "--config.method=vmf_vae", *quick),
+        "sa_vae": train(
+            d / "sa", "--config.method=sa_vae", "--config.model.svi_steps=2", *quick
+        ),
+    }
+
+
+def load(path, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny BN-VAE's lagging statistics
+        return bnvae_jax.load(path, **kwargs)
+
+
+def split_sentences(workdir):
+    """The test split of a run on the embedded corpus, as written."""
+    (path,) = pathlib.Path(workdir).glob("data/*/synthetic.test.txt")
+    return path.read_text().splitlines()
+
+
+def results(workdir, name="results.json"):
+    return json.loads((pathlib.Path(workdir) / name).read_text())
+
+
+# -- the package -----------------------------------------------------------------
+
+
+def test_public_names_are_listed_and_documented():
+    text = pydoc.render_doc(bnvae_jax)
+    for name in bnvae_jax.__all__:
+        assert name in text
+        assert getattr(bnvae_jax, name).__doc__
+    for cls in (bnvae_jax.TextModel, bnvae_jax.DialogModel):
+        for name, member in vars(cls).items():
+            if not name.startswith("_") and callable(member):
+                assert member.__doc__, f"{cls.__name__}.{name}"
+    with pytest.raises(AttributeError, match="no attribute 'lod'"):
+        bnvae_jax.lod  # noqa: B018
+
+
+# -- text models -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["bn_vae", "vmf_vae", "sa_vae"])
+def test_score_repeats_the_runs_test_figures(runs, method):
+    workdir = runs[method]
+    model = load(workdir)
+    assert isinstance(model, bnvae_jax.TextModel)
+    test = results(workdir)["test"]
+    scores = model.score(split_sentences(workdir), iw_samples=test["iw_samples"])
+    assert scores.iw_nll.shape == (test["num_sentences"],)
+    np.testing.assert_allclose(scores.iw_nll.mean(), test["iw_nll"], rtol=1e-6)
+    np.testing.assert_allclose(scores.elbo_nll.mean(), test["elbo_nll"], rtol=1e-5)
+    np.testing.assert_allclose(scores.kl.mean(), test["kl"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scores.rec + scores.kl, scores.elbo_nll, rtol=1e-6)
+    assert np.all(scores.oov == 0)
+    # Another seed: other draws, the same quantity.
+    other = model.score(split_sentences(workdir)[:8], iw_samples=4, seed=3)
+    assert not np.allclose(other.iw_nll, scores.iw_nll[:8])
+    assert abs(other.iw_nll.mean() - scores.iw_nll[:8].mean()) < 2.0
+
+
+def test_encode(runs):
+    model = load(runs["bn_vae"])
+    texts = split_sentences(runs["bn_vae"])[:5]
+    z = model.encode(texts)
+    n = model.config.model.latent_dim
+    assert z.shape == (5, n)
+    # A text's code does not depend on the other texts or its position.
+    np.testing.assert_allclose(model.encode(texts[::-1])[::-1], z, atol=1e-6)
+    np.testing.assert_allclose(model.encode(texts[2]), z[2:3], atol=1e-6)
+    # The arrays for one's own JAX code give the same means.
+    post = model.module.apply(
+        model.variables, **model.arrays(texts), train=False, method="encode"
+    )
+    np.testing.assert_allclose(post.mu, z, atol=1e-5)
+    samples = model.encode(texts, sample=True, seed=1)
+    np.testing.assert_array_equal(samples, model.encode(texts, sample=True, seed=1))
+    assert not np.allclose(samples, model.encode(texts, sample=True, seed=2))
+    assert not np.allclose(samples, z)
+
+
+def test_vmf_codes_are_directions(runs):
+    model = load(runs["vmf_vae"])
+    texts = split_sentences(runs["vmf_vae"])[:4]
+    for z in (model.encode(texts), model.encode(texts, sample=True)):
+        np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    assert len(model.sample(3)) == 3
+    assert len(model.interpolate(texts[0], texts[1], steps=3)) == 3
+
+
+def test_compiles_once_per_length_bucket(runs, caplog):
+    model = load(runs["bn_vae"])
+    texts = split_sentences(runs["bn_vae"])
+    model.encode(texts[:3])
+    model.decode(model.encode(texts[:3]), strategy="beam")
+    model.score(texts[:3], iw_samples=4)
+    caplog.set_level(logging.WARNING, logger="jax")
+    with jax.log_compiles():
+        model.encode(texts[3:9])  # other sentences, the same bucket
+        model.decode(model.encode(texts[10:12]), strategy="beam")
+        model.score(texts[20:24], iw_samples=4)
+    compiles = [r for r in caplog.records if "Compiling" in r.getMessage()]
+    assert not compiles, [r.getMessage()[:100] for r in compiles]
+
+
+def test_decode_strategies(runs):
+    model = load(runs["bn_vae"])
+    z = model.encode(split_sentences(runs["bn_vae"])[:3])
+    vocab = set(model.vocab.words)
+    for strategy in ("greedy", "sample", "beam"):
+        out = model.decode(z, strategy=strategy, seed=0)
+        assert len(out) == 3 and all(isinstance(s, str) for s in out)
+        assert all(set(s.split()) <= vocab for s in out)
+    assert model.decode(z, strategy="sample", seed=4) == model.decode(
+        z, strategy="sample", seed=4
+    )
+    assert all(len(s.split()) <= 2 for s in model.decode(z, max_len=2))
+    # Length-normalised beam search never returns the empty sentence.
+    assert all(model.sample(24, strategy="beam", seed=5))
+    # More codes than one batch.
+    assert len(model.decode(np.zeros((40, z.shape[1]), np.float32))) == 40
+
+
+def test_reconstruct_sample_interpolate(runs):
+    model = load(runs["bn_vae"])
+    a, b = split_sentences(runs["bn_vae"])[:2]
+    ends = model.reconstruct([a, b])
+    path = model.interpolate(a, b, steps=4)
+    assert len(path) == 4 and path[0] == ends[0] and path[-1] == ends[1]
+    assert model.sample(5, seed=1) == model.sample(5, seed=1)
+    assert model.sample(5, seed=1, strategy="sample") != model.sample(
+        5, seed=2, strategy="sample"
+    )
+
+
+def test_out_of_vocabulary_words_are_reported(runs):
+    model = load(runs["bn_vae"])
+    known = split_sentences(runs["bn_vae"])[0]
+    with pytest.warns(UserWarning, match=r"2 of \d+ words .* 'zzz', 'yyy'"):
+        scores = model.score(["zzz yyy", known], iw_samples=2)
+    assert list(scores.oov) == [2, 0]
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m, z: m.encode([]), ValueError, "at least one text"),
+        (lambda m, z: m.encode(["ok", 3]), TypeError, "text 1 is a int"),
+        (lambda m, z: m.encode([" "]), ValueError, "text 0 has no word"),
+        (lambda m, z: m.score("<s> w1 </s>"), ValueError, "contains <s>"),
+        (lambda m, z: m.decode(z[0]), ValueError, r"shape \[num, 4\].*z\[None\]"),
+        (lambda m, z: m.decode(z[:, :2]), ValueError, r"shape \[num, 4\]"),
+        (lambda m, z: m.decode(z, temperature=0), ValueError, "temperature"),
+        (lambda m, z: m.decode(z, temperature=-1.0), ValueError, "temperature"),
+        (lambda m, z: m.decode(z, strategy="beam", beam_size=0), ValueError, "beam"),
+        (lambda m, z: m.decode(z, strategy="top_k"), ValueError, "strategy"),
+        (lambda m, z: m.decode(z * np.nan), ValueError, "NaN"),
+        (lambda m, z: m.interpolate("w1", "w2", steps=1), ValueError, "steps"),
+        (lambda m, z: m.sample(0), ValueError, "n must be >= 1"),
+        (lambda m, z: m.score(["w1"], iw_samples=0), ValueError, "iw_samples"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(runs, call, error, match):
+    model = load(runs["bn_vae"])
+    with pytest.raises(error, match=match):
+        call(model, np.zeros((2, 4), np.float32))
+
+
+# -- loading and export ----------------------------------------------------------
+
+
+def test_load_errors(runs, tmp_path):
+    with pytest.raises(bnvae_jax.LoadError, match="no such file"):
+        bnvae_jax.load(tmp_path / "missing")
+    with pytest.raises(bnvae_jax.LoadError, match="is a file"):
+        bnvae_jax.load(pathlib.Path(runs["bn_vae"]) / "config.json")
+    with pytest.raises(bnvae_jax.LoadError, match="not a run"):
+        bnvae_jax.load(tmp_path)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in ("config.json", "vocab.txt"):
+        shutil.copy(pathlib.Path(runs["bn_vae"]) / name, fresh / name)
+    with pytest.raises(bnvae_jax.LoadError, match="no best checkpoint yet"):
+        bnvae_jax.load(fresh)
+    with pytest.raises(bnvae_jax.LoadError, match="no checkpoint at step 7"):
+        load(runs["bn_vae"], checkpoint=7)
+    with pytest.raises(ValueError, match="'best', 'latest' or a step"):
+        load(runs["bn_vae"], checkpoint="newest")
+
+
+def test_checkpoints_best_latest_and_steps(runs):
+    best, latest = load(runs["bn_vae"]), load(runs["bn_vae"], checkpoint="latest")
+    assert best.info["step"] < latest.info["step"] == results(runs["bn_vae"])["steps"]
+    by_step = load(runs["bn_vae"], checkpoint=latest.info["step"])
+    texts = split_sentences(runs["bn_vae"])[:3]
+    np.testing.assert_array_equal(by_step.encode(texts), latest.encode(texts))
+    assert not np.allclose(best.encode(texts), latest.encode(texts))
+
+
+def test_export_loads_and_scores_exactly_as_the_workdir(runs, tmp_path):
+    workdir = runs["bn_vae"]
+    model = load(workdir)
+    out = model.save(tmp_path / "export")
+    exported = load(out)
+    texts = split_sentences(workdir)[:10]
+    a, b = model.score(texts, iw_samples=8), exported.score(texts, iw_samples=8)
+    np.testing.assert_array_equal(a.iw_nll, b.iw_nll)
+    np.testing.assert_array_equal(a.kl, b.kl)
+    assert exported.decode(model.encode(texts), strategy="beam") == model.decode(
+        model.encode(texts), strategy="beam"
+    )
+    card = (out / "README.md").read_text()
+    assert "bn_vae" in card and "gamma 0.6" in card
+    test_nll = results(workdir)["test"]["iw_nll"]
+    assert f"| iw_nll | {test_nll:.4g} |" in card
+    with pytest.raises(FileExistsError):
+        model.save(out)
+    # A changed byte is found.
+    data = bytearray((out / "variables.npz").read_bytes())
+    data[-100] ^= 1
+    (out / "variables.npz").write_bytes(bytes(data))
+    with pytest.raises(bnvae_jax.LoadError, match="variables.npz: checksum"):
+        bnvae_jax.load(out)
+
+
+def test_export_and_evaluate_commands(runs, tmp_path):
+    """``evaluate`` on an export and on a copied run repeats results.json."""
+    workdir = runs["bn_vae"]
+    out = tmp_path / "exported"
+    printed = command("bnvae_jax.export", f"--workdir={workdir}", f"--output={out}")
+    assert f"to {out}" in printed
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    want = results(workdir)
+    for folder in (out, copy):
+        printed = command("bnvae_jax.evaluate", f"--workdir={folder}")
+        assert "lag" in printed  # the tiny run's best checkpoint is epoch 0
+        got = results(folder, "evaluation.json")
+        for split in ("valid", "test"):
+            for key in ("iw_nll", "elbo_nll", "kl", "au"):
+                assert got[split][key] == pytest.approx(want[split][key], rel=1e-6)
+    assert load(out)  # the export's own files are untouched
+
+
+def test_lagging_bn_statistics_are_reported_and_recomputed(runs):
+    workdir = runs["bn_vae"]
+    with pytest.warns(UserWarning, match="running statistics of this checkpoint lag"):
+        model = bnvae_jax.load(workdir)
+    (train_file,) = pathlib.Path(workdir).glob("data/*/synthetic.train.txt")
+    precise = model.recompute_bn(train_file.read_text().splitlines())
+    texts = split_sentences(workdir)
+    before, after = model.score(texts, iw_samples=2), precise.score(texts, iw_samples=2)
+    gamma, n = model.config.model.gamma, model.config.model.latent_dim
+    bound = n * gamma**2 / 2  # the bound without the shifts β (a lower one)
+    assert before.kl.mean() < 0.5 * bound < 0.9 * bound < after.kl.mean()
+    # Through the command: --precise_bn gives the same test KL as the API.
+    command("bnvae_jax.evaluate", f"--workdir={workdir}", "--precise_bn")
+    got = results(workdir, "evaluation.json")["test"]
+    assert got["kl"] == pytest.approx(precise.score(texts, iw_samples=20).kl.mean())
+
+
+# -- the README's example ----------------------------------------------------------
+
+
+def readme_example() -> tuple[str, str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Use a trained model", 1)[1].split("\n## ", 1)[0]
+    (shell,) = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    (python,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    return shell.strip(), python
+
+
+def test_readme_example_runs_as_written(runs):
+    shell, python = readme_example()
+    # The fixture trained runs/tiny with this very command.
+    assert shell == (
+        "python -m bnvae_jax.main --config=configs/tiny.py --workdir=runs/tiny"
+    )
+    cwd = pathlib.Path(runs["bn_vae"]).parent.parent
+    script = cwd / "example.py"
+    script.write_text(python)
+    code, out = run_child([sys.executable, str(script)], 300, cwd=cwd, env=ENV)
+    assert code == 0, out[-3000:]
+    assert "Traceback" not in out
+
+
+# -- dialog models ----------------------------------------------------------------
+
+WORDS = "yeah i think so uh-huh you know that's right well okay".split()
+
+
+def write_dialogs(path, count, seed):
+    rng = np.random.default_rng(seed)
+    lines = []
+    for n in range(count):
+        utts = [
+            ["AB"[i % 2], " ".join(rng.choice(WORDS, rng.integers(1, 6))), ["x", []]]
+            for i in range(6)
+        ]
+        meta = {"age": 30 + n, "education": "2", "sex": '"MALE"'}
+        record = {"topic": f"T{n % 2}", "A": meta, "B": meta, "utts": utts}
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dialog_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dialog")
+    files = {
+        s: write_dialogs(d / f"{s}.jsonl", n, i)
+        for i, (s, n) in enumerate([("train", 6), ("valid", 2), ("test", 2)])
+    }
+    sizes = {
+        "data.batch_size": 8, "data.eval_batch_size": 16, "data.max_utt_len": 8,
+        "data.context_size": 4, "model.emb_dim": 8, "model.utt_hidden": 8,
+        "model.ctx_hidden": 8, "model.dec_hidden": 8, "model.latent_dim": 4,
+        "model.topic_dim": 2, "model.prior_hidden": 8, "model.bow_hidden": 8,
+        "train.full_kl_steps": 4, "train.steps_per_epoch": 3, "train.epochs": 2,
+        "eval.num_samples": 2, "eval.max_decode_len": 6, "eval.rating_contexts": 2,
+    }  # fmt: skip
+    command(
+        "bnvae_jax.main",
+        f"--config={ROOT / 'configs' / 'switchboard.py'}",
+        f"--workdir={d / 'run'}",
+        *(f"--config.data.{s}_file={p}" for s, p in files.items()),
+        *(f"--config.{k}={v}" for k, v in sizes.items()),
+    )
+    return d / "run"
+
+
+def test_dialog_respond(dialog_run, tmp_path):
+    model = bnvae_jax.load(dialog_run)
+    assert isinstance(model, bnvae_jax.DialogModel)
+    assert model.topics[0] == "<unk>" and set(model.topics[1:]) == {"T0", "T1"}
+    context = ["Yeah I think so", "you know that's right"]
+    replies = model.respond(context, n=3)
+    assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+    assert all(len(r.split()) <= 6 for r in replies)
+    assert all(set(r.split()) <= set(model.vocab.words) for r in replies)
+    assert model.respond(context, n=3, seed=1) == model.respond(context, n=3, seed=1)
+    sampled = model.respond(context, n=8, seed=2, strategy="sample", temperature=5.0)
+    assert len(sampled) == 8
+    assert model.respond(["okay"], n=2, topic="T1")  # one turn, a known topic
+    with pytest.warns(UserWarning, match="'zebra'"):
+        model.respond(["zebra yeah"], n=1)
+    # The export answers as the workdir does.
+    exported = bnvae_jax.load(model.save(tmp_path / "dialog_export"))
+    assert exported.respond(context, n=3, seed=4) == model.respond(context, n=3, seed=4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(context_turns="yeah"), TypeError, "list of utterances"),
+        (dict(context_turns=[]), ValueError, "turn"),
+        (dict(context_turns=["ok", 5]), ValueError, "string"),
+        (dict(context_turns=["ok"], temperature=0.0), ValueError, "temperature"),
+        (dict(context_turns=["ok"], strategy="beam"), ValueError, "strategy"),
+        (dict(context_turns=["ok"], n=0), ValueError, "n must be >= 1"),
+    ],
+)
+def test_dialog_bad_input(dialog_run, kwargs, error, match):
+    model = bnvae_jax.load(dialog_run)
+    with pytest.raises(error, match=match):
+        model.respond(**kwargs)
