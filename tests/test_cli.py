@@ -146,7 +146,7 @@ def test_missing_config_file(tmp_path):
 
 def test_evaluate_on_empty_workdir(tmp_path):
     code, err = run_main(f"--workdir={tmp_path}", module="bnvae_jax.evaluate")
-    assert_one_line_error(code, err, "no run")
+    assert_one_line_error(code, err, "not a run's workdir or an exported model")
 
 
 def tiny(**overrides):
