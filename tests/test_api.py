@@ -23,7 +23,17 @@ import bnvae_jax
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.py")
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+# Cheap XLA compiles for the many tiny programs here, in the children (the runs,
+# evaluate, export) and in this process alike, so their numbers agree exactly.
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
 
 
 def command(module, *args, cwd=ROOT, timeout=400):
