@@ -3,6 +3,7 @@
     python benchmarks/run.py --out benchmarks/results.json
     python benchmarks/run.py --suite=precision   # float32 vs bfloat16 mixed steps
     python benchmarks/run.py --suite=gpu         # the day an accelerator is lent
+    python benchmarks/run.py --compare=pytorch   # next to the PyTorch yardstick
 
 Every time is a median over repeated calls, reported with its min and max; two
 workloads compared with each other (BN-VAE vs VAE, float32 vs mixed) are timed
@@ -15,6 +16,15 @@ Workloads (SPEC §8 sizes; batches of identical length, as the reference's):
 Every rate counts real predicted tokens only (words + </s>), never padding. FLOPs
 count the matrix products (LSTM gates, vocabulary projection); the float32 GEMM
 rate measured in the same run is the machine's ceiling.
+
+``--compare=pytorch`` (needs the ``bench`` extra: CPU torch) also times
+``benchmarks/pytorch_reference.py``, the same model, step and IW-NLL written in
+PyTorch, on the same inputs: its PTB-size step in the alternating rounds of the
+JAX BN-VAE and VAE steps, its Yahoo-size step and IW-NLL with the same repeated
+calls as the JAX ones, and torch.mm's float32 GEMM rate on the same n. It prints
+both sides, the ratios (JAX speed / PyTorch speed) and the CPU model and flags,
+and writes them under the JSON's ``pytorch`` key. ``--tiny`` runs the cpu suite
+at toy sizes (a smoke test; its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import dataclasses
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -41,7 +52,24 @@ SIZES = {
     "ptb": dict(vocab=10_000, emb=256, hidden=256, latent=32, words=22),
     "yahoo": dict(vocab=20_000, emb=512, hidden=1024, latent=32, words=38),
 }
+# --tiny (smoke tests): toy sizes and GEMM; the numbers mean nothing.
+TINY_SIZES = {
+    "ptb": dict(vocab=50, emb=8, hidden=16, latent=4, words=5),
+    "yahoo": dict(vocab=80, emb=8, hidden=24, latent=4, words=7),
+}
+GEMM_N = 4096
+TINY_GEMM_N = 128
 BATCH = 32
+# The flags that decide which GEMM kernels either library can use.
+CPU_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+)
 
 
 def model_config(size: dict, head: str) -> ModelConfig:
@@ -132,7 +160,7 @@ def alternating(runners: dict, rounds: int, per_round: int) -> tuple[dict, dict]
     return compiles, rounds_s
 
 
-def gemm_gflops(n: int = 4096, repeats: int = 5) -> dict:
+def gemm_gflops(n: int = GEMM_N, repeats: int = 5) -> dict:
     """float32 [n, n] x [n, n] GEMM rate: median with min and max (GFLOP/s)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
@@ -182,21 +210,28 @@ def train_summary(name: str, compile_s: float, times, sizes=None) -> dict:
     }
 
 
-def bench_train(name: str, head: str, repeats: int) -> dict:
-    compile_s, times = timed_calls(train_runner(name, head), repeats)
-    return train_summary(name, compile_s, times)
+def bench_train(name: str, head: str, repeats: int, sizes=None) -> dict:
+    compile_s, times = timed_calls(train_runner(name, head, sizes=sizes), repeats)
+    return train_summary(name, compile_s, times, sizes)
 
 
-def bench_bn_over_vae(rounds: int, per_round: int = 5) -> tuple[dict, dict, float]:
+def bench_bn_over_vae(
+    rounds: int, per_round: int = 5, sizes=None, extra=None
+) -> tuple[dict, dict, float, dict]:
     """PTB-size BN-VAE and VAE steps timed in alternating rounds.
 
     Each round contributes its median; the ratio is of the medians of rounds.
+    ``extra`` runners (name -> closure of one PTB-size step) take their turns in
+    the same rounds; their summaries are the last value returned.
     """
-    runners = {h: train_runner("ptb", h) for h in ("bn_gaussian", "gaussian")}
+    runners = {
+        h: train_runner("ptb", h, sizes=sizes) for h in ("bn_gaussian", "gaussian")
+    }
+    runners.update(extra or {})
     compiles, rounds_s = alternating(runners, rounds, per_round)
-    bn = train_summary("ptb", compiles["bn_gaussian"], rounds_s["bn_gaussian"])
-    vae = train_summary("ptb", compiles["gaussian"], rounds_s["gaussian"])
-    return bn, vae, bn["step_ms"] / vae["step_ms"]
+    out = {k: train_summary("ptb", compiles[k], rounds_s[k], sizes) for k in runners}
+    bn, vae = out.pop("bn_gaussian"), out.pop("gaussian")
+    return bn, vae, bn["step_ms"] / vae["step_ms"], out
 
 
 def bench_precision(name: str, rounds: int, per_round: int) -> dict:
@@ -240,6 +275,11 @@ def bench_iw(
         )[1]
 
     compile_s, times = timed_calls(run, repeats)
+    return iw_summary(size, samples, chunk, sentences, compile_s, times)
+
+
+def iw_summary(size, samples, chunk, sentences, compile_s, times) -> dict:
+    """Seconds per sentence (median, min, max) of calls over ``sentences`` each."""
     per = spread(times, 1.0 / sentences)
     per_sentence = per["median"]
     return {
@@ -254,19 +294,127 @@ def bench_iw(
     }
 
 
+def cpu_info() -> dict:
+    """CPU model name and the GEMM-relevant flags, from ``lscpu`` (or /proc/cpuinfo)."""
+    fields = {}
+    try:
+        text = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+        source = "lscpu"
+    except (OSError, subprocess.SubprocessError):
+        text, source = "", None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    model, flags = fields.get("Model name"), fields.get("Flags", "").split()
+    if not flags and os.path.exists("/proc/cpuinfo"):
+        source = "/proc/cpuinfo"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = value.split()
+    present = set(flags)
+    return {
+        "model": model,
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "flags": {flag: flag in present for flag in CPU_FLAGS},
+        "source": source,
+    }
+
+
+def torch_gemm_gflops(n: int, repeats: int) -> dict:
+    """PyTorch's float32 GEMM rate (``torch.mm``), as ``gemm_gflops`` measures XLA's."""
+    import pytorch_reference as ref  # noqa: PLC0415
+
+    _, times = timed_calls(ref.gemm_runner(n), repeats)
+    return spread(2.0 * n**3 / np.asarray(times) / 1e9)
+
+
+def torch_iw(samples, chunk, sentences, repeats, size) -> dict:
+    """The reference's IW-NLL of the same sentences as ``bench_iw``, one at a time."""
+    import pytorch_reference as ref  # noqa: PLC0415
+
+    run = ref.iw_runner(size, make_batch(size, sentences), samples, chunk)
+    compile_s, times = timed_calls(run, repeats)
+    return iw_summary(size, samples, chunk, sentences, compile_s, times)
+
+
+def import_reference():
+    """Imports torch and ``pytorch_reference`` (only for --compare=pytorch)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import pytorch_reference as ref  # noqa: PLC0415
+    except ImportError as e:
+        raise SystemExit(
+            f"--compare=pytorch needs torch ({e}): pip install -e '.[bench]'"
+        ) from e
+    return ref
+
+
 def cpu_suite(args) -> dict:
-    """GEMM, PTB-size BN-VAE and VAE steps, Yahoo-size step, IW-NLL."""
-    gemm = gemm_gflops(repeats=args.repeats)
-    out = {"gemm_gflops": gemm["median"], "gemm": gemm}
-    out["ptb"], out["ptb_vae"], out["bn_vae_over_vae_step_time"] = bench_bn_over_vae(
-        args.rounds, args.repeats
+    """GEMM, PTB-size BN-VAE and VAE steps, Yahoo-size step, IW-NLL.
+
+    With ``args.compare == 'pytorch'`` the same workloads of the PyTorch
+    reference too, under ``out['pytorch']``.
+    """
+    sizes = TINY_SIZES if args.tiny else SIZES
+    gemm_n = TINY_GEMM_N if args.tiny else GEMM_N
+    ref = import_reference() if args.compare == "pytorch" else None
+    extra = {}
+    if ref is not None:
+        ref.set_threads()
+        extra["pytorch"] = ref.train_runner(
+            sizes["ptb"], make_batch(sizes["ptb"], BATCH)
+        )
+    gemm = gemm_gflops(gemm_n, repeats=args.repeats)
+    out = {"gemm_gflops": gemm["median"], "gemm": gemm, "gemm_n": gemm_n}
+    if args.tiny:
+        out["sizes"] = sizes
+    out["ptb"], out["ptb_vae"], out["bn_vae_over_vae_step_time"], others = (
+        bench_bn_over_vae(args.rounds, args.repeats, sizes, extra)
     )
     if not args.skip_yahoo:
-        out["yahoo"] = bench_train("yahoo", "bn_gaussian", args.repeats)
-    iw = bench_iw(500, args.iw_chunk, args.iw_sentences, args.iw_repeats)
+        out["yahoo"] = bench_train("yahoo", "bn_gaussian", args.repeats, sizes)
+    iw = bench_iw(
+        500, args.iw_chunk, args.iw_sentences, args.iw_repeats, size=sizes["ptb"]
+    )
     out["iw"] = iw
     out["iw_nll_seconds_per_sentence"] = iw["seconds_per_sentence"]
+    if ref is not None:
+        out["pytorch"] = pytorch_side(args, ref, sizes, gemm_n, others["pytorch"], out)
     return out
+
+
+def pytorch_side(args, ref, sizes, gemm_n, ptb, jax_out) -> dict:
+    """The reference's Yahoo-size step, IW-NLL and GEMM rate; JAX/PyTorch ratios."""
+    gemm = torch_gemm_gflops(gemm_n, args.repeats)
+    side = {**ref.versions(), "cpu": cpu_info(), "gemm_gflops": gemm["median"]}
+    side.update(gemm=gemm, gemm_n=gemm_n, ptb=ptb)
+    if not args.skip_yahoo:
+        run = ref.train_runner(sizes["yahoo"], make_batch(sizes["yahoo"], BATCH))
+        compile_s, times = timed_calls(run, args.repeats)
+        side["yahoo"] = train_summary("yahoo", compile_s, times, sizes)
+    side["iw"] = torch_iw(
+        500, args.iw_chunk, args.iw_sentences, args.iw_repeats, sizes["ptb"]
+    )
+    ratios = {
+        name: side[name]["step_ms"] / jax_out[name]["step_ms"]
+        for name in ("ptb", "yahoo")
+        if name in side
+    }
+    ratios["iw"] = (
+        side["iw"]["seconds_per_sentence"] / jax_out["iw"]["seconds_per_sentence"]
+    )
+    ratios["gemm"] = jax_out["gemm_gflops"] / side["gemm_gflops"]
+    side["jax_speed_over_pytorch"] = ratios
+    return side
 
 
 def print_table(out: dict) -> None:
@@ -305,6 +453,85 @@ def print_table(out: dict) -> None:
         f"{out['bn_vae_over_vae_step_time']:.3f} (alternating rounds);"
         f" peak RSS {out['peak_rss_mb']:.0f} MB"
     )
+    if "pytorch" in out:
+        print()
+        print_comparison(out)
+
+
+def _ms_range(median: float, low: float, high: float, digits: int = 1) -> str:
+    return f"{median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+def _iw_ms(r: dict) -> str:
+    keys = (
+        "seconds_per_sentence",
+        "seconds_per_sentence_min",
+        "seconds_per_sentence_max",
+    )
+    return _ms_range(*(1e3 * r[k] for k in keys), digits=0)
+
+
+def print_comparison(out: dict) -> None:
+    """JAX next to the PyTorch reference: times, ratios, GEMM rates, the CPU."""
+    side = out["pytorch"]
+    ratios = side["jax_speed_over_pytorch"]
+    gemm_jax, gemm_torch = out["gemm_gflops"], side["gemm_gflops"]
+    rows = [
+        (
+            "workload",
+            "JAX ms (min-max)",
+            "PyTorch ms (min-max)",
+            "JAX/PyTorch speed",
+            "JAX % GEMM",
+            "PyTorch % own GEMM",
+        )
+    ]
+    for name in ("ptb", "yahoo"):
+        if name in side:
+            j, t = out[name], side[name]
+            rows.append(
+                (
+                    f"train {name} (BN-VAE)",
+                    _ms_range(j["step_ms"], j["step_ms_min"], j["step_ms_max"]),
+                    _ms_range(t["step_ms"], t["step_ms_min"], t["step_ms_max"]),
+                    f"{ratios[name]:.2f}x",
+                    f"{100 * j['gflops'] / gemm_jax:.0f}",
+                    f"{100 * t['gflops'] / gemm_torch:.0f}",
+                )
+            )
+    j, t = out["iw"], side["iw"]
+    rows.append(
+        (
+            "iw-nll 500 (per sent.)",
+            _iw_ms(j),
+            _iw_ms(t),
+            f"{ratios['iw']:.2f}x",
+            f"{100 * j['gflops'] / gemm_jax:.0f}",
+            f"{100 * t['gflops'] / gemm_torch:.0f}",
+        )
+    )
+    rows.append(
+        (
+            f"GEMM f32 {out['gemm_n']}^2 GFLOP/s",
+            _ms_range(gemm_jax, out["gemm"]["min"], out["gemm"]["max"]),
+            _ms_range(gemm_torch, side["gemm"]["min"], side["gemm"]["max"]),
+            f"{ratios['gemm']:.2f}x",
+            "-",
+            "-",
+        )
+    )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    cpu = side["cpu"]
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items())
+    print(
+        f"CPU: {cpu['model']} ({cpu['cores']} cores; {flags}); torch "
+        f"{side['torch_version']}, {side['threads']} threads, ATen CPU kernels "
+        f"{side['cpu_capability']}; jax {jax.__version__}. JAX/PyTorch speed = "
+        "PyTorch time / JAX time (GEMM: JAX rate / PyTorch rate); % GEMM is of "
+        "each library's own GEMM rate."
+    )
 
 
 def main(argv=None) -> dict:
@@ -318,9 +545,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--iw-repeats", type=int, default=8)
     parser.add_argument("--skip-yahoo", action="store_true")
     parser.add_argument(
-        "--tiny", action="store_true", help="gpu suite at tiny sizes (a smoke test)"
+        "--tiny",
+        action="store_true",
+        help="cpu or gpu suite at tiny sizes (a smoke test; numbers mean nothing)",
+    )
+    parser.add_argument(
+        "--compare",
+        choices=("pytorch",),
+        default=None,
+        help="cpu suite: also time the PyTorch reference (needs the bench extra)",
     )
     args = parser.parse_args(argv)
+    if args.compare and args.suite != "cpu":
+        parser.error("--compare works with --suite=cpu only")
 
     out = {"backend": jax.default_backend(), "suite": args.suite}
     if args.suite == "cpu":
