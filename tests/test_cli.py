@@ -405,7 +405,9 @@ def test_print_config_of_the_dialog_task(tmp_path):
     assert lines["model.gamma"].endswith(
         "# bn_cvae: fixed BN scale (not given in the paper)"
     )
-    assert lines["data.train_file"].split() == ["data.train_file", "''"]  # no comment
+    assert lines["data.train_file"].endswith(
+        '# dialogs: Zhao et al.\'s JSONL or "a ||| b ||| reply" lines'
+    )
     assert "parallel.heartbeat_timeout_s" in lines
 
 

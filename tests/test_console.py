@@ -31,12 +31,15 @@ def test_console_is_short_and_the_log_file_keeps_everything(tmp_path):
     assert len(lines) <= 40, out
     assert "orbax" not in out and "checkpoint_manager" not in out, out
     # No Python warning and no warning of the run's own, except BN-VAE's bound
-    # monitor: on this tiny model the bound can dip for a few steps at the
-    # start (a measured event the console is meant to show).
+    # monitor (on this tiny model the bound can dip for a few steps at the
+    # start) and the final evaluation's note that the best checkpoint's BN
+    # statistics lag (it is epoch 0's): measured events the console is meant
+    # to show.
+    expected = ("BN-VAE's KL bound does not hold", "BN running statistics lag")
     own = [
         line
         for line in lines
-        if "warning:" in line and "BN-VAE's KL bound does not hold" not in line
+        if "warning:" in line and not any(text in line for text in expected)
     ]
     assert "Warning" not in out and not own, out
     epochs = [x for x in lines if x.startswith("epoch ") and "valid nll" in x]
