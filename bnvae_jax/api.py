@@ -290,9 +290,11 @@ class TextModel(_Model):
         key = self._key(_seed(seed))
         out = np.zeros((len(rows), self.module.cfg.latent_dim), np.float32)
         plan = self._plan(rows)
-        for i in range(len(plan)):
-            batch = plan.make_batch(i)
-            z = _encode_kernel(
+        batches = [plan.make_batch(i) for i in range(len(plan))]
+        # Every batch is dispatched before any result is read, so the device
+        # works through them while the host waits once.
+        codes = [
+            _encode_kernel(
                 self.variables,
                 key,
                 batch.tokens,
@@ -302,6 +304,9 @@ class TextModel(_Model):
                 module=self.module,
                 sample=bool(sample),
             )
+            for batch in batches
+        ]
+        for batch, z in zip(batches, codes, strict=True):
             real = batch.index >= 0
             out[batch.index[real]] = np.asarray(z)[real]
         return out
@@ -357,7 +362,7 @@ class TextModel(_Model):
         )
         key = self._key(_seed(seed))
         size = int(self.config.data.eval_batch_size)
-        out = []
+        pending = []  # dispatched chunks, read once all are queued
         for start in range(0, z.shape[0], size):
             chunk = np.zeros((size, n), np.float32)
             part = np.asarray(z[start : start + size], np.float32)
@@ -384,10 +389,12 @@ class TextModel(_Model):
                     max_len=max_len,
                     length_norm=True,
                 )
-            out += [
-                " ".join(self.vocab.decode(r)) for r in np.asarray(ids)[: len(part)]
-            ]
-        return out
+            pending.append((ids, len(part)))
+        return [
+            " ".join(self.vocab.decode(r))
+            for ids, used in pending
+            for r in np.asarray(ids)[:used]
+        ]
 
     def reconstruct(self, texts, **decode_options) -> list[str]:
         """Decodes the posterior locations of ``texts`` (options: ``decode``)."""
