@@ -160,6 +160,7 @@ def main(argv=None) -> dict:
     out["rows"]["encode"] = compare(
         lambda: model.encode(texts), encode_pass, args.repeats, len(texts)
     )
+    print("encode", out["rows"]["encode"], flush=True)
 
     z = model.encode(texts)
     size = data.eval_batch_size
@@ -176,6 +177,7 @@ def main(argv=None) -> dict:
     out["rows"]["decode_greedy"] = compare(
         lambda: model.decode(z[:used]), decode_pass, args.repeats, used
     )
+    print("decode_greedy", out["rows"]["decode_greedy"], flush=True)
 
     scored = texts[: args.score_sentences]
     score_rows = rows[: args.score_sentences]

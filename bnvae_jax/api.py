@@ -36,7 +36,7 @@ import numpy as np
 
 from bnvae_jax import fileio
 from bnvae_jax.data import batching, corpus
-from bnvae_jax.data.vocab import SPECIAL_TOKENS, UNK, Vocab
+from bnvae_jax.data.vocab import EOS, UNK, Vocab
 from bnvae_jax.errors import UserError
 from bnvae_jax.evaluation import bn_stats, decoding, passes, sizing
 from bnvae_jax.evaluation import run as eval_run
@@ -215,7 +215,7 @@ class TextModel(_Model):
         """Id rows ``<s> w.. </s>`` as the run read its corpus, and OOV counts."""
         texts = _texts(texts)
         limit = int(self.config.data.max_tokens)
-        sentences, oov_words, total = [], [], 0
+        rows, oov, oov_words, total = [], [], [], 0
         for i, text in enumerate(texts):
             tokens = text.split()
             if not tokens:
@@ -225,24 +225,22 @@ class TextModel(_Model):
                     f"text {i} has {len(tokens)} words; the run read at most "
                     f"data.max_tokens={limit}"
                 )
-            special = [t for t in tokens if t in SPECIAL_TOKENS and t != "<unk>"]
-            if special:
+            (row,) = corpus.encode_corpus([tokens], self.vocab)
+            if (row[1:-1] <= EOS).any():  # <pad>, <s> or </s> among the words
                 raise ValueError(
-                    f"text {i} contains {special[0]}: give the words only "
-                    "(<s> and </s> are added)"
+                    f"text {i} contains one of <pad>, <s>, </s>: give the words "
+                    "only (<s> and </s> are added)"
                 )
-            sentences.append(tokens)
-            oov_words += [t for t in tokens if self.vocab.id(t) == UNK and t != "<unk>"]
+            unknown = row == UNK
+            if unknown.any():  # rare: look at the words only then
+                oov_words += [
+                    t for t in tokens if self.vocab.id(t) == UNK and t != "<unk>"
+                ]
+            rows.append(row)
+            oov.append(int(unknown.sum()) - tokens.count("<unk>"))
             total += len(tokens)
         _oov_warning(oov_words, total, self.vocab)
-        rows = corpus.encode_corpus(sentences, self.vocab)
-        oov = np.asarray(
-            [
-                sum(self.vocab.id(t) == UNK and t != "<unk>" for t in s)
-                for s in sentences
-            ]
-        )
-        return rows, oov
+        return rows, np.asarray(oov)
 
     def arrays(self, texts) -> dict[str, np.ndarray]:
         """``texts`` as the arrays ``module.apply`` takes, padded to one batch.
@@ -498,9 +496,14 @@ class TextModel(_Model):
 
 @functools.partial(jax.jit, static_argnames=("module", "sample"))
 def _encode_kernel(variables, key, tokens, lengths, mask, index, *, module, sample):
+    family = module.family
+    if not (sample or module.cfg.svi_steps):  # the means need no randomness
+        post = module.apply(
+            variables, tokens, lengths, mask, train=False, method="encode"
+        )
+        return family.location(post)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.maximum(index, 0))
     post = svi.eval_posterior(module, variables, tokens, lengths, mask, keys)
-    family = module.family
     return family.sample_rows(post, keys) if sample else family.location(post)
 
 
