@@ -104,6 +104,16 @@ def _positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def _decode_settings(temperature, max_len, config) -> tuple[float, int]:
+    """Checked temperature (> 0) and ``max_len`` (default: eval.max_decode_len)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f"temperature must be a number, got {temperature!r}")
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
+    limit = config.eval.max_decode_len if max_len is None else max_len
+    return float(temperature), _positive_int(limit, "max_len")
+
+
 def _seed(seed) -> int | None:
     if seed is not None:
         _positive_int(seed, "seed", minimum=0)
@@ -351,13 +361,7 @@ class TextModel(_Model):
                 f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}"
             )
         beam_size = _positive_int(beam_size, "beam_size")
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-            raise TypeError(f"temperature must be a number, got {temperature!r}")
-        if not temperature > 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
-        max_len = _positive_int(
-            self.config.eval.max_decode_len if max_len is None else max_len, "max_len"
-        )
+        temperature, max_len = _decode_settings(temperature, max_len, self.config)
         key = self._key(_seed(seed))
         size = int(self.config.data.eval_batch_size)
         pending = []  # dispatched chunks, read once all are queued
@@ -376,17 +380,17 @@ class TextModel(_Model):
                     chunk,
                     jax.random.fold_in(key, start),
                     max_len=max_len,
-                    temperature=float(temperature),
+                    temperature=temperature,
                 )
             else:
-                ids = decoding.beam_decode(
+                ids = decoding.beam_search(
                     self.module,
                     self.variables,
                     chunk,
                     beam_size=beam_size,
                     max_len=max_len,
                     length_norm=True,
-                )
+                ).tokens
             pending.append((ids, len(part)))
         return [
             " ".join(self.vocab.decode(r))
@@ -556,13 +560,7 @@ class DialogModel(_Model):
         n = _positive_int(n, "n")
         if strategy not in ("greedy", "sample"):
             raise ValueError(f"strategy={strategy!r} is not one of greedy, sample")
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-            raise TypeError(f"temperature must be a number, got {temperature!r}")
-        if not temperature > 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
-        max_len = _positive_int(
-            self.config.eval.max_decode_len if max_len is None else max_len, "max_len"
-        )
+        temperature, max_len = _decode_settings(temperature, max_len, self.config)
         if topic is not None and not isinstance(topic, str):
             raise TypeError(f"topic must be a string, got {type(topic).__name__}")
         data = self.config.data
@@ -593,7 +591,7 @@ class DialogModel(_Model):
             module=self.module,
             num_samples=n,
             max_len=max_len,
-            temperature=None if strategy == "greedy" else float(temperature),
+            temperature=None if strategy == "greedy" else temperature,
         )
         return [" ".join(self.vocab.decode(r)) for r in np.asarray(ids)[0]]
 

@@ -165,7 +165,9 @@ def test_beam_one_is_greedy(tiny_model_config, seed):
     model = _model(tiny_model_config)
     variables = _variables(model, seed)
     z = _z(seed)
-    beam = decoding.beam_decode(model, variables, z, beam_size=1, max_len=MAX_LEN)
+    beam = decoding.beam_search(
+        model, variables, z, beam_size=1, max_len=MAX_LEN
+    ).tokens
     greedy = decoding.greedy_decode(model, variables, z, max_len=MAX_LEN)
     np.testing.assert_array_equal(beam, greedy)
 
@@ -228,7 +230,7 @@ def test_eos_preferring_model_stops_at_first_step(tiny_model_config):
     outputs = [
         decoding.greedy_decode(model, variables, z, max_len=MAX_LEN),
         decoding.sample_decode(model, variables, z, jax.random.key(0), max_len=MAX_LEN),
-        decoding.beam_decode(model, variables, z, beam_size=5, max_len=MAX_LEN),
+        decoding.beam_search(model, variables, z, beam_size=5, max_len=MAX_LEN).tokens,
     ]
     for out in outputs:
         np.testing.assert_array_equal(out, want)

@@ -75,7 +75,9 @@ def _jitted(model: nn.Module):
     return jax.jit(functools.partial(_moments_kernel, model=model))
 
 
-def _population_moments(model, variables, rows, batch_size, bucket_width, limit):
+def _population_moments(
+    model, variables, rows, *, batch_size, bucket_width, max_sentences=0
+):
     """Count, mean and biased variance <float64>[n] of the raw μ over real rows.
 
     Batch moments (masked: padding examples excluded) are merged in float64
@@ -83,7 +85,7 @@ def _population_moments(model, variables, rows, batch_size, bucket_width, limit)
     """
     if not has_bn_head(variables):
         raise ValueError("the variables hold no running statistics of a BN head")
-    rows = list(rows[:limit] if limit > 0 else rows)
+    rows = list(rows[:max_sentences] if max_sentences > 0 else rows)
     if not rows:
         raise ValueError("no rows to estimate the statistics of μ from")
     config = batching.BatchingConfig(batch_size=batch_size, bucket_width=bucket_width)
@@ -136,7 +138,12 @@ def precise_batch_stats(
       running variance estimates it.
     """
     count, mean, var = _population_moments(
-        model, variables, rows, batch_size, bucket_width, max_sentences
+        model,
+        variables,
+        rows,
+        batch_size=batch_size,
+        bucket_width=bucket_width,
+        max_sentences=max_sentences,
     )
     return _with_stats(variables, mean, var * count / max(count - 1.0, 1.0))
 
@@ -167,22 +174,15 @@ class LagReport:
 
 
 def lag_report(
-    model: nn.Module,
-    variables: Mapping,
-    rows: Sequence[np.ndarray],
-    *,
-    batch_size: int,
-    bucket_width: int,
-    max_sentences: int = 0,
+    model: nn.Module, variables: Mapping, rows: Sequence[np.ndarray], **sizes
 ) -> LagReport:
     """Compares the head's running statistics with μ's statistics over ``rows``.
 
-    Arguments as for ``precise_batch_stats``. Uses the head's own γ (learnt for
+    Arguments as for ``precise_batch_stats`` (``sizes``: batch_size,
+    bucket_width, max_sentences). Uses the head's own γ (learnt for
     ``learn_gamma``) and denominator (``bn_remedy``).
     """
-    count, mean, biased = _population_moments(
-        model, variables, rows, batch_size, bucket_width, max_sentences
-    )
+    count, mean, biased = _population_moments(model, variables, rows, **sizes)
     cfg = model.cfg
     gamma, beta = head_scale_and_shift(model, variables)
     stats = variables["batch_stats"]["head"]["bn"]

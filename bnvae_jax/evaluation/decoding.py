@@ -249,26 +249,6 @@ def beam_search(
     return BeamResult(tokens, jnp.take_along_axis(all_scores, best[:, None], 1)[:, 0])
 
 
-def beam_decode(
-    model: nn.Module,
-    variables: Variables,
-    z: jax.Array,
-    *,
-    beam_size: int,
-    max_len: int,
-    length_norm: bool = False,
-) -> jax.Array:
-    """Tokens <int32>[B, max_len] of ``beam_search`` (see there)."""
-    return beam_search(
-        model,
-        variables,
-        z,
-        beam_size=beam_size,
-        max_len=max_len,
-        length_norm=length_norm,
-    ).tokens
-
-
 def valid_token_mask(seqs: jax.Array) -> jax.Array:
     """<bool>[..., T]: positions up to and including the first ``</s>``."""
     is_eos = (seqs == EOS).astype(jnp.int32)
@@ -373,9 +353,9 @@ def write_outputs(
                 jax.random.fold_in(k_sample, start),
                 max_len=max_len,
             ),
-            "beam": beam_decode(
+            "beam": beam_search(
                 model, variables, z, beam_size=cfg.beam_size, max_len=max_len
-            ),
+            ).tokens,
         }
         decoded = {name: np.asarray(v) for name, v in decoded.items()}
         for i, row in enumerate(chunk):
