@@ -37,12 +37,11 @@ import numpy as np
 from bnvae_jax import fileio
 from bnvae_jax.data import batching, corpus
 from bnvae_jax.data.vocab import EOS, UNK, Vocab
-from bnvae_jax.errors import UserError
-from bnvae_jax.evaluation import bn_stats, decoding, passes, sizing
+from bnvae_jax.errors import WorkdirError
+from bnvae_jax.evaluation import bn_stats, decoding, passes
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models import svi
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training.parallel import single_device
 
 FORMAT = "bnvae_jax.export"
 FORMAT_VERSION = 1
@@ -52,7 +51,7 @@ STRATEGIES = ("greedy", "sample", "beam")
 BOUND_SLACK = 0.9
 
 
-class LoadError(UserError):
+class LoadError(WorkdirError):
     """``load`` cannot read the path: the message says what is wrong."""
 
 
@@ -449,21 +448,16 @@ class TextModel(_Model):
         pp = passes.posterior_pass(
             self.module, self.variables, eval_run.iterate_arrays(plan), pass_key
         )
-        ecfg = self.run.eval
-        sizes = sizing.iw_sizes(ecfg.iw_batch, ecfg.iw_max_logits, single_device())
-        iw_plan = eval_run.plan_batches(
-            rows, sizes.batch, int(self.config.data.bucket_width)
-        )
         samples = iw_samples if self.module.cfg.latent_dim else 1
-        _, log_px, tokens = passes.iw_log_likelihood(
+        log_px, tokens = eval_run.iw_log_px(
             self.module,
             self.variables,
-            eval_run.iterate_arrays(iw_plan),
+            rows,
             iw_key,
+            self.run.eval,
+            bucket_width=int(self.config.data.bucket_width),
             num_samples=samples,
-            chunk=ecfg.iw_chunk,
             progress=False,
-            max_logits=sizes.max_logits,
         )
         return Scores(
             iw_nll=-log_px,

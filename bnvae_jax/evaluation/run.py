@@ -101,6 +101,41 @@ def elbo_metrics(
     return metrics, pp
 
 
+def iw_log_px(
+    model: nn.Module,
+    variables: Mapping,
+    rows: Sequence[np.ndarray],
+    key: jax.Array,
+    cfg: EvalConfig,
+    *,
+    bucket_width: int,
+    num_samples: int,
+    progress: bool = True,
+    par: parallel.Parallel | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sentence importance-weighted log p(x) and predicted tokens, row order.
+
+    Batch and chunk sizes come from ``cfg`` and the devices (results do not
+    depend on them: sentence ``i`` draws from ``fold_in(key, i)``).
+    """
+    par = par or parallel.single_device()
+    sizes = sizing.iw_sizes(cfg.iw_batch, cfg.iw_max_logits, par)
+    plan = plan_batches(rows, sizes.batch, bucket_width)
+    _, log_px, tokens = passes.iw_log_likelihood(
+        model,
+        variables,
+        iterate_arrays(plan),
+        key,
+        num_samples=num_samples,
+        chunk=cfg.iw_chunk,
+        progress=progress,
+        total=len(plan),
+        max_logits=sizes.max_logits,
+        par=par,
+    )
+    return log_px, tokens
+
+
 def iw_metrics(
     model: nn.Module,
     variables: Mapping,
@@ -115,27 +150,24 @@ def iw_metrics(
     """Importance-weighted NLL (nats per sentence) and PPL on the first sentences."""
     if cfg.iw_max_sentences > 0:
         rows = rows[: cfg.iw_max_sentences]
-    par = par or parallel.single_device()
-    sizes = sizing.iw_sizes(cfg.iw_batch, cfg.iw_max_logits, par)
-    plan = plan_batches(rows, sizes.batch, bucket_width)
-    _, log_px, tokens = passes.iw_log_likelihood(
+    # Without a latent, log p(x) is exact with one "sample".
+    samples = cfg.iw_samples if model.cfg.latent_dim else 1
+    log_px, tokens = iw_log_px(
         model,
         variables,
-        iterate_arrays(plan),
+        rows,
         key,
-        # Without a latent, log p(x) is exact with one "sample".
-        num_samples=cfg.iw_samples if model.cfg.latent_dim else 1,
-        chunk=cfg.iw_chunk,
+        cfg,
+        bucket_width=bucket_width,
+        num_samples=samples,
         progress=progress,
-        total=len(plan),
-        max_logits=sizes.max_logits,
         par=par,
     )
     return {
         "iw_nll": float(-np.mean(log_px)),
         "iw_ppl": float(math.exp(-np.sum(log_px) / np.sum(tokens))),
         "iw_sentences": len(log_px),
-        "iw_samples": cfg.iw_samples if model.cfg.latent_dim else 1,
+        "iw_samples": samples,
     }
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -45,7 +44,7 @@ from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import ConfigError, DataError, WorkdirError
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import checkpoints, config_lib, parallel, steps
+from bnvae_jax.training import checkpoints, parallel, steps
 from bnvae_jax.training import loop as loop_lib
 
 # The seeds of the reference's t_s_f.py, in its order; more seeds continue the
@@ -195,32 +194,25 @@ class TrainedRun:
 
 
 def load_run(workdir: str) -> TrainedRun:
-    """Reads ``config.json``, ``vocab.txt`` and the best checkpoint of a run.
+    """The best checkpoint of a text-VAE run (``bnvae_jax.load``), as a TrainedRun.
 
     Raises:
-        WorkdirError: not a finished run, or a run without a latent.
+        WorkdirError: not a finished text-VAE run, or a run without a latent.
     """
-    path = pathlib.Path(workdir)
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise WorkdirError(f"{workdir} holds no run (no config.json)")
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    vocab = Vocab.load(path / "vocab.txt")
-    run = config_lib.resolve(config, len(vocab))
-    if not run.model.latent_dim:
-        raise WorkdirError(f"{workdir}: method {run.method_name} has no latent code")
-    if not (path / checkpoints.CHECKPOINT_DIR / checkpoints.BEST_DIR).is_dir():
-        raise WorkdirError(f"{workdir} has no best checkpoint yet")
-    # No template: the saved tree comes back as it was written.
-    tree, _ = checkpoints.Checkpointer(path).restore_best(None)
-    # A head without running statistics may come back without the entry.
-    variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats") or {}}
-    variables = jax.tree_util.tree_map(jnp.asarray, variables)
+    from bnvae_jax import api  # the loader sits above the tasks
+
+    model = api.load(workdir)
+    if not isinstance(model, api.TextModel):
+        raise WorkdirError(f"{workdir}: not a text-VAE run")
+    if not model.module.cfg.latent_dim:
+        raise WorkdirError(
+            f"{workdir}: method {model.run.method_name} has no latent code"
+        )
     return TrainedRun(
-        model=TextVAE(run.model),
-        variables=variables,
-        vocab=vocab,
-        bucket_width=int(config.data.bucket_width),
+        model=model.module,
+        variables=model.variables,
+        vocab=model.vocab,
+        bucket_width=int(model.config.data.bucket_width),
     )
 
 
