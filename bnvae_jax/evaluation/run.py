@@ -137,31 +137,18 @@ def iw_log_px(
 
 
 def iw_metrics(
-    model: nn.Module,
-    variables: Mapping,
-    rows: Sequence[np.ndarray],
-    key: jax.Array,
-    cfg: EvalConfig,
-    *,
-    bucket_width: int,
-    progress: bool = True,
-    par: parallel.Parallel | None = None,
+    model: nn.Module, variables: Mapping, rows, key: jax.Array, cfg: EvalConfig, **kw
 ) -> dict[str, float]:
-    """Importance-weighted NLL (nats per sentence) and PPL on the first sentences."""
+    """Importance-weighted NLL (nats per sentence) and PPL on the first sentences.
+
+    ``kw``: ``bucket_width``, ``progress`` and ``par``, as for ``iw_log_px``.
+    """
     if cfg.iw_max_sentences > 0:
         rows = rows[: cfg.iw_max_sentences]
     # Without a latent, log p(x) is exact with one "sample".
     samples = cfg.iw_samples if model.cfg.latent_dim else 1
     log_px, tokens = iw_log_px(
-        model,
-        variables,
-        rows,
-        key,
-        cfg,
-        bucket_width=bucket_width,
-        num_samples=samples,
-        progress=progress,
-        par=par,
+        model, variables, rows, key, cfg, num_samples=samples, **kw
     )
     return {
         "iw_nll": float(-np.mean(log_px)),
