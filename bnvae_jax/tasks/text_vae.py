@@ -1,17 +1,18 @@
-"""The text VAEs on the shared loop (``training.loop``).
+"""The text VAEs: ``train_and_evaluate`` in the shape of the Flax examples.
 
-The task supplies the text VAE's batches (length-bucketed), its train steps
-(SGD on the annealed ELBO; He et al.'s aggressive encoder steps; SA-VAE),
-the selection loss of its method, the reference's plateau rule (LR decay with
+The task builds the text VAE's batches (length-bucketed), its train steps (SGD
+on the annealed ELBO; He et al.'s aggressive encoder steps; SA-VAE), the
+selection loss of its method, the reference's plateau rule (LR decay with
 best-checkpoint reload, stop at the ``max_decay``-th decay), He et al.'s
 aggressive-training switch, and the final evaluation (ELBO, KL, MI, AU,
-500-sample IW-NLL, decoded samples). Resume, checkpoints, NaN guard,
-progress, devices and Ctrl-C are the loop's.
+500-sample IW-NLL, decoded samples), and runs them on ``training.loop``, which
+owns resume, checkpoints, NaN guard, progress, devices and Ctrl-C.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import pathlib
 
@@ -31,62 +32,56 @@ from bnvae_jax.training import (
     config_lib,
     objectives,
     parallel,
+    rules,
     schedules,
     steps,
 )
-from bnvae_jax.training import (
-    loop as loop_lib,
-)
+from bnvae_jax.training import loop as loop_lib
 from bnvae_jax.training.config_lib import RunConfig
-from bnvae_jax.training.loop import (  # noqa: F401  (the task's public names)
-    DivergedError,
-    end_of_epoch,
-    final_results,
-    prefetch,
-    restore_or_start,
-    setup_devices,
-    train_epochs,
-)
+from bnvae_jax.training.loop import DivergedError
 
 # The arrays a train step reads; evaluation batches also carry sentence ids.
 TRAIN_KEYS = ("tokens", "lengths", "mask")
-_state_tree = loop_lib.state_tree
 
 
 @dataclasses.dataclass
 class LoopState(loop_lib.LoopState):
-    """The loop's progress plus the plateau rule's and the aggressive controller's."""
+    """The loop's progress plus the plateau rule's and the aggressive switch's."""
 
     learning_rate: float = 1.0
     decay_count: int = 0
     ref_loss: float = 1e4  # the reference's last non-worsening validation loss
     not_improved: int = 0
-    # agg_vae's controller: aggressive updates until validation MI drops.
+    # agg_vae's switch: aggressive updates until validation MI drops.
     aggressive: bool = True
     pre_mi: float = 0.0
     inner_steps: int = 0  # encoder-only steps taken (agg_vae)
-    bn_warning: str = ""  # BN bound problems last warned about (bn_health.monitor)
+    bn_warning: str = ""  # BN bound problems last warned about (bn_health.warn)
 
 
-def plateau_update(loop: LoopState, val_loss: float, epoch: int, cfg) -> bool:
-    """The reference's LR-decay rule; returns True when LR decays.
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A built run: its configs, data, batch plan, model, workdir and keys.
 
-    ``ref_loss`` is the last validation loss that did not get worse; after
-    ``decay_epoch`` worse epochs (and not before ``load_best_epoch``) the rate is
-    multiplied by ``lr_decay`` and the caller reloads the best checkpoint.
+    Attributes:
+      config: the run's config as given (saved with the results).
+      run: the typed config.
+      data: the corpus splits and vocabulary.
+      plan: the training batches (length buckets).
+      model: the model as validation and evaluation apply it.
+      ctx: the workdir, checkpoints, writer, devices and loop settings.
+      rng: the train steps' key, replicated over the devices.
+      eval_key: the key evaluation draws from.
     """
-    if val_loss > loop.ref_loss:
-        loop.not_improved += 1
-        if loop.not_improved >= cfg.decay_epoch and epoch >= cfg.load_best_epoch:
-            loop.ref_loss = val_loss
-            loop.not_improved = 0
-            loop.learning_rate *= cfg.lr_decay
-            loop.decay_count += 1
-            return True
-    else:
-        loop.not_improved = 0
-        loop.ref_loss = val_loss
-    return False
+
+    config: ml_collections.ConfigDict
+    run: RunConfig
+    data: datasets.Datasets
+    plan: batching.BatchPlan
+    model: TextVAE
+    ctx: loop_lib.Context
+    rng: jax.Array
+    eval_key: jax.Array
 
 
 def build_model(
@@ -100,276 +95,299 @@ def build_model(
 
 
 def run_info(config: ml_collections.ConfigDict, vocab: Vocab) -> dict:
+    """What a workdir's checkpoints depend on (shapes, vocabulary)."""
     info = {k: config_lib.get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
     info["vocab_size"] = len(vocab)
     info["vocab_fingerprint"] = vocab.fingerprint()
     return info
 
 
-@dataclasses.dataclass
-class TextVAETrainer(loop_lib.Trainer):
-    """The text VAE task; built once by ``setup``."""
+def setup(
+    config: ml_collections.ConfigDict, workdir: str, write: bool = True
+) -> tuple[Setup, steps.TrainState]:
+    """Reads the data, checks the workdir, builds the run and a fresh state.
 
-    run: RunConfig
-    data: datasets.Datasets
-    model: TextVAE
-    plan: batching.BatchPlan
+    The run's key ``key(run.seed)`` gives the initial parameters
+    (``fold_in(key, 0)``) and the train steps' randomness (``fold_in(key, 1)``).
+    With ``write`` (training), records the vocabulary, run info and config in
+    the workdir.
+    """
+    config_lib.validate(config)
+    par = loop_lib.setup_devices(config)
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    # Process 0 first: it may write prepared data into the shared workdir.
+    data = parallel.first_host_then_others(
+        lambda: datasets.load_datasets(config.data, str(workdir)), "reading the data"
+    )
+    info = run_info(config, data.vocab)
+    run = config_lib.resolve(config, len(data.vocab))
+    ctx = loop_lib.open_context(workdir, info, par, run.train, write)
+    plan = batching.plan_batches(
+        data.train,
+        batching.BatchingConfig(
+            batch_size=config.data.batch_size,
+            bucket_width=config.data.bucket_width,
+            mode=config.data.batching,
+        ),
+    )
+    if len(plan) == 0:
+        raise UserError(f"{data.files['train']} gives no training batch")
+    root = jax.random.key(run.seed)
+    s = Setup(
+        config=config,
+        run=run,
+        data=data,
+        plan=plan,
+        model=build_model(run, par.axis_name),
+        ctx=ctx,
+        rng=par.replicate(jax.random.fold_in(root, 1)),
+        eval_key=eval_run.root_key(run.eval, run.seed),
+    )
+    state = steps.create_train_state(
+        build_model(run, par.axis_name, training=True),
+        jax.random.fold_in(root, 0),
+        eval_run.batch_arrays(plan.make_batch(0)),
+        steps.make_optimizer(run.train.learning_rate, run.train.clip_norm),
+    )
+    if write:
+        loop_lib.record_run(ctx.workdir, data.vocab, info, config)
+    return s, par.replicate(state)
 
-    loop_state_class = LoopState
 
-    # -- building the run ------------------------------------------------------
+# -- batches and steps -----------------------------------------------------------
 
-    validate_config = staticmethod(config_lib.validate)
 
-    @staticmethod
-    def load_data(config, workdir: pathlib.Path) -> datasets.Datasets:
-        return datasets.load_datasets(config.data, str(workdir))
+def epoch_batches(s: Setup, epoch: int, start: int):
+    """``(position, arrays, tokens)`` of the epoch's batches from ``start``."""
+    order = batching.epoch_order(s.plan, s.run.seed, epoch)
+    for position in range(start, len(s.plan)):
+        batch = s.plan.make_batch(int(order[position]))
+        if batch.num_real < s.run.train.min_batch:
+            yield position, None, 0
+        else:
+            yield position, train_arrays(batch), batch.num_tokens
 
-    @staticmethod
-    def run_info(config, data: datasets.Datasets) -> dict:
-        return run_info(config, data.vocab)
 
-    @staticmethod
-    def resolve_config(config, data: datasets.Datasets) -> RunConfig:
-        return config_lib.resolve(config, len(data.vocab))
+def train_arrays(batch: batching.Batch) -> dict:
+    """The numpy arrays of a host batch that the train step reads."""
+    arrays = eval_run.batch_arrays(batch)
+    return {k: arrays[k] for k in TRAIN_KEYS}
 
-    @staticmethod
-    def eval_key_of(run: RunConfig) -> jax.Array:
-        return eval_run.root_key(run.eval, run.seed)
 
-    @staticmethod
-    def task_fields(config, run: RunConfig, data, par: parallel.Parallel) -> dict:
-        plan = batching.plan_batches(
-            data.train,
-            batching.BatchingConfig(
-                batch_size=config.data.batch_size,
-                bucket_width=config.data.bucket_width,
-                mode=config.data.batching,
-            ),
+def schedule_spec(s: Setup) -> schedules.ScheduleSpec:
+    t = s.run.train
+    per_epoch = sum(1 for g in s.plan.groups if len(g) >= t.min_batch)
+    return schedules.ScheduleSpec(
+        kl_start=t.kl_start,
+        warmup_steps=schedules.warmup_steps(
+            t.kl_warmup_epochs, len(s.data.train), s.config.data.batch_size
+        ),
+        beta=t.beta,
+        steps_per_epoch=per_epoch,
+        total_steps=per_epoch * t.epochs,
+        num_cycles=t.cycles,
+        cycle_ratio=t.cycle_ratio,
+        cycle_epochs=t.cycle_epochs,
+    )
+
+
+def step_fns(s: Setup) -> steps.StepFns:
+    method, t = s.run.method, s.run.train
+    return steps.StepFns(
+        kl_schedule=schedules.build(method.schedule, schedule_spec(s)),
+        kl_transform=objectives.KL_TRANSFORMS[method.kl_transform](t.target_kl),
+        clip_norm=t.clip_norm,
+        svi=s.run.model if method.procedure == "svi" else None,
+        axis_name=s.ctx.par.axis_name,
+    )
+
+
+def compile_steps(s: Setup, updates=("all",)) -> list:
+    """Train steps ``(state, batch, rng, sub=0)`` over the run's devices.
+
+    jit: ``steps.jit_train_step``, which takes its shardings from the
+    replicated state and the sharded batch; pmap: the same step mapped. Both
+    donate the state.
+    """
+    fns, par = step_fns(s), s.ctx.par
+    if par.mode == "jit":
+        return [steps.jit_train_step(fns, update=u) for u in updates]
+    compiled = []
+    for u in updates:
+        mapped = par.pmap_step(
+            functools.partial(_sub_step, fns=fns, update=u), num_args=4
         )
-        if len(plan) == 0:
-            raise UserError(f"{data.files['train']} gives no training batch")
-        return {"model": build_model(run, par.axis_name), "plan": plan}
-
-    def init_state(self, key: jax.Array) -> steps.TrainState:
-        run = self.run
-        return steps.create_train_state(
-            build_model(run, self.par.axis_name, training=True),
-            key,
-            _example_batch(self.plan),
-            steps.make_optimizer(run.train.learning_rate, run.train.clip_norm),
+        compiled.append(
+            lambda state, batch, rng, sub=0, f=mapped: f(
+                state, batch, rng, np.int32(sub)
+            )
         )
+    return compiled
 
-    @property
-    def settings(self):
-        return self.run.train
 
-    def new_loop(self) -> LoopState:
-        return LoopState(learning_rate=self.run.train.learning_rate)
+def _sub_step(state, batch, rng, sub, *, fns, update):
+    return steps.train_step(state, batch, rng, fns=fns, update=update, sub=sub)
 
-    def fresh_start(self, state):
-        if self.config.init_from:
-            state = init_from_run(state, self.config.init_from, self.data.vocab)
-        return state
 
-    def method_name(self) -> str:
-        return self.run.method_name
+def make_step(s: Setup):
+    """``step(state, arrays, loop, step) -> (state, metrics)`` of the method."""
+    if s.run.method.procedure != "aggressive":
+        (step_fn,) = compile_steps(s)
+        return lambda state, arrays, loop, step: step_fn(state, arrays, s.rng)
+    all_step, enc_step, dec_step = compile_steps(s, steps.UPDATES)
 
-    # -- batches ---------------------------------------------------------------
+    def step(state, arrays, loop, step):
+        if not loop.aggressive:
+            return all_step(state, arrays, s.rng)
+        state = _aggressive_encoder_steps(s, state, loop, arrays, enc_step, step)
+        return dec_step(state, arrays, s.rng)
 
-    def num_positions(self) -> int:
-        return len(self.plan)
+    return step
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        return batching.epoch_order(self.plan, self.run.seed, epoch)
 
-    def make_batch(self, order, position: int):
-        batch = self.plan.make_batch(int(order[position]))
-        return batch, batch.num_real
+def _aggressive_encoder_steps(s: Setup, state, loop, first, enc_step, step: int):
+    """He et al.'s inner loop: encoder-only steps until the loss stops falling.
 
-    def train_arrays(self, batch: batching.Batch) -> dict:
-        """The step reads no sentence ids."""
-        arrays = eval_run.batch_arrays(batch)
-        return {k: arrays[k] for k in TRAIN_KEYS}
+    The first step uses the current batch, later ones a uniformly random
+    training batch (with replacement, drawn from a generator seeded by the run
+    seed and the outer step ``step``, so a resumed run repeats them). Every
+    ``agg_check_every`` steps the per-word loss since the last check is
+    compared with the previous one; the loop stops when it went up (so this
+    loop, unlike the plain one, reads the device at every check).
+    """
+    cfg, plan = s.run.train, s.plan
+    usable = [i for i, g in enumerate(plan.groups) if len(g) >= cfg.min_batch]
+    rng = np.random.default_rng([s.run.seed, step, 0xA66])
+    arrays, previous, pending = first, 1e4, []
+    for sub in range(1, cfg.agg_inner_steps):
+        state, metrics = enc_step(state, arrays, s.rng, sub=np.int32(sub))
+        pending.append(metrics)
+        loop.inner_steps += 1
+        batch = plan.make_batch(int(rng.choice(usable)))
+        arrays = s.ctx.par.shard_batch(train_arrays(batch))
+        if sub % cfg.agg_check_every == 0:
+            host = jax.device_get(pending)
+            pending.clear()
+            words = sum(float(m["tokens"]) for m in host)
+            current = sum(float(m["loss_sum"]) for m in host) / max(words, 1.0)
+            if not np.isfinite(current):
+                raise DivergedError(
+                    f"encoder loss became non-finite in the aggressive loop at "
+                    f"step {step}"
+                )
+            if previous - current < 0:
+                break
+            previous = current
+    return state
 
-    def batch_tokens(self, batch: batching.Batch) -> int:
-        return batch.num_tokens
 
-    # -- steps -----------------------------------------------------------------
+def summarize(host: list, loop: LoopState) -> dict:
+    """The ``train/*`` scalars of the steps in ``host``; warns on BN problems."""
+    count = max(sum(float(m["count"]) for m in host), 1.0)
+    last = host[-1]
+    scalars = {
+        "train/rec": sum(float(m["rec_sum"]) for m in host) / count,
+        "train/kl": sum(float(m["kl_sum"]) for m in host) / count,
+        "train/kl_weight": float(last["kl_weight"]),
+        "train/grad_norm": float(last["grad_norm"]),
+        "train/param_norm": float(last["param_norm"]),
+        "train/learning_rate": float(last["learning_rate"]),
+    }
+    scalars["train/loss"] = (
+        scalars["train/rec"] + scalars["train/kl_weight"] * scalars["train/kl"]
+    )
+    scalars.update(bn_health.host_scalars(host))
+    loop.bn_warning = bn_health.warn(scalars, loop.bn_warning)
+    return scalars
 
-    def schedule_spec(self) -> schedules.ScheduleSpec:
-        t = self.run.train
-        per_epoch = sum(1 for g in self.plan.groups if len(g) >= t.min_batch)
-        return schedules.ScheduleSpec(
-            kl_start=t.kl_start,
-            warmup_steps=schedules.warmup_steps(
-                t.kl_warmup_epochs, len(self.data.train), self.config.data.batch_size
-            ),
-            beta=t.beta,
-            steps_per_epoch=per_epoch,
-            total_steps=per_epoch * t.epochs,
-            num_cycles=t.cycles,
-            cycle_ratio=t.cycle_ratio,
-            cycle_epochs=t.cycle_epochs,
-        )
 
-    def step_fns(self) -> steps.StepFns:
-        method, t = self.run.method, self.run.train
-        return steps.StepFns(
-            kl_schedule=schedules.build(method.schedule, self.schedule_spec()),
-            kl_transform=objectives.KL_TRANSFORMS[method.kl_transform](t.target_kl),
-            clip_norm=t.clip_norm,
-            svi=self.run.model if method.procedure == "svi" else None,
-            axis_name=self.par.axis_name,
-        )
+# -- validation and the plateau rule -----------------------------------------------
 
-    def compile_steps(self, updates=("all",)) -> list:
-        """Train steps ``(state, batch, rng, sub=0)`` over the run's devices.
 
-        jit: ``steps.jit_train_step``, which takes its shardings from the
-        replicated state and the sharded batch; pmap: the same step mapped.
-        Both donate the state.
-        """
-        fns = self.step_fns()
-        if self.par.mode == "jit":
-            return [steps.jit_train_step(fns, update=u) for u in updates]
-        return [_pmap_step(self.par, fns, u) for u in updates]
+def selection_loss(run: RunConfig, val: dict) -> float:
+    """The validation loss that picks the best checkpoint."""
+    selection = run.method.selection
+    if selection == "rec":
+        return val["rec"]
+    if selection == "beta":
+        return val["rec"] + run.train.beta * val["kl"]
+    return val["elbo_nll"]
 
-    def make_runner(self) -> loop_lib.StepRunner:
-        if self.run.method.procedure != "aggressive":
-            (step_fn,) = self.compile_steps()
-            return lambda state, arrays, loop, step: step_fn(state, arrays, self.rng)
-        all_step, enc_step, dec_step = self.compile_steps(steps.UPDATES)
 
-        def run(state, arrays, loop, step):
-            if not loop.aggressive:
-                return all_step(state, arrays, self.rng)
-            state = _aggressive_encoder_steps(self, state, loop, arrays, enc_step, step)
-            return dec_step(state, arrays, self.rng)
+def validate(s: Setup, state, split: str = "valid") -> dict:
+    """ELBO, KL, MI and AU of ``split`` (one sample each)."""
+    metrics, _ = eval_run.elbo_metrics(
+        s.model,
+        steps.variables(state),
+        s.data.split(split),
+        s.eval_key,
+        batch_size=s.config.data.eval_batch_size,
+        bucket_width=s.config.data.bucket_width,
+        au_threshold=s.run.eval.au_threshold,
+        par=s.ctx.par,
+    )
+    return metrics
 
-        return run
 
-    # -- metrics ---------------------------------------------------------------
+def rule(s: Setup, state, loop: LoopState, val: dict, improved: bool):
+    """Test pass, the aggressive switch and the plateau rule after validation."""
+    cfg, epoch, scalars = s.run.train, loop.epoch, {}
+    if cfg.test_every_epochs and epoch % cfg.test_every_epochs == 0:
+        test = validate(s, state, "test")
+        scalars.update({f"test/{k}": v for k, v in test.items()})
+    if s.run.method.procedure == "aggressive":
+        # He et al.: stop aggressive training once the (per-batch) MI drops.
+        if loop.aggressive and val["mi_batch"] < loop.pre_mi:
+            loop.aggressive = False
+            logging.info("epoch %d: aggressive training switched off", epoch)
+        loop.pre_mi = val["mi_batch"]
+        scalars["aggressive"] = float(loop.aggressive)
+        scalars["inner_steps"] = loop.inner_steps
+    if rules.plateau(loop, selection_loss(s.run, val), epoch, cfg):
+        state = rules.reload_best(s.ctx, state, loop.learning_rate)
+        logging.info("epoch %d: learning rate decayed to %g", epoch, loop.learning_rate)
+    scalars["lr"] = loop.learning_rate
+    if loop.decay_count >= cfg.max_decay:
+        loop.done = True
+    mi = "-" if val["mi"] is None else f"{val['mi']:.3f}"
+    logging.info(
+        f"epoch {epoch}: valid nll {val['elbo_nll']:.3f}  kl {val['kl']:.3f}  "
+        f"mi {mi}  au {val['au']}  lr {loop.learning_rate:g}  "
+        f"({loop.train_seconds:.0f} s training)"
+    )
+    return state, scalars
 
-    def step_loss(self, m: dict) -> float:
-        return (m["rec_sum"] + m["kl_weight"] * m["kl_sum"]) / max(m["count"], 1.0)
 
-    def train_scalars(self, host: list, loop: LoopState) -> dict:
-        count = max(sum(float(m["count"]) for m in host), 1.0)
-        last = host[-1]
-        scalars = {
-            "train/rec": sum(float(m["rec_sum"]) for m in host) / count,
-            "train/kl": sum(float(m["kl_sum"]) for m in host) / count,
-            "train/kl_weight": float(last["kl_weight"]),
-            "train/grad_norm": float(last["grad_norm"]),
-            "train/param_norm": float(last["param_norm"]),
-            "train/learning_rate": float(last["learning_rate"]),
+# -- final evaluation --------------------------------------------------------------
+
+
+def final(s: Setup, state, loop: LoopState) -> dict:
+    """Valid and test metrics (with IW-NLL) of the selected state; samples."""
+    results = evaluate_model(
+        s.model,
+        steps.variables(state),
+        s.data,
+        s.run,
+        s.eval_key,
+        batch_size=s.config.data.eval_batch_size,
+        bucket_width=s.config.data.bucket_width,
+        par=s.ctx.par,
+        samples_dir=s.ctx.workdir / "samples",
+    )
+    results.update(
+        {
+            "train_tokens_per_second": loop.train_tokens
+            / max(loop.train_seconds, 1e-9),
+            "init_from": s.config.init_from or None,
+            "aggressive_inner_steps": loop.inner_steps,
+            # Lines read, kept, and dropped as empty or over data.max_tokens.
+            "data": {
+                split: dataclasses.asdict(stats)
+                for split, stats in s.data.stats.items()
+            },
         }
-        scalars["train/loss"] = (
-            scalars["train/rec"] + scalars["train/kl_weight"] * scalars["train/kl"]
-        )
-        scalars.update(bn_health.host_scalars(host))
-        loop.bn_warning = bn_health.warn(scalars, loop.bn_warning)
-        return scalars
-
-    # -- validation and the plateau rule ---------------------------------------
-
-    def selection_loss(self, val: dict) -> float:
-        """The validation loss that picks the best checkpoint."""
-        selection = self.run.method.selection
-        if selection == "rec":
-            return val["rec"]
-        if selection == "beta":
-            return val["rec"] + self.run.train.beta * val["kl"]
-        return val["elbo_nll"]
-
-    def variables(self, state) -> dict:
-        return {"params": state.params, "batch_stats": state.batch_stats}
-
-    def validate(self, state, split: str = "valid") -> dict:
-        metrics, _ = eval_run.elbo_metrics(
-            self.model,
-            self.variables(state),
-            self.data.split(split),
-            self.eval_key,
-            batch_size=self.config.data.eval_batch_size,
-            bucket_width=self.config.data.bucket_width,
-            au_threshold=self.run.eval.au_threshold,
-            par=self.par,
-        )
-        return metrics
-
-    def validate_epoch(self, state):
-        val = self.validate(state)
-        return val, self.selection_loss(val)
-
-    def after_validation(self, state, loop: LoopState, val: dict, improved: bool):
-        cfg, epoch, scalars = self.run.train, loop.epoch, {}
-        if cfg.test_every_epochs and epoch % cfg.test_every_epochs == 0:
-            test = self.validate(state, "test")
-            scalars.update({f"test/{k}": v for k, v in test.items()})
-        if self.run.method.procedure == "aggressive":
-            # He et al.: stop aggressive training once the (per-batch) MI drops.
-            if loop.aggressive and val["mi_batch"] < loop.pre_mi:
-                loop.aggressive = False
-                logging.info("epoch %d: aggressive training switched off", epoch)
-            loop.pre_mi = val["mi_batch"]
-            scalars["aggressive"] = float(loop.aggressive)
-            scalars["inner_steps"] = loop.inner_steps
-        if plateau_update(loop, self.selection_loss(val), epoch, cfg):
-            restored, _ = self.ckpt.restore_best(loop_lib.state_tree(state))
-            state = steps.reset_optimizer(
-                state, restored["params"], restored["batch_stats"], loop.learning_rate
-            )
-            state = self.par.replicate(state)
-            logging.info(
-                "epoch %d: learning rate decayed to %g", epoch, loop.learning_rate
-            )
-        scalars["lr"] = loop.learning_rate
-        if loop.decay_count >= cfg.max_decay:
-            loop.done = True
-        return state, scalars
-
-    def epoch_message(self, epoch: int, val: dict, loop: LoopState) -> str:
-        mi = "-" if val["mi"] is None else f"{val['mi']:.3f}"
-        return (
-            f"epoch {epoch}: valid nll {val['elbo_nll']:.3f}  kl {val['kl']:.3f}  "
-            f"mi {mi}  au {val['au']}  lr {loop.learning_rate:g}  "
-            f"({loop.train_seconds:.0f} s training)"
-        )
-
-    # -- final evaluation ------------------------------------------------------
-
-    def final_results(self, state, loop: LoopState) -> dict:
-        """Valid and test metrics (with IW-NLL) of the selected state; samples."""
-        results = evaluate_model(
-            self.model,
-            self.variables(state),
-            self.data,
-            self.run,
-            self.eval_key,
-            batch_size=self.config.data.eval_batch_size,
-            bucket_width=self.config.data.bucket_width,
-            par=self.par,
-            samples_dir=self.workdir / "samples",
-        )
-        results.update(
-            {
-                "train_tokens_per_second": loop.train_tokens
-                / max(loop.train_seconds, 1e-9),
-                "init_from": self.config.init_from or None,
-                "aggressive_inner_steps": loop.inner_steps,
-                # Lines read, kept, and dropped as empty or over data.max_tokens.
-                "data": {
-                    split: dataclasses.asdict(stats)
-                    for split, stats in self.data.stats.items()
-                },
-            }
-        )
-        return results
-
-
-Trainer = TextVAETrainer
+    )
+    return results
 
 
 def evaluate_model(
@@ -418,67 +436,6 @@ def evaluate_model(
     return results
 
 
-def _pmap_step(par: parallel.Parallel, fns: steps.StepFns, update: str):
-    def step(state, batch, rng, sub):
-        return steps.train_step(state, batch, rng, fns=fns, update=update, sub=sub)
-
-    mapped = par.pmap_step(step, num_args=4)
-
-    def run(state, batch, rng, sub=0):
-        return mapped(state, batch, rng, np.int32(sub))
-
-    return run
-
-
-def _aggressive_encoder_steps(
-    trainer: TextVAETrainer, state, loop: LoopState, first, enc_step, step: int
-):
-    """He et al.'s inner loop: encoder-only steps until the loss stops falling.
-
-    The first step uses the current batch, later ones a uniformly random
-    training batch (with replacement, drawn from a generator seeded by the run
-    seed and the outer step ``step``, so a resumed run repeats them). Every
-    ``agg_check_every`` steps the per-word loss since the last check is
-    compared with the previous one; the loop stops when it went up (so this
-    loop, unlike the plain one, reads the device at every check).
-    """
-    cfg = trainer.run.train
-    plan = trainer.plan
-    usable = [i for i, g in enumerate(plan.groups) if len(g) >= cfg.min_batch]
-    rng = np.random.default_rng([trainer.run.seed, step, 0xA66])
-    arrays, previous, pending = first, 1e4, []
-    for sub in range(1, cfg.agg_inner_steps):
-        state, metrics = enc_step(state, arrays, trainer.rng, sub=np.int32(sub))
-        pending.append(metrics)
-        loop.inner_steps += 1
-        arrays = trainer.put_batch(plan.make_batch(int(rng.choice(usable))))
-        if sub % cfg.agg_check_every == 0:
-            host = jax.device_get(pending)
-            pending.clear()
-            words = sum(float(m["tokens"]) for m in host)
-            current = sum(float(m["loss_sum"]) for m in host) / max(words, 1.0)
-            if not np.isfinite(current):
-                raise DivergedError(
-                    f"encoder loss became non-finite in the aggressive loop at "
-                    f"step {step}"
-                )
-            if previous - current < 0:
-                break
-            previous = current
-    return state
-
-
-def _example_batch(plan: batching.BatchPlan) -> dict:
-    return eval_run.batch_arrays(plan.make_batch(0))
-
-
-def setup(
-    config: ml_collections.ConfigDict, workdir: str, write: bool = True
-) -> tuple[TextVAETrainer, object]:
-    """The text VAE's trainer and a fresh state (``training.loop.setup``)."""
-    return loop_lib.setup(TextVAETrainer, config, workdir, write)
-
-
 def init_from_run(state, source: str, vocab: Vocab):
     """Li et al.'s recipe: another run's encoder, a fresh decoder.
 
@@ -523,8 +480,34 @@ def init_from_run(state, source: str, vocab: Vocab):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) in ``workdir`` and writes ``results.json``.
 
+    A finished run reruns as a no-op returning its saved results.
+
     Returns:
       the results dict that was written.
     """
-    trainer, state = setup(config, workdir)
-    return loop_lib.run(trainer, state)
+    s, state = setup(config, workdir)
+    restored = loop_lib.restore(s.ctx, state, LoopState)
+    if restored is None:
+        if config.init_from:
+            state = init_from_run(state, config.init_from, s.data.vocab)
+        restored = state, LoopState(learning_rate=s.run.train.learning_rate)
+    state, loop = restored
+    return loop_lib.train(
+        s.ctx,
+        state,
+        loop,
+        epoch_batches=functools.partial(epoch_batches, s),
+        num_batches=len(s.plan),
+        step=make_step(s),
+        summarize=summarize,
+        evaluate=lambda state: _validate_and_select(s, state),
+        rule=functools.partial(rule, s),
+        final=functools.partial(final, s),
+        method=s.run.method_name,
+        config=config,
+    )
+
+
+def _validate_and_select(s: Setup, state) -> tuple[dict, float]:
+    val = validate(s, state)
+    return val, selection_loss(s.run, val)

@@ -20,24 +20,35 @@ Batch = Mapping[str, jax.Array]  # tokens <int32>[B, T], lengths <int32>[B], mas
 
 
 class TrainState(train_state.TrainState):
-    """Parameters, BN running statistics and SGD state; ``step`` counts batches."""
+    """Parameters, BN running statistics and optimizer state (every task's).
+
+    ``step`` counts batches.
+    """
 
     batch_stats: Any
 
 
-def make_optimizer(learning_rate: float, clip_norm: float):
-    """Plain SGD after global-norm clipping; the LR lives in the optimizer state.
+@functools.lru_cache(maxsize=16)
+def make_optimizer(learning_rate: float, clip_norm: float, kind: str = "sgd"):
+    """Global-norm clipping, then plain SGD (momentum 0) or Adam.
 
-    Keeping the learning rate in ``inject_hyperparams`` state means a plateau decay
-    changes a value, not the compiled step.
+    The learning rate lives in the optimizer state (``inject_hyperparams``), so
+    a plateau decay changes a value, not the compiled step. One object per
+    setting: a jitted step compiled for it serves every state that uses it.
     """
 
     def factory(learning_rate):
-        return optax.chain(
-            optax.clip_by_global_norm(clip_norm), optax.sgd(learning_rate)
+        update = (
+            optax.adam(learning_rate) if kind == "adam" else optax.sgd(learning_rate)
         )
+        return optax.chain(optax.clip_by_global_norm(clip_norm), update)
 
     return optax.inject_hyperparams(factory)(learning_rate=learning_rate)
+
+
+def variables(state: TrainState) -> dict:
+    """The model variables of a train state."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def learning_rate(state: TrainState) -> float:
