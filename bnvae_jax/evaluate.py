@@ -55,7 +55,7 @@ def main(argv):
         from bnvae_jax.data import datasets
         from bnvae_jax.evaluation import run as eval_run
         from bnvae_jax.tasks import text_vae
-        from bnvae_jax.training import config_lib
+        from bnvae_jax.training import config_lib, loop
 
         model = bnvae_jax.load(workdir)
         if not isinstance(model, bnvae_jax.TextModel):
@@ -75,7 +75,7 @@ def main(argv):
         if FLAGS.precise_bn:
             sentences = [" ".join(model.vocab.decode(row)) for row in data.train]
             model = model.recompute_bn(sentences)
-        par = text_vae.setup_devices(config)
+        par = loop.setup_devices(config)
         results = text_vae.evaluate_model(
             model.module,
             par.replicate(model.variables),

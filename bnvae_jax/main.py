@@ -46,15 +46,15 @@ def main(argv):
         parallel.initialize_distributed(parallel.config_from(config))
         import jax
 
-        from bnvae_jax.tasks import text_vae as train
-        from bnvae_jax.tasks.dialog import train as dialog_train
-
         me = jax.process_index()
         cli.log_to_file(workdir, cli.LOG_FILE if me == 0 else f"log.{me}.txt")
         cli.enable_compilation_cache(config)
         logging.getLogger(cli.FILE_ONLY).info("devices: %s", jax.devices())
         # Dialog CVAEs (configs/switchboard.py): another task, the same loop.
-        runner = dialog_train if config.get("task") == "dialog" else train
+        if config.get("task") == "dialog":
+            from bnvae_jax.tasks.dialog import train as runner
+        else:
+            from bnvae_jax.tasks import text_vae as runner
         results = runner.train_and_evaluate(config, workdir)
         if me > 0:
             return

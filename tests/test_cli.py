@@ -194,8 +194,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     with pytest.raises(UserError, match="non-finite at step 8"):
         train.train_and_evaluate(tiny(), str(tmp_path))
     trainer, state = train.setup(tiny(), str(tmp_path))
-    assert trainer.ckpt.latest_step() == 5
-    restored, loop = train.restore_or_start(trainer, state)
+    assert trainer.ctx.ckpt.latest_step() == 5
+    restored, loop = train.start(trainer, state)
     assert int(restored.step) == 5
     assert not (tmp_path / "results.json").exists()
 

@@ -62,8 +62,10 @@ def _worker(out_path: str) -> None:
         config.data.batch_size = 32
         config.parallel.mode = mode
         trainer, state = train.setup(config, tempfile.mkdtemp(), write=False)
-        batch = trainer.put_batch(trainer.plan.make_batch(0))
-        fns = trainer.step_fns()
+        batch = trainer.ctx.par.shard_batch(
+            train.train_arrays(trainer.plan.make_batch(0))
+        )
+        fns = train.step_fns(trainer)
         if mode == "jit":
             lowered = steps.jit_train_step(fns).lower(state, batch, trainer.rng)
         else:
@@ -71,15 +73,15 @@ def _worker(out_path: str) -> None:
             def step(state, batch, rng, sub, fns=fns):
                 return steps.train_step(state, batch, rng, fns=fns, sub=sub)
 
-            mapped = trainer.par.pmap_step(step, num_args=4)
+            mapped = trainer.ctx.par.pmap_step(step, num_args=4)
             lowered = mapped.lower(state, batch, trainer.rng, np.int32(0))
         report[f"train/{mode}"] = gathered_sizes(lowered.compile().as_text())
-        variables = trainer.variables(state)
+        variables = train.steps.variables(state)
         plan = eval_run.plan_batches(trainer.data.split("valid"), 32, 8)
         b = eval_run.batch_arrays(plan.make_batch(0))
         rows = (b["tokens"], b["lengths"], b["mask"], b["index"])
         for kind, sizes in (("elbo", ()), ("iw", (20, 10))):
-            kernel = passes._jitted(trainer.model, kind, *sizes, par=trainer.par)
+            kernel = passes._jitted(trainer.model, kind, *sizes, par=trainer.ctx.par)
             lowered = kernel.lower(variables, jax.random.key(0), *rows)
             report[f"{kind}/{mode}"] = gathered_sizes(lowered.compile().as_text())
     pathlib.Path(out_path).write_text(json.dumps(report))

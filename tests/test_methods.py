@@ -19,6 +19,7 @@ from bnvae_jax.models.posteriors import Posterior
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.tasks import text_vae as train
 from bnvae_jax.training import config_lib, methods, steps
+from bnvae_jax.training import loop as loop_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -40,13 +41,18 @@ def tiny_config(method, **overrides):
 
 def test_beta_vae_weight_is_constant_and_ae_is_zero(tmp_path):
     trainer, _ = train.setup(tiny_config("beta_vae", **{"train.beta": 0.4}), tmp_path)
-    sched = trainer.step_fns().kl_schedule
+    sched = train.step_fns(trainer).kl_schedule
     assert [float(sched(s)) for s in (0, 1, 7, 500, 10**6)] == pytest.approx([0.4] * 5)
-    assert trainer.selection_loss({"rec": 10.0, "kl": 2.0}) == pytest.approx(10.8)
+    assert train.selection_loss(trainer.run, {"rec": 10.0, "kl": 2.0}) == pytest.approx(
+        10.8
+    )
     trainer, _ = train.setup(tiny_config("ae"), tmp_path / "ae")
-    sched = trainer.step_fns().kl_schedule
+    sched = train.step_fns(trainer).kl_schedule
     assert {float(sched(s)) for s in (0, 9, 10**6)} == {0.0}
-    assert trainer.selection_loss({"rec": 10.0, "kl": 2.0, "elbo_nll": 12.0}) == 10.0
+    assert (
+        train.selection_loss(trainer.run, {"rec": 10.0, "kl": 2.0, "elbo_nll": 12.0})
+        == 10.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,16 +89,16 @@ def test_selection_on_rec_when_the_kl_weight_is_always_zero(
 def test_always_zero_kl_selects_the_reconstruction_in_the_loop(tmp_path):
     config = tiny_config("vae", **{"train.kl_warmup_epochs": 0.0})
     trainer, _ = train.setup(config, tmp_path)
-    assert {float(trainer.step_fns().kl_schedule(s)) for s in (0, 9, 999)} == {0.0}
+    assert {float(train.step_fns(trainer).kl_schedule(s)) for s in (0, 9, 999)} == {0.0}
     val = {"rec": 10.0, "kl": 2.0, "elbo_nll": 12.0}
-    assert trainer.selection_loss(val) == 10.0
+    assert train.selection_loss(trainer.run, val) == 10.0
 
 
 def test_cyclic_methods_build_their_schedules_from_the_run(tmp_path):
     config = tiny_config("cyclic", **{"train.cycles": 2, "train.cycle_ratio": 0.5})
     trainer, _ = train.setup(config, tmp_path)
-    spec = trainer.schedule_spec()
-    sched = trainer.step_fns().kl_schedule
+    spec = train.schedule_spec(trainer)
+    sched = train.step_fns(trainer).kl_schedule
     period = spec.total_steps / 2
     assert spec.total_steps == spec.steps_per_epoch * config.train.epochs
     assert float(sched(0)) == 0.0
@@ -172,7 +178,7 @@ def _copy(tree):
 def test_partial_step_leaves_the_other_side_bitwise_unchanged(tmp_path, update, frozen):
     trainer, state, batch = _state_and_batch("agg_vae", tmp_path)
     before = _copy(state.params)
-    step = steps.jit_train_step(trainer.step_fns(), update=update)
+    step = steps.jit_train_step(train.step_fns(trainer), update=update)
     new, _ = step(state, batch, trainer.rng, sub=np.int32(3))
     after = _copy(new.params)
     for a, b in zip(
@@ -275,7 +281,7 @@ def test_sa_vae_refinement_lowers_the_per_example_loss_of_a_model(tmp_path):
     trainer, state, batch = _state_and_batch(
         "sa_vae", tmp_path, **{"model.svi_steps": 15}
     )
-    model, variables = trainer.model, trainer.variables(state)
+    model, variables = trainer.model, train.steps.variables(state)
     tokens, lengths, mask = batch["tokens"], batch["lengths"], batch["mask"]
     keys = jax.random.split(jax.random.key(3), len(mask))
     post0 = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
@@ -304,12 +310,12 @@ def test_init_from_keeps_the_encoder_and_reinitialises_the_decoder(tmp_path):
     ae_dir = tmp_path / "ae"
     train.train_and_evaluate(tiny_config("ae", **{"train.epochs": 1}), str(ae_dir))
     ae_trainer, ae_state = train.setup(tiny_config("ae"), ae_dir, write=False)
-    ae_best, _ = ae_trainer.ckpt.restore_best(train._state_tree(ae_state))
+    ae_best, _ = ae_trainer.ctx.ckpt.restore_best(loop_lib.state_tree(ae_state))
 
     config = tiny_config("bn_vae", init_from=str(ae_dir), seed=5)
     trainer, fresh = train.setup(config, tmp_path / "bn")
     fresh_params = _copy(fresh.params)
-    state, loop = train.restore_or_start(trainer, fresh)
+    state, loop = train.start(trainer, fresh)
     assert loop.epoch == 0
     # Same tree structure and values (a zip over leaves would miss a part).
     chex.assert_trees_all_equal(ae_best["params"]["encoder"], state.params["encoder"])
@@ -330,7 +336,7 @@ def test_init_from_a_bad_directory_is_one_clear_error(tmp_path):
     config = tiny_config("free_bits_dim", init_from=str(tmp_path / "nowhere"))
     trainer, state = train.setup(config, tmp_path / "run")
     with pytest.raises(WorkdirError, match="not a run directory"):
-        train.restore_or_start(trainer, state)
+        train.start(trainer, state)
 
 
 # -- Learnable γ (beyond the paper) -------------------------------------------------

@@ -55,35 +55,39 @@ def _train_and_eval(workdir, num_steps, evaluate=True, **overrides):
     from bnvae_jax.tasks import text_vae as train
 
     trainer, state = train.setup(_config(**overrides), workdir)
-    (step,) = trainer.compile_steps()
+    (step,) = train.compile_steps(trainer)
     metrics = []
     for i in range(num_steps):
-        batch = trainer.put_batch(trainer.plan.make_batch(i))
+        batch = trainer.ctx.par.shard_batch(
+            train.train_arrays(trainer.plan.make_batch(i))
+        )
         before = jax.tree.leaves(state.params)
         state, m = step(state, batch, trainer.rng)
         # Both paths donate the state: its buffers are reused by the new one.
-        assert all(x.is_deleted() for x in before), trainer.par.mode
+        assert all(x.is_deleted() for x in before), trainer.ctx.par.mode
         metrics.append(jax.device_get(m))
     # The state stays replicated over every device the run uses.
     for leaf in jax.tree.leaves(state):
-        assert len(leaf.sharding.device_set) == trainer.par.num_devices, leaf.sharding
+        assert len(leaf.sharding.device_set) == trainer.ctx.par.num_devices, (
+            leaf.sharding
+        )
         assert leaf.sharding.is_fully_replicated, leaf.sharding
     if not evaluate:
-        return jax.device_get(trainer.variables(state)), metrics, {}
+        return jax.device_get(train.steps.variables(state)), metrics, {}
     # 12 and 3 do not divide over 8 devices: batches are padded up.
     cfg = dataclasses.replace(trainer.run.eval, iw_samples=10, iw_batch=3)
     evaluation = eval_run.evaluate_split(
         trainer.model,
-        trainer.variables(state),
+        train.steps.variables(state),
         trainer.data.split("valid")[:30],
         jax.random.key(5),
         cfg,
         batch_size=12,
         bucket_width=8,
         progress=False,
-        par=trainer.par,
+        par=trainer.ctx.par,
     )
-    return jax.device_get(trainer.variables(state)), metrics, evaluation
+    return jax.device_get(train.steps.variables(state)), metrics, evaluation
 
 
 def _means(metrics):
@@ -158,10 +162,12 @@ def _worker(out_path: str) -> None:
             report[f"{method}/{mode}"] = _compare(ref, got)
     report["errors"] = {
         "batch": _error_of(
-            lambda: train.setup_devices(_config(**{"data.batch_size": 12}))
+            lambda: train.loop_lib.setup_devices(_config(**{"data.batch_size": 12}))
         ),
         "devices": _error_of(
-            lambda: train.setup_devices(_config(**{"parallel.num_devices": 16}))
+            lambda: train.loop_lib.setup_devices(
+                _config(**{"parallel.num_devices": 16})
+            )
         ),
     }
     pathlib.Path(out_path).write_text(json.dumps(report))

@@ -1,5 +1,6 @@
 """End-to-end runs of the train loop on the tiny config."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -19,7 +20,8 @@ from conftest import (
 )
 
 from bnvae_jax.tasks import text_vae as train
-from bnvae_jax.training import steps, writers
+from bnvae_jax.training import loop as loop_lib
+from bnvae_jax.training import rules, steps, writers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au"}
@@ -71,7 +73,7 @@ def test_compilations_bounded_by_number_of_shapes(tmp_path):
     trainer, state = train.setup(tiny_config(**{"data.bucket_width": 2}), str(tmp_path))
     loop = train.LoopState(learning_rate=1.0)
     loop.done = False
-    step_fn = steps.jit_train_step(trainer.step_fns())
+    step_fn = steps.jit_train_step(train.step_fns(trainer))
     for i in range(len(trainer.plan)):
         batch = trainer.plan.make_batch(i)
         if batch.num_real >= 2:
@@ -145,7 +147,7 @@ class _Cfg:
 def test_plateau_rule_follows_the_reference():
     loop = train.LoopState(learning_rate=1.0)
     losses = [10.0, 9.0, 9.5, 9.6, 9.7, 9.8, 9.4, 9.9, 10.0]
-    decays = [train.plateau_update(loop, v, e, _Cfg) for e, v in enumerate(losses)]
+    decays = [rules.plateau(loop, v, e, _Cfg) for e, v in enumerate(losses)]
     # Worse twice at epochs 2-3 (epoch 3 >= load_best_epoch): decay at epoch 3;
     # ref_loss becomes 9.6; 9.7, 9.8 worse -> decay at 5; 9.4 resets; 9.9, 10 -> 8.
     assert decays == [False, False, False, True, False, True, False, False, True]
@@ -165,7 +167,7 @@ def test_interrupt_at_an_epoch_end_does_not_count_the_epoch_twice(
             "train.checkpoint_every_steps": 4,
         }
     )
-    real_validate = train.Trainer.validate
+    real_validate = train.validate
 
     def validate(self, state, split="valid"):
         # Every epoch worse than the one before: 5, 6, 7 at epochs 0-2.
@@ -173,17 +175,18 @@ def test_interrupt_at_an_epoch_end_does_not_count_the_epoch_twice(
         metrics["elbo_nll"] = 4.0 + int(state.step) // len(self.plan)
         return metrics
 
-    monkeypatch.setattr(train.Trainer, "validate", validate)
+    monkeypatch.setattr(train, "validate", validate)
 
     def finish(workdir, writer_wrapper=None):
         trainer, state = train.setup(config, str(workdir))
-        state, loop = train.restore_or_start(trainer, state)
+        state, loop = train.start(trainer, state)
+        ctx = trainer.ctx
         if writer_wrapper:
-            trainer.writer = writer_wrapper(trainer.writer)
+            ctx = dataclasses.replace(ctx, writer=writer_wrapper(ctx.writer))
         try:
-            train.train_epochs(trainer, state, loop)
+            loop_lib.train_epochs(ctx, state, loop, **train.loop_fns(trainer))
         finally:
-            trainer.ckpt.close()
+            trainer.ctx.ckpt.close()
         return loop
 
     straight = finish(tmp_path / "straight")
@@ -228,7 +231,7 @@ def test_decay_reloads_best_params_and_stats_and_stops(tmp_path, monkeypatch):
     trainer, state = train.setup(config, str(tmp_path))
     scripted = iter([5.0, 6.0, 7.0, 8.0, 9.0])
     snapshots = {}
-    real_validate = train.Trainer.validate
+    real_validate = train.validate
 
     def validate(self, state, split="valid"):
         metrics = real_validate(self, state, split)
@@ -238,9 +241,9 @@ def test_decay_reloads_best_params_and_stats_and_stops(tmp_path, monkeypatch):
         )
         return metrics
 
-    monkeypatch.setattr(train.Trainer, "validate", validate)
+    monkeypatch.setattr(train, "validate", validate)
     loop = train.LoopState(learning_rate=config.train.learning_rate)
-    final = train.train_epochs(trainer, state, loop)
+    final = loop_lib.train_epochs(trainer.ctx, state, loop, **train.loop_fns(trainer))
     # Epoch 0 is best; epochs 1 and 2 are worse -> two decays -> stop.
     assert loop.decay_count == 2 and loop.done and loop.epoch == 3
     assert loop.learning_rate == pytest.approx(0.25)

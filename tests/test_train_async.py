@@ -52,20 +52,20 @@ def test_no_device_to_host_transfer_between_log_points(tmp_path, monkeypatch):
         }
     )
     trainer, state = train.setup(config, str(tmp_path))
-    state, loop = train.restore_or_start(trainer, state)
+    state, loop = train.start(trainer, state)
     reads = DeviceReads(monkeypatch)
     flushes, saves, epochs = [], [], []
     # Reading the device is allowed only where the loop means to: flushing
     # metrics (log and checkpoint points), saving, and the end of the epoch.
     monkeypatch.setattr(loop_lib, "flush", reads.allowed(loop_lib.flush, flushes))
     monkeypatch.setattr(
-        train.Trainer, "save_latest", reads.allowed(train.Trainer.save_latest, saves)
+        loop_lib, "save_latest", reads.allowed(loop_lib.save_latest, saves)
     )
     monkeypatch.setattr(
         loop_lib, "end_of_epoch", reads.allowed(loop_lib.end_of_epoch, epochs)
     )
     # The loop reads the step count once when it starts.
-    final = train.train_epochs(trainer, state, loop)
+    final = loop_lib.train_epochs(trainer.ctx, state, loop, **train.loop_fns(trainer))
     assert reads.outside == [()]
     steps = int(final.step)
     assert steps == len(trainer.plan) > 8
@@ -96,7 +96,7 @@ def test_prefetch_places_one_batch_ahead():
         return item * 10
 
     seen = []
-    for item, arrays in train.prefetch(range(4), place):
+    for item, arrays in loop_lib.prefetch(range(4), place):
         # When item i is handed out, item i + 1 is already placed.
         seen.append((item, arrays, list(placed)))
     assert [s[:2] for s in seen] == [(i, 10 * i) for i in range(4)]

@@ -477,6 +477,37 @@ def init_from_run(state, source: str, vocab: Vocab):
     return state
 
 
+def start(s: Setup, state) -> tuple[steps.TrainState, LoopState]:
+    """The latest checkpoint and its loop state, or a fresh start.
+
+    A fresh start takes its encoder from ``init_from`` when the config names
+    a finished run.
+    """
+    restored = loop_lib.restore(s.ctx, state, LoopState)
+    if restored is not None:
+        return restored
+    if s.config.init_from:
+        state = init_from_run(state, s.config.init_from, s.data.vocab)
+    return state, LoopState(learning_rate=s.run.train.learning_rate)
+
+
+def loop_fns(s: Setup) -> dict:
+    """The callables ``training.loop.train_epochs`` runs this task with."""
+    return dict(
+        num_batches=len(s.plan),
+        epoch_batches=functools.partial(epoch_batches, s),
+        step=make_step(s),
+        summarize=summarize,
+        evaluate=lambda state: _validate_and_select(s, state),
+        rule=functools.partial(rule, s),
+    )
+
+
+def _validate_and_select(s: Setup, state) -> tuple[dict, float]:
+    val = validate(s, state)
+    return val, selection_loss(s.run, val)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) in ``workdir`` and writes ``results.json``.
 
@@ -486,28 +517,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       the results dict that was written.
     """
     s, state = setup(config, workdir)
-    restored = loop_lib.restore(s.ctx, state, LoopState)
-    if restored is None:
-        if config.init_from:
-            state = init_from_run(state, config.init_from, s.data.vocab)
-        restored = state, LoopState(learning_rate=s.run.train.learning_rate)
-    state, loop = restored
+    state, loop = start(s, state)
     return loop_lib.train(
         s.ctx,
         state,
         loop,
-        epoch_batches=functools.partial(epoch_batches, s),
-        num_batches=len(s.plan),
-        step=make_step(s),
-        summarize=summarize,
-        evaluate=lambda state: _validate_and_select(s, state),
-        rule=functools.partial(rule, s),
+        **loop_fns(s),
         final=functools.partial(final, s),
         method=s.run.method_name,
         config=config,
     )
-
-
-def _validate_and_select(s: Setup, state) -> tuple[dict, float]:
-    val = validate(s, state)
-    return val, selection_loss(s.run, val)

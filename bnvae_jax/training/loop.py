@@ -210,7 +210,7 @@ def restore_best(ctx: Context, state):
     return state.replace(**tree)
 
 
-def _flush(ctx, pending: list, loop: LoopState, step: int, summarize) -> dict:
+def flush(ctx, pending: list, loop: LoopState, step: int, summarize) -> dict:
     """Moves per-step device metrics to the host, checks them, logs them."""
     if not pending:
         return {}
@@ -253,8 +253,12 @@ def _usable(epoch_batches, loop: LoopState, bar) -> Iterator:
             yield position, arrays, tokens
 
 
-def _epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fns):
+def train_epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fns):
     """Runs epochs from ``loop`` on; returns the final state.
+
+    ``fns``: ``epoch_batches``, ``step``, ``summarize``, ``evaluate`` and ``rule``
+    (the module docstring says what each does); ``num_batches`` is the number
+    of batch positions of an epoch.
 
     Stops when the task's rule says so (``loop.done``), after ``epochs`` or at
     ``max_steps`` (a rerun with a larger limit carries on). Ctrl-C saves the
@@ -292,7 +296,7 @@ def _epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fns):
                 log = step % cfg.log_every_steps == 0
                 save = step % cfg.checkpoint_every_steps == 0
                 if log or save:
-                    scalars = _flush(ctx, pending, loop, step, fns["summarize"])
+                    scalars = flush(ctx, pending, loop, step, fns["summarize"])
                     loop.train_seconds += time.perf_counter() - since
                     since = time.perf_counter()
                     if log and "train/loss" in scalars:
@@ -304,14 +308,14 @@ def _epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fns):
             else:
                 loop.position = num_batches  # trailing batches too small to use
             bar.close()
-            _flush(ctx, pending, loop, step, fns["summarize"])
+            flush(ctx, pending, loop, step, fns["summarize"])
             loop.train_seconds += time.perf_counter() - since
             busy = True
             if loop.position >= num_batches:
-                state = _end_of_epoch(ctx, state, loop, **fns)
+                state = end_of_epoch(ctx, state, loop, **fns)
             elif loop.best_epoch < 0:
                 # Stopped by max_steps before any validation: select this state.
-                state = _end_of_epoch(ctx, state, loop, advance=False, **fns)
+                state = end_of_epoch(ctx, state, loop, advance=False, **fns)
             busy = False
             save_latest(ctx, state, loop)
     except KeyboardInterrupt:
@@ -320,14 +324,14 @@ def _epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fns):
         # updates of an aggressive batch) or inside an epoch's end (its rule
         # may have counted the epoch): then the last checkpoint stands, and
         # the resumed run repeats what followed it with the same numbers.
-        _flush(ctx, pending, loop, step, fns["summarize"])
+        flush(ctx, pending, loop, step, fns["summarize"])
         if not busy:
             save_latest(ctx, state, loop)
         raise
     return state
 
 
-def _end_of_epoch(ctx, state, loop: LoopState, advance: bool = True, **fns):
+def end_of_epoch(ctx, state, loop: LoopState, advance: bool = True, **fns):
     """Validation, best checkpoint and the task's rule; moves ``loop`` on an epoch."""
     step, epoch = int(state.step), loop.epoch
     val, val_loss = fns["evaluate"](state)
@@ -358,17 +362,14 @@ def train(
     state,
     loop: LoopState,
     *,
-    epoch_batches: Callable,
-    num_batches: int,
-    step: Callable,
-    summarize: Callable,
-    evaluate: Callable,
-    rule: Callable,
     final: Callable,
     method: str,
     config: ml_collections.ConfigDict,
+    **fns: Callable,
 ) -> dict:
     """Trains from ``(state, loop)``, scores the best state, writes ``results.json``.
+
+    ``fns`` are ``train_epochs``' callables (the module docstring's list).
 
     A finished run reruns as a no-op returning its saved results. The results
     are ``final(best_state, loop)`` plus what every run records (method, steps,
@@ -376,17 +377,7 @@ def train(
     """
     try:
         start_step = int(state.step)
-        state = _epochs(
-            ctx,
-            state,
-            loop,
-            num_batches=num_batches,
-            epoch_batches=epoch_batches,
-            step=step,
-            summarize=summarize,
-            evaluate=evaluate,
-            rule=rule,
-        )
+        state = train_epochs(ctx, state, loop, **fns)
         saved = ctx.workdir / "results.json"
         if int(state.step) == start_step and saved.exists():
             logging.info("%s: nothing left to train; results as saved", ctx.workdir)
