@@ -16,7 +16,7 @@ from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import ConfigError, DataError, WorkdirError
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.tasks import classify
-from bnvae_jax.training import checkpoints, config_lib
+from bnvae_jax.training import checkpoints, config_lib, rules
 from bnvae_jax.training import loop as loop_lib
 
 POSITIVE = ("good", "great", "nice", "fine")
@@ -100,12 +100,12 @@ def test_sample_subset_balanced_and_random():
         classify.sample_subset(labels, 121, seed=0, balanced=False)
 
 
-def test_plateau_update_decays_after_two_bad_epochs_and_stops():
+def test_plateau_since_best_decays_after_two_bad_epochs_and_stops():
     cfg = classify.ClassifierConfig(max_decay=2)
     loop = classify.FitLoop(learning_rate=1.0)
     best, actions = float("inf"), []
     for loss in (1.0, 0.9, 0.95, 0.91, 0.8, 0.85, 0.86):
-        actions.append(classify.plateau_update(loop, loss < best, cfg))
+        actions.append(rules.plateau_since_best(loop, loss < best, cfg))
         best = min(best, loss)
     assert actions == ["best", "best", "keep", "decay", "best", "keep", "stop"]
     assert loop.learning_rate == 0.25 and loop.decays == 2
@@ -135,39 +135,35 @@ def _frozen_fit(epochs, **cfg):
     return classify.Fit(cfg=cfg, num_labels=90, seed=0, num_classes=3)
 
 
-class _ScriptedValidation(classify.ClassifierTrainer):
-    """Validation losses from a script; records the states around the rule."""
-
-    losses = (1.0, 0.9, 0.95, 0.91, 0.8, 0.85, 0.86)
-
-    def validate_epoch(self, state):
-        self.seen.append(np.array(state.params["clf"]["w"]))
-        loss = self.losses[len(self.seen) - 1]
-        return {"loss": loss}, loss
-
-    def after_validation(self, state, loop, val, improved):
-        state, scalars = super().after_validation(state, loop, val, improved)
-        lr = float(state.opt_state.hyperparams["learning_rate"])
-        self.after.append((np.array(state.params["clf"]["w"]), lr))
-        return state, scalars
-
-    def epoch_message(self, epoch, val, loop):
-        return f"epoch {epoch}"
+def _train(s, state, **fns):
+    """``loop.train`` of the fit ``s`` from its start, with ``fns`` replaced."""
+    return loop_lib.train(
+        s.ctx, *classify.resume(s, state), **{**classify.loop_fns(s), **fns}
+    )
 
 
 def test_plateau_rule_on_the_loop_reloads_the_best_and_stops(tmp_path):
     data = _separable(0)
-    trainer, state = classify.build_fit(
-        _frozen_fit(20, max_decay=2), data, tmp_path / "fit"
-    )
-    trainer = _ScriptedValidation(**vars(trainer))
-    trainer.seen, trainer.after = [], []
-    results = loop_lib.run(trainer, state)
+    s, state = classify.build_fit(_frozen_fit(20, max_decay=2), data, tmp_path / "fit")
+    losses = (1.0, 0.9, 0.95, 0.91, 0.8, 0.85, 0.86)
+    seen, after = [], []
+
+    def scripted_validation(state):
+        seen.append(np.array(state.params["clf"]["w"]))
+        loss = losses[len(seen) - 1]
+        return {"loss": loss, "accuracy": 0.0}, loss
+
+    def recorded_rule(state, loop, val, improved):
+        state, scalars = classify.rule(s, state, loop, val, improved)
+        lr = float(state.opt_state.hyperparams["learning_rate"])
+        after.append((np.array(state.params["clf"]["w"]), lr))
+        return state, scalars
+
+    results = _train(s, state, evaluate=scripted_validation, rule=recorded_rule)
     # Epochs 0..6: best, best, keep, decay (reload epoch 1), best, keep, stop.
     assert results["epochs_run"] == 7 and results["best_epoch"] == 4
     assert results["stopped"] and results["decays"] == 2
     assert results["learning_rate"] == 0.25
-    seen, after = trainer.seen, trainer.after
     np.testing.assert_array_equal(after[2][0], seen[2])  # keep: unchanged
     np.testing.assert_array_equal(after[3][0], seen[1])  # decay: the best, reloaded
     assert not np.array_equal(seen[3], seen[1])
@@ -304,17 +300,17 @@ def test_interrupted_fit_resumes_to_the_same_result(run_dir, tmp_path, monkeypat
     assert per_epoch >= 3
     stop = per_epoch + 2  # inside the second epoch
     workdir = tmp_path / "resumed"
-    trainer, state = classify.build_fit(fit, data, workdir, run, settings)
-    write = trainer.writer.write_scalars
+    s, state = classify.build_fit(fit, data, workdir, run, settings)
+    write = s.ctx.writer.write_scalars
 
     def write_then_interrupt(step, scalars):
         write(step, scalars)
         if step == stop:  # Ctrl-C after the step's metrics are written
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer.writer, "write_scalars", write_then_interrupt)
+    monkeypatch.setattr(s.ctx.writer, "write_scalars", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        loop_lib.run(trainer, state)
+        _train(s, state)
     ckpt = checkpoints.Checkpointer(workdir)
     assert ckpt.latest_step() == stop
     ckpt.close()

@@ -43,8 +43,9 @@ from bnvae_jax.data import batching
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import ConfigError, DataError, WorkdirError
+from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import checkpoints, parallel, steps
+from bnvae_jax.training import checkpoints, parallel, rules, steps
 from bnvae_jax.training import loop as loop_lib
 
 # The seeds of the reference's t_s_f.py, in its order; more seeds continue the
@@ -216,10 +217,6 @@ def load_run(workdir: str) -> TrainedRun:
     )
 
 
-def _batch_dict(batch: batching.Batch) -> dict[str, np.ndarray]:
-    return {"tokens": batch.tokens, "lengths": batch.lengths, "mask": batch.mask}
-
-
 @functools.partial(jax.jit, static_argnames=("model",))
 def _locations(variables, tokens, lengths, mask, *, model: TextVAE) -> jax.Array:
     post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
@@ -231,17 +228,19 @@ def posterior_means(
 ) -> np.ndarray:
     """Eval-mode posterior locations (after the BN head) in row order.
 
+    The encoder's own posterior, without SA-VAE's refinement (which
+    ``TextModel.encode`` applies).
+
     Returns:
         <float32>[N, n].
     """
-    plan = batching.plan_batches(
-        rows,
-        batching.BatchingConfig(batch_size=batch_size, bucket_width=run.bucket_width),
-    )
+    plan = eval_run.plan_batches(rows, batch_size, run.bucket_width)
     out = np.zeros((len(rows), run.model.cfg.latent_dim), np.float32)
     for i in range(len(plan)):
         batch = plan.make_batch(i)
-        mu = _locations(variables, **_batch_dict(batch), model=run.model)
+        mu = _locations(
+            variables, batch.tokens, batch.lengths, batch.mask, model=run.model
+        )
         real = batch.index >= 0
         out[batch.index[real]] = np.asarray(mu)[real]
     return out
@@ -314,7 +313,7 @@ class FitData:
 
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
-    """The loop settings of a fit (``loop.Trainer.settings``)."""
+    """The loop settings of a fit (``loop.Context.settings``)."""
 
     epochs: int
     max_steps: int = 0
@@ -328,40 +327,41 @@ class FitSettings:
 
 @dataclasses.dataclass
 class FitLoop(loop_lib.LoopState):
-    """The loop's progress plus the reference's decay-on-plateau rule."""
+    """The loop's progress plus ``rules.plateau_since_best``'s fields."""
 
     learning_rate: float = 1.0
     bad_epochs: int = 0  # epochs since the last improvement or decay
     decays: int = 0
 
 
-def plateau_update(loop: FitLoop, improved: bool, cfg: ClassifierConfig) -> str:
-    """The reference's rule after an epoch's validation; updates ``loop``.
+@dataclasses.dataclass(frozen=True)
+class FitSetup:
+    """A built fit.
 
-    ``improved``: the validation loss beat the best so far (the loop keeps
-    that best). After ``decay_epoch`` epochs without improvement the rate is
-    multiplied by ``lr_decay``; the ``max_decay``-th decay stops training.
+    The train state's ``params`` hold the linear classifier (``"clf"``) and,
+    when fine-tuning, the encoder and BN head (``"encoder_and_head"``), with
+    the VAE's running statistics in ``batch_stats`` (``{}`` with a frozen
+    encoder).
 
-    Returns:
-        'best', 'keep', 'decay' (reload the best, go on at the lower rate) or
-        'stop'.
+    Attributes:
+        fit: the fit.
+        data: its examples.
+        vae: the trained run when fine-tuning; None with a frozen encoder.
+        frozen: the VAE parameters that are not trained (fine-tuning).
+        plan: fine-tuning: the length-bucketed training batches.
+        ctx: the fit's workdir, checkpoints, writer, device and loop settings.
+        config: what the fit's ``results.json`` records as its config.
+        rng: the train step's key (dropout draws).
     """
-    if improved:
-        loop.bad_epochs = 0
-        return "best"
-    loop.bad_epochs += 1
-    if loop.bad_epochs < cfg.decay_epoch:
-        return "keep"
-    loop.bad_epochs = 0
-    loop.learning_rate *= cfg.lr_decay
-    loop.decays += 1
-    return "stop" if loop.decays >= cfg.max_decay else "decay"
 
-
-@functools.lru_cache(maxsize=8)
-def _optimizer(learning_rate: float, clip_norm: float):
-    # One object per setting: the jitted step is compiled once for all fits.
-    return steps.make_optimizer(learning_rate, clip_norm)
+    fit: Fit
+    data: FitData
+    vae: TrainedRun | None
+    frozen: dict
+    plan: batching.BatchPlan | None
+    ctx: loop_lib.Context
+    config: ml_collections.ConfigDict
+    rng: jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("model", "dropout"), donate_argnums=0)
@@ -369,9 +369,7 @@ def _train_step(state, batch, rng, frozen, *, model, dropout):
     """One clipped SGD step on the classifier's cross-entropy; pure.
 
     Args:
-        state: ``params["clf"]`` is the linear classifier; when fine-tuning,
-            ``params["encoder_and_head"]`` the trainable VAE parameters and
-            ``batch_stats`` the VAE's running statistics.
+        state: the fit's train state (``FitSetup``).
         batch: labels <int32>[B], mask <float32>[B], and either the fixed
             features x <float32>[B, n] (``model`` None) or tokens, lengths.
         rng: dropout draws use ``fold_in(rng, state.step)``.
@@ -427,166 +425,132 @@ def _train_step(state, batch, rng, frozen, *, model, dropout):
     return state.apply_gradients(grads=grads, batch_stats=stats), metrics
 
 
-def _split_trainable(variables: Mapping) -> tuple[dict, dict]:
-    """(encoder + head params, the rest) of a TextVAE's params."""
-    params = dict(variables["params"])
-    trainable = {k: params.pop(k) for k in ("encoder", "head") if k in params}
-    return trainable, params
+def num_batches(s: FitSetup) -> int:
+    if s.plan is not None:
+        return len(s.plan)
+    return -(-len(s.data.train.labels) // s.fit.cfg.batch_size)
 
 
-@dataclasses.dataclass
-class ClassifierTrainer(loop_lib.Trainer):
-    """One fit (one number of labels, one seed, one mode) on the shared loop.
+def epoch_batches(s: FitSetup, epoch: int, start: int):
+    """``(position, arrays, examples)`` of the epoch's batches from ``start``.
 
-    The train state's ``params`` hold the linear classifier (``"clf"``) and,
-    when fine-tuning, the encoder and BN head (``"encoder_and_head"``), with
-    the VAE's running statistics in ``batch_stats`` (``{}`` with a frozen
-    encoder); the other VAE parameters are ``frozen``. The selection loss is
-    the validation cross-entropy, and ``after_validation`` applies the
-    reference's plateau rule. Without a validation file the selection loss is
-    +inf: no epoch improves, no best checkpoint is kept, and the state after
-    ``cfg.epochs`` epochs is the result.
+    Fine-tuning: the plan's buckets in ``batching.epoch_order``; frozen: a
+    permutation of the examples seeded by ``(seed, epoch)``, in slices of
+    ``batch_size`` (the last padded, mask 0). Batches with fewer than
+    ``min_batch`` real examples are skipped (arrays None).
     """
-
-    run: Fit
-    data: FitData
-    vae: TrainedRun | None  # fine-tuning only
-    frozen: dict
-    plan: batching.BatchPlan | None  # fine-tuning: length-bucketed batches
-    loop_settings: FitSettings
-
-    loop_state_class = FitLoop
-    sum_keys = ("loss_sum", "correct_sum", "count")
-
-    @property
-    def settings(self) -> FitSettings:
-        return self.loop_settings
-
-    @property
-    def finetune(self) -> bool:
-        return self.run.cfg.mode == "finetune"
-
-    def new_loop(self) -> FitLoop:
-        return FitLoop(learning_rate=self.run.cfg.learning_rate)
-
-    def method_name(self) -> str:
-        return f"classifier_{self.run.cfg.mode}"
-
-    # -- batches ---------------------------------------------------------------
-
-    def num_positions(self) -> int:
-        if self.finetune:
-            return len(self.plan)
-        return -(-len(self.data.train.labels) // self.run.cfg.batch_size)
-
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        if self.finetune:
-            return batching.epoch_order(self.plan, self.run.seed, epoch)
-        rng = np.random.default_rng([self.run.seed, epoch])
-        return rng.permutation(len(self.data.train.labels))
-
-    def make_batch(self, order: np.ndarray, position: int) -> tuple[dict, int]:
-        labels = self.data.train.labels
-        if self.finetune:
-            batch = self.plan.make_batch(int(order[position]))
-            arrays = _batch_dict(batch)
-            arrays["labels"] = labels[np.maximum(batch.index, 0)]
-            return arrays, batch.num_real
-        size = self.run.cfg.batch_size
-        index = order[position * size : (position + 1) * size]
-        slots = np.zeros(size, np.int64)
-        slots[: len(index)] = index
-        mask = (np.arange(size) < len(index)).astype(np.float32)
-        x = self.data.features["train"][slots] * mask[:, None]
-        return {"x": x, "labels": labels[slots], "mask": mask}, len(index)
-
-    def train_arrays(self, batch: dict) -> dict:
-        return batch
-
-    # -- steps -----------------------------------------------------------------
-
-    def make_runner(self) -> loop_lib.StepRunner:
-        model = self.vae.model if self.finetune else None
-        dropout = self.run.cfg.dropout
-
-        def run(state, arrays, loop, step):
-            return _train_step(
-                state, arrays, self.rng, self.frozen, model=model, dropout=dropout
-            )
-
-        return run
-
-    def step_loss(self, m: dict) -> float:
-        return m["loss_sum"] / max(m["count"], 1.0)
-
-    def train_scalars(self, host: list, loop: FitLoop) -> dict:
-        count = max(sum(float(m["count"]) for m in host), 1.0)
-        return {
-            "train/loss": sum(float(m["loss_sum"]) for m in host) / count,
-            "train/accuracy": sum(float(m["correct_sum"]) for m in host) / count,
-            "train/grad_norm": float(host[-1]["grad_norm"]),
-            "train/learning_rate": float(host[-1]["learning_rate"]),
-        }
-
-    # -- validation and the plateau rule ---------------------------------------
-
-    def variables(self, state) -> dict:
-        """The fine-tuned VAE's variables."""
-        params = {**self.frozen, **state.params["encoder_and_head"]}
-        return {"params": params, "batch_stats": state.batch_stats}
-
-    def split_scores(self, state, split: str) -> dict:
-        """Loss and accuracy on ``split`` ('valid' or 'test'), eval-mode features."""
-        rows = getattr(self.data, split)
-        if self.finetune:
-            x = posterior_means(
-                self.vae, self.variables(state), rows.rows, self.run.cfg.eval_batch_size
-            )
+    labels, size = s.data.train.labels, s.fit.cfg.batch_size
+    if s.plan is not None:
+        order = batching.epoch_order(s.plan, s.fit.seed, epoch)
+    else:
+        order = np.random.default_rng([s.fit.seed, epoch]).permutation(len(labels))
+    for position in range(start, num_batches(s)):
+        if s.plan is not None:
+            batch = s.plan.make_batch(int(order[position]))
+            arrays = {
+                "tokens": batch.tokens,
+                "lengths": batch.lengths,
+                "mask": batch.mask,
+                "labels": labels[np.maximum(batch.index, 0)],
+            }
+            real = batch.num_real
         else:
-            x = self.data.features[split]
-        return _scores(state.params["clf"], x, rows.labels)
+            index = order[position * size : (position + 1) * size]
+            slots = np.zeros(size, np.int64)
+            slots[: len(index)] = index
+            mask = (np.arange(size) < len(index)).astype(np.float32)
+            x = s.data.features["train"][slots] * mask[:, None]
+            arrays, real = {"x": x, "labels": labels[slots], "mask": mask}, len(index)
+        if real < s.ctx.settings.min_batch:
+            yield position, None, 0
+        else:
+            yield position, arrays, real
 
-    def validate_epoch(self, state) -> tuple[dict, float]:
-        if self.data.valid is None:
-            return {}, math.inf  # never improves: the last state is the result
-        val = self.split_scores(state, "valid")
-        return val, val["loss"]
 
-    def after_validation(self, state, loop: FitLoop, val: dict, improved: bool):
-        if self.data.valid is None:
-            return state, {"lr": loop.learning_rate}
-        action = plateau_update(loop, improved, self.run.cfg)
-        if action == "decay":
-            # Go on from the best state with a fresh optimiser at the lower rate.
-            best, _ = self.ckpt.restore_best(loop_lib.state_tree(state))
-            state = steps.reset_optimizer(
-                state, best["params"], best["batch_stats"], loop.learning_rate
-            )
-        loop.done = action == "stop"  # the loop's final scores reload the best
-        return state, {"lr": loop.learning_rate, "decays": loop.decays}
+def make_step(s: FitSetup):
+    """``step(state, arrays, loop, step) -> (state, metrics)`` of the fit."""
+    model = None if s.vae is None else s.vae.model
+    dropout = s.fit.cfg.dropout
 
-    def epoch_message(self, epoch: int, val: dict, loop: FitLoop) -> str:
-        fit = self.run
-        head = f"labels {fit.num_labels} seed {fit.seed} epoch {epoch}"
-        if not val:
-            return f"{head}: (no validation file)"
-        return (
-            f"{head}: valid loss {val['loss']:.4f} accuracy {val['accuracy']:.4f} "
-            f"lr {loop.learning_rate:g}"
-        )
+    def step(state, arrays, loop, step):
+        return _train_step(state, arrays, s.rng, s.frozen, model=model, dropout=dropout)
 
-    def final_results(self, state, loop: FitLoop) -> dict:
-        """Validation and test scores of the selected state."""
-        valid = {} if self.data.valid is None else self.split_scores(state, "valid")
-        return {
-            "valid": valid,
-            "test": self.split_scores(state, "test"),
-            "labels": self.run.num_labels,
-            "seed": self.run.seed,
-            "learning_rate": loop.learning_rate,
-            "decays": loop.decays,
-            "stopped": loop.done,
+    return step
+
+
+def summarize(host: list, loop: FitLoop) -> dict:
+    """The ``train/*`` scalars of the steps in ``host``."""
+    count = max(sum(float(m["count"]) for m in host), 1.0)
+    return {
+        "train/loss": sum(float(m["loss_sum"]) for m in host) / count,
+        "train/accuracy": sum(float(m["correct_sum"]) for m in host) / count,
+        "train/grad_norm": float(host[-1]["grad_norm"]),
+        "train/learning_rate": float(host[-1]["learning_rate"]),
+    }
+
+
+def split_scores(s: FitSetup, state, split: str) -> dict:
+    """Loss and accuracy on ``split`` ('valid' or 'test'), eval-mode features."""
+    rows = getattr(s.data, split)
+    if s.vae is None:
+        x = s.data.features[split]
+    else:
+        variables = {
+            "params": {**s.frozen, **state.params["encoder_and_head"]},
+            "batch_stats": state.batch_stats,
         }
+        x = posterior_means(s.vae, variables, rows.rows, s.fit.cfg.eval_batch_size)
+    return _scores(state.params["clf"], x, rows.labels)
+
+
+def evaluate(s: FitSetup, state) -> tuple[dict, float]:
+    """Validation scores and the selection loss (+inf without a validation file).
+
+    Without validation no epoch improves, no best checkpoint is kept, and the
+    state after ``cfg.epochs`` epochs is the result.
+    """
+    if s.data.valid is None:
+        return {}, math.inf
+    val = split_scores(s, state, "valid")
+    return val, val["loss"]
+
+
+def rule(s: FitSetup, state, loop: FitLoop, val: dict, improved: bool):
+    """The reference's plateau rule (``rules.plateau_since_best``); logs the epoch.
+
+    A decay goes on from the best state with a fresh optimiser at the lower
+    rate; the last decay stops (the loop's final scores reload the best).
+    """
+    head = f"labels {s.fit.num_labels} seed {s.fit.seed} epoch {loop.epoch}"
+    if s.data.valid is None:
+        logging.info("%s: (no validation file)", head)
+        return state, {"lr": loop.learning_rate}
+    action = rules.plateau_since_best(loop, improved, s.fit.cfg)
+    if action == "decay":
+        state = rules.reload_best(s.ctx, state, loop.learning_rate)
+    loop.done = action == "stop"
+    logging.info(
+        "%s: valid loss %.4f accuracy %.4f lr %g",
+        head,
+        val["loss"],
+        val["accuracy"],
+        loop.learning_rate,
+    )
+    return state, {"lr": loop.learning_rate, "decays": loop.decays}
+
+
+def final(s: FitSetup, state, loop: FitLoop) -> dict:
+    """Validation and test scores of the selected state."""
+    valid = {} if s.data.valid is None else split_scores(s, state, "valid")
+    return {
+        "valid": valid,
+        "test": split_scores(s, state, "test"),
+        "labels": s.fit.num_labels,
+        "seed": s.fit.seed,
+        "learning_rate": loop.learning_rate,
+        "decays": loop.decays,
+        "stopped": loop.done,
+    }
 
 
 def fit_info(fit: Fit, data: FitData) -> dict:
@@ -611,8 +575,8 @@ def build_fit(
     workdir: str | os.PathLike,
     vae: TrainedRun | None = None,
     settings: FitSettings | None = None,
-) -> tuple[ClassifierTrainer, steps.TrainState]:
-    """The trainer of one fit in ``workdir`` and its fresh state.
+) -> tuple[FitSetup, steps.TrainState]:
+    """One fit in ``workdir`` and its fresh state.
 
     The key ``key(fit.seed)`` initialises the classifier (when fine-tuning,
     its first split does, and the second draws the dropout masks).
@@ -632,7 +596,8 @@ def build_fit(
     finetune = cfg.mode == "finetune"
     root = jax.random.key(fit.seed)
     init_key, step_key = jax.random.split(root) if finetune else (root, root)
-    plan, frozen, batch_stats = None, {}, {}
+    plan, params, frozen, batch_stats = None, {}, {}, {}
+    dim = None if finetune else data.features["train"].shape[1]
     if finetune:
         if vae is None:
             raise ConfigError("fine-tuning needs the trained run")
@@ -646,52 +611,53 @@ def build_fit(
             raise ConfigError(
                 "fine-tuning needs at least 2 labelled sentences of one length"
             )
-        trainable, frozen = _split_trainable(vae.variables)
-        batch_stats = vae.variables.get("batch_stats", {})
-        dim = vae.model.cfg.latent_dim
-    else:
-        dim = data.features["train"].shape[1]
-    params = {"clf": init_linear(init_key, dim, fit.num_classes)}
-    if finetune:
+        frozen = dict(vae.variables["params"])
+        trainable = {k: frozen.pop(k) for k in ("encoder", "head") if k in frozen}
         # Copies: the step donates the state, the run's arrays must stay.
         params["encoder_and_head"] = jax.tree.map(jnp.array, trainable)
-        batch_stats = jax.tree.map(jnp.array, batch_stats)
+        batch_stats = jax.tree.map(jnp.array, vae.variables.get("batch_stats", {}))
+        dim = vae.model.cfg.latent_dim
+    params["clf"] = init_linear(init_key, dim, fit.num_classes)
     state = steps.TrainState.create(
         apply_fn=None,
         params=params,
         batch_stats=batch_stats,
-        tx=_optimizer(cfg.learning_rate, cfg.clip_norm),
+        # One optimizer object per setting: the step is compiled once for all fits.
+        tx=steps.make_optimizer(cfg.learning_rate, cfg.clip_norm),
     )
     state = state.replace(step=jnp.zeros((), jnp.int32))
     settings = settings or FitSettings(epochs=cfg.epochs)
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     info = fit_info(fit, data)
-    ckpt, writer = loop_lib.open_run(workdir, info, write=True)
-    checkpoints.write_run_info(workdir, info)
+    ctx = loop_lib.open_context(workdir, info, parallel.single_device(), settings)
+    checkpoints.write_run_info(ctx.workdir, info)
     config = ml_collections.ConfigDict(
-        {
-            **info,
-            "classifier": dataclasses.asdict(cfg),
-            "loop": dataclasses.asdict(settings),
-        }
+        dict(
+            info, classifier=dataclasses.asdict(cfg), loop=dataclasses.asdict(settings)
+        )
     )
-    trainer = ClassifierTrainer(
-        config=config,
-        workdir=workdir,
-        ckpt=ckpt,
-        writer=writer,
-        rng=step_key,
-        eval_key=root,  # scoring draws nothing
-        par=parallel.single_device(),
-        run=fit,
-        data=data,
-        vae=vae if finetune else None,
-        frozen=frozen,
-        plan=plan,
-        loop_settings=settings,
+    vae = vae if finetune else None
+    return FitSetup(fit, data, vae, frozen, plan, ctx, config, step_key), state
+
+
+def loop_fns(s: FitSetup) -> dict:
+    """The fit's keyword arguments of ``loop.train``."""
+    return dict(
+        epoch_batches=functools.partial(epoch_batches, s),
+        num_batches=num_batches(s),
+        step=make_step(s),
+        summarize=summarize,
+        evaluate=functools.partial(evaluate, s),
+        rule=functools.partial(rule, s),
+        final=functools.partial(final, s),
+        method=f"classifier_{s.fit.cfg.mode}",
+        config=s.config,
     )
-    return trainer, state
+
+
+def resume(s: FitSetup, state) -> tuple[steps.TrainState, FitLoop]:
+    """The fit's latest checkpoint and loop state, or a fresh start."""
+    restored = loop_lib.restore(s.ctx, state, FitLoop)
+    return restored or (state, FitLoop(learning_rate=s.fit.cfg.learning_rate))
 
 
 def train_fit(
@@ -701,12 +667,12 @@ def train_fit(
     vae: TrainedRun | None = None,
     settings: FitSettings | None = None,
 ) -> dict:
-    """Trains (or resumes) one fit in ``workdir``; its results (``loop.run``).
+    """Trains (or resumes) one fit in ``workdir``; its results (``loop.train``).
 
     A finished fit reruns as a no-op returning its saved results.
     """
-    trainer, state = build_fit(fit, data, workdir, vae, settings)
-    return loop_lib.run(trainer, state)
+    s, state = build_fit(fit, data, workdir, vae, settings)
+    return loop_lib.train(s.ctx, *resume(s, state), **loop_fns(s))
 
 
 def fit_dir(fits_dir: str | os.PathLike, num_labels: int, seed: int) -> pathlib.Path:

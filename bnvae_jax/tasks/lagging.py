@@ -10,8 +10,9 @@ Snapshots are taken by training in stages: the loop runs with ``train.max_steps`
 raised to each snapshot step in turn, on the run's own workdir, so a killed study
 resumes from its checkpoints and the training is the one ``bnvae_jax.main`` does.
 One difference from an uninterrupted run: the first stop inside epoch 0 validates
-once (``train.end_of_epoch`` without advancing) because no checkpoint is selected
-yet; that extra validation only sets the plateau rule's reference loss earlier.
+once (and applies the epoch's rule without advancing the epoch) because no
+checkpoint is selected yet; that extra validation only sets the plateau rule's
+reference loss earlier.
 
 Outputs in the workdir: one run directory per setting (with ``metrics.jsonl``,
 checkpoints and ``lagging/step_<N>.npz`` per snapshot), ``lagging_points.npz``
@@ -25,6 +26,7 @@ saved snapshots (``plot_only``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import pathlib
 
@@ -37,8 +39,9 @@ from bnvae_jax.analysis import grid as grid_lib
 from bnvae_jax.analysis import plots
 from bnvae_jax.errors import ConfigError, WorkdirError
 from bnvae_jax.evaluation import estimators
-from bnvae_jax.tasks import text_vae as train
-from bnvae_jax.training import methods
+from bnvae_jax.tasks import text_vae
+from bnvae_jax.training import loop as loop_lib
+from bnvae_jax.training import methods, steps
 
 SNAPSHOT_DIR = "lagging"
 POINTS_FILE = "lagging_points.npz"
@@ -253,39 +256,38 @@ def _snapshot_path(run_dir: pathlib.Path, requested: int) -> pathlib.Path:
     return run_dir / SNAPSHOT_DIR / f"step_{requested}.npz"
 
 
-def save_snapshot(path: pathlib.Path, snap: Snapshot, indices: np.ndarray) -> None:
-    """Writes ``snap`` (and the sentence ids) atomically as ``.npz``."""
+def _write_npz(path: pathlib.Path, **arrays) -> None:
+    """Writes ``arrays`` to ``path`` atomically (compressed ``.npz``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    arrays = {
-        f.name: np.asarray(getattr(snap, f.name)) for f in dataclasses.fields(snap)
-    }
-    np.savez(tmp, indices=indices, **arrays)
+    np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
+
+
+def save_snapshot(path: pathlib.Path, snap: Snapshot, indices: np.ndarray) -> None:
+    """Writes ``snap`` (and the sentence ids) atomically as ``.npz``."""
+    _write_npz(path, indices=indices, **dataclasses.asdict(snap))
 
 
 def load_snapshot(path: pathlib.Path) -> Snapshot:
     with np.load(path) as data:
         values = {f.name: data[f.name] for f in dataclasses.fields(Snapshot)}
-    for name in ("step",):
-        values[name] = int(values[name])
-    for name in ("kl", "mi"):
-        values[name] = float(values[name])
-    return Snapshot(**values)
+    # step, kl and mi as Python numbers, the point arrays as arrays.
+    return Snapshot(**{k: v.item() if v.ndim == 0 else v for k, v in values.items()})
 
 
-def _train_to(trainer: train.Trainer, state, loop: train.LoopState, step: int):
+def _train_to(s: text_vae.Setup, fns: dict, state, loop, step: int):
     """Continues training until ``step`` (or until the run's own end)."""
     if step == 0 or int(state.step) >= step or loop.done:
         return state
-    run = trainer.run
-    staged = dataclasses.replace(
-        trainer,
-        run=dataclasses.replace(
-            run, train=dataclasses.replace(run.train, max_steps=step)
-        ),
-    )
-    return train.train_epochs(staged, state, loop)
+    settings = dataclasses.replace(s.ctx.settings, max_steps=step)
+    ctx = dataclasses.replace(s.ctx, settings=settings)
+    return loop_lib._epochs(ctx, state, loop, num_batches=len(s.plan), **fns)
+
+
+def _validate(s: text_vae.Setup, state) -> tuple[dict, float]:
+    val = text_vae.validate(s, state)
+    return val, text_vae.selection_loss(s.run, val)
 
 
 def run_setting(
@@ -296,10 +298,22 @@ def run_setting(
 ) -> list[Snapshot]:
     """Trains one setting in stages and snapshots it at every study step."""
     config = setting_config(base, setting)
-    trainer, state = train.setup(config, str(run_dir))
-    state, loop = train.restore_or_start(trainer, state)
-    indices = choose_points(len(trainer.data.train), study.num_points, study.seed)
-    rows = [trainer.data.train[i] for i in indices]
+    s, state = text_vae.setup(config, str(run_dir))
+    restored = loop_lib.restore(s.ctx, state, text_vae.LoopState)
+    if restored is None:
+        if config.init_from:
+            state = text_vae.init_from_run(state, config.init_from, s.data.vocab)
+        restored = state, text_vae.LoopState(learning_rate=s.run.train.learning_rate)
+    state, loop = restored
+    fns = dict(
+        epoch_batches=functools.partial(text_vae.epoch_batches, s),
+        step=text_vae.make_step(s),
+        summarize=text_vae.summarize,
+        evaluate=functools.partial(_validate, s),
+        rule=functools.partial(text_vae.rule, s),
+    )
+    indices = choose_points(len(s.data.train), study.num_points, study.seed)
+    rows = [s.data.train[i] for i in indices]
     key = jax.random.key(study.seed)
     snapshots = []
     try:
@@ -308,15 +322,15 @@ def run_setting(
             if path.is_file():
                 snapshots.append(load_snapshot(path))
                 continue
-            state = _train_to(trainer, state, loop, requested)
+            state = _train_to(s, fns, state, loop, requested)
             if int(state.step) > requested:
                 raise WorkdirError(
                     f"{run_dir} is at step {int(state.step)} but has no snapshot for "
                     f"step {requested}; use a new --workdir"
                 )
             snap = take_snapshot(
-                trainer.model,
-                trainer.variables(state),
+                s.model,
+                steps.variables(state),
                 rows,
                 study,
                 jax.random.fold_in(key, requested),
@@ -326,11 +340,12 @@ def run_setting(
             logging.info("%s step %d: %s", setting.name, snap.step, snap.summary())
             snapshots.append(snap)
     finally:
-        trainer.writer.close()
+        s.ctx.writer.close()
+        s.ctx.ckpt.close()
     return snapshots
 
 
-def _rows(study: StudyConfig, results: dict, settings) -> list[tuple[str, list]]:
+def _rows(results: dict, settings) -> list[tuple[str, list]]:
     return [
         (s.label, [(snap.step, snap.mu_theta, snap.mu_phi) for snap in results[s.name]])
         for s in settings
@@ -345,9 +360,7 @@ def write_outputs(
     for name, snaps in results.items():
         for field in ("step", "mu_theta", "std_theta", "mu_phi", "logvar_phi"):
             arrays[f"{name}/{field}"] = np.stack([getattr(s, field) for s in snaps])
-    tmp = workdir / f".{POINTS_FILE}.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(workdir / POINTS_FILE)
+    _write_npz(workdir / POINTS_FILE, **arrays)
     summary = {
         name: [
             dict(s.summary(), requested=r) for s, r in zip(snaps, study.snapshot_steps)
@@ -361,11 +374,9 @@ def write_outputs(
         for s in study.settings
         if (s.method, s.gamma) == m and s.batch_size == study.fig1_batch_size
     ]
+    plots.lagging_figure(_rows(results, fig1), workdir / FIG1_FILE, study.axis_limit)
     plots.lagging_figure(
-        _rows(study, results, fig1), workdir / FIG1_FILE, study.axis_limit
-    )
-    plots.lagging_figure(
-        _rows(study, results, study.settings), workdir / FIG2_FILE, study.axis_limit
+        _rows(results, study.settings), workdir / FIG2_FILE, study.axis_limit
     )
     return summary
 
