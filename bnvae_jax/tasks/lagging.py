@@ -26,7 +26,6 @@ saved snapshots (``plot_only``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import pathlib
 
@@ -282,12 +281,7 @@ def _train_to(s: text_vae.Setup, fns: dict, state, loop, step: int):
         return state
     settings = dataclasses.replace(s.ctx.settings, max_steps=step)
     ctx = dataclasses.replace(s.ctx, settings=settings)
-    return loop_lib._epochs(ctx, state, loop, num_batches=len(s.plan), **fns)
-
-
-def _validate(s: text_vae.Setup, state) -> tuple[dict, float]:
-    val = text_vae.validate(s, state)
-    return val, text_vae.selection_loss(s.run, val)
+    return loop_lib.train_epochs(ctx, state, loop, **fns)
 
 
 def run_setting(
@@ -299,19 +293,8 @@ def run_setting(
     """Trains one setting in stages and snapshots it at every study step."""
     config = setting_config(base, setting)
     s, state = text_vae.setup(config, str(run_dir))
-    restored = loop_lib.restore(s.ctx, state, text_vae.LoopState)
-    if restored is None:
-        if config.init_from:
-            state = text_vae.init_from_run(state, config.init_from, s.data.vocab)
-        restored = state, text_vae.LoopState(learning_rate=s.run.train.learning_rate)
-    state, loop = restored
-    fns = dict(
-        epoch_batches=functools.partial(text_vae.epoch_batches, s),
-        step=text_vae.make_step(s),
-        summarize=text_vae.summarize,
-        evaluate=functools.partial(_validate, s),
-        rule=functools.partial(text_vae.rule, s),
-    )
+    state, loop = text_vae.start(s, state)
+    fns = text_vae.loop_fns(s)
     indices = choose_points(len(s.data.train), study.num_points, study.seed)
     rows = [s.data.train[i] for i in indices]
     key = jax.random.key(study.seed)
