@@ -1,10 +1,13 @@
 """Dialog train loop: tiny end-to-end runs, exact resume after an interruption."""
 
+import dataclasses
 import json
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import python_module, run_child
 
@@ -12,7 +15,8 @@ from bnvae_jax.errors import DataError
 from bnvae_jax.tasks.dialog import config as config_lib
 from bnvae_jax.tasks.dialog import model as model_lib
 from bnvae_jax.tasks.dialog import train
-from bnvae_jax.training import checkpoints
+from bnvae_jax.training import checkpoints, steps
+from bnvae_jax.training import loop as loop_lib
 
 WORDS = "yeah i think so uh-huh you know that's right well okay".split()
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -87,46 +91,48 @@ def tiny_config(files, method="bn_cvae", **train_overrides):
     return c
 
 
-def _params(workdir, state):
+def _latest(workdir, state):
     with checkpoints.Checkpointer(workdir) as ckpt:
-        tree, meta = ckpt.restore_latest(train._state_tree(state))
-    return tree, meta
+        return ckpt.restore_latest(loop_lib.state_tree(state))
+
+
+class _InterruptAt:
+    """A metric writer that raises KeyboardInterrupt (Ctrl-C) after logging ``step``."""
+
+    def __init__(self, writer, step):
+        self.writer, self.step = writer, step
+
+    def __getattr__(self, name):
+        return getattr(self.writer, name)
+
+    def write_scalars(self, step, scalars):
+        self.writer.write_scalars(step, scalars)
+        if step == self.step:
+            raise KeyboardInterrupt
 
 
 def test_interrupted_run_resumes_to_the_same_parameters(files, tmp_path):
     config = tiny_config(files)
-    # Uninterrupted: 5 steps through the loop.
-    trainer, state = train.setup(config, str(tmp_path / "straight"))
-    state, loop = train.restore_or_start(trainer, state)
-    straight = train.train_epochs(trainer, state, loop)
-    trainer.ckpt.close()
-    assert int(straight.step) == 6  # 2 epochs of 3 batches (36 examples, 8 a batch)
+    # Uninterrupted: 2 epochs of 3 batches (36 examples, 8 a batch).
+    s, template = train.setup(config, str(tmp_path / "template"))
+    s.ctx.writer.close()
+    s.ctx.ckpt.close()
+    train.train_and_evaluate(config, str(tmp_path / "straight"))
+    straight, _ = _latest(tmp_path / "straight", template)
+    assert int(straight["step"]) == 6
     # Interrupted at step 3 (Ctrl-C), then resumed by train_and_evaluate.
     workdir = tmp_path / "resumed"
-    trainer, state = train.setup(config, str(workdir))
-    state, loop = train.restore_or_start(trainer, state)
-    writer = trainer.writer
-
-    class Interrupt:
-        def __getattr__(self, name):
-            return getattr(writer, name)
-
-        def write_scalars(self, step, scalars):
-            writer.write_scalars(step, scalars)
-            if step == 3:
-                raise KeyboardInterrupt
-
-    trainer.writer = Interrupt()
+    s, state = train.setup(config, str(workdir))
+    ctx = dataclasses.replace(s.ctx, writer=_InterruptAt(s.ctx.writer, 3))
     with pytest.raises(KeyboardInterrupt):
-        train.train_epochs(trainer, state, loop)
-    trainer.ckpt.close()
+        train.fit(dataclasses.replace(s, ctx=ctx), state)
     assert checkpoints.Checkpointer(workdir).latest_step() == 3
     results = train.train_and_evaluate(config, str(workdir))
-    tree, meta = _params(workdir, straight)
+    tree, meta = _latest(workdir, template)
     assert int(tree["step"]) == 6 and meta["epoch"] == 2
     for a, b in zip(
         jax.tree_util.tree_leaves(tree["params"]),
-        jax.tree_util.tree_leaves(straight.params),
+        jax.tree_util.tree_leaves(straight["params"]),
     ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for key in ("kl", "ppl", "bleu4_recall", "abow_precision", "ebow_recall"):
@@ -141,6 +147,21 @@ def test_interrupted_run_resumes_to_the_same_parameters(files, tmp_path):
     assert train.train_and_evaluate(config, str(workdir)) == json.loads(
         (workdir / "results.json").read_text()
     )
+
+
+def test_adam_with_an_injected_rate_is_plain_adam():
+    """The shared optimizer factory gives the dialog's clipped Adam, bit for bit."""
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+    ours = steps.make_optimizer(1e-3, 1.0, kind="adam")
+    plain = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    a, b = ours.init(params), plain.init(params)
+    for scale in (10.0, 0.1, 3.0):  # the first and last steps are clipped
+        grads = {"w": jnp.asarray(scale * rng.normal(size=(3, 4)), jnp.float32)}
+        ua, a = ours.update(grads, a, params)
+        ub, b = plain.update(grads, b, params)
+        np.testing.assert_array_equal(np.asarray(ua["w"]), np.asarray(ub["w"]))
+        assert np.any(np.asarray(ua["w"]) != 0)
 
 
 @pytest.mark.parametrize("method", ["cvae", "cvae_bow"])
@@ -199,13 +220,13 @@ def test_glove_file_initialises_the_word_embeddings(files, tmp_path):
     config = tiny_config(files)
     config.model.emb_dim = 4  # the test GloVe file's width
     config.model.embedding_file = files["glove"]
-    trainer, state = train.setup(config, str(tmp_path))
+    s, state = train.setup(config, str(tmp_path))
     table = np.asarray(state.params["embed"]["embedding"])
     vectors = {
         line.split()[0]: np.array(line.split()[1:], np.float32)
         for line in pathlib.Path(files["glove"]).read_text().splitlines()
     }
-    vocab = trainer.data.vocab
+    vocab = s.data.vocab
     found = [w for w in vocab.words if w in vectors]
     assert len(found) >= 8
     for word in found:

@@ -1,12 +1,13 @@
-"""The dialog CVAEs (Zhao et al.) on the shared loop (``training.loop``).
+"""The dialog CVAEs (Zhao et al.): ``train_and_evaluate`` on ``training.loop``.
 
-The task supplies Zhao et al.'s batches (a shuffled pass over the training
+The task builds Zhao et al.'s batches (a shuffled pass over the training
 examples cut at ``train.steps_per_epoch`` batches), the Adam step of the
 method's loss, the validation ELBO as the selection loss, Zhao et al.'s
-patience rule for stopping, and the final scores: valid/test ELBO, KL, PPL and,
-on test, sampled responses scored by BLEU, A-bow and E-bow; samples and a CSV
-for human rating go to the workdir. Resume, checkpoints, NaN guard, progress,
-devices (data parallelism with global BN statistics) and Ctrl-C are the loop's.
+patience rule for stopping (``rules.patience``), and the final scores:
+valid/test ELBO, KL, PPL and, on test, sampled responses scored by BLEU, A-bow
+and E-bow; ``samples.txt`` and ``human_rating.csv`` go to the workdir. Resume,
+checkpoints, NaN guard, progress, devices (data parallelism with global BN
+statistics) and Ctrl-C are the loop's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import csv
 import dataclasses
 import functools
 import io
+import logging
 import math
 
 import jax
@@ -22,7 +24,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax.training import train_state
 
 from bnvae_jax import fileio
 from bnvae_jax.data.vocab import BOS, EOS, PAD
@@ -32,16 +33,9 @@ from bnvae_jax.tasks.dialog import metrics as metrics_lib
 from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogCVAE
 from bnvae_jax.training import loop as loop_lib
-from bnvae_jax.training import parallel, schedules, steps
+from bnvae_jax.training import parallel, rules, schedules, steps
 from bnvae_jax.training.config_lib import get_path
-from bnvae_jax.training.loop import (  # noqa: F401  (the task's public names)
-    DivergedError,
-    restore_or_start,
-    train_epochs,
-)
 
-_state_tree = loop_lib.state_tree
-SUM_KEYS = ("rec_sum", "kl_sum", "prior_kl_sum", "bow_sum", "tokens", "count")
 # The arrays of a batch, in the order the mapped evaluation functions take them.
 BATCH_KEYS = (
     "context",
@@ -55,12 +49,7 @@ BATCH_KEYS = (
     "other_meta",
     "mask",
 )
-
-
-class TrainState(train_state.TrainState):
-    """Parameters, BN running statistics and Adam state; ``step`` counts batches."""
-
-    batch_stats: dict
+SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}  # evaluation key per split
 
 
 @dataclasses.dataclass
@@ -71,38 +60,136 @@ class LoopState(loop_lib.LoopState):
     threshold: float = math.inf
 
 
-def patience_update(
-    loop: LoopState, val_loss: float, improved: bool, done_epochs: int, cfg
-) -> None:
-    """Zhao et al.'s early-stopping rule, after an epoch whose loss is ``val_loss``.
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A built dialog run.
 
-    A new best (``improved``) that beats the last threshold by the factor
-    ``improve_threshold`` extends the patience to ``done_epochs *
-    patience_increase`` epochs; training stops once ``patience <= done_epochs``.
+    Attributes:
+      config: the run's config as given (saved with the results).
+      run: the typed config.
+      data: the vocabulary, topics, dialogs and indexed splits.
+      model: the model as steps and evaluation apply it (over the devices).
+      ctx: the workdir, checkpoints, writer, devices and loop settings.
+      rng: the train steps' key, replicated over the devices.
+      eval_key: the key evaluation draws from (``eval.seed``).
     """
-    if improved and val_loss <= loop.threshold * cfg.improve_threshold:
-        loop.patience = max(loop.patience, done_epochs * cfg.patience_increase)
-        loop.threshold = val_loss
-    if cfg.early_stop and loop.patience <= done_epochs:
-        loop.done = True
+
+    config: ml_collections.ConfigDict
+    run: config_lib.DialogRunConfig
+    data: data_lib.DialogData
+    model: DialogCVAE
+    ctx: loop_lib.Context
+    rng: jax.Array
+    eval_key: jax.Array
 
 
-# -- steps ---------------------------------------------------------------------
+# -- building the run ----------------------------------------------------------
 
 
-def _terms(out, mask) -> objectives.LossTerms:
-    return objectives.LossTerms(out.rec, out.kl, out.prior_kl, out.bow, mask)
+def load_data(config: ml_collections.ConfigDict) -> data_lib.DialogData:
+    d = config.data
+    return data_lib.load_dialog_data(
+        {"train": d.train_file, "valid": d.valid_file, "test": d.test_file},
+        file_format=d.format,
+        max_vocab=d.max_vocab,
+        max_utt_len=d.max_utt_len,
+        context_size=d.context_size,
+    )
 
 
-def _sums(out, mask) -> dict:
-    return {
-        "rec_sum": jnp.sum(out.rec * mask),
-        "kl_sum": jnp.sum(out.kl * mask),
-        "prior_kl_sum": jnp.sum(out.prior_kl * mask),
-        "bow_sum": jnp.sum(out.bow * mask),
-        "tokens": jnp.sum(out.tokens * mask),
-        "count": jnp.sum(mask),
-    }
+def _load_and_check(config: ml_collections.ConfigDict) -> data_lib.DialogData:
+    data = load_data(config)
+    if config.eval.multi_ref_file:  # a broken file fails now, not after training
+        data_lib.read_multi_ref(config.eval.multi_ref_file, config.data.max_utt_len)
+    return data
+
+
+def run_info(config: ml_collections.ConfigDict, data: data_lib.DialogData) -> dict:
+    """What a workdir's checkpoints depend on (shapes, vocabulary, topics)."""
+    info = {k: get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
+    info["vocab_size"] = len(data.vocab)
+    info["vocab_fingerprint"] = data.vocab.fingerprint()
+    info["topics"] = list(data.topics)
+    return info
+
+
+def setup(
+    config: ml_collections.ConfigDict, workdir: str, write: bool = True
+) -> tuple[Setup, steps.TrainState]:
+    """Reads the data, checks the workdir, builds the run and a fresh state.
+
+    The run's key ``key(run.seed)`` gives the initial parameters
+    (``fold_in(key, 0)``) and the train steps' randomness (``fold_in(key, 1)``).
+    With ``write`` (training), records the vocabulary, run info and config.
+    """
+    config_lib.validate(config)
+    par = loop_lib.setup_devices(config)
+    data = parallel.first_host_then_others(
+        lambda: _load_and_check(config), "reading the data"
+    )
+    info = run_info(config, data)
+    run = config_lib.resolve(config, len(data.vocab), len(data.topics))
+    ctx = loop_lib.open_context(workdir, info, par, run.train, write)
+    root = jax.random.key(run.seed)
+    s = Setup(
+        config=config,
+        run=run,
+        data=data,
+        model=DialogCVAE(run.model, axis_name=par.axis_name),
+        ctx=ctx,
+        rng=par.replicate(jax.random.fold_in(root, 1)),
+        eval_key=jax.random.key(run.eval.seed),
+    )
+    state = create_train_state(s, jax.random.fold_in(root, 0))
+    if write:
+        loop_lib.record_run(ctx.workdir, data.vocab, info, config)
+    return s, par.replicate(state)
+
+
+def create_train_state(s: Setup, key: jax.Array) -> steps.TrainState:
+    """Fresh parameters (GloVe rows with ``model.embedding_file``) and Adam state.
+
+    Parameters are initialised without the device axis (the same values).
+    """
+    split, size = s.data.splits["train"], s.config.data.batch_size
+    example = split.batch(np.arange(min(len(split), size)), size)
+    init = jax.jit(functools.partial(DialogCVAE(s.run.model).init, train=False))
+    variables = init({"params": key, "sample": jax.random.fold_in(key, 1)}, example)
+    params = variables["params"]
+    path = s.config.model.embedding_file
+    if path:
+        table = params["embed"]["embedding"]
+        table = metrics_lib.glove_table(path, s.data.vocab, table)
+        params = {**params, "embed": {"embedding": jnp.asarray(table, jnp.float32)}}
+    t = s.run.train
+    state = steps.TrainState.create(
+        apply_fn=s.model.apply,
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        tx=steps.make_optimizer(t.learning_rate, t.clip_norm, kind="adam"),
+    )
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+# -- batches and steps ---------------------------------------------------------
+
+
+def num_batches(s: Setup) -> int:
+    n = len(s.data.splits["train"])
+    return min(-(-n // s.config.data.batch_size), s.run.train.steps_per_epoch)
+
+
+def epoch_batches(s: Setup, epoch: int, start: int):
+    """``(position, arrays, response tokens)`` of the epoch's batches from ``start``."""
+    train, size = s.data.splits["train"], s.config.data.batch_size
+    order = np.random.default_rng([s.run.seed, epoch]).permutation(len(train))
+    for position in range(start, num_batches(s)):
+        rows = order[position * size :][:size]
+        if len(rows) < s.run.train.min_batch:
+            yield position, None, 0
+        else:
+            batch = train.batch(rows, size)
+            yield position, batch, int(batch["response_lens"][: len(rows)].sum())
 
 
 def train_step(
@@ -116,7 +203,8 @@ def train_step(
     of the global noise, so the step equals the one-device step.
 
     Returns:
-      the new state and scalar sums over the real examples of the batch.
+      the new state and scalar sums over the real examples of the batch
+      (``loss_sum`` is the negative ELBO, rec + kl).
     """
     mask = batch["mask"]
     key = jax.random.fold_in(rng, state.step)
@@ -132,9 +220,8 @@ def train_step(
             rngs={"sample": key},
             mutable=["batch_stats"],
         )
-        loss = objectives.method_loss(
-            method, _terms(out, mask), kl_weight, prior_weight
-        )
+        terms = objectives.LossTerms(out.rec, out.kl, out.prior_kl, out.bow, mask)
+        loss = objectives.method_loss(method, terms, kl_weight, prior_weight)
         return steps.global_mean(loss, mask, axis_name), (out, updates)
 
     grads, (out, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -142,13 +229,70 @@ def train_step(
     new_state = state.apply_gradients(
         grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
     )
-    metrics = parallel.psum(_sums(out, mask), axis_name)
+    sums = {
+        "loss_sum": (out.rec + out.kl) * mask,
+        "rec_sum": out.rec * mask,
+        "kl_sum": out.kl * mask,
+        "prior_kl_sum": out.prior_kl * mask,
+        "bow_sum": out.bow * mask,
+        "tokens": out.tokens * mask,
+        "count": mask,
+    }
+    metrics = parallel.psum({k: jnp.sum(v) for k, v in sums.items()}, axis_name)
     metrics.update(
         kl_weight=kl_weight,
         prior_kl_weight=prior_weight,
         grad_norm=optax.tree.norm(grads),
     )
     return new_state, metrics
+
+
+def make_step(s: Setup):
+    """``step(state, arrays, loop, step) -> (state, metrics)`` over the devices."""
+    t, par = s.run.train, s.ctx.par
+    kl = schedules.linear(0.0, float(t.full_kl_steps))
+    prior = kl if t.prior_kl_schedule == "annealed" else schedules.constant(1.0)
+    fn = functools.partial(
+        train_step,
+        method=s.run.method,
+        kl_schedule=kl,
+        prior_schedule=prior,
+        axis_name=par.axis_name,
+    )
+    if par.mode == "jit":
+        step_fn = jax.jit(fn, donate_argnums=0)
+    else:
+        step_fn = par.pmap_step(fn, num_args=3)
+    return lambda state, arrays, loop, step: step_fn(state, arrays, s.rng)
+
+
+def summarize(host: list, loop: LoopState) -> dict:
+    """The ``train/*`` scalars of the steps in ``host``."""
+    keys = ("rec_sum", "kl_sum", "prior_kl_sum", "bow_sum", "tokens", "count")
+    totals = {k: sum(float(m[k]) for m in host) for k in keys}
+    count = max(totals["count"], 1.0)
+    mean_nll = totals["rec_sum"] / max(totals["tokens"], 1.0)
+    return {
+        "train/rec": totals["rec_sum"] / count,
+        "train/kl": totals["kl_sum"] / count,
+        "train/prior_kl": totals["prior_kl_sum"] / count,
+        "train/bow": totals["bow_sum"] / count,
+        "train/ppl": math.exp(min(mean_nll, 50)),
+        "train/kl_weight": float(host[-1]["kl_weight"]),
+        "train/grad_norm": float(host[-1]["grad_norm"]),
+    }
+
+
+# -- evaluation and the patience rule ------------------------------------------
+
+
+def eval_batches(s: Setup, n: int):
+    """Row indices of ``n`` rows in batches of ``data.eval_batch_size``.
+
+    The size is rounded up to a multiple of the devices; returns it too.
+    """
+    size = s.ctx.par.padded(s.config.data.eval_batch_size)
+    return size, [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def _row_terms(model, variables, key, *rows, axis_name=None):
@@ -175,332 +319,168 @@ def _row_responses(model, variables, key, *rows, num_samples, max_len, axis_name
 
 
 @functools.lru_cache(maxsize=8)
-def make_optimizer(learning_rate: float, clip_norm: float):
-    """Adam after global-norm clipping (one object per setting: jit caches on it)."""
-    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
-
-
-# -- the task ------------------------------------------------------------------
-
-
-SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}  # evaluation key per split
-
-
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield np.arange(start, min(start + size, n))
-
-
-@dataclasses.dataclass
-class DialogTrainer(loop_lib.Trainer):
-    """The dialog task; built once by ``setup``."""
-
-    run: config_lib.DialogRunConfig
-    data: data_lib.DialogData
-    model: DialogCVAE
-
-    loop_state_class = LoopState
-    sum_keys = SUM_KEYS
-
-    # -- building the run ------------------------------------------------------
-
-    @staticmethod
-    def validate_config(config) -> None:
-        config_lib.validate(config)
-
-    @staticmethod
-    def load_data(config, workdir) -> data_lib.DialogData:
-        data = load_data(config)
-        if config.eval.multi_ref_file:  # a broken file fails now, not after training
-            data_lib.read_multi_ref(config.eval.multi_ref_file, config.data.max_utt_len)
-        return data
-
-    @staticmethod
-    def run_info(config, data: data_lib.DialogData) -> dict:
-        return run_info(config, data)
-
-    @staticmethod
-    def resolve_config(config, data) -> config_lib.DialogRunConfig:
-        return config_lib.resolve(config, len(data.vocab), len(data.topics))
-
-    @staticmethod
-    def eval_key_of(run) -> jax.Array:
-        return jax.random.key(run.eval.seed)
-
-    @staticmethod
-    def task_fields(config, run, data, par: parallel.Parallel) -> dict:
-        return {"model": DialogCVAE(run.model, axis_name=par.axis_name)}
-
-    def init_state(self, key: jax.Array) -> TrainState:
-        # Parameters are initialised without the device axis (same values).
-        state = create_train_state(
-            dataclasses.replace(self, model=DialogCVAE(self.run.model)), key
-        )
-        return state.replace(apply_fn=self.model.apply)
-
-    @property
-    def settings(self):
-        return self.run.train
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.data.batch_size
-
-    @property
-    def eval_batch_size(self) -> int:
-        """``data.eval_batch_size`` rounded up to a multiple of the devices."""
-        return self.par.padded(self.config.data.eval_batch_size)
-
-    def new_loop(self) -> LoopState:
-        return LoopState(patience=float(self.run.train.patience))
-
-    def method_name(self) -> str:
-        return self.run.method_name
-
-    # -- batches ---------------------------------------------------------------
-
-    def num_positions(self) -> int:
-        n = len(self.data.splits["train"])
-        return min(-(-n // self.batch_size), self.run.train.steps_per_epoch)
-
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        rng = np.random.default_rng([self.run.seed, epoch])
-        return rng.permutation(len(self.data.splits["train"]))
-
-    def make_batch(self, order, position: int):
-        rows = order[position * self.batch_size :][: self.batch_size]
-        if len(rows) < self.run.train.min_batch:
-            return None, len(rows)
-        return self.data.splits["train"].batch(rows, self.batch_size), len(rows)
-
-    def train_arrays(self, batch: dict) -> dict:
-        return batch
-
-    # -- steps -----------------------------------------------------------------
-
-    def make_runner(self) -> loop_lib.StepRunner:
-        t = self.run.train
-        kl = schedules.linear(0.0, float(t.full_kl_steps))
-        prior = kl if t.prior_kl_schedule == "annealed" else schedules.constant(1.0)
-        fn = functools.partial(
-            train_step,
-            method=self.run.method,
-            kl_schedule=kl,
-            prior_schedule=prior,
-            axis_name=self.par.axis_name,
-        )
-        if self.par.mode == "jit":
-            step = jax.jit(fn, donate_argnums=0)
-        else:
-            step = self.par.pmap_step(fn, num_args=3)
-        return lambda state, arrays, loop, n: step(state, arrays, self.rng)
-
-    # -- metrics ---------------------------------------------------------------
-
-    def step_loss(self, m: dict) -> float:
-        return m["rec_sum"] + m["kl_sum"]
-
-    def train_scalars(self, host: list, loop: LoopState) -> dict:
-        totals = {k: sum(float(m[k]) for m in host) for k in SUM_KEYS}
-        count = max(totals["count"], 1.0)
-        mean_nll = totals["rec_sum"] / max(totals["tokens"], 1.0)
-        return {
-            "train/rec": totals["rec_sum"] / count,
-            "train/kl": totals["kl_sum"] / count,
-            "train/prior_kl": totals["prior_kl_sum"] / count,
-            "train/bow": totals["bow_sum"] / count,
-            "train/ppl": math.exp(min(mean_nll, 50)),
-            "train/kl_weight": float(host[-1]["kl_weight"]),
-            "train/grad_norm": float(host[-1]["grad_norm"]),
-        }
-
-    # -- validation and the patience rule --------------------------------------
-
-    def variables(self, state) -> dict:
-        return {"params": state.params, "batch_stats": state.batch_stats}
-
-    @functools.cached_property
-    def _terms_fn(self):
-        fn = functools.partial(_row_terms, self.model, axis_name=self.par.axis_name)
-        return self.par.map_rows(fn, len(BATCH_KEYS))
-
-    def evaluate_split(self, state, split_name: str) -> dict:
-        """ELBO terms with z ~ q; PPL is exp(Σ rec / Σ target tokens)."""
-        split = self.data.splits[split_name]
-        size = self.eval_batch_size
-        key = jax.random.fold_in(self.eval_key, SPLIT_IDS[split_name])
-        variables = self.variables(state)
-        totals = np.zeros(5)
-        count = 0.0
-        for i, rows in enumerate(_batches(len(split), size)):
-            batch = split.batch(rows, size)
-            terms = self._terms_fn(
-                variables, jax.random.fold_in(key, i), *(batch[k] for k in BATCH_KEYS)
-            )
-            mask = batch["mask"].astype(np.float64)
-            totals += [float(np.sum(np.asarray(t, np.float64) * mask)) for t in terms]
-            count += float(mask.sum())
-        rec_sum, kl_sum, prior_kl_sum, bow_sum, tokens = totals
-        n = max(count, 1.0)
-        return {
-            "rec": rec_sum / n,
-            "kl": kl_sum / n,
-            "prior_kl": prior_kl_sum / n,
-            "bow": bow_sum / n,
-            "elbo": (rec_sum + kl_sum) / n,
-            "ppl": math.exp(rec_sum / max(tokens, 1.0)),
-            "examples": int(count),
-        }
-
-    def validate_epoch(self, state):
-        val = self.evaluate_split(state, "valid")
-        return val, val["elbo"]
-
-    def after_validation(self, state, loop: LoopState, val: dict, improved: bool):
-        patience_update(loop, val["elbo"], improved, loop.epoch + 1, self.run.train)
-        return state, {"patience": loop.patience}
-
-    def epoch_message(self, epoch: int, val: dict, loop: LoopState) -> str:
-        return (
-            f"epoch {epoch}: valid elbo {val['elbo']:.3f} ppl {val['ppl']:.2f} "
-            f"kl {val['kl']:.3f}"
-        )
-
-    # -- final evaluation ------------------------------------------------------
-
-    @functools.cached_property
-    def _generate_fn(self):
-        cfg = self.run.eval
+def _mapped(model: DialogCVAE, par: parallel.Parallel, num_samples=0, max_len=0):
+    """One compiled per-row pass per (model, devices, sizes): terms or responses."""
+    if num_samples:
         fn = functools.partial(
             _row_responses,
-            self.model,
-            num_samples=cfg.num_samples,
-            max_len=cfg.max_decode_len,
-            axis_name=self.par.axis_name,
+            model,
+            num_samples=num_samples,
+            max_len=max_len,
+            axis_name=par.axis_name,
         )
-        return self.par.map_rows(fn, len(BATCH_KEYS))
+    else:
+        fn = functools.partial(_row_terms, model, axis_name=par.axis_name)
+    return par.map_rows(fn, len(BATCH_KEYS))
 
-    def sample_responses(self, state, split: data_lib.DialogSplit, rows) -> list:
-        """``eval.num_samples`` greedy responses from z ~ p(z|c) for ``rows``.
 
-        Randomness is fixed by ``eval.seed`` and the batch index.
-        """
-        size = self.eval_batch_size
-        key = jax.random.fold_in(self.eval_key, 0x5A)
-        variables = self.variables(state)
-        outputs = []
-        for i, chunk in enumerate(_batches(len(rows), size)):
-            batch = split.batch(rows[chunk], size)
-            (ids,) = self._generate_fn(
-                variables, jax.random.fold_in(key, i), *(batch[k] for k in BATCH_KEYS)
-            )
-            outputs.extend(ids[: len(chunk)])
-        return outputs
-
-    def scored_contexts(self) -> tuple[data_lib.DialogSplit, np.ndarray, list]:
-        """The contexts whose sampled responses are scored, and their references.
-
-        The test split's eligible contexts with their one reference each, or,
-        with ``eval.multi_ref_file``, that file's eligible contexts with all
-        their references (utterances padded as the test split's).
-        """
-        cfg, vocab = self.run.eval, self.data.vocab
-        test = self.data.splits["test"]
-        if not cfg.multi_ref_file:
-            rows = eligible_contexts(test, cfg)
-            return test, rows, single_references(vocab, test, rows)
-        width = test.utterances.shape[1]
-        max_len = self.config.data.max_utt_len
-        items = data_lib.read_multi_ref(cfg.multi_ref_file, max_len)
-        split, refs = data_lib.multi_ref_split(
-            items,
-            vocab,
-            self.data.topics,
-            context_size=self.config.data.context_size,
-            utt_len=width,
+def evaluate_split(s: Setup, state, split_name: str) -> dict:
+    """ELBO terms with z ~ q; PPL is exp(Σ rec / Σ target tokens)."""
+    split = s.data.splits[split_name]
+    key = jax.random.fold_in(s.eval_key, SPLIT_IDS[split_name])
+    terms_fn = _mapped(s.model, s.ctx.par)
+    size, batches = eval_batches(s, len(split))
+    totals, count = np.zeros(5), 0.0
+    for i, rows in enumerate(batches):
+        batch = split.batch(rows, size)
+        terms = terms_fn(
+            steps.variables(state),
+            jax.random.fold_in(key, i),
+            *(batch[k] for k in BATCH_KEYS),
         )
-        rows = eligible_contexts(split, cfg)
-        return split, rows, [refs[r] for r in rows]
-
-    def final_results(self, state, loop: LoopState) -> dict:
-        """Valid/test ELBO terms and test response metrics of the selected state."""
-        results = {s: self.evaluate_split(state, s) for s in ("valid", "test")}
-        split, rows, refs = self.scored_contexts()
-        outputs = self.sample_responses(state, split, rows)
-        results["test"].update(score_responses(self, refs, outputs))
-        results["test"]["references"] = (
-            "multi_ref_file" if self.run.eval.multi_ref_file else "test_split"
-        )
-        if jax.process_index() == 0:
-            write_samples(self, split, rows, outputs)
-        results.update(
-            early_stopped=loop.done,
-            num_samples=self.run.eval.num_samples,
-            data={
-                s: {"dialogs": len(self.data.dialogs[s]), "examples": len(sp)}
-                for s, sp in self.data.splits.items()
-            },
-            vocab_size=len(self.data.vocab),
-        )
-        return results
-
-    def write_outputs(self, results: dict) -> None:
-        fileio.write_text_atomic(
-            self.workdir / "results.txt", format_table(results) + "\n"
-        )
+        mask = batch["mask"].astype(np.float64)
+        totals += [float(np.sum(np.asarray(t, np.float64) * mask)) for t in terms]
+        count += float(mask.sum())
+    rec_sum, kl_sum, prior_kl_sum, bow_sum, tokens = totals
+    n = max(count, 1.0)
+    return {
+        "rec": rec_sum / n,
+        "kl": kl_sum / n,
+        "prior_kl": prior_kl_sum / n,
+        "bow": bow_sum / n,
+        "elbo": (rec_sum + kl_sum) / n,
+        "ppl": math.exp(rec_sum / max(tokens, 1.0)),
+        "examples": int(count),
+    }
 
 
-Trainer = DialogTrainer
+def validate(s: Setup, state) -> tuple[dict, float]:
+    """Validation terms and the selection loss (the ELBO)."""
+    val = evaluate_split(s, state, "valid")
+    return val, val["elbo"]
 
 
-# -- setup ---------------------------------------------------------------------
-
-
-def load_data(config: ml_collections.ConfigDict) -> data_lib.DialogData:
-    d = config.data
-    return data_lib.load_dialog_data(
-        {"train": d.train_file, "valid": d.valid_file, "test": d.test_file},
-        file_format=d.format,
-        max_vocab=d.max_vocab,
-        max_utt_len=d.max_utt_len,
-        context_size=d.context_size,
+def rule(s: Setup, state, loop: LoopState, val: dict, improved: bool):
+    """Zhao et al.'s patience rule after validation; logs the epoch."""
+    rules.patience(loop, val["elbo"], improved, loop.epoch + 1, s.run.train)
+    logging.info(
+        f"epoch {loop.epoch}: valid elbo {val['elbo']:.3f} ppl {val['ppl']:.2f} "
+        f"kl {val['kl']:.3f}"
     )
+    return state, {"patience": loop.patience}
 
 
-def create_train_state(trainer: DialogTrainer, key: jax.Array) -> TrainState:
-    split = trainer.data.splits["train"]
-    example = split.batch(
-        np.arange(min(len(split), trainer.batch_size)), trainer.batch_size
+# -- final evaluation ----------------------------------------------------------
+
+
+def sample_responses(s: Setup, state, split: data_lib.DialogSplit, rows) -> list:
+    """``eval.num_samples`` greedy responses from z ~ p(z|c) for ``rows``.
+
+    Randomness is fixed by ``eval.seed`` and the batch index.
+    """
+    cfg = s.run.eval
+    generate = _mapped(s.model, s.ctx.par, cfg.num_samples, cfg.max_decode_len)
+    key = jax.random.fold_in(s.eval_key, 0x5A)
+    size, batches = eval_batches(s, len(rows))
+    outputs = []
+    for i, chunk in enumerate(batches):
+        batch = split.batch(rows[chunk], size)
+        (ids,) = generate(
+            steps.variables(state),
+            jax.random.fold_in(key, i),
+            *(batch[k] for k in BATCH_KEYS),
+        )
+        outputs.extend(ids[: len(chunk)])
+    return outputs
+
+
+def scored_contexts(s: Setup) -> tuple[data_lib.DialogSplit, np.ndarray, list]:
+    """The contexts whose sampled responses are scored, and their references.
+
+    The test split's eligible contexts with their one reference each, or,
+    with ``eval.multi_ref_file``, that file's eligible contexts with all
+    their references (utterances padded as the test split's).
+    """
+    cfg, vocab = s.run.eval, s.data.vocab
+    test = s.data.splits["test"]
+    if not cfg.multi_ref_file:
+        rows = eligible_contexts(test, cfg)
+        refs = [reference_words(vocab, test.utterances[test.response[r]]) for r in rows]
+        return test, rows, [[ref] for ref in refs]
+    items = data_lib.read_multi_ref(cfg.multi_ref_file, s.config.data.max_utt_len)
+    split, refs = data_lib.multi_ref_split(
+        items,
+        vocab,
+        s.data.topics,
+        context_size=s.config.data.context_size,
+        utt_len=test.utterances.shape[1],
     )
-    init = jax.jit(functools.partial(trainer.model.init, train=False))
-    variables = init({"params": key, "sample": jax.random.fold_in(key, 1)}, example)
-    params = variables["params"]
-    path = trainer.config.model.embedding_file
-    if path:
-        vocab, table = trainer.data.vocab, params["embed"]["embedding"]
-        table = metrics_lib.glove_table(path, vocab, table)
-        params = {**params, "embed": {"embedding": jnp.asarray(table, jnp.float32)}}
-    t = trainer.run.train
-    state = TrainState.create(
-        apply_fn=trainer.model.apply,
-        params=params,
-        batch_stats=variables.get("batch_stats", {}),
-        tx=make_optimizer(t.learning_rate, t.clip_norm),
+    rows = eligible_contexts(split, cfg)
+    return split, rows, [refs[r] for r in rows]
+
+
+def final(s: Setup, state, loop: LoopState) -> dict:
+    """Valid/test ELBO terms and test response scores of the selected state.
+
+    Process 0 writes ``samples.txt`` and ``human_rating.csv``.
+    """
+    results = {name: evaluate_split(s, state, name) for name in ("valid", "test")}
+    split, rows, refs = scored_contexts(s)
+    outputs = sample_responses(s, state, split, rows)
+    results["test"].update(score_responses(s, refs, outputs))
+    results["test"]["references"] = (
+        "multi_ref_file" if s.run.eval.multi_ref_file else "test_split"
     )
-    return state.replace(step=jnp.zeros((), jnp.int32))
+    if jax.process_index() == 0:
+        write_samples(s, split, rows, outputs)
+    results.update(
+        early_stopped=loop.done,
+        num_samples=s.run.eval.num_samples,
+        data={
+            name: {"dialogs": len(s.data.dialogs[name]), "examples": len(sp)}
+            for name, sp in s.data.splits.items()
+        },
+        vocab_size=len(s.data.vocab),
+    )
+    return results
 
 
-def run_info(config: ml_collections.ConfigDict, data: data_lib.DialogData) -> dict:
-    info = {k: get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
-    info["vocab_size"] = len(data.vocab)
-    info["vocab_fingerprint"] = data.vocab.fingerprint()
-    info["topics"] = list(data.topics)
-    return info
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (or resumes) a dialog CVAE in ``workdir``; writes ``results.json``.
+
+    A finished run reruns as a no-op returning its saved results.
+    """
+    return fit(*setup(config, workdir))
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str, write: bool = True):
-    """The dialog task's trainer and a fresh state (``training.loop.setup``)."""
-    return loop_lib.setup(DialogTrainer, config, workdir, write)
+def fit(s: Setup, state) -> dict:
+    """Resumes ``s``'s workdir (or starts from ``state``) and trains it out."""
+    restored = loop_lib.restore(s.ctx, state, LoopState)
+    state, loop = restored or (state, LoopState(patience=float(s.run.train.patience)))
+    return loop_lib.train(
+        s.ctx,
+        state,
+        loop,
+        epoch_batches=functools.partial(epoch_batches, s),
+        num_batches=num_batches(s),
+        step=make_step(s),
+        summarize=summarize,
+        evaluate=functools.partial(validate, s),
+        rule=functools.partial(rule, s),
+        final=functools.partial(final, s),
+        method=s.run.method_name,
+        config=s.config,
+    )
 
 
 # -- scoring and outputs -------------------------------------------------------
@@ -523,27 +503,18 @@ def eligible_contexts(split: data_lib.DialogSplit, cfg) -> np.ndarray:
     return rows[: cfg.max_contexts] if cfg.max_contexts else rows
 
 
-def single_references(vocab, split: data_lib.DialogSplit, rows) -> list:
-    """Each row's one reference: the dialog's own response."""
-    return [[reference_words(vocab, split.utterances[split.response[r]])] for r in rows]
-
-
-def score_responses(trainer: Trainer, refs: list, outputs: list) -> dict:
+def score_responses(s: Setup, refs: list, outputs: list) -> dict:
     """BLEU and A-bow/E-bow of the sampled ``outputs`` against ``refs`` per context."""
-    vocab = trainer.data.vocab
-    hyps = [[hypothesis_words(vocab, s) for s in sample] for sample in outputs]
-    glove_file = trainer.run.eval.glove_file
+    hyps = [[hypothesis_words(s.data.vocab, h) for h in sample] for sample in outputs]
     glove = None
-    if glove_file:
-        words = {w for rs in refs for r in rs for w in r} | {
-            w for hs in hyps for h in hs for w in h
-        }
-        glove = metrics_lib.load_glove(glove_file, words)
+    if s.run.eval.glove_file:
+        words = {w for rs in refs for r in rs for w in r}
+        words |= {w for hs in hyps for h in hs for w in h}
+        glove = metrics_lib.load_glove(s.run.eval.glove_file, words)
     return metrics_lib.score_contexts(refs, hyps, glove)
 
 
-def _context_lines(trainer: Trainer, split, row: int) -> list[tuple[str, str]]:
-    vocab = trainer.data.vocab
+def _context_lines(vocab, split, row: int) -> list[tuple[str, str]]:
     lines = []
     for j in range(int(split.context_lens[row])):
         utt = split.utterances[split.context[row, j]]
@@ -552,65 +523,57 @@ def _context_lines(trainer: Trainer, split, row: int) -> list[tuple[str, str]]:
     return lines
 
 
-def write_samples(trainer: Trainer, split: data_lib.DialogSplit, rows, outputs) -> None:
+RATING_COLUMNS = (
+    "context_id",
+    "topic",
+    "context",
+    "reference",
+    "method",
+    "sample",
+    "response",
+    "fluency",
+    "relevance",
+    "informativeness",
+)
+
+
+def write_samples(s: Setup, split: data_lib.DialogSplit, rows, outputs) -> None:
     """``samples.txt`` (every context) and ``human_rating.csv`` (a seeded subset)."""
-    vocab, cfg = trainer.data.vocab, trainer.run.eval
+    vocab, cfg = s.data.vocab, s.run.eval
+
+    def reference(row):
+        return " ".join(reference_words(vocab, split.utterances[split.response[row]]))
+
+    def response(ids):
+        return " ".join(hypothesis_words(vocab, ids))
+
     text = io.StringIO()
     for n, (row, sample) in enumerate(zip(rows, outputs)):
         topic = split.topics[int(split.topic[row])]
         text.write(
             f"=== context {n} (dialog {int(split.dialog[row])}, topic {topic})\n"
         )
-        for who, words in _context_lines(trainer, split, row):
+        for who, words in _context_lines(vocab, split, row):
             text.write(f"  {who:>9}: {words}\n")
-        ref = " ".join(reference_words(vocab, split.utterances[split.response[row]]))
-        text.write(f"  {'target':>9}: {ref}\n")
+        text.write(f"  {'target':>9}: {reference(row)}\n")
         for i, ids in enumerate(sample, start=1):
-            text.write(
-                f"  {'sample ' + str(i):>9}: {' '.join(hypothesis_words(vocab, ids))}\n"
-            )
+            text.write(f"  {'sample ' + str(i):>9}: {response(ids)}\n")
         text.write("\n")
-    fileio.write_text_atomic(trainer.workdir / "samples.txt", text.getvalue())
+    fileio.write_text_atomic(s.ctx.workdir / "samples.txt", text.getvalue())
     picked = np.random.default_rng([cfg.seed, 0xC5]).permutation(len(rows))
-    picked = np.sort(picked[: cfg.rating_contexts])
     table = io.StringIO()
     out = csv.writer(table)
-    out.writerow(
-        [
-            "context_id",
-            "topic",
-            "context",
-            "reference",
-            "method",
-            "sample",
-            "response",
-            "fluency",
-            "relevance",
-            "informativeness",
-        ]
-    )
-    for n in picked:
+    out.writerow(RATING_COLUMNS)
+    for n in np.sort(picked[: cfg.rating_contexts]):
         row = rows[n]
-        context = " | ".join(w for _, w in _context_lines(trainer, split, row)[-3:])
-        ref = " ".join(reference_words(vocab, split.utterances[split.response[row]]))
+        context = " | ".join(w for _, w in _context_lines(vocab, split, row)[-3:])
         topic = split.topics[int(split.topic[row])]
         for i, ids in enumerate(outputs[n][: cfg.rating_samples], start=1):
-            response = " ".join(hypothesis_words(vocab, ids))
             out.writerow(
-                [
-                    int(n),
-                    topic,
-                    context,
-                    ref,
-                    trainer.run.method_name,
-                    i,
-                    response,
-                    "",
-                    "",
-                    "",
-                ]
+                [int(n), topic, context, reference(row), s.run.method_name, i]
+                + [response(ids), "", "", ""]
             )
-    fileio.write_text_atomic(trainer.workdir / "human_rating.csv", table.getvalue())
+    fileio.write_text_atomic(s.ctx.workdir / "human_rating.csv", table.getvalue())
 
 
 TABLE_KEYS = (
@@ -626,7 +589,10 @@ TABLE_KEYS = (
 
 
 def format_table(results: dict) -> str:
-    """The Table-4 columns of ``results`` (BLEU and bow scores × 100)."""
+    """The Table-4 columns of ``results`` (BLEU and bow scores × 100).
+
+    The command line writes it to ``results.txt``.
+    """
     test = results.get("test", {})
     cells = [
         (label, f"{test[key] * scale:.2f}")
@@ -637,12 +603,3 @@ def format_table(results: dict) -> str:
     return "\n".join(
         "  ".join(c[i].rjust(w) for c, w in zip(cells, widths)) for i in (0, 1)
     )
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (or resumes) a dialog CVAE in ``workdir``; writes ``results.json``.
-
-    A finished run reruns as a no-op returning its saved results.
-    """
-    trainer, state = setup(config, workdir)
-    return loop_lib.run(trainer, state)
