@@ -760,7 +760,7 @@ def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
         module = DialogCVAE(run.model)
         cls = DialogModel
     else:
-        from bnvae_jax.training import config_lib
+        from bnvae_jax import config as config_lib
 
         run = config_lib.resolve(config, len(vocab))
         module = TextVAE(run.model)

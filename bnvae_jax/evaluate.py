@@ -52,10 +52,10 @@ def main(argv):
         import jax
 
         import bnvae_jax
+        from bnvae_jax import config as config_lib
         from bnvae_jax.data import datasets
         from bnvae_jax.evaluation import run as eval_run
         from bnvae_jax.tasks import text_vae
-        from bnvae_jax.training import config_lib
 
         model = bnvae_jax.load(workdir)
         if not isinstance(model, bnvae_jax.TextModel):

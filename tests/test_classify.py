@@ -11,12 +11,13 @@ import pytest
 from conftest import run_child
 
 from bnvae_jax import classify as classify_cli
+from bnvae_jax import config as config_lib
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import ConfigError, DataError, WorkdirError
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.tasks import classify
-from bnvae_jax.training import checkpoints, config_lib
+from bnvae_jax.training import checkpoints
 from bnvae_jax.training import loop as loop_lib
 
 POSITIVE = ("good", "great", "nice", "fine")

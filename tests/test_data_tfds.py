@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import run_child
 
+from bnvae_jax import config as config_lib
 from bnvae_jax.data import datasets
 from bnvae_jax.data import tfds_builders as tb
 from bnvae_jax.errors import ConfigError, DataError
-from bnvae_jax.training import config_lib
 
 SPLIT_LINES = {
     "train": ["the cat sat", "", "a dog ran far"],

@@ -130,8 +130,8 @@ def _worker(out_path: str) -> None:
     """Runs every multi-device check in this process (8 fake devices)."""
     import jax
 
+    from bnvae_jax import parallel
     from bnvae_jax.tasks import text_vae as train
-    from bnvae_jax.training import parallel
 
     assert jax.device_count() == DEVICES, jax.devices()
     tmp = pathlib.Path(tempfile.mkdtemp())
@@ -201,8 +201,9 @@ def test_clear_errors_for_devices_and_batch(multi_device_report):
 
 
 def test_config_errors_and_host_digest():
+    from bnvae_jax import config as config_lib
+    from bnvae_jax import parallel
     from bnvae_jax.errors import ConfigError
-    from bnvae_jax.training import config_lib, parallel
 
     with pytest.raises(ConfigError, match="parallel.mode='spmd' is not one of"):
         config_lib.validate(_config(**{"parallel.mode": "spmd"}))

@@ -39,12 +39,14 @@ import ml_collections
 import numpy as np
 import optax
 
+from bnvae_jax import config as config_lib
+from bnvae_jax import parallel
 from bnvae_jax.data import batching
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import ConfigError, DataError, WorkdirError
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import checkpoints, parallel, steps
+from bnvae_jax.training import checkpoints, steps
 from bnvae_jax.training import loop as loop_lib
 
 # The seeds of the reference's t_s_f.py, in its order; more seeds continue the
@@ -323,7 +325,7 @@ class FitSettings:
     min_batch: int = 2  # batches of one real example are skipped (the reference)
 
     def __post_init__(self):
-        loop_lib.check_settings(self, "fit settings")
+        config_lib.check_settings(self, "fit settings")
 
 
 @dataclasses.dataclass

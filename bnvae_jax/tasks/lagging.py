@@ -32,13 +32,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from bnvae_jax import fileio
+from bnvae_jax import fileio, methods
 from bnvae_jax.analysis import grid as grid_lib
 from bnvae_jax.analysis import plots
 from bnvae_jax.errors import ConfigError, WorkdirError
 from bnvae_jax.evaluation import estimators
 from bnvae_jax.tasks import text_vae as train
-from bnvae_jax.training import methods
 
 SNAPSHOT_DIR = "lagging"
 POINTS_FILE = "lagging_points.npz"

@@ -19,25 +19,19 @@ import jax
 import ml_collections
 import numpy as np
 
+from bnvae_jax import config as config_lib
+from bnvae_jax import parallel
+from bnvae_jax.config import RunConfig
 from bnvae_jax.data import batching, datasets
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import UserError, WorkdirError
 from bnvae_jax.evaluation import bn_stats, decoding
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import (
-    bn_health,
-    checkpoints,
-    config_lib,
-    objectives,
-    parallel,
-    schedules,
-    steps,
-)
+from bnvae_jax.training import bn_health, checkpoints, objectives, schedules, steps
 from bnvae_jax.training import (
     loop as loop_lib,
 )
-from bnvae_jax.training.config_lib import RunConfig
 from bnvae_jax.training.loop import (  # noqa: F401  (the task's public names)
     DivergedError,
     end_of_epoch,
@@ -131,7 +125,13 @@ class TextVAETrainer(loop_lib.Trainer):
 
     @staticmethod
     def resolve_config(config, data: datasets.Datasets) -> RunConfig:
-        return config_lib.resolve(config, len(data.vocab))
+        """The typed run; one warning line when a BN head starts below eps."""
+        run = config_lib.resolve(config, len(data.vocab))
+        if run.method.head == "bn_gaussian":
+            line = bn_health.start_warning(run.model)
+            if line:
+                logging.warning("%s", line)
+        return run
 
     @staticmethod
     def eval_key_of(run: RunConfig) -> jax.Array:

@@ -33,9 +33,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from bnvae_jax import fileio
-from bnvae_jax.errors import ConfigError, UserError
-from bnvae_jax.training import checkpoints, parallel, writers
+from bnvae_jax import config as config_lib
+from bnvae_jax import fileio, parallel
+from bnvae_jax.errors import UserError
+from bnvae_jax.training import checkpoints, writers
 
 
 class DivergedError(UserError):
@@ -411,28 +412,6 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
     return state
 
 
-# The loop's settings every task's ``train`` section holds, and their least values.
-SETTINGS_MIN = (
-    ("epochs", 1),
-    ("max_steps", 0),  # 0: no limit
-    ("min_batch", 1),
-    ("checkpoint_every_steps", 1),
-    ("log_every_steps", 1),
-)
-
-
-def check_settings(settings, section: str = "train") -> None:
-    """Raises a one-line ``ConfigError`` for a loop setting no run can use.
-
-    ``settings`` is a config section or any object with the settings as
-    attributes; ``section`` names it in the message.
-    """
-    for name, least in SETTINGS_MIN:
-        value = getattr(settings, name)
-        if value < least:
-            raise ConfigError(f"{section}.{name} must be >= {least}, got {value}")
-
-
 def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:
     """Joins the hosts (multi-host runs) and picks the devices the run uses.
 
@@ -440,7 +419,7 @@ def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:
       ConfigError: the hosts were given different configs, a host lacks the
         devices asked for, or data.batch_size does not divide over them.
     """
-    cfg = parallel.config_from(config)
+    cfg = config_lib.parallel_config(config)
     parallel.initialize_distributed(cfg)
     par = parallel.build(cfg, config.data.batch_size)
     par.check_hosts_agree(config)

@@ -11,11 +11,11 @@ import dataclasses
 
 import ml_collections
 
+from bnvae_jax import config as config_lib
 from bnvae_jax.errors import ConfigError
 from bnvae_jax.tasks.dialog import data as data_lib
 from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogModelConfig
-from bnvae_jax.training import loop, parallel
 
 TASK = "dialog"
 
@@ -87,7 +87,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     # Data parallelism, as for the text VAEs (README "Scaling out"):
     # data.batch_size is the global batch; BN statistics are global.
-    c.parallel = parallel.default_section()
+    c.parallel = config_lib.parallel_section()
     return c
 
 
@@ -179,7 +179,7 @@ def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
         f"{', '.join(objectives.PRIOR_KL_SCHEDULES)}",
     )
     _require(t.steps_per_epoch >= 1, "train.steps_per_epoch must be >= 1")
-    loop.check_settings(t)
+    config_lib.check_settings(t)
     _require(t.patience >= 1 and t.patience_increase > 0, "train patience > 0")
     _require(e.num_samples >= 1, "eval.num_samples must be >= 1")
     _require(e.max_decode_len >= 1, "eval.max_decode_len must be >= 1")
@@ -189,7 +189,7 @@ def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
         e.rating_contexts >= 0 and e.rating_samples >= 0,
         "eval.rating_contexts/rating_samples must be >= 0",
     )
-    parallel.validate(parallel.config_from(config))
+    config_lib.check_parallel(config_lib.parallel_config(config))
     return method
 
 

@@ -24,7 +24,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from bnvae_jax import fileio
+from bnvae_jax import fileio, parallel
+from bnvae_jax.config import get_path
 from bnvae_jax.data.vocab import BOS, EOS, PAD
 from bnvae_jax.tasks.dialog import config as config_lib
 from bnvae_jax.tasks.dialog import data as data_lib
@@ -32,8 +33,7 @@ from bnvae_jax.tasks.dialog import metrics as metrics_lib
 from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogCVAE
 from bnvae_jax.training import loop as loop_lib
-from bnvae_jax.training import parallel, schedules, steps
-from bnvae_jax.training.config_lib import get_path
+from bnvae_jax.training import schedules, steps
 from bnvae_jax.training.loop import (  # noqa: F401  (the task's public names)
     DivergedError,
     restore_or_start,
