@@ -200,6 +200,46 @@ ARCHITECTURE_KEYS = (
 
 
 @dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """The ``data.synthetic`` section: the embedded generator's settings.
+
+    ``data.datasets`` turns it into the generator's ``SyntheticSpec``.
+    """
+
+    num_train: int
+    num_valid: int
+    num_test: int
+    vocab_size: int
+    length: int
+    latent_dim: int
+    num_components: int
+    emb_dim: int
+    hidden_dim: int
+    temperature: float
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the text VAE's sentences come from and how they are batched."""
+
+    source: str
+    train_file: str
+    valid_file: str
+    test_file: str
+    labelled: bool
+    max_tokens: int
+    batch_size: int
+    eval_batch_size: int
+    bucket_width: int
+    batching: str
+    synthetic: SyntheticConfig
+    tfds_name: str = ""
+    tfds_manual_dir: str = ""
+    tfds_data_dir: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Sizes and choices of the text VAE (hashable: bound statically into jit)."""
 
@@ -535,18 +575,43 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything the library needs, typed; built once by ``resolve``."""
+    """Everything the library needs, typed; built once by ``resolve``.
+
+    Attributes:
+      architecture: ``(key, value)`` of each ``ARCHITECTURE_KEYS`` entry as the
+        config gives it: what a workdir's checkpoints belong to.
+    """
 
     method_name: str
     method: methods_lib.Method
     seed: int
+    init_from: str
+    compilation_cache: str
+    data: DataConfig
     model: ModelConfig
     train: TrainConfig
     eval: EvalConfig
+    parallel: ParallelConfig
+    architecture: tuple[tuple[str, object], ...]
+
+    def with_vocab(self, vocab_size: int) -> "RunConfig":
+        """The run with its vocabulary size (known once the data is read)."""
+        model = dataclasses.replace(self.model, vocab_size=int(vocab_size))
+        return dataclasses.replace(self, model=model)
 
 
-def resolve(config: ml_collections.ConfigDict, vocab_size: int) -> RunConfig:
-    """Validates ``config`` and returns typed objects (vocab size is derived data)."""
+def data_config(config: ml_collections.ConfigDict) -> DataConfig:
+    """The typed ``data`` section of a text-VAE config."""
+    d = config.data
+    return typed(DataConfig, d, synthetic=typed(SyntheticConfig, d.synthetic))
+
+
+def resolve(config: ml_collections.ConfigDict, vocab_size: int = 0) -> RunConfig:
+    """Validates ``config`` (once per run) and returns its typed view.
+
+    ``vocab_size`` is derived data: a run passes 0 before it has read its
+    corpus, then sets it with ``RunConfig.with_vocab``.
+    """
     method = validate(config)
     model = typed(
         ModelConfig,
@@ -567,7 +632,19 @@ def resolve(config: ml_collections.ConfigDict, vocab_size: int) -> RunConfig:
         method_name=config.method,
         method=method,
         seed=int(config.seed),
+        init_from=config.get("init_from", ""),
+        compilation_cache=config.get("compilation_cache", "user"),
+        data=data_config(config),
         model=model,
         train=typed(TrainConfig, config.train),
         eval=typed(EvalConfig, config.eval),
+        parallel=parallel_config(config),
+        architecture=architecture(config, ARCHITECTURE_KEYS),
     )
+
+
+def architecture(
+    config: ml_collections.ConfigDict, keys: Iterable[str]
+) -> tuple[tuple[str, object], ...]:
+    """``(key, value)`` of each dotted key (``RunConfig.architecture``)."""
+    return tuple((key, get_path(config, key)) for key in keys)

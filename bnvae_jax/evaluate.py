@@ -70,20 +70,20 @@ def main(argv):
         exported = (workdir / bnvae_jax.api.MANIFEST).is_file()
         with tempfile.TemporaryDirectory() as scratch:
             data = datasets.load_datasets(
-                config.data, scratch if exported else str(workdir), vocab=model.vocab
+                run.data, scratch if exported else str(workdir), vocab=model.vocab
             )
         if FLAGS.precise_bn:
             sentences = [" ".join(model.vocab.decode(row)) for row in data.train]
             model = model.recompute_bn(sentences)
-        par = text_vae.setup_devices(config)
+        par = text_vae.setup_devices(run, config)
         results = text_vae.evaluate_model(
             model.module,
             par.replicate(model.variables),
             data,
             run,
             eval_run.root_key(run.eval, run.seed),
-            batch_size=config.data.eval_batch_size,
-            bucket_width=config.data.bucket_width,
+            batch_size=run.data.eval_batch_size,
+            bucket_width=run.data.bucket_width,
             par=par,
             samples_dir=workdir / "samples",
         )

@@ -130,6 +130,7 @@ def _worker(out_path: str) -> None:
     """Runs every multi-device check in this process (8 fake devices)."""
     import jax
 
+    from bnvae_jax import config as config_lib
     from bnvae_jax import parallel
     from bnvae_jax.tasks import text_vae as train
 
@@ -156,13 +157,14 @@ def _worker(out_path: str) -> None:
         for mode in modes:
             got = run(tmp / f"{method}_{mode}", **extra, **{"parallel.mode": mode})
             report[f"{method}/{mode}"] = _compare(ref, got)
+
+    def setup_devices(**overrides):
+        config = _config(**overrides)
+        return train.setup_devices(config_lib.resolve(config), config)
+
     report["errors"] = {
-        "batch": _error_of(
-            lambda: train.setup_devices(_config(**{"data.batch_size": 12}))
-        ),
-        "devices": _error_of(
-            lambda: train.setup_devices(_config(**{"parallel.num_devices": 16}))
-        ),
+        "batch": _error_of(lambda: setup_devices(**{"data.batch_size": 12})),
+        "devices": _error_of(lambda: setup_devices(**{"parallel.num_devices": 16})),
     }
     pathlib.Path(out_path).write_text(json.dumps(report))
 

@@ -214,7 +214,7 @@ def load_run(workdir: str) -> TrainedRun:
         model=model.module,
         variables=model.variables,
         vocab=model.vocab,
-        bucket_width=int(model.config.data.bucket_width),
+        bucket_width=model.run.data.bucket_width,
     )
 
 

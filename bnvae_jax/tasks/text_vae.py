@@ -93,8 +93,8 @@ def build_model(
     return TextVAE(cfg, axis_name=axis_name)
 
 
-def run_info(config: ml_collections.ConfigDict, vocab: Vocab) -> dict:
-    info = {k: config_lib.get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
+def run_info(run: RunConfig, vocab: Vocab) -> dict:
+    info = dict(run.architecture)
     info["vocab_size"] = len(vocab)
     info["vocab_fingerprint"] = vocab.fingerprint()
     return info
@@ -113,20 +113,10 @@ class TextVAETrainer(loop_lib.Trainer):
 
     # -- building the run ------------------------------------------------------
 
-    validate_config = staticmethod(config_lib.validate)
-
     @staticmethod
-    def load_data(config, workdir: pathlib.Path) -> datasets.Datasets:
-        return datasets.load_datasets(config.data, str(workdir))
-
-    @staticmethod
-    def run_info(config, data: datasets.Datasets) -> dict:
-        return run_info(config, data.vocab)
-
-    @staticmethod
-    def resolve_config(config, data: datasets.Datasets) -> RunConfig:
+    def resolve_config(config) -> RunConfig:
         """The typed run; one warning line when a BN head starts below eps."""
-        run = config_lib.resolve(config, len(data.vocab))
+        run = config_lib.resolve(config)
         if run.method.head == "bn_gaussian":
             line = bn_health.start_warning(run.model)
             if line:
@@ -134,17 +124,29 @@ class TextVAETrainer(loop_lib.Trainer):
         return run
 
     @staticmethod
+    def load_data(run: RunConfig, workdir: pathlib.Path) -> datasets.Datasets:
+        return datasets.load_datasets(run.data, str(workdir))
+
+    @staticmethod
+    def with_data(run: RunConfig, data: datasets.Datasets) -> RunConfig:
+        return run.with_vocab(len(data.vocab))
+
+    @staticmethod
+    def run_info(run: RunConfig, data: datasets.Datasets) -> dict:
+        return run_info(run, data.vocab)
+
+    @staticmethod
     def eval_key_of(run: RunConfig) -> jax.Array:
         return eval_run.root_key(run.eval, run.seed)
 
     @staticmethod
-    def task_fields(config, run: RunConfig, data, par: parallel.Parallel) -> dict:
+    def task_fields(run: RunConfig, data, par: parallel.Parallel) -> dict:
         plan = batching.plan_batches(
             data.train,
             batching.BatchingConfig(
-                batch_size=config.data.batch_size,
-                bucket_width=config.data.bucket_width,
-                mode=config.data.batching,
+                batch_size=run.data.batch_size,
+                bucket_width=run.data.bucket_width,
+                mode=run.data.batching,
             ),
         )
         if len(plan) == 0:
@@ -168,8 +170,8 @@ class TextVAETrainer(loop_lib.Trainer):
         return LoopState(learning_rate=self.run.train.learning_rate)
 
     def fresh_start(self, state):
-        if self.config.init_from:
-            state = init_from_run(state, self.config.init_from, self.data.vocab)
+        if self.run.init_from:
+            state = init_from_run(state, self.run.init_from, self.data.vocab)
         return state
 
     def method_name(self) -> str:
@@ -203,7 +205,7 @@ class TextVAETrainer(loop_lib.Trainer):
         return schedules.ScheduleSpec(
             kl_start=t.kl_start,
             warmup_steps=schedules.warmup_steps(
-                t.kl_warmup_epochs, len(self.data.train), self.config.data.batch_size
+                t.kl_warmup_epochs, len(self.data.train), self.run.data.batch_size
             ),
             beta=t.beta,
             steps_per_epoch=per_epoch,
@@ -292,8 +294,8 @@ class TextVAETrainer(loop_lib.Trainer):
             self.variables(state),
             self.data.split(split),
             self.eval_key,
-            batch_size=self.config.data.eval_batch_size,
-            bucket_width=self.config.data.bucket_width,
+            batch_size=self.run.data.eval_batch_size,
+            bucket_width=self.run.data.bucket_width,
             au_threshold=self.run.eval.au_threshold,
             par=self.par,
         )
@@ -348,8 +350,8 @@ class TextVAETrainer(loop_lib.Trainer):
             self.data,
             self.run,
             self.eval_key,
-            batch_size=self.config.data.eval_batch_size,
-            bucket_width=self.config.data.bucket_width,
+            batch_size=self.run.data.eval_batch_size,
+            bucket_width=self.run.data.bucket_width,
             par=self.par,
             samples_dir=self.workdir / "samples",
         )
@@ -357,7 +359,7 @@ class TextVAETrainer(loop_lib.Trainer):
             {
                 "train_tokens_per_second": loop.train_tokens
                 / max(loop.train_seconds, 1e-9),
-                "init_from": self.config.init_from or None,
+                "init_from": self.run.init_from or None,
                 "aggressive_inner_steps": loop.inner_steps,
                 # Lines read, kept, and dropped as empty or over data.max_tokens.
                 "data": {

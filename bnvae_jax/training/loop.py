@@ -33,7 +33,6 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from bnvae_jax import config as config_lib
 from bnvae_jax import fileio, parallel
 from bnvae_jax.errors import UserError
 from bnvae_jax.training import checkpoints, writers
@@ -101,7 +100,7 @@ class Trainer:
       rng: the run's train key, replicated over the devices.
       eval_key: the key evaluation draws from.
       par: the devices and how steps and passes map onto them.
-      run: the task's typed config (``resolve_config``).
+      run: the task's typed config (``resolve_config``, ``with_data``).
       data: the task's data (``load_data``).
     """
 
@@ -132,23 +131,26 @@ class Trainer:
     # -- the task's hooks: building a run (``setup``) ---------------------------
 
     @staticmethod
-    def validate_config(config: ml_collections.ConfigDict) -> None:
-        """Raises ``ConfigError`` for any value the task cannot run with."""
+    def resolve_config(config: ml_collections.ConfigDict):
+        """The typed run config, validated (``.seed``, ``.data``, ``.parallel``).
+
+        Raises ``ConfigError`` for any value the task cannot run with.
+        """
         raise NotImplementedError
 
     @staticmethod
-    def load_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+    def load_data(run, workdir: pathlib.Path):
         """The task's data (``data.vocab`` is its vocabulary)."""
         raise NotImplementedError
 
     @staticmethod
-    def run_info(config: ml_collections.ConfigDict, data) -> dict:
-        """What a workdir's checkpoints depend on (shapes, vocabulary)."""
+    def with_data(run, data):
+        """The typed run with the sizes that come from the data (vocabulary)."""
         raise NotImplementedError
 
     @staticmethod
-    def resolve_config(config: ml_collections.ConfigDict, data):
-        """The typed run config (``.seed`` is the run's seed)."""
+    def run_info(run, data) -> dict:
+        """What a workdir's checkpoints depend on (shapes, vocabulary)."""
         raise NotImplementedError
 
     @staticmethod
@@ -156,7 +158,7 @@ class Trainer:
         raise NotImplementedError
 
     @staticmethod
-    def task_fields(config, run, data, par: parallel.Parallel) -> dict:
+    def task_fields(run, data, par: parallel.Parallel) -> dict:
         """The task's own trainer fields (model, batch plan, ...)."""
         return {}
 
@@ -412,19 +414,20 @@ def end_of_epoch(trainer: Trainer, state, loop: LoopState, advance: bool = True)
     return state
 
 
-def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:
-    """Joins the hosts (multi-host runs) and picks the devices the run uses.
+def setup_devices(run, config: ml_collections.ConfigDict) -> parallel.Parallel:
+    """Picks the devices the typed ``run`` uses (multi-host runs joined in main).
+
+    ``config`` is the raw config the hosts compare.
 
     Raises:
       ConfigError: the hosts were given different configs, a host lacks the
         devices asked for, or data.batch_size does not divide over them.
     """
-    cfg = config_lib.parallel_config(config)
-    parallel.initialize_distributed(cfg)
-    par = parallel.build(cfg, config.data.batch_size)
+    batch_size = run.data.batch_size
+    par = parallel.build(run.parallel, batch_size)
     par.check_hosts_agree(config)
-    par.check_divides(config.data.batch_size, "data.batch_size")
-    logging.info(par.describe(config.data.batch_size))
+    par.check_divides(batch_size, "data.batch_size")
+    logging.info(par.describe(batch_size))
     return par
 
 
@@ -441,17 +444,17 @@ def setup(
     With ``write`` (training), records the vocabulary, run info and resolved
     config in the workdir; evaluation only reads them.
     """
-    cls.validate_config(config)
-    par = setup_devices(config)
+    run = cls.resolve_config(config)
+    par = setup_devices(run, config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # Process 0 first: it may write files into the shared workdir.
     data = parallel.first_host_then_others(
-        lambda: cls.load_data(config, workdir), "reading the data"
+        lambda: cls.load_data(run, workdir), "reading the data"
     )
-    info = cls.run_info(config, data)
+    run = cls.with_data(run, data)
+    info = cls.run_info(run, data)
     ckpt, writer = open_run(workdir, info, write)
-    run = cls.resolve_config(config, data)
     root = jax.random.key(run.seed)
     trainer = cls(
         config=config,
@@ -463,7 +466,7 @@ def setup(
         par=par,
         run=run,
         data=data,
-        **cls.task_fields(config, run, data, par),
+        **cls.task_fields(run, data, par),
     )
     state = par.replicate(trainer.init_state(jax.random.fold_in(root, 0)))
     if write:

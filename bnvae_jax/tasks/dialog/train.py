@@ -25,7 +25,6 @@ import optax
 from flax.training import train_state
 
 from bnvae_jax import fileio, parallel
-from bnvae_jax.config import get_path
 from bnvae_jax.data.vocab import BOS, EOS, PAD
 from bnvae_jax.tasks.dialog import config as config_lib
 from bnvae_jax.tasks.dialog import data as data_lib
@@ -205,30 +204,30 @@ class DialogTrainer(loop_lib.Trainer):
     # -- building the run ------------------------------------------------------
 
     @staticmethod
-    def validate_config(config) -> None:
-        config_lib.validate(config)
+    def resolve_config(config) -> config_lib.DialogRunConfig:
+        return config_lib.resolve(config)
 
     @staticmethod
-    def load_data(config, workdir) -> data_lib.DialogData:
-        data = load_data(config)
-        if config.eval.multi_ref_file:  # a broken file fails now, not after training
-            data_lib.read_multi_ref(config.eval.multi_ref_file, config.data.max_utt_len)
+    def load_data(run: config_lib.DialogRunConfig, workdir) -> data_lib.DialogData:
+        data = load_data(run.data)
+        if run.eval.multi_ref_file:  # a broken file fails now, not after training
+            data_lib.read_multi_ref(run.eval.multi_ref_file, run.data.max_utt_len)
         return data
 
     @staticmethod
-    def run_info(config, data: data_lib.DialogData) -> dict:
-        return run_info(config, data)
+    def with_data(run, data: data_lib.DialogData) -> config_lib.DialogRunConfig:
+        return run.with_sizes(len(data.vocab), len(data.topics))
 
     @staticmethod
-    def resolve_config(config, data) -> config_lib.DialogRunConfig:
-        return config_lib.resolve(config, len(data.vocab), len(data.topics))
+    def run_info(run, data: data_lib.DialogData) -> dict:
+        return run_info(run, data)
 
     @staticmethod
     def eval_key_of(run) -> jax.Array:
         return jax.random.key(run.eval.seed)
 
     @staticmethod
-    def task_fields(config, run, data, par: parallel.Parallel) -> dict:
+    def task_fields(run, data, par: parallel.Parallel) -> dict:
         return {"model": DialogCVAE(run.model, axis_name=par.axis_name)}
 
     def init_state(self, key: jax.Array) -> TrainState:
@@ -244,12 +243,12 @@ class DialogTrainer(loop_lib.Trainer):
 
     @property
     def batch_size(self) -> int:
-        return self.config.data.batch_size
+        return self.run.data.batch_size
 
     @property
     def eval_batch_size(self) -> int:
         """``data.eval_batch_size`` rounded up to a multiple of the devices."""
-        return self.par.padded(self.config.data.eval_batch_size)
+        return self.par.padded(self.run.data.eval_batch_size)
 
     def new_loop(self) -> LoopState:
         return LoopState(patience=float(self.run.train.patience))
@@ -410,13 +409,13 @@ class DialogTrainer(loop_lib.Trainer):
             rows = eligible_contexts(test, cfg)
             return test, rows, single_references(vocab, test, rows)
         width = test.utterances.shape[1]
-        max_len = self.config.data.max_utt_len
+        max_len = self.run.data.max_utt_len
         items = data_lib.read_multi_ref(cfg.multi_ref_file, max_len)
         split, refs = data_lib.multi_ref_split(
             items,
             vocab,
             self.data.topics,
-            context_size=self.config.data.context_size,
+            context_size=self.run.data.context_size,
             utt_len=width,
         )
         rows = eligible_contexts(split, cfg)
@@ -456,8 +455,8 @@ Trainer = DialogTrainer
 # -- setup ---------------------------------------------------------------------
 
 
-def load_data(config: ml_collections.ConfigDict) -> data_lib.DialogData:
-    d = config.data
+def load_data(d: config_lib.DialogDataConfig) -> data_lib.DialogData:
+    """The three splits of the ``data`` section's files."""
     return data_lib.load_dialog_data(
         {"train": d.train_file, "valid": d.valid_file, "test": d.test_file},
         file_format=d.format,
@@ -475,7 +474,7 @@ def create_train_state(trainer: DialogTrainer, key: jax.Array) -> TrainState:
     init = jax.jit(functools.partial(trainer.model.init, train=False))
     variables = init({"params": key, "sample": jax.random.fold_in(key, 1)}, example)
     params = variables["params"]
-    path = trainer.config.model.embedding_file
+    path = trainer.run.embedding_file
     if path:
         vocab, table = trainer.data.vocab, params["embed"]["embedding"]
         table = metrics_lib.glove_table(path, vocab, table)
@@ -490,8 +489,8 @@ def create_train_state(trainer: DialogTrainer, key: jax.Array) -> TrainState:
     return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def run_info(config: ml_collections.ConfigDict, data: data_lib.DialogData) -> dict:
-    info = {k: get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
+def run_info(run: config_lib.DialogRunConfig, data: data_lib.DialogData) -> dict:
+    info = dict(run.architecture)
     info["vocab_size"] = len(data.vocab)
     info["vocab_fingerprint"] = data.vocab.fingerprint()
     info["topics"] = list(data.topics)
