@@ -44,7 +44,7 @@ from bnvae_jax import parallel
 from bnvae_jax.data import batching
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
-from bnvae_jax.errors import ConfigError, DataError, WorkdirError
+from bnvae_jax.errors import ConfigError, DataError
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.training import checkpoints, steps
 from bnvae_jax.training import loop as loop_lib
@@ -193,29 +193,6 @@ class TrainedRun:
     variables: Mapping
     vocab: Vocab
     bucket_width: int
-
-
-def load_run(workdir: str) -> TrainedRun:
-    """The best checkpoint of a text-VAE run (``bnvae_jax.load``), as a TrainedRun.
-
-    Raises:
-        WorkdirError: not a finished text-VAE run, or a run without a latent.
-    """
-    from bnvae_jax import api  # the loader sits above the tasks
-
-    model = api.load(workdir)
-    if not isinstance(model, api.TextModel):
-        raise WorkdirError(f"{workdir}: not a text-VAE run")
-    if not model.module.cfg.latent_dim:
-        raise WorkdirError(
-            f"{workdir}: method {model.run.method_name} has no latent code"
-        )
-    return TrainedRun(
-        model=model.module,
-        variables=model.variables,
-        vocab=model.vocab,
-        bucket_width=model.run.data.bucket_width,
-    )
 
 
 def _batch_dict(batch: batching.Batch) -> dict[str, np.ndarray]:
