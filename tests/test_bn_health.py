@@ -3,7 +3,6 @@
 import json
 import logging
 import pathlib
-import types
 
 import jax
 import jax.numpy as jnp
@@ -192,18 +191,17 @@ def test_start_warning_on_an_init_below_eps_only():
 
 
 def test_a_run_logs_one_line_for_a_below_eps_bn_config(caplog):
-    data = types.SimpleNamespace(vocab=range(100))
     resolve = train.TextVAETrainer.resolve_config
     with caplog.at_level(logging.WARNING):
-        resolve(_synthetic(enc_init="uniform"), data)
+        resolve(_synthetic(enc_init="uniform"))
     lines = [r.getMessage() for r in caplog.records if "bn_eps" in r.getMessage()]
     assert len(lines) == 1
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        resolve(_synthetic(), data)
+        resolve(_synthetic())
         bad = _synthetic(enc_init="uniform")
         bad.method = "vae"  # no BN head: nothing to warn about
-        resolve(bad, data)
+        resolve(bad)
     assert not [r for r in caplog.records if "bn_eps" in r.getMessage()]
 
 
