@@ -35,12 +35,13 @@ import ml_collections
 import numpy as np
 
 import bnvae_jax
+from bnvae_jax import config as config_lib
+from bnvae_jax import parallel
 from bnvae_jax.api import TextModel
 from bnvae_jax.data.vocab import SPECIAL_TOKENS, Vocab
 from bnvae_jax.evaluation import decoding, passes, sizing
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import config_lib, parallel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -145,7 +146,7 @@ def main(argv=None) -> dict:
         model = ptb_model(pathlib.Path(tmp) / "export", args.vocab)
     texts = sentences(args.sentences, args.vocab)
     rows = [np.asarray(r) for r in model._rows(texts)[0]]
-    data = model.config.data
+    data = model.run.data
     plan = eval_run.plan_batches(rows, data.eval_batch_size, data.bucket_width)
     batches = [plan.make_batch(i) for i in range(len(plan))]
     module, variables = model.module, model.variables

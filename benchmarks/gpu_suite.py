@@ -23,9 +23,11 @@ from run import (
     timed_calls,
 )
 
+from bnvae_jax import parallel
+from bnvae_jax.config import ParallelConfig
 from bnvae_jax.evaluation import sizing
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import parallel, schedules, steps
+from bnvae_jax.training import schedules, steps
 from bnvae_jax.training.objectives import kl_identity
 
 TINY_SIZES = {
@@ -52,7 +54,7 @@ def peak_memory_mb(par: parallel.Parallel) -> float | None:
 
 def step_times(size: dict, num_devices: int, repeats: int) -> dict:
     """BN-VAE train step (jit, batch sharded) on ``num_devices`` devices."""
-    par = parallel.build(parallel.ParallelConfig(num_devices=num_devices))
+    par = parallel.build(ParallelConfig(num_devices=num_devices))
     model = TextVAE(model_config(size, "bn_gaussian"))
     batch = make_batch(size, BATCH)
     state = steps.create_train_state(
@@ -94,7 +96,7 @@ def run(args) -> dict:
     for name in ("ptb", "yahoo"):
         size = sizes[name]
         rows = [step_times(size, n, args.repeats) for n in counts]
-        par = parallel.build(parallel.ParallelConfig(num_devices=available))
+        par = parallel.build(ParallelConfig(num_devices=available))
         iw_batch = sizing.iw_sizes(0, 0, par).batch
         iw = bench_iw(
             YAHOO["samples"],

@@ -20,8 +20,10 @@ import time
 import jax
 import numpy as np
 
+from bnvae_jax import config as config_lib
+from bnvae_jax import methods
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import config_lib, methods, objectives, schedules, steps
+from bnvae_jax.training import objectives, schedules, steps
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from run import SIZES, make_batch, timeit  # noqa: E402

@@ -42,10 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnvae_jax.config import ModelConfig
 from bnvae_jax.evaluation import passes
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.training import schedules, steps
-from bnvae_jax.training.config_lib import ModelConfig
 from bnvae_jax.training.objectives import kl_identity
 
 SIZES = {

@@ -27,8 +27,10 @@ import time
 import jax
 import numpy as np
 
+from bnvae_jax import parallel
+from bnvae_jax.config import ParallelConfig
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import parallel, schedules, steps
+from bnvae_jax.training import schedules, steps
 from bnvae_jax.training.objectives import kl_identity
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -39,7 +41,7 @@ YAHOO_TRAIN_SENTENCES = 100_000
 
 def time_steps(num_devices: int, mode: str, size: dict, repeats: int) -> dict:
     """Compiles and times the BN-VAE train step on ``num_devices`` devices."""
-    par = parallel.build(parallel.ParallelConfig(mode=mode, num_devices=num_devices))
+    par = parallel.build(ParallelConfig(mode=mode, num_devices=num_devices))
     cfg = model_config(size, "bn_gaussian")
     model = TextVAE(cfg, axis_name=par.axis_name)
     batch = make_batch(size, BATCH)

@@ -103,13 +103,13 @@ def _positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _decode_settings(temperature, max_len, config) -> tuple[float, int]:
+def _decode_settings(temperature, max_len, run) -> tuple[float, int]:
     """Checked temperature (> 0) and ``max_len`` (default: eval.max_decode_len)."""
     if isinstance(temperature, bool) or not isinstance(temperature, int | float):
         raise TypeError(f"temperature must be a number, got {temperature!r}")
     if not temperature > 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
-    limit = config.eval.max_decode_len if max_len is None else max_len
+    limit = run.eval.max_decode_len if max_len is None else max_len
     return float(temperature), _positive_int(limit, "max_len")
 
 
@@ -223,7 +223,7 @@ class TextModel(_Model):
     def _rows(self, texts) -> tuple[list[np.ndarray], np.ndarray]:
         """Id rows ``<s> w.. </s>`` as the run read its corpus, and OOV counts."""
         texts = _texts(texts)
-        limit = int(self.config.data.max_tokens)
+        limit = self.run.data.max_tokens
         rows, oov, oov_words, total = [], [], [], 0
         for i, text in enumerate(texts):
             tokens = text.split()
@@ -267,7 +267,7 @@ class TextModel(_Model):
         }
 
     def _plan(self, rows) -> batching.BatchPlan:
-        data = self.config.data
+        data = self.run.data
         return eval_run.plan_batches(rows, data.eval_batch_size, data.bucket_width)
 
     def _key(self, seed: int | None) -> jax.Array:
@@ -360,9 +360,9 @@ class TextModel(_Model):
                 f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}"
             )
         beam_size = _positive_int(beam_size, "beam_size")
-        temperature, max_len = _decode_settings(temperature, max_len, self.config)
+        temperature, max_len = _decode_settings(temperature, max_len, self.run)
         key = self._key(_seed(seed))
-        size = int(self.config.data.eval_batch_size)
+        size = self.run.data.eval_batch_size
         pending = []  # dispatched chunks, read once all are queued
         for start in range(0, z.shape[0], size):
             chunk = np.zeros((size, n), np.float32)
@@ -455,7 +455,7 @@ class TextModel(_Model):
             rows,
             iw_key,
             self.run.eval,
-            bucket_width=int(self.config.data.bucket_width),
+            bucket_width=self.run.data.bucket_width,
             num_samples=samples,
             progress=False,
         )
@@ -484,8 +484,8 @@ class TextModel(_Model):
             self.module,
             self.variables,
             rows,
-            batch_size=int(self.config.data.eval_batch_size),
-            bucket_width=int(self.config.data.bucket_width),
+            batch_size=self.run.data.eval_batch_size,
+            bucket_width=self.run.data.bucket_width,
             max_sentences=max_sentences,
         )
         info = {**self.info, "precise_bn": len(rows)}
@@ -554,10 +554,10 @@ class DialogModel(_Model):
         n = _positive_int(n, "n")
         if strategy not in ("greedy", "sample"):
             raise ValueError(f"strategy={strategy!r} is not one of greedy, sample")
-        temperature, max_len = _decode_settings(temperature, max_len, self.config)
+        temperature, max_len = _decode_settings(temperature, max_len, self.run)
         if topic is not None and not isinstance(topic, str):
             raise TypeError(f"topic must be a string, got {type(topic).__name__}")
-        data = self.config.data
+        data = self.run.data
         try:
             read = dialog_data.context_batch(
                 [context_turns],
@@ -577,7 +577,7 @@ class DialogModel(_Model):
                 stacklevel=2,
             )
         seed = _seed(seed)
-        key = jax.random.key(self.config.eval.seed if seed is None else seed)
+        key = jax.random.key(self.run.eval.seed if seed is None else seed)
         ids = _respond_kernel(
             self.variables,
             key,
@@ -760,7 +760,7 @@ def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
         module = DialogCVAE(run.model)
         cls = DialogModel
     else:
-        from bnvae_jax.training import config_lib
+        from bnvae_jax import config as config_lib
 
         run = config_lib.resolve(config, len(vocab))
         module = TextVAE(run.model)

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from bnvae_jax import cli, fileio
-from bnvae_jax.errors import ConfigError
+from bnvae_jax import api, cli, fileio
+from bnvae_jax.errors import ConfigError, WorkdirError
 from bnvae_jax.tasks.classify import (
     MODES,
     SUBSETS,
     ClassifierConfig,
+    TrainedRun,
     format_table,
-    load_run,
     read_labelled,
     run_classification,
     seed_list,
@@ -43,6 +43,27 @@ flags.DEFINE_string(
     "classification",
     "Stem of the files written in RUN; RUN/<stem>/ holds one directory a fit.",
 )
+
+
+def load_run(workdir: str) -> TrainedRun:
+    """The best checkpoint of a text-VAE run (``bnvae_jax.load``), as a TrainedRun.
+
+    Raises:
+        WorkdirError: not a finished text-VAE run, or a run without a latent.
+    """
+    model = api.load(workdir)
+    if not isinstance(model, api.TextModel):
+        raise WorkdirError(f"{workdir}: not a text-VAE run")
+    if not model.module.cfg.latent_dim:
+        raise WorkdirError(
+            f"{workdir}: method {model.run.method_name} has no latent code"
+        )
+    return TrainedRun(
+        model=model.module,
+        variables=model.variables,
+        vocab=model.vocab,
+        bucket_width=model.run.data.bucket_width,
+    )
 
 
 def _label_counts(values: Sequence[str]) -> list[int]:

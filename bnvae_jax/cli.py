@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import tqdm
 from absl import flags
 
+from bnvae_jax import config as config_lib
 from bnvae_jax.errors import ConfigError, UserError
-from bnvae_jax.training import config_lib
 
-DEFAULT_CONFIG = str(pathlib.Path(__file__).parent / "training" / "default_config.py")
+DEFAULT_CONFIG = config_lib.__file__  # its get_config() is the default run
 TABLE_KEYS = ("iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au")
 
 
@@ -99,11 +99,10 @@ def _comment_docs(build, prefix: str = "") -> dict[str, str]:
 def config_docs(task: str = "") -> dict[str, str]:
     """One-line docs of the config keys: the comments of the default configs."""
     from bnvae_jax.tasks.dialog import config as dialog_config
-    from bnvae_jax.training import parallel
 
     build = dialog_config.default_config if task == "dialog" else None
     docs = _comment_docs(build or config_lib.default_config)
-    return docs | _comment_docs(parallel.default_section, "parallel.")
+    return docs | _comment_docs(config_lib.parallel_section, "parallel.")
 
 
 def format_config(config) -> str:

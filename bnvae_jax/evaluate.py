@@ -52,10 +52,11 @@ def main(argv):
         import jax
 
         import bnvae_jax
+        from bnvae_jax import config as config_lib
         from bnvae_jax.data import datasets
         from bnvae_jax.evaluation import run as eval_run
         from bnvae_jax.tasks import text_vae
-        from bnvae_jax.training import config_lib, loop
+        from bnvae_jax.training import loop
 
         model = bnvae_jax.load(workdir)
         if not isinstance(model, bnvae_jax.TextModel):
@@ -70,20 +71,20 @@ def main(argv):
         exported = (workdir / bnvae_jax.api.MANIFEST).is_file()
         with tempfile.TemporaryDirectory() as scratch:
             data = datasets.load_datasets(
-                config.data, scratch if exported else str(workdir), vocab=model.vocab
+                run.data, scratch if exported else str(workdir), vocab=model.vocab
             )
         if FLAGS.precise_bn:
             sentences = [" ".join(model.vocab.decode(row)) for row in data.train]
             model = model.recompute_bn(sentences)
-        par = loop.setup_devices(config)
+        par = loop.setup_devices(run, config)
         results = text_vae.evaluate_model(
             model.module,
             par.replicate(model.variables),
             data,
             run,
             eval_run.root_key(run.eval, run.seed),
-            batch_size=config.data.eval_batch_size,
-            bucket_width=config.data.bucket_width,
+            batch_size=run.data.eval_batch_size,
+            bucket_width=run.data.bucket_width,
             par=par,
             samples_dir=workdir / "samples",
         )

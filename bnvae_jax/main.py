@@ -14,8 +14,8 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from bnvae_jax import cli, fileio
-from bnvae_jax.training import parallel
+from bnvae_jax import cli, fileio, parallel
+from bnvae_jax import config as config_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -43,7 +43,7 @@ def main(argv):
     with cli.user_errors():
         cli.check_dir(workdir, "--workdir")
         # Multi-host runs join before anything touches a device.
-        parallel.initialize_distributed(parallel.config_from(config))
+        parallel.initialize_distributed(config_lib.parallel_config(config))
         import jax
 
         me = jax.process_index()

@@ -5,7 +5,7 @@
 Expected: a few minutes on 2 CPU cores; KL >= n*gamma^2/2 = 1.44 and AU = n.
 """
 
-from bnvae_jax.training import config_lib
+from bnvae_jax import config as config_lib
 
 
 def get_config():

@@ -8,7 +8,7 @@
 Expected: see docs/RESULTS.md.
 """
 
-from bnvae_jax.training import config_lib
+from bnvae_jax import config as config_lib
 
 
 def get_config():

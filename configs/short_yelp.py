@@ -21,7 +21,7 @@ Expected: feeds the few-label classifier (paper Table 3):
       --labels=100,500,1000,2000,10000 --seeds=10
 """
 
-from bnvae_jax.training import config_lib
+from bnvae_jax import config as config_lib
 
 
 def get_config():

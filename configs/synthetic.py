@@ -3,7 +3,7 @@
 python -m bnvae_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
 """
 
-from bnvae_jax.training import config_lib
+from bnvae_jax import config as config_lib
 
 
 def get_config():

@@ -8,7 +8,7 @@
 Expected: NLL ~ 327, KL ~ 6, MI ~ 5.6, AU 32 with gamma 0.6 (paper Table 1).
 """
 
-from bnvae_jax.training import config_lib
+from bnvae_jax import config as config_lib
 
 
 def get_config():

@@ -35,7 +35,7 @@ def tiny_config(**overrides):
 
 def make_model_config(**overrides):
     """A tiny ``ModelConfig``; tests override only what they exercise."""
-    from bnvae_jax.training.config_lib import ModelConfig
+    from bnvae_jax.config import ModelConfig
 
     values = dict(
         vocab_size=12,

@@ -11,10 +11,11 @@ import pytest
 from conftest import make_model_config
 
 from bnvae_jax import cli
+from bnvae_jax import config as config_lib
 from bnvae_jax.models import posteriors
 from bnvae_jax.models.vae import Encoder
 from bnvae_jax.tasks import text_vae as train
-from bnvae_jax.training import bn_health, config_lib
+from bnvae_jax.training import bn_health
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -189,17 +190,18 @@ def test_start_warning_on_an_init_below_eps_only():
     assert bn_health.start_warning(tiny_eps.model) is None
 
 
-def test_resolve_logs_one_line_for_a_below_eps_bn_config(caplog):
+def test_a_run_logs_one_line_for_a_below_eps_bn_config(caplog):
+    resolve = train.resolve
     with caplog.at_level(logging.WARNING):
-        config_lib.resolve(_synthetic(enc_init="uniform"), 100)
+        resolve(_synthetic(enc_init="uniform"))
     lines = [r.getMessage() for r in caplog.records if "bn_eps" in r.getMessage()]
     assert len(lines) == 1
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        config_lib.resolve(_synthetic(), 100)
+        resolve(_synthetic())
         bad = _synthetic(enc_init="uniform")
         bad.method = "vae"  # no BN head: nothing to warn about
-        config_lib.resolve(bad, 100)
+        resolve(bad)
     assert not [r for r in caplog.records if "bn_eps" in r.getMessage()]
 
 

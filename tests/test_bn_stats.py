@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bnvae_jax import config as config_lib
 from bnvae_jax.data import batching
 from bnvae_jax.evaluation import bn_stats
 from bnvae_jax.models import vae as vae_lib
-from bnvae_jax.training import config_lib
 
 VOCAB = 20
 NUM_ROWS = 37  # not a multiple of the batch size: the pass sees padding rows

@@ -11,12 +11,13 @@ import pytest
 from conftest import run_child
 
 from bnvae_jax import classify as classify_cli
+from bnvae_jax import config as config_lib
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import ConfigError, DataError, WorkdirError
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.tasks import classify
-from bnvae_jax.training import checkpoints, config_lib, rules
+from bnvae_jax.training import checkpoints, rules
 from bnvae_jax.training import loop as loop_lib
 
 POSITIVE = ("good", "great", "nice", "fine")
@@ -195,7 +196,7 @@ def test_linear_classifier_learns_separable_features(tmp_path):
 
 def test_features_are_eval_mode_bn_means_independent_of_batching(run_dir):
     root, files = run_dir
-    run = classify.load_run(str(root / "run"))
+    run = classify_cli.load_run(str(root / "run"))
     data, _ = classify.read_labelled(files["test"], run.vocab)
     rows = data.rows[:9]
     a = classify.posterior_means(run, run.variables, rows, batch_size=2)
@@ -216,7 +217,7 @@ def test_features_are_eval_mode_bn_means_independent_of_batching(run_dir):
 
 def _splits(run_dir):
     root, files = run_dir
-    run = classify.load_run(str(root / "run"))
+    run = classify_cli.load_run(str(root / "run"))
     pool, classes = classify.read_labelled(files["train"], run.vocab)
     valid, _ = classify.read_labelled(files["valid"], run.vocab, classes)
     test, _ = classify.read_labelled(files["test"], run.vocab, classes)
@@ -368,8 +369,8 @@ def test_killed_experiment_resumes_and_a_finished_one_trains_nothing(
 def test_bad_inputs_are_user_errors(run_dir, tmp_path):
     root, files = run_dir
     with pytest.raises(WorkdirError, match="no config.json"):
-        classify.load_run(str(tmp_path))
-    run = classify.load_run(str(root / "run"))
+        classify_cli.load_run(str(tmp_path))
+    run = classify_cli.load_run(str(root / "run"))
     bad = _write(tmp_path / "bad.txt", ["0\tgood food", "7\tbad food"])
     with pytest.raises(DataError, match="label.*7 not in"):
         classify.read_labelled(bad, run.vocab, ("0", "1"))

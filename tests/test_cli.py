@@ -11,9 +11,10 @@ import pytest
 from conftest import python_module, run_child
 
 from bnvae_jax import cli
+from bnvae_jax import config as config_lib
 from bnvae_jax.errors import UserError, WorkdirError
 from bnvae_jax.tasks import text_vae as train
-from bnvae_jax.training import config_lib, steps
+from bnvae_jax.training import steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.py")

@@ -2,9 +2,9 @@ import pathlib
 
 import pytest
 
-from bnvae_jax import cli
+from bnvae_jax import cli, methods
+from bnvae_jax import config as config_lib
 from bnvae_jax.errors import ConfigError
-from bnvae_jax.training import config_lib, methods
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import run_child
 
+from bnvae_jax import config as config_lib
 from bnvae_jax.data import datasets
 from bnvae_jax.data import tfds_builders as tb
 from bnvae_jax.errors import ConfigError, DataError
-from bnvae_jax.training import config_lib
 
 SPLIT_LINES = {
     "train": ["the cat sat", "", "a dog ran far"],
@@ -163,16 +163,12 @@ def test_tfds_source_gives_the_same_datasets_as_plain_files(tmp_path):
     for split in tb.SPLIT_NAMES:
         _write(manual / f"short_yelp.{split}.txt", _labelled(split))
     common = dict(labelled=True, max_tokens=3)
-    files = datasets.load_datasets(
-        _data_config(
-            source="files",
-            **{
-                f"{s}_file": str(manual / f"short_yelp.{s}.txt") for s in tb.SPLIT_NAMES
-            },
-            **common,
-        ).data,
-        str(tmp_path),
+    plain = _data_config(
+        source="files",
+        **{f"{s}_file": str(manual / f"short_yelp.{s}.txt") for s in tb.SPLIT_NAMES},
+        **common,
     )
+    files = datasets.load_datasets(config_lib.resolve(plain).data, str(tmp_path))
     config = _data_config(
         source="tfds",
         tfds_name="short_yelp",
@@ -180,8 +176,7 @@ def test_tfds_source_gives_the_same_datasets_as_plain_files(tmp_path):
         tfds_data_dir=str(tmp_path / "tfds"),
         **common,
     )
-    config_lib.validate(config)
-    from_tfds = datasets.load_datasets(config.data, str(tmp_path))
+    from_tfds = datasets.load_datasets(config_lib.resolve(config).data, str(tmp_path))
     assert from_tfds.vocab.words == files.vocab.words
     for split in tb.SPLIT_NAMES:
         assert len(from_tfds.split(split)) == len(files.split(split))

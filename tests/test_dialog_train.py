@@ -177,8 +177,9 @@ def test_baselines_train_and_report(files, tmp_path, method):
 def test_bn_head_normalises_the_recognition_mean(files):
     config = tiny_config(files)
     config.model.bn_eps = 1e-12  # tiny initial means: eps would shrink their std
-    data = train.load_data(config)
-    run = config_lib.resolve(config, len(data.vocab), len(data.topics))
+    run = config_lib.resolve(config)
+    data = train.load_data(run.data)
+    run = run.with_sizes(len(data.vocab), len(data.topics))
     model = model_lib.DialogCVAE(run.model)
     batch = data.splits["train"].batch(np.arange(8), 8)
     keys = {"params": jax.random.key(0), "sample": jax.random.key(1)}
@@ -197,7 +198,8 @@ def test_malformed_training_file_is_a_one_line_cli_error(files, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"utts": "nope"}\n')
     with pytest.raises(DataError, match="bad.jsonl:1"):
-        train.load_data(tiny_config({**files, "train": str(bad)}))
+        config = tiny_config({**files, "train": str(bad)})
+        train.load_data(config_lib.resolve(config).data)
     code, out = run_child(
         python_module(
             "bnvae_jax.main",

@@ -7,9 +7,9 @@ import ml_collections
 import numpy as np
 
 from bnvae_jax import cli
+from bnvae_jax import config as config_lib
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.tasks import text_vae as train
-from bnvae_jax.training import config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bnvae_jax.config import EvalConfig
 from bnvae_jax.data.vocab import BOS, EOS, PAD, SPECIAL_TOKENS, Vocab
 from bnvae_jax.evaluation import decoding
 from bnvae_jax.models import vae as vae_lib
-from bnvae_jax.training.config_lib import EvalConfig
 
 MAX_LEN = 8
 BATCH = 3

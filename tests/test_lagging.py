@@ -10,13 +10,13 @@ import pytest
 from conftest import python_module, run_child
 
 from bnvae_jax import cli
+from bnvae_jax import config as config_lib
 from bnvae_jax.analysis import dynamics, plots
 from bnvae_jax.analysis import grid as grid_lib
 from bnvae_jax.errors import ConfigError, WorkdirError
 from bnvae_jax.evaluation import decoding
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.tasks import lagging
-from bnvae_jax.training import config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

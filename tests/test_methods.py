@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 from conftest import make_model_config
 
-from bnvae_jax import cli
+from bnvae_jax import cli, methods
+from bnvae_jax import config as config_lib
 from bnvae_jax.errors import ConfigError, WorkdirError
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models import latents, posteriors, svi
 from bnvae_jax.models.posteriors import Posterior
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.tasks import text_vae as train
-from bnvae_jax.training import config_lib, methods, steps
 from bnvae_jax.training import loop as loop_lib
+from bnvae_jax.training import steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ def test_quickstart_notebook_runs(tmp_path):
         "commit the notebook without outputs"
     )
     # It shows the public API: bnvae_jax.load and the commands, no internals
-    # (only the config file it writes starts from training.config_lib).
+    # (only the config file it writes starts from bnvae_jax.config).
     source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
     for internal in ("tasks", "evaluation", "analysis", "tools", "models", "data"):
         assert f"bnvae_jax.{internal}" not in source

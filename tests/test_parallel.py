@@ -134,8 +134,9 @@ def _worker(out_path: str) -> None:
     """Runs every multi-device check in this process (8 fake devices)."""
     import jax
 
+    from bnvae_jax import config as config_lib
+    from bnvae_jax import parallel
     from bnvae_jax.tasks import text_vae as train
-    from bnvae_jax.training import parallel
 
     assert jax.device_count() == DEVICES, jax.devices()
     tmp = pathlib.Path(tempfile.mkdtemp())
@@ -160,15 +161,14 @@ def _worker(out_path: str) -> None:
         for mode in modes:
             got = run(tmp / f"{method}_{mode}", **extra, **{"parallel.mode": mode})
             report[f"{method}/{mode}"] = _compare(ref, got)
+
+    def setup_devices(**overrides):
+        config = _config(**overrides)
+        return train.loop_lib.setup_devices(config_lib.resolve(config), config)
+
     report["errors"] = {
-        "batch": _error_of(
-            lambda: train.loop_lib.setup_devices(_config(**{"data.batch_size": 12}))
-        ),
-        "devices": _error_of(
-            lambda: train.loop_lib.setup_devices(
-                _config(**{"parallel.num_devices": 16})
-            )
-        ),
+        "batch": _error_of(lambda: setup_devices(**{"data.batch_size": 12})),
+        "devices": _error_of(lambda: setup_devices(**{"parallel.num_devices": 16})),
     }
     pathlib.Path(out_path).write_text(json.dumps(report))
 
@@ -207,8 +207,9 @@ def test_clear_errors_for_devices_and_batch(multi_device_report):
 
 
 def test_config_errors_and_host_digest():
+    from bnvae_jax import config as config_lib
+    from bnvae_jax import parallel
     from bnvae_jax.errors import ConfigError
-    from bnvae_jax.training import config_lib, parallel
 
     with pytest.raises(ConfigError, match="parallel.mode='spmd' is not one of"):
         config_lib.validate(_config(**{"parallel.mode": "spmd"}))

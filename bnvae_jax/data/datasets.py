@@ -8,9 +8,9 @@ import json
 import logging
 import pathlib
 
-import ml_collections
 import numpy as np
 
+from bnvae_jax.config import DataConfig, SyntheticConfig
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data import synthetic
 from bnvae_jax.data.vocab import Vocab
@@ -34,15 +34,14 @@ class Datasets:
         return getattr(self, name)
 
 
-def synthetic_spec(cfg: ml_collections.ConfigDict) -> synthetic.SyntheticSpec:
-    """The generator spec from ``config.data.synthetic``."""
-    names = {f.name for f in dataclasses.fields(synthetic.SyntheticSpec)}
-    return synthetic.SyntheticSpec(**{k: v for k, v in cfg.items() if k in names})
+def synthetic_spec(cfg: SyntheticConfig) -> synthetic.SyntheticSpec:
+    """The generator spec of the ``data.synthetic`` section."""
+    return synthetic.SyntheticSpec(**dataclasses.asdict(cfg))
 
 
-def data_files(data_cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+def data_files(data_cfg: DataConfig, workdir: str) -> dict[str, str]:
     """Paths of the three splits: the given files, or the generated corpus."""
-    given = {s: data_cfg[f"{s}_file"] for s in SPLITS}
+    given = {s: getattr(data_cfg, f"{s}_file") for s in SPLITS}
     if any(given.values()):
         missing = [f"data.{s}_file" for s, path in given.items() if not path]
         if missing:
@@ -68,10 +67,10 @@ def data_files(data_cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, s
 
 
 def read_corpora(
-    data_cfg: ml_collections.ConfigDict, workdir: str
+    data_cfg: DataConfig, workdir: str
 ) -> tuple[dict[str, str], dict[str, corpus_lib.Corpus]]:
     """Where each split comes from, and its sentences."""
-    if data_cfg.get("source") == "tfds":
+    if data_cfg.source == "tfds":
         # Imported here: TFDS stays out of the import path of file-based runs.
         from bnvae_jax.data import tfds_builders
 
@@ -95,7 +94,7 @@ def read_corpora(
 
 
 def load_datasets(
-    data_cfg: ml_collections.ConfigDict, workdir: str, vocab: Vocab | None = None
+    data_cfg: DataConfig, workdir: str, vocab: Vocab | None = None
 ) -> Datasets:
     """Reads the splits; the vocabulary comes from the training file unless given."""
     files, corpora = read_corpora(data_cfg, workdir)

@@ -14,9 +14,9 @@ import numpy as np
 from jax import lax
 
 from bnvae_jax import fileio
+from bnvae_jax.config import EvalConfig
 from bnvae_jax.data.vocab import BOS, EOS, PAD, Vocab
 from bnvae_jax.models import svi
-from bnvae_jax.training.config_lib import EvalConfig
 
 Variables = Any
 

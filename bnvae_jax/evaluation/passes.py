@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from bnvae_jax import parallel
 from bnvae_jax.evaluation import estimators
 from bnvae_jax.models import svi
-from bnvae_jax.training import parallel
 
 
 @dataclasses.dataclass(frozen=True)

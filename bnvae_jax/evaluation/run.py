@@ -13,10 +13,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from bnvae_jax import parallel
+from bnvae_jax.config import EvalConfig
 from bnvae_jax.data import batching
 from bnvae_jax.evaluation import estimators, passes, sizing
-from bnvae_jax.training import parallel
-from bnvae_jax.training.config_lib import EvalConfig
 
 
 def root_key(cfg: EvalConfig, run_seed: int) -> jax.Array:

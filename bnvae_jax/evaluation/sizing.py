@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnvae_jax.training import parallel
+from bnvae_jax import parallel
 
 CPU_IW_BATCH = 4  # sentences per device and batch
 CPU_MAX_LOGITS = 1 << 26  # float32 logits per device and sample chunk (256 MiB)

@@ -15,8 +15,6 @@ import jax
 import jax.numpy as jnp
 import scipy.special
 
-from bnvae_jax.training import bn_health
-
 
 class Posterior(NamedTuple):
     """Diagonal Gaussian posterior parameters, each <float32>[B, n]."""
@@ -67,7 +65,6 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
 #     (beyond the paper).
 #   'weight_norm': the paper's BN after a μ projection whose columns have unit
 #     norm (the encoder cannot shrink v by shrinking its μ weights).
-BN_REMEDIES = bn_health.REMEDIES
 # Keeps 0/0 out of a batch whose means are all equal (its normalised means are β).
 _TINY = 1e-30
 
@@ -124,7 +121,7 @@ class FixedScaleBatchNorm(nn.Module):
       momentum: weight of the new batch statistic in the running average.
       eps: added to the variance.
       axis_name: mapped axis to reduce over when run under ``pmap``/``shard_map``.
-      remedy: how the spread is divided out, one of ``BN_REMEDIES`` (the BN
+      remedy: how the spread is divided out, one of ``config.BN_REMEDIES`` (the BN
         itself only distinguishes 'relative_eps' from the paper's v + eps).
 
     In train mode the module sows its ``BNHealth`` (from the global batch

@@ -8,9 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bnvae_jax.config import ModelConfig
 from bnvae_jax.models import latents, layers, posteriors
 from bnvae_jax.models.posteriors import Posterior
-from bnvae_jax.training.config_lib import ModelConfig
 
 
 class VAEOutput(NamedTuple):

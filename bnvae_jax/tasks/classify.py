@@ -39,13 +39,15 @@ import ml_collections
 import numpy as np
 import optax
 
+from bnvae_jax import config as config_lib
+from bnvae_jax import parallel
 from bnvae_jax.data import batching
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data.vocab import Vocab
-from bnvae_jax.errors import ConfigError, DataError, WorkdirError
+from bnvae_jax.errors import ConfigError, DataError
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models.vae import TextVAE
-from bnvae_jax.training import checkpoints, parallel, rules, steps
+from bnvae_jax.training import checkpoints, rules, steps
 from bnvae_jax.training import loop as loop_lib
 
 # The seeds of the reference's t_s_f.py, in its order; more seeds continue the
@@ -194,29 +196,6 @@ class TrainedRun:
     bucket_width: int
 
 
-def load_run(workdir: str) -> TrainedRun:
-    """The best checkpoint of a text-VAE run (``bnvae_jax.load``), as a TrainedRun.
-
-    Raises:
-        WorkdirError: not a finished text-VAE run, or a run without a latent.
-    """
-    from bnvae_jax import api  # the loader sits above the tasks
-
-    model = api.load(workdir)
-    if not isinstance(model, api.TextModel):
-        raise WorkdirError(f"{workdir}: not a text-VAE run")
-    if not model.module.cfg.latent_dim:
-        raise WorkdirError(
-            f"{workdir}: method {model.run.method_name} has no latent code"
-        )
-    return TrainedRun(
-        model=model.module,
-        variables=model.variables,
-        vocab=model.vocab,
-        bucket_width=int(model.config.data.bucket_width),
-    )
-
-
 @functools.partial(jax.jit, static_argnames=("model",))
 def _locations(variables, tokens, lengths, mask, *, model: TextVAE) -> jax.Array:
     post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
@@ -322,7 +301,7 @@ class FitSettings:
     min_batch: int = 2  # batches of one real example are skipped (the reference)
 
     def __post_init__(self):
-        loop_lib.check_settings(self, "fit settings")
+        config_lib.check_settings(self, "fit settings")
 
 
 @dataclasses.dataclass

@@ -33,14 +33,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from bnvae_jax import fileio
+from bnvae_jax import fileio, methods
 from bnvae_jax.analysis import grid as grid_lib
 from bnvae_jax.analysis import plots
 from bnvae_jax.errors import ConfigError, WorkdirError
 from bnvae_jax.evaluation import estimators
 from bnvae_jax.tasks import text_vae
 from bnvae_jax.training import loop as loop_lib
-from bnvae_jax.training import methods, steps
+from bnvae_jax.training import steps
 
 SNAPSHOT_DIR = "lagging"
 POINTS_FILE = "lagging_points.npz"

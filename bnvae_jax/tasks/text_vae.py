@@ -20,6 +20,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from bnvae_jax import config as config_lib
+from bnvae_jax import parallel
+from bnvae_jax.config import RunConfig
 from bnvae_jax.data import batching, datasets
 from bnvae_jax.data.vocab import Vocab
 from bnvae_jax.errors import UserError, WorkdirError
@@ -29,15 +32,12 @@ from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.training import (
     bn_health,
     checkpoints,
-    config_lib,
     objectives,
-    parallel,
     rules,
     schedules,
     steps,
 )
 from bnvae_jax.training import loop as loop_lib
-from bnvae_jax.training.config_lib import RunConfig
 from bnvae_jax.training.loop import DivergedError
 
 # The arrays a train step reads; evaluation batches also carry sentence ids.
@@ -94,12 +94,22 @@ def build_model(
     return TextVAE(cfg, axis_name=axis_name)
 
 
-def run_info(config: ml_collections.ConfigDict, vocab: Vocab) -> dict:
+def run_info(run: RunConfig, vocab: Vocab) -> dict:
     """What a workdir's checkpoints depend on (shapes, vocabulary)."""
-    info = {k: config_lib.get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
+    info = dict(run.architecture)
     info["vocab_size"] = len(vocab)
     info["vocab_fingerprint"] = vocab.fingerprint()
     return info
+
+
+def resolve(config: ml_collections.ConfigDict) -> RunConfig:
+    """The typed run; one warning line when a BN head starts below eps."""
+    run = config_lib.resolve(config)
+    if run.method.head == "bn_gaussian" and (
+        line := bn_health.start_warning(run.model)
+    ):
+        logging.warning("%s", line)
+    return run
 
 
 def setup(
@@ -112,22 +122,22 @@ def setup(
     With ``write`` (training), records the vocabulary, run info and config in
     the workdir.
     """
-    config_lib.validate(config)
-    par = loop_lib.setup_devices(config)
+    run = resolve(config)
+    par = loop_lib.setup_devices(run, config)
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     # Process 0 first: it may write prepared data into the shared workdir.
     data = parallel.first_host_then_others(
-        lambda: datasets.load_datasets(config.data, str(workdir)), "reading the data"
+        lambda: datasets.load_datasets(run.data, str(workdir)), "reading the data"
     )
-    info = run_info(config, data.vocab)
-    run = config_lib.resolve(config, len(data.vocab))
+    run = run.with_vocab(len(data.vocab))
+    info = run_info(run, data.vocab)
     ctx = loop_lib.open_context(workdir, info, par, run.train, write)
     plan = batching.plan_batches(
         data.train,
         batching.BatchingConfig(
-            batch_size=config.data.batch_size,
-            bucket_width=config.data.bucket_width,
-            mode=config.data.batching,
+            batch_size=run.data.batch_size,
+            bucket_width=run.data.bucket_width,
+            mode=run.data.batching,
         ),
     )
     if len(plan) == 0:
@@ -180,7 +190,7 @@ def schedule_spec(s: Setup) -> schedules.ScheduleSpec:
     return schedules.ScheduleSpec(
         kl_start=t.kl_start,
         warmup_steps=schedules.warmup_steps(
-            t.kl_warmup_epochs, len(s.data.train), s.config.data.batch_size
+            t.kl_warmup_epochs, len(s.data.train), s.run.data.batch_size
         ),
         beta=t.beta,
         steps_per_epoch=per_epoch,
@@ -321,8 +331,8 @@ def validate(s: Setup, state, split: str = "valid") -> dict:
         steps.variables(state),
         s.data.split(split),
         s.eval_key,
-        batch_size=s.config.data.eval_batch_size,
-        bucket_width=s.config.data.bucket_width,
+        batch_size=s.run.data.eval_batch_size,
+        bucket_width=s.run.data.bucket_width,
         au_threshold=s.run.eval.au_threshold,
         par=s.ctx.par,
     )
@@ -369,8 +379,8 @@ def final(s: Setup, state, loop: LoopState) -> dict:
         s.data,
         s.run,
         s.eval_key,
-        batch_size=s.config.data.eval_batch_size,
-        bucket_width=s.config.data.bucket_width,
+        batch_size=s.run.data.eval_batch_size,
+        bucket_width=s.run.data.bucket_width,
         par=s.ctx.par,
         samples_dir=s.ctx.workdir / "samples",
     )
@@ -378,7 +388,7 @@ def final(s: Setup, state, loop: LoopState) -> dict:
         {
             "train_tokens_per_second": loop.train_tokens
             / max(loop.train_seconds, 1e-9),
-            "init_from": s.config.init_from or None,
+            "init_from": s.run.init_from or None,
             "aggressive_inner_steps": loop.inner_steps,
             # Lines read, kept, and dropped as empty or over data.max_tokens.
             "data": {
@@ -486,8 +496,8 @@ def start(s: Setup, state) -> tuple[steps.TrainState, LoopState]:
     restored = loop_lib.restore(s.ctx, state, LoopState)
     if restored is not None:
         return restored
-    if s.config.init_from:
-        state = init_from_run(state, s.config.init_from, s.data.vocab)
+    if s.run.init_from:
+        state = init_from_run(state, s.run.init_from, s.data.vocab)
     return state, LoopState(learning_rate=s.run.train.learning_rate)
 
 

@@ -585,7 +585,8 @@ def parse_common(extra: Sequence[str]) -> tuple[tuple[str, str], ...]:
 _CHECK_KEYS = """
 import json, sys
 from bnvae_jax import cli
-from bnvae_jax.training import config_lib, methods
+from bnvae_jax import config as config_lib
+from bnvae_jax import methods
 from bnvae_jax.errors import UserError
 try:
     config = cli.load_config_file(sys.argv[1])

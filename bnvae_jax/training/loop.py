@@ -47,9 +47,9 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from bnvae_jax import fileio
-from bnvae_jax.errors import ConfigError, UserError
-from bnvae_jax.training import checkpoints, parallel, writers
+from bnvae_jax import fileio, parallel
+from bnvae_jax.errors import UserError
+from bnvae_jax.training import checkpoints, writers
 
 
 class DivergedError(UserError):
@@ -97,7 +97,7 @@ class Context:
       writer: the metric writer (process 0 writes).
       par: the devices and how steps and passes map onto them.
       settings: the loop settings: ``epochs``, ``max_steps``, ``min_batch``,
-        ``log_every_steps`` and ``checkpoint_every_steps`` (see ``SETTINGS_MIN``).
+        ``log_every_steps`` and ``checkpoint_every_steps`` (``config.SETTINGS_MIN``).
     """
 
     workdir: pathlib.Path
@@ -117,37 +117,20 @@ def state_tree(state) -> dict:
     }
 
 
-# The loop's settings and their least values.
-SETTINGS_MIN = (
-    ("epochs", 1),
-    ("max_steps", 0),  # 0: no limit
-    ("min_batch", 1),
-    ("checkpoint_every_steps", 1),
-    ("log_every_steps", 1),
-)
+def setup_devices(run, config: ml_collections.ConfigDict) -> parallel.Parallel:
+    """Picks the devices the typed ``run`` uses (multi-host runs joined in main).
 
-
-def check_settings(settings, section: str = "train") -> None:
-    """Raises a one-line ``ConfigError`` for a loop setting no run can use."""
-    for name, least in SETTINGS_MIN:
-        value = getattr(settings, name)
-        if value < least:
-            raise ConfigError(f"{section}.{name} must be >= {least}, got {value}")
-
-
-def setup_devices(config: ml_collections.ConfigDict) -> parallel.Parallel:
-    """Joins the hosts (multi-host runs) and picks the devices the run uses.
+    ``config`` is the raw config the hosts compare.
 
     Raises:
       ConfigError: the hosts were given different configs, a host lacks the
         devices asked for, or data.batch_size does not divide over them.
     """
-    cfg = parallel.config_from(config)
-    parallel.initialize_distributed(cfg)
-    par = parallel.build(cfg, config.data.batch_size)
+    batch_size = run.data.batch_size
+    par = parallel.build(run.parallel, batch_size)
     par.check_hosts_agree(config)
-    par.check_divides(config.data.batch_size, "data.batch_size")
-    logging.info(par.describe(config.data.batch_size))
+    par.check_divides(batch_size, "data.batch_size")
+    logging.info(par.describe(batch_size))
     return par
 
 

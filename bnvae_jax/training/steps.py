@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from bnvae_jax import parallel
 from bnvae_jax.models import posteriors, svi
-from bnvae_jax.training import bn_health, objectives, parallel
+from bnvae_jax.training import bn_health, objectives
 
 Batch = Mapping[str, jax.Array]  # tokens <int32>[B, T], lengths <int32>[B], mask [B]
 

@@ -3,7 +3,7 @@
 Used through ``yahoo_table1.py`` and ``yelp_table1.py``, which differ only in
 the command in their docstrings; the protocol (100 epochs, KL weight 0 -> 1
 over 10 epochs, IW-NLL with 500 samples) is the dataset config's
-(``config_lib.corpus_config``). Seeds: the paper's five.
+(``bnvae_jax.config.corpus_config``). Seeds: the paper's five.
 
 FB (λ) is free bits on the whole KL (``free_bits``); with the pretrained
 encoder (AE+FB, Li et al.) it is per dimension (``free_bits_dim``).

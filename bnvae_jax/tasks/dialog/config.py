@@ -11,11 +11,11 @@ import dataclasses
 
 import ml_collections
 
-from bnvae_jax.errors import ConfigError
+from bnvae_jax import config as config_lib
+from bnvae_jax.config import require, typed
 from bnvae_jax.tasks.dialog import data as data_lib
 from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogModelConfig
-from bnvae_jax.training import loop, parallel
 
 TASK = "dialog"
 
@@ -87,8 +87,21 @@ def default_config() -> ml_collections.ConfigDict:
 
     # Data parallelism, as for the text VAEs (README "Scaling out"):
     # data.batch_size is the global batch; BN statistics are global.
-    c.parallel = parallel.default_section()
+    c.parallel = config_lib.parallel_section()
     return c
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogDataConfig:
+    train_file: str
+    valid_file: str
+    test_file: str
+    format: str
+    max_vocab: int
+    max_utt_len: int
+    context_size: int
+    batch_size: int
+    eval_batch_size: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,17 +137,32 @@ class DialogEvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DialogRunConfig:
+    """The dialog run, typed (``RunConfig``'s counterpart).
+
+    Attributes:
+      embedding_file: ``model.embedding_file``, the GloVe file initialising the
+        word embeddings ('' none).
+      architecture: ``(key, value)`` of each ``ARCHITECTURE_KEYS`` entry.
+    """
+
     method_name: str
     method: objectives.DialogMethod
     seed: int
+    compilation_cache: str
+    embedding_file: str
+    data: DialogDataConfig
     model: DialogModelConfig
     train: DialogTrainConfig
     eval: DialogEvalConfig
+    parallel: config_lib.ParallelConfig
+    architecture: tuple[tuple[str, object], ...]
 
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+    def with_sizes(self, vocab_size: int, num_topics: int) -> DialogRunConfig:
+        """The run with the sizes that come from its data."""
+        model = dataclasses.replace(
+            self.model, vocab_size=int(vocab_size), num_topics=int(num_topics)
+        )
+        return dataclasses.replace(self, model=model)
 
 
 def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
@@ -142,18 +170,18 @@ def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
     method = objectives.get_method(config.method)
     d, m, t, e = config.data, config.model, config.train, config.eval
     for split in ("train", "valid", "test"):
-        _require(
+        require(
             bool(d[f"{split}_file"]),
             f"data.{split}_file is not set (a dialog run reads three files)",
         )
-    _require(
+    require(
         d.format in data_lib.FORMATS,
         f"data.format={d.format!r} is not one of {', '.join(data_lib.FORMATS)}",
     )
-    _require(d.max_vocab >= 1, "data.max_vocab must be >= 1")
-    _require(d.max_utt_len >= 3, "data.max_utt_len must be >= 3 (<s> word </s>)")
-    _require(d.context_size >= 2, "data.context_size must be >= 2")
-    _require(d.batch_size >= 1 and d.eval_batch_size >= 1, "batch sizes must be >= 1")
+    require(d.max_vocab >= 1, "data.max_vocab must be >= 1")
+    require(d.max_utt_len >= 3, "data.max_utt_len must be >= 3 (<s> word </s>)")
+    require(d.context_size >= 2, "data.context_size must be >= 2")
+    require(d.batch_size >= 1 and d.eval_batch_size >= 1, "batch sizes must be >= 1")
     for name in (
         "emb_dim",
         "utt_hidden",
@@ -164,60 +192,62 @@ def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
         "prior_hidden",
         "bow_hidden",
     ):
-        _require(m[name] >= 1, f"model.{name} must be positive, got {m[name]}")
-    _require(m.init_scale > 0, "model.init_scale must be positive")
+        require(m[name] >= 1, f"model.{name} must be positive, got {m[name]}")
+    require(m.init_scale > 0, "model.init_scale must be positive")
     if method.head == "bn_gaussian":
-        _require(m.gamma > 0, f"{config.method} needs model.gamma > 0, got {m.gamma}")
-        _require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
-        _require(m.bn_eps > 0, "model.bn_eps must be positive")
-        _require(d.batch_size >= 2, "batch normalisation needs data.batch_size >= 2")
-    _require(t.learning_rate > 0 and t.clip_norm > 0, "train lr/clip must be > 0")
-    _require(t.full_kl_steps >= 0, "train.full_kl_steps must be >= 0")
-    _require(
+        require(m.gamma > 0, f"{config.method} needs model.gamma > 0, got {m.gamma}")
+        require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
+        require(m.bn_eps > 0, "model.bn_eps must be positive")
+        require(d.batch_size >= 2, "batch normalisation needs data.batch_size >= 2")
+    require(t.learning_rate > 0 and t.clip_norm > 0, "train lr/clip must be > 0")
+    require(t.full_kl_steps >= 0, "train.full_kl_steps must be >= 0")
+    require(
         t.prior_kl_schedule in objectives.PRIOR_KL_SCHEDULES,
         f"train.prior_kl_schedule={t.prior_kl_schedule!r} is not one of "
         f"{', '.join(objectives.PRIOR_KL_SCHEDULES)}",
     )
-    _require(t.steps_per_epoch >= 1, "train.steps_per_epoch must be >= 1")
-    loop.check_settings(t)
-    _require(t.patience >= 1 and t.patience_increase > 0, "train patience > 0")
-    _require(e.num_samples >= 1, "eval.num_samples must be >= 1")
-    _require(e.max_decode_len >= 1, "eval.max_decode_len must be >= 1")
-    _require(e.min_context_utts >= 1, "eval.min_context_utts must be >= 1")
-    _require(e.max_contexts >= 0, "eval.max_contexts must be >= 0 (0: all)")
-    _require(
+    require(t.steps_per_epoch >= 1, "train.steps_per_epoch must be >= 1")
+    config_lib.check_settings(t)
+    require(t.patience >= 1 and t.patience_increase > 0, "train patience > 0")
+    require(e.num_samples >= 1, "eval.num_samples must be >= 1")
+    require(e.max_decode_len >= 1, "eval.max_decode_len must be >= 1")
+    require(e.min_context_utts >= 1, "eval.min_context_utts must be >= 1")
+    require(e.max_contexts >= 0, "eval.max_contexts must be >= 0 (0: all)")
+    require(
         e.rating_contexts >= 0 and e.rating_samples >= 0,
         "eval.rating_contexts/rating_samples must be >= 0",
     )
-    parallel.validate(parallel.config_from(config))
+    config_lib.check_parallel(config_lib.parallel_config(config))
     return method
 
 
-def _fields(cls, section, **extra):
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in section.items() if k in names}
-    values.update(extra)
-    return cls(**values)
-
-
 def resolve(
-    config: ml_collections.ConfigDict, vocab_size: int, num_topics: int
+    config: ml_collections.ConfigDict, vocab_size: int = 0, num_topics: int = 0
 ) -> DialogRunConfig:
-    """Validates ``config`` and returns its typed view (sizes are derived data)."""
+    """Validates ``config`` (once per run) and returns its typed view.
+
+    The sizes are derived data: a run passes 0 before it has read its dialogs,
+    then sets them with ``DialogRunConfig.with_sizes``.
+    """
     method = validate(config)
     return DialogRunConfig(
         method_name=config.method,
         method=method,
         seed=int(config.seed),
-        model=_fields(
+        compilation_cache=config.get("compilation_cache", "user"),
+        embedding_file=config.model.get("embedding_file", ""),
+        data=typed(DialogDataConfig, config.data),
+        model=typed(
             DialogModelConfig,
             config.model,
             vocab_size=int(vocab_size),
             num_topics=int(num_topics),
             head=method.head,
         ),
-        train=_fields(DialogTrainConfig, config.train),
-        eval=_fields(DialogEvalConfig, config.eval),
+        train=typed(DialogTrainConfig, config.train),
+        eval=typed(DialogEvalConfig, config.eval),
+        parallel=config_lib.parallel_config(config),
+        architecture=config_lib.architecture(config, ARCHITECTURE_KEYS),
     )
 
 

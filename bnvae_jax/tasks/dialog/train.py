@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from bnvae_jax import fileio
+from bnvae_jax import fileio, parallel
 from bnvae_jax.data.vocab import BOS, EOS, PAD
 from bnvae_jax.tasks.dialog import config as config_lib
 from bnvae_jax.tasks.dialog import data as data_lib
@@ -33,8 +33,7 @@ from bnvae_jax.tasks.dialog import metrics as metrics_lib
 from bnvae_jax.tasks.dialog import objectives
 from bnvae_jax.tasks.dialog.model import DialogCVAE
 from bnvae_jax.training import loop as loop_lib
-from bnvae_jax.training import parallel, rules, schedules, steps
-from bnvae_jax.training.config_lib import get_path
+from bnvae_jax.training import rules, schedules, steps
 
 # The arrays of a batch, in the order the mapped evaluation functions take them.
 BATCH_KEYS = (
@@ -86,8 +85,8 @@ class Setup:
 # -- building the run ----------------------------------------------------------
 
 
-def load_data(config: ml_collections.ConfigDict) -> data_lib.DialogData:
-    d = config.data
+def load_data(d: config_lib.DialogDataConfig) -> data_lib.DialogData:
+    """The three splits of the ``data`` section's files."""
     return data_lib.load_dialog_data(
         {"train": d.train_file, "valid": d.valid_file, "test": d.test_file},
         file_format=d.format,
@@ -97,16 +96,16 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.DialogData:
     )
 
 
-def _load_and_check(config: ml_collections.ConfigDict) -> data_lib.DialogData:
-    data = load_data(config)
-    if config.eval.multi_ref_file:  # a broken file fails now, not after training
-        data_lib.read_multi_ref(config.eval.multi_ref_file, config.data.max_utt_len)
+def _load_and_check(run: config_lib.DialogRunConfig) -> data_lib.DialogData:
+    data = load_data(run.data)
+    if run.eval.multi_ref_file:  # a broken file fails now, not after training
+        data_lib.read_multi_ref(run.eval.multi_ref_file, run.data.max_utt_len)
     return data
 
 
-def run_info(config: ml_collections.ConfigDict, data: data_lib.DialogData) -> dict:
+def run_info(run: config_lib.DialogRunConfig, data: data_lib.DialogData) -> dict:
     """What a workdir's checkpoints depend on (shapes, vocabulary, topics)."""
-    info = {k: get_path(config, k) for k in config_lib.ARCHITECTURE_KEYS}
+    info = dict(run.architecture)
     info["vocab_size"] = len(data.vocab)
     info["vocab_fingerprint"] = data.vocab.fingerprint()
     info["topics"] = list(data.topics)
@@ -122,13 +121,13 @@ def setup(
     (``fold_in(key, 0)``) and the train steps' randomness (``fold_in(key, 1)``).
     With ``write`` (training), records the vocabulary, run info and config.
     """
-    config_lib.validate(config)
-    par = loop_lib.setup_devices(config)
+    run = config_lib.resolve(config)
+    par = loop_lib.setup_devices(run, config)
     data = parallel.first_host_then_others(
-        lambda: _load_and_check(config), "reading the data"
+        lambda: _load_and_check(run), "reading the data"
     )
-    info = run_info(config, data)
-    run = config_lib.resolve(config, len(data.vocab), len(data.topics))
+    run = run.with_sizes(len(data.vocab), len(data.topics))
+    info = run_info(run, data)
     ctx = loop_lib.open_context(workdir, info, par, run.train, write)
     root = jax.random.key(run.seed)
     s = Setup(
@@ -151,12 +150,12 @@ def create_train_state(s: Setup, key: jax.Array) -> steps.TrainState:
 
     Parameters are initialised without the device axis (the same values).
     """
-    split, size = s.data.splits["train"], s.config.data.batch_size
+    split, size = s.data.splits["train"], s.run.data.batch_size
     example = split.batch(np.arange(min(len(split), size)), size)
     init = jax.jit(functools.partial(DialogCVAE(s.run.model).init, train=False))
     variables = init({"params": key, "sample": jax.random.fold_in(key, 1)}, example)
     params = variables["params"]
-    path = s.config.model.embedding_file
+    path = s.run.embedding_file
     if path:
         table = params["embed"]["embedding"]
         table = metrics_lib.glove_table(path, s.data.vocab, table)
@@ -176,12 +175,12 @@ def create_train_state(s: Setup, key: jax.Array) -> steps.TrainState:
 
 def num_batches(s: Setup) -> int:
     n = len(s.data.splits["train"])
-    return min(-(-n // s.config.data.batch_size), s.run.train.steps_per_epoch)
+    return min(-(-n // s.run.data.batch_size), s.run.train.steps_per_epoch)
 
 
 def epoch_batches(s: Setup, epoch: int, start: int):
     """``(position, arrays, response tokens)`` of the epoch's batches from ``start``."""
-    train, size = s.data.splits["train"], s.config.data.batch_size
+    train, size = s.data.splits["train"], s.run.data.batch_size
     order = np.random.default_rng([s.run.seed, epoch]).permutation(len(train))
     for position in range(start, num_batches(s)):
         rows = order[position * size :][:size]
@@ -291,7 +290,7 @@ def eval_batches(s: Setup, n: int):
 
     The size is rounded up to a multiple of the devices; returns it too.
     """
-    size = s.ctx.par.padded(s.config.data.eval_batch_size)
+    size = s.ctx.par.padded(s.run.data.eval_batch_size)
     return size, [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
 
 
@@ -417,12 +416,12 @@ def scored_contexts(s: Setup) -> tuple[data_lib.DialogSplit, np.ndarray, list]:
         rows = eligible_contexts(test, cfg)
         refs = [reference_words(vocab, test.utterances[test.response[r]]) for r in rows]
         return test, rows, [[ref] for ref in refs]
-    items = data_lib.read_multi_ref(cfg.multi_ref_file, s.config.data.max_utt_len)
+    items = data_lib.read_multi_ref(cfg.multi_ref_file, s.run.data.max_utt_len)
     split, refs = data_lib.multi_ref_split(
         items,
         vocab,
         s.data.topics,
-        context_size=s.config.data.context_size,
+        context_size=s.run.data.context_size,
         utt_len=test.utterances.shape[1],
     )
     rows = eligible_contexts(split, cfg)

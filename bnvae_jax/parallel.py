@@ -34,88 +34,12 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bnvae_jax.config import ParallelConfig, check_parallel
 from bnvae_jax.errors import ConfigError, HostError
 
 AXIS = "data"  # the mesh / pmap axis the batch is split over
-MODES = ("jit", "pmap")
 # Keys that may differ between the hosts of one run.
 HOST_LOCAL_KEYS = ("parallel.process_id",)
-
-
-@dataclasses.dataclass(frozen=True)
-class ParallelConfig:
-    """The ``parallel`` section of a config.
-
-    Attributes:
-      mode: 'jit' (mesh + NamedSharding) or 'pmap'.
-      num_devices: devices used on each host; 0 lets ``auto_devices`` decide.
-      distributed: call ``jax.distributed.initialize`` (multi-host runs).
-      coordinator_address: 'host:port' of process 0; '' lets JAX read it from
-        the environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI).
-      num_processes: hosts in the run; 0 lets JAX detect it.
-      process_id: this host's index; -1 lets JAX detect it.
-      heartbeat_timeout_s: a host not heard from for this long counts as dead
-        and every other host stops with an error (JAX's default is 100 s).
-      shutdown_timeout_s: how long a finished host waits for the others.
-    """
-
-    mode: str = "jit"
-    num_devices: int = 0
-    distributed: bool = False
-    coordinator_address: str = ""
-    num_processes: int = 0
-    process_id: int = -1
-    heartbeat_timeout_s: int = 60
-    shutdown_timeout_s: int = 300
-
-
-def default_section() -> ml_collections.ConfigDict:
-    """The ``parallel`` section of every task's config (``ParallelConfig``'s fields)."""
-    p = ml_collections.ConfigDict()
-    p.mode = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
-    p.num_devices = 0  # devices used on each host (0: parallel.auto_devices picks)
-    p.distributed = False  # multi-host: call jax.distributed.initialize
-    p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
-    p.num_processes = 0  # hosts (0: from the environment)
-    p.process_id = -1  # this host (-1: from the environment)
-    p.heartbeat_timeout_s = 60  # a host silent this long is dead: all others stop
-    p.shutdown_timeout_s = 300  # a finished host waits this long for the others
-    return p
-
-
-def config_from(config: ml_collections.ConfigDict) -> ParallelConfig:
-    """The typed ``parallel`` section (defaults for configs saved before it existed)."""
-    section = config.get("parallel") or {}
-    names = {f.name for f in dataclasses.fields(ParallelConfig)}
-    return ParallelConfig(**{k: v for k, v in section.items() if k in names})
-
-
-def validate(cfg: ParallelConfig) -> None:
-    """One-line ``ConfigError`` for values that are wrong on any machine."""
-    if cfg.mode not in MODES:
-        raise ConfigError(
-            f"parallel.mode={cfg.mode!r} is not one of {', '.join(MODES)}"
-        )
-    if cfg.num_devices < 0:
-        raise ConfigError(
-            f"parallel.num_devices must be >= 0 (0: all local devices), "
-            f"got {cfg.num_devices}"
-        )
-    if cfg.num_processes < 0 or cfg.process_id < -1:
-        raise ConfigError(
-            "parallel.num_processes must be >= 0 and parallel.process_id >= -1 "
-            "(0 / -1: detected from the environment)"
-        )
-    if cfg.num_processes and cfg.process_id >= cfg.num_processes:
-        raise ConfigError(
-            f"parallel.process_id={cfg.process_id} must be below "
-            f"parallel.num_processes={cfg.num_processes}"
-        )
-    if min(cfg.heartbeat_timeout_s, cfg.shutdown_timeout_s) < 1:
-        raise ConfigError(
-            "parallel.heartbeat_timeout_s and parallel.shutdown_timeout_s must "
-            "be >= 1 (seconds)"
-        )
 
 
 def initialize_distributed(cfg: ParallelConfig) -> None:
@@ -125,7 +49,7 @@ def initialize_distributed(cfg: ParallelConfig) -> None:
     JAX, which reads them from JAX_COORDINATOR_ADDRESS or a SLURM / Open MPI
     environment.
     """
-    validate(cfg)
+    check_parallel(cfg)
     if not cfg.distributed or jax.distributed.is_initialized():
         return
     jax.distributed.initialize(
@@ -462,7 +386,7 @@ def build(cfg: ParallelConfig, batch_size: int = 0) -> Parallel:
     Raises:
       ConfigError: a host has fewer devices than asked for.
     """
-    validate(cfg)
+    check_parallel(cfg)
     local = jax.local_devices()
     host_batch = batch_size // jax.process_count()
     per_host = cfg.num_devices or (

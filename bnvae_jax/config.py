@@ -1,22 +1,22 @@
 """The default config, its validation, and the typed frozen objects built from it.
 
-The library never reads a ``ConfigDict`` below this module: ``resolve`` turns one into
-``RunConfig`` (frozen dataclasses) once, and every error a user can make in a config is
-raised here as one ``ConfigError`` line.
+A base module (it imports no other layer of the package): the library never reads a
+``ConfigDict`` past ``resolve``, which validates one once and turns it into
+``RunConfig`` (frozen dataclasses); every error a user can make in a config is raised
+here as one ``ConfigError`` line. Loaded as a config file (``--config`` unset), this
+module's ``get_config`` is the default run.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: dataclasses with string annotations
+# need their module in sys.modules, which a config file loaded by path is not.
 import dataclasses
 import difflib
-import logging
 from collections.abc import Iterable, Mapping
 
 import ml_collections
 
+from bnvae_jax import methods as methods_lib
 from bnvae_jax.errors import ConfigError
-from bnvae_jax.training import bn_health, loop, parallel
-from bnvae_jax.training import methods as methods_lib
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -79,7 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
     m.bn_eps = 1e-5  # added to the batch variance of BN
     # Beyond the paper: keep the KL bound when the pre-BN variance of μ is tiny
     # ('none' = the paper's v + eps; 'relative_eps'; 'weight_norm'; see
-    # models/posteriors.BN_REMEDIES).
+    # BN_REMEDIES).
     m.bn_remedy = "none"
     m.dec_dropout_in = 0.5  # dropout on decoder word embeddings (not on z)
     m.dec_dropout_out = 0.5  # dropout on decoder LSTM outputs
@@ -137,8 +137,27 @@ def default_config() -> ml_collections.ConfigDict:
 
     # Data parallelism (README "Scaling out"): data.batch_size is the global batch,
     # split over every device used; results do not depend on the device count.
-    c.parallel = parallel.default_section()
+    c.parallel = parallel_section()
     return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The default run (this file is the config file of ``--config`` unset)."""
+    return default_config()
+
+
+def parallel_section() -> ml_collections.ConfigDict:
+    """The ``parallel`` section of every task's config (``ParallelConfig``'s fields)."""
+    p = ml_collections.ConfigDict()
+    p.mode = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
+    p.num_devices = 0  # devices used on each host (0: parallel.auto_devices picks)
+    p.distributed = False  # multi-host: call jax.distributed.initialize
+    p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
+    p.num_processes = 0  # hosts (0: from the environment)
+    p.process_id = -1  # this host (-1: from the environment)
+    p.heartbeat_timeout_s = 60  # a host silent this long is dead: all others stop
+    p.shutdown_timeout_s = 300  # a finished host waits this long for the others
+    return p
 
 
 def corpus_config(
@@ -181,6 +200,46 @@ ARCHITECTURE_KEYS = (
 
 
 @dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """The ``data.synthetic`` section: the embedded generator's settings.
+
+    ``data.datasets`` turns it into the generator's ``SyntheticSpec``.
+    """
+
+    num_train: int
+    num_valid: int
+    num_test: int
+    vocab_size: int
+    length: int
+    latent_dim: int
+    num_components: int
+    emb_dim: int
+    hidden_dim: int
+    temperature: float
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the text VAE's sentences come from and how they are batched."""
+
+    source: str
+    train_file: str
+    valid_file: str
+    test_file: str
+    labelled: bool
+    max_tokens: int
+    batch_size: int
+    eval_batch_size: int
+    bucket_width: int
+    batching: str
+    synthetic: SyntheticConfig
+    tfds_name: str = ""
+    tfds_manual_dir: str = ""
+    tfds_data_dir: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Sizes and choices of the text VAE (hashable: bound statically into jit)."""
 
@@ -208,7 +267,7 @@ class ModelConfig:
     svi_momentum: float = 0.5
     svi_clip: float = 5.0
     svi_scale: float = 1.0  # the SVI loss is the per-example loss times this
-    bn_remedy: str = "none"  # posteriors.BN_REMEDIES
+    bn_remedy: str = "none"  # BN_REMEDIES
     matmul_precision: str = "highest"  # lax.Precision of float32 products
     mixed_precision: bool = False  # bfloat16 operands, float32 accumulation
 
@@ -262,10 +321,43 @@ class EvalConfig:
     fold_run_seed: bool = False
 
 
-INIT_SCHEMES = ("torch_default", "uniform")
-VMF_KL_FORMULAS = ("guu", "uniform")
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    """The ``parallel`` section of a config (``bnvae_jax.parallel`` reads it).
+
+    Attributes:
+      mode: 'jit' (mesh + NamedSharding) or 'pmap'.
+      num_devices: devices used on each host; 0 lets ``parallel.auto_devices``
+        decide.
+      distributed: call ``jax.distributed.initialize`` (multi-host runs).
+      coordinator_address: 'host:port' of process 0; '' lets JAX read it from
+        the environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI).
+      num_processes: hosts in the run; 0 lets JAX detect it.
+      process_id: this host's index; -1 lets JAX detect it.
+      heartbeat_timeout_s: a host not heard from for this long counts as dead
+        and every other host stops with an error (JAX's default is 100 s).
+      shutdown_timeout_s: how long a finished host waits for the others.
+    """
+
+    mode: str = "jit"
+    num_devices: int = 0
+    distributed: bool = False
+    coordinator_address: str = ""
+    num_processes: int = 0
+    process_id: int = -1
+    heartbeat_timeout_s: int = 60
+    shutdown_timeout_s: int = 300
+
+
+# The values of the config's string choices (the models implement them).
+INIT_SCHEMES = ("torch_default", "uniform")  # models.layers.INIT_SCHEMES
+VMF_KL_FORMULAS = ("guu", "uniform")  # models.vmf.VMF_KL
 DATA_SOURCES = ("synthetic", "files", "tfds")
 MATMUL_PRECISIONS = ("highest", "high", "default")
+# model.bn_remedy: how the bn_gaussian head divides out the spread of μ
+# (models.posteriors.FixedScaleBatchNorm implements them).
+BN_REMEDIES = ("none", "relative_eps", "weight_norm")
+PARALLEL_MODES = ("jit", "pmap")
 
 
 def flat_keys(config: Mapping, prefix: str = "") -> list[str]:
@@ -299,16 +391,76 @@ def get_path(config: ml_collections.ConfigDict, dotted: str):
     return value
 
 
-def _fields(cls, section: ml_collections.ConfigDict, **extra):
+def typed(cls, section: Mapping | ml_collections.ConfigDict, **extra):
+    """``cls`` (a frozen dataclass) from the keys of ``section`` it has, and ``extra``.
+
+    Keys the dataclass lacks are ignored; fields the section lacks keep their
+    defaults (configs saved before a key existed).
+    """
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in section.items() if k in names}
     values.update(extra)
     return cls(**values)
 
 
-def _require(condition: bool, message: str):
+def require(condition: bool, message: str) -> None:
+    """Raises ``ConfigError(message)`` unless ``condition``."""
     if not condition:
         raise ConfigError(message)
+
+
+def parallel_config(config: ml_collections.ConfigDict) -> ParallelConfig:
+    """The typed ``parallel`` section (defaults for configs saved before it existed)."""
+    return typed(ParallelConfig, config.get("parallel") or {})
+
+
+def check_parallel(cfg: ParallelConfig) -> None:
+    """One-line ``ConfigError`` for parallel values that are wrong on any machine."""
+    require(
+        cfg.mode in PARALLEL_MODES,
+        f"parallel.mode={cfg.mode!r} is not one of {', '.join(PARALLEL_MODES)}",
+    )
+    require(
+        cfg.num_devices >= 0,
+        f"parallel.num_devices must be >= 0 (0: all local devices), "
+        f"got {cfg.num_devices}",
+    )
+    require(
+        cfg.num_processes >= 0 and cfg.process_id >= -1,
+        "parallel.num_processes must be >= 0 and parallel.process_id >= -1 "
+        "(0 / -1: detected from the environment)",
+    )
+    require(
+        not cfg.num_processes or cfg.process_id < cfg.num_processes,
+        f"parallel.process_id={cfg.process_id} must be below "
+        f"parallel.num_processes={cfg.num_processes}",
+    )
+    require(
+        min(cfg.heartbeat_timeout_s, cfg.shutdown_timeout_s) >= 1,
+        "parallel.heartbeat_timeout_s and parallel.shutdown_timeout_s must "
+        "be >= 1 (seconds)",
+    )
+
+
+# The loop's settings every task's ``train`` section holds, and their least values.
+SETTINGS_MIN = (
+    ("epochs", 1),
+    ("max_steps", 0),  # 0: no limit
+    ("min_batch", 1),
+    ("checkpoint_every_steps", 1),
+    ("log_every_steps", 1),
+)
+
+
+def check_settings(settings, section: str = "train") -> None:
+    """Raises a one-line ``ConfigError`` for a loop setting no run can use.
+
+    ``settings`` is a config section or any object with the settings as
+    attributes; ``section`` names it in the message.
+    """
+    for name, least in SETTINGS_MIN:
+        value = getattr(settings, name)
+        require(value >= least, f"{section}.{name} must be >= {least}, got {value}")
 
 
 def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
@@ -316,136 +468,152 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
     method = methods_lib.get_method(config.method)
     m, t, d, e = config.model, config.train, config.data, config.eval
     for name in ("emb_dim", "enc_hidden", "dec_hidden", "latent_dim"):
-        _require(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
+        require(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
     for name in ("dec_dropout_in", "dec_dropout_out"):
-        _require(0.0 <= m[name] < 1.0, f"model.{name} must be in [0, 1), got {m[name]}")
+        require(0.0 <= m[name] < 1.0, f"model.{name} must be in [0, 1), got {m[name]}")
     if method.head == "bn_gaussian" and m.learn_gamma:
-        _require(
+        require(
             0 <= m.gamma_min < m.gamma,
             f"model.learn_gamma needs 0 <= model.gamma_min < model.gamma, got "
             f"gamma_min={m.gamma_min}, gamma={m.gamma}",
         )
     if method.head == "delta_gaussian":
-        _require(m.delta > 0, f"model.delta must be positive, got {m.delta}")
+        require(m.delta > 0, f"model.delta must be positive, got {m.delta}")
     if method.head == "vmf":
-        _require(m.kappa > 0, f"model.kappa must be positive, got {m.kappa}")
-        _require(m.latent_dim >= 2, "vmf_vae needs model.latent_dim >= 2")
-        _require(
+        require(m.kappa > 0, f"model.kappa must be positive, got {m.kappa}")
+        require(m.latent_dim >= 2, "vmf_vae needs model.latent_dim >= 2")
+        require(
             m.vmf_kl in VMF_KL_FORMULAS,
             f"model.vmf_kl={m.vmf_kl!r} is not one of {', '.join(VMF_KL_FORMULAS)}",
         )
     if method.procedure in ("svi", "aggressive"):
-        _require(
+        require(
             method.head in ("gaussian", "bn_gaussian"),
             f"procedure {method.procedure!r} needs a Gaussian head",
         )
     if method.procedure == "svi":
-        _require(m.svi_steps >= 1, "sa_vae needs model.svi_steps >= 1")
-        _require(m.svi_lr > 0 and m.svi_clip > 0, "model.svi_lr/svi_clip must be > 0")
-        _require(0 <= m.svi_momentum < 1, "model.svi_momentum must be in [0, 1)")
+        require(m.svi_steps >= 1, "sa_vae needs model.svi_steps >= 1")
+        require(m.svi_lr > 0 and m.svi_clip > 0, "model.svi_lr/svi_clip must be > 0")
+        require(0 <= m.svi_momentum < 1, "model.svi_momentum must be in [0, 1)")
     if method.procedure == "aggressive":
-        _require(
+        require(
             t.agg_inner_steps >= 2 and t.agg_check_every >= 1,
             "agg_vae needs train.agg_inner_steps >= 2 and train.agg_check_every >= 1",
         )
     if method.schedule == "constant":
-        _require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
+        require(t.beta >= 0, f"train.beta must be >= 0, got {t.beta}")
     if method.schedule == "cyclic":
-        _require(t.cycles >= 1, "train.cycles must be >= 1")
-        _require(0 < t.cycle_ratio <= 1, "train.cycle_ratio must be in (0, 1]")
+        require(t.cycles >= 1, "train.cycles must be >= 1")
+        require(0 < t.cycle_ratio <= 1, "train.cycle_ratio must be in (0, 1]")
     if method.schedule == "cyclic_epoch_reset":
-        _require(t.cycle_epochs >= 1, "train.cycle_epochs must be >= 1")
+        require(t.cycle_epochs >= 1, "train.cycle_epochs must be >= 1")
     if method.kl_transform != "none":
-        _require(t.target_kl >= 0, f"train.target_kl must be >= 0, got {t.target_kl}")
+        require(t.target_kl >= 0, f"train.target_kl must be >= 0, got {t.target_kl}")
     if method.head == "bn_gaussian":
-        _require(
+        require(
             m.gamma > 0,
             f"method {config.method} needs model.gamma > 0 (the KL bound is "
             f"n*gamma^2/2), got {m.gamma}",
         )
-        _require(
+        require(
             d.batch_size >= 2,
             "data.batch_size must be at least 2 with batch normalisation, "
             f"got {d.batch_size}",
         )
-        _require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
-        _require(m.bn_eps > 0, "model.bn_eps must be positive")
-        _require(
-            m.bn_remedy in bn_health.REMEDIES,
-            f"model.bn_remedy={m.bn_remedy!r} is not one of "
-            f"{', '.join(bn_health.REMEDIES)}",
+        require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
+        require(m.bn_eps > 0, "model.bn_eps must be positive")
+        require(
+            m.bn_remedy in BN_REMEDIES,
+            f"model.bn_remedy={m.bn_remedy!r} is not one of {', '.join(BN_REMEDIES)}",
         )
     for name in ("enc_init", "dec_init"):
-        _require(
+        require(
             m[name] in INIT_SCHEMES,
             f"model.{name}={m[name]!r} is not one of {', '.join(INIT_SCHEMES)}",
         )
-    _require(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
-    _require(d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
-    _require(d.bucket_width >= 1, "data.bucket_width must be >= 1")
-    _require(d.max_tokens >= 1, "data.max_tokens must be >= 1")
-    _require(
+    require(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
+    require(d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
+    require(d.bucket_width >= 1, "data.bucket_width must be >= 1")
+    require(d.max_tokens >= 1, "data.max_tokens must be >= 1")
+    require(
         d.source in DATA_SOURCES,
         f"data.source={d.source!r} is not one of {', '.join(DATA_SOURCES)}",
     )
     if d.source == "tfds":
-        _require(
+        require(
             bool(d.tfds_name) and bool(d.tfds_data_dir),
             "data.source='tfds' needs data.tfds_name and data.tfds_data_dir",
         )
-        _require(
+        require(
             not (d.train_file or d.valid_file or d.test_file),
             "data.source='tfds' reads no files: leave data.*_file empty",
         )
-    _require(t.learning_rate > 0, "train.learning_rate must be positive")
-    _require(t.clip_norm > 0, "train.clip_norm must be positive")
-    loop.check_settings(t)
-    _require(0.0 <= t.kl_start <= 1.0, "train.kl_start must be in [0, 1]")
-    _require(t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
-    _require(0 < t.lr_decay < 1, "train.lr_decay must be in (0, 1)")
-    _require(t.decay_epoch >= 1 and t.max_decay >= 1, "train decay counts must be >= 1")
-    _require(e.iw_samples >= 1, "eval.iw_samples must be >= 1")
-    _require(e.iw_chunk >= 1, "eval.iw_chunk must be >= 1")
-    _require(e.iw_batch >= 0, "eval.iw_batch must be >= 0 (0: from the devices)")
-    _require(e.iw_max_logits >= 0, "eval.iw_max_logits must be >= 0 (0: auto)")
-    _require(
+    require(t.learning_rate > 0, "train.learning_rate must be positive")
+    require(t.clip_norm > 0, "train.clip_norm must be positive")
+    check_settings(t)
+    require(0.0 <= t.kl_start <= 1.0, "train.kl_start must be in [0, 1]")
+    require(t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
+    require(0 < t.lr_decay < 1, "train.lr_decay must be in (0, 1)")
+    require(t.decay_epoch >= 1 and t.max_decay >= 1, "train decay counts must be >= 1")
+    require(e.iw_samples >= 1, "eval.iw_samples must be >= 1")
+    require(e.iw_chunk >= 1, "eval.iw_chunk must be >= 1")
+    require(e.iw_batch >= 0, "eval.iw_batch must be >= 0 (0: from the devices)")
+    require(e.iw_max_logits >= 0, "eval.iw_max_logits must be >= 0 (0: auto)")
+    require(
         m.get("matmul_precision", "highest") in MATMUL_PRECISIONS,
         f"model.matmul_precision={m.get('matmul_precision')!r} is not one of "
         f"{', '.join(MATMUL_PRECISIONS)}",
     )
     bad = set(e.iw_splits.split(",")) - {"valid", "test", ""}
-    _require(
+    require(
         not bad, f"eval.iw_splits={e.iw_splits!r}: only 'valid' and 'test' are splits"
     )
-    _require(e.beam_size >= 1 and e.max_decode_len >= 1, "eval decoding sizes >= 1")
-    parallel.validate(parallel.config_from(config))
+    require(e.beam_size >= 1 and e.max_decode_len >= 1, "eval decoding sizes >= 1")
+    check_parallel(parallel_config(config))
     return method
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything the library needs, typed; built once by ``resolve``."""
+    """Everything the library needs, typed; built once by ``resolve``.
+
+    Attributes:
+      architecture: ``(key, value)`` of each ``ARCHITECTURE_KEYS`` entry as the
+        config gives it: what a workdir's checkpoints belong to.
+    """
 
     method_name: str
     method: methods_lib.Method
     seed: int
+    init_from: str
+    compilation_cache: str
+    data: DataConfig
     model: ModelConfig
     train: TrainConfig
     eval: EvalConfig
+    parallel: ParallelConfig
+    architecture: tuple[tuple[str, object], ...]
+
+    def with_vocab(self, vocab_size: int) -> "RunConfig":
+        """The run with its vocabulary size (known once the data is read)."""
+        model = dataclasses.replace(self.model, vocab_size=int(vocab_size))
+        return dataclasses.replace(self, model=model)
 
 
-def resolve(config: ml_collections.ConfigDict, vocab_size: int) -> RunConfig:
-    """Validates ``config`` and returns typed objects (vocab size is derived data).
+def data_config(config: ml_collections.ConfigDict) -> DataConfig:
+    """The typed ``data`` section of a text-VAE config."""
+    d = config.data
+    return typed(DataConfig, d, synthetic=typed(SyntheticConfig, d.synthetic))
 
-    Logs one warning line when a BN head is estimated to start with its pre-BN
-    variance below eps (``bn_health.start_warning``).
+
+def resolve(config: ml_collections.ConfigDict, vocab_size: int = 0) -> RunConfig:
+    """Validates ``config`` (once per run) and returns its typed view.
+
+    ``vocab_size`` is derived data: a run passes 0 before it has read its
+    corpus, then sets it with ``RunConfig.with_vocab``.
     """
     method = validate(config)
-    if method.head == "bn_gaussian":
-        line = bn_health.start_warning(config.model)
-        if line:
-            logging.warning("%s", line)
-    model = _fields(
+    model = typed(
         ModelConfig,
         config.model,
         vocab_size=int(vocab_size),
@@ -464,7 +632,19 @@ def resolve(config: ml_collections.ConfigDict, vocab_size: int) -> RunConfig:
         method_name=config.method,
         method=method,
         seed=int(config.seed),
+        init_from=config.get("init_from", ""),
+        compilation_cache=config.get("compilation_cache", "user"),
+        data=data_config(config),
         model=model,
-        train=_fields(TrainConfig, config.train),
-        eval=_fields(EvalConfig, config.eval),
+        train=typed(TrainConfig, config.train),
+        eval=typed(EvalConfig, config.eval),
+        parallel=parallel_config(config),
+        architecture=architecture(config, ARCHITECTURE_KEYS),
     )
+
+
+def architecture(
+    config: ml_collections.ConfigDict, keys: Iterable[str]
+) -> tuple[tuple[str, object], ...]:
+    """``(key, value)`` of each dotted key (``RunConfig.architecture``)."""
+    return tuple((key, get_path(config, key)) for key in keys)
