@@ -327,13 +327,12 @@ def _decoded(value):
         return {k: _decoded(v) for k, v in value.items()}
     if isinstance(value, np.ndarray) and value.dtype == object:
         value = value.tolist()
-    if isinstance(value, list):
-        items = [_decoded(v) for v in value]
-        # A sequence of fixed-shape tensors reads back as one array.
-        if items and all(isinstance(v, np.ndarray) for v in items):
-            return np.stack(items)
-        return items
-    return value
+    if not isinstance(value, list):
+        return value
+    items = [_decoded(v) for v in value]
+    # A sequence of fixed-shape tensors reads back as one array.
+    arrays = items and all(isinstance(v, np.ndarray) for v in items)
+    return np.stack(items) if arrays else items
 
 
 @dataclasses.dataclass(frozen=True)
