@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import types
 from collections.abc import Mapping
 
 import numpy as np
@@ -154,21 +153,12 @@ _SHEN_LAYOUT = {
 
 def _text_builder(name: str, doc: str, homepage: str, where: str) -> type:
     """The ``_SentenceCorpus`` of ``name`` (TFDS names it after the class)."""
-    attrs = {
-        "__doc__": doc,
-        "__module__": __name__,
-        "HOMEPAGE": homepage,
-        "WHERE": where,
-        "LABELLED": name in ("yelp", "short_yelp"),
-        "LAYOUTS": ({s: ((f"{name}.{s}.txt", None),) for s in SPLIT_NAMES},)
-        + ((_SHEN_LAYOUT,) if name == "short_yelp" else ()),
-    }
-    return types.new_class(
-        name.title().replace("_", ""),
-        (_SentenceCorpus,),
-        {"skip_registration": True},
-        lambda namespace: namespace.update(attrs),
-    )
+    files = {split: ((f"{name}.{split}.txt", None),) for split in SPLIT_NAMES}
+    attrs = {"__doc__": doc, "__module__": __name__, "HOMEPAGE": homepage}
+    attrs |= {"WHERE": where, "LABELLED": name in ("yelp", "short_yelp")}
+    attrs["LAYOUTS"] = (files, _SHEN_LAYOUT) if name == "short_yelp" else (files,)
+    class_name = name.title().replace("_", "")
+    return type(class_name, (_SentenceCorpus,), attrs, skip_registration=True)
 
 
 def _clean(value) -> str:
