@@ -83,13 +83,12 @@ def test_time_is_bucketed_and_shapes_bounded():
     assert all(b == 8 for b, _ in plan.shapes())
 
 
-def test_min_batch_drops_and_counts():
+def test_min_batch_drops_small_batches():
     rows = _rows([1, 1, 1, 2, 3, 3])
     plan = plan_batches(rows, BatchingConfig(batch_size=2, min_batch=2))
     assert [g.tolist() for g in plan.groups] == [[0, 1], [4, 5]]
-    assert plan.num_dropped == 2
-    assert plan.num_dropped_sentences == 2
-    assert plan_batches(rows, BatchingConfig(batch_size=2)).num_dropped == 0
+    every = plan_batches(rows, BatchingConfig(batch_size=2)).groups
+    assert [g.tolist() for g in every] == [[0, 1], [2], [3], [4, 5]]
 
 
 def test_epoch_order_deterministic_and_varies():

@@ -19,6 +19,10 @@ SMALL = synthetic.SyntheticSpec(
 )
 
 
+def _sentences(spec):
+    return {split: data.sentences for split, data in synthetic.sample(spec).items()}
+
+
 def _unigram(sentences, vocab_size):
     counts = np.zeros(vocab_size)
     for words in sentences:
@@ -38,7 +42,7 @@ def _js(p, q):
 
 
 def test_sizes_lengths_and_vocab():
-    corpus = synthetic.generate(SMALL)
+    corpus = _sentences(SMALL)
     assert set(corpus) == {"train", "valid", "test"}
     for split in ("train", "valid", "test"):
         assert len(corpus[split]) == SMALL.num(split)
@@ -50,16 +54,16 @@ def test_sizes_lengths_and_vocab():
 
 
 def test_deterministic_for_a_seed_and_different_across_seeds():
-    a = synthetic.generate(SMALL)
-    b = synthetic.generate(SMALL)
-    c = synthetic.generate(dataclasses.replace(SMALL, seed=1))
+    a = _sentences(SMALL)
+    b = _sentences(SMALL)
+    c = _sentences(dataclasses.replace(SMALL, seed=1))
     assert a == b
     assert a["train"] != c["train"]
 
 
 def test_splits_have_independent_streams():
-    a = synthetic.generate(SMALL)
-    b = synthetic.generate(dataclasses.replace(SMALL, num_train=100))
+    a = _sentences(SMALL)
+    b = _sentences(dataclasses.replace(SMALL, num_train=100))
     assert b["valid"] == a["valid"]
     assert b["test"] == a["test"]
 
@@ -116,7 +120,7 @@ def test_sentences_depend_on_the_latent():
 
 def test_variable_length_with_end_token():
     spec = dataclasses.replace(SMALL, min_length=3, length=9)
-    corpus = synthetic.generate(spec)
+    corpus = _sentences(spec)
     lengths = {len(s) for s in corpus["train"]}
     assert min(lengths) >= 3
     assert max(lengths) <= 9
@@ -134,7 +138,7 @@ def test_invalid_spec_is_rejected():
 
 def test_write_corpus_writes_reuses_and_regenerates(tmp_path):
     paths = synthetic.write_corpus(SMALL, tmp_path)
-    corpus = synthetic.generate(SMALL)
+    corpus = _sentences(SMALL)
     for split in ("train", "valid", "test"):
         assert paths[split] == tmp_path / f"synthetic.{split}.txt"
         lines = paths[split].read_text().splitlines()
@@ -155,7 +159,7 @@ def test_write_corpus_writes_reuses_and_regenerates(tmp_path):
     other = dataclasses.replace(SMALL, seed=3)
     synthetic.write_corpus(other, tmp_path)
     lines = paths["train"].read_text().splitlines()
-    assert [line.split(" ") for line in lines] == synthetic.generate(other)["train"]
+    assert [line.split(" ") for line in lines] == _sentences(other)["train"]
 
     # A missing file (e.g. an interrupted write) also regenerates.
     paths["valid"].unlink()

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from bnvae_jax.analysis import plots
 from bnvae_jax.errors import WorkdirError
 from bnvae_jax.training import writers
 
@@ -109,8 +110,4 @@ def curves_figure(
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     ax_elbo.legend(fontsize=7)
-    fig.tight_layout(pad=0.4)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return plots.save_png(fig, path, pad=0.4)

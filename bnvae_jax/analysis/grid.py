@@ -150,21 +150,32 @@ def log_likelihood_grid(
         )
     grid = np.asarray(grid, np.float32)
     num_points = grid.shape[0]
+    if not len(rows):
+        return np.zeros((0, num_points))
     pad = (-num_points) % grid_chunk
     chunks = np.pad(grid, (0, pad), mode="edge").reshape(-1, grid_chunk)
-    tokens, lengths = decoding.pad_rows(list(rows))
     kernel = _jitted_kernel(model)
-    out = []
-    for start in range(0, len(rows), sentence_chunk):
-        tok = tokens[start : start + sentence_chunk]
-        lens = lengths[start : start + sentence_chunk]
-        real = tok.shape[0]
-        if real < sentence_chunk:  # one compiled shape for every chunk
-            tok = np.pad(tok, ((0, sentence_chunk - real), (0, 0)))
-            lens = np.pad(lens, (0, sentence_chunk - real), constant_values=2)
-        log_lik = kernel(variables, tok, lens, chunks)
-        out.append(np.asarray(log_lik, np.float64)[:real, :num_points])
-    return np.concatenate(out) if out else np.zeros((0, num_points))
+    log_lik = _map_chunks(
+        lambda tok, lens: kernel(variables, tok, lens, chunks), rows, sentence_chunk
+    )
+    return log_lik[:, :num_points]
+
+
+def _map_chunks(fn, rows: Sequence[np.ndarray], chunk: int):
+    """``fn(tokens, lengths)`` over ``rows`` in chunks of ``chunk`` rows.
+
+    The last chunk is padded (one compiled shape for every chunk); the outputs
+    (a pytree of arrays) are concatenated as float64 without the padding.
+    """
+    tokens, lengths = decoding.pad_rows(list(rows))
+    n = len(rows)
+    tokens = np.pad(tokens, ((0, -n % chunk), (0, 0)))
+    lengths = np.pad(lengths, (0, -n % chunk), constant_values=2)
+    outs = [
+        fn(tokens[start : start + chunk], lengths[start : start + chunk])
+        for start in range(0, n, chunk)
+    ]
+    return jax.tree.map(lambda *x: np.concatenate(x)[:n].astype(np.float64), *outs)
 
 
 @functools.lru_cache(maxsize=16)
@@ -191,17 +202,7 @@ def inference_posterior(
     Returns:
       (mu, logvar), each <float64>[N, n]; for BN-VAE the mean is after the BN head.
     """
-    tokens, lengths = decoding.pad_rows(list(rows))
     encode = _jitted_encode(model)
-    mus, logvars = [], []
-    for start in range(0, len(rows), sentence_chunk):
-        tok = tokens[start : start + sentence_chunk]
-        lens = lengths[start : start + sentence_chunk]
-        real = tok.shape[0]
-        if real < sentence_chunk:
-            tok = np.pad(tok, ((0, sentence_chunk - real), (0, 0)))
-            lens = np.pad(lens, (0, sentence_chunk - real), constant_values=2)
-        mu, logvar = encode(variables, tok, lens)
-        mus.append(np.asarray(mu, np.float64)[:real])
-        logvars.append(np.asarray(logvar, np.float64)[:real])
-    return np.concatenate(mus), np.concatenate(logvars)
+    return _map_chunks(
+        lambda tok, lens: encode(variables, tok, lens), rows, sentence_chunk
+    )

@@ -19,6 +19,15 @@ _PANEL_INCHES = 1.55
 _DPI = 80
 
 
+def save_png(fig: Figure, path: str | pathlib.Path, pad: float) -> pathlib.Path:
+    """Lays out ``fig`` (padding ``pad``) and writes it to ``path`` as PNG."""
+    fig.tight_layout(pad=pad)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
 def lagging_figure(
     rows: Sequence[tuple[str, Sequence[tuple[int, np.ndarray, np.ndarray]]]],
     path: str | pathlib.Path,
@@ -62,18 +71,13 @@ def lagging_figure(
                 linewidths=0.6,
                 rasterized=True,
             )
-            ax.set_xlim(-limit, limit)
-            ax.set_ylim(-limit, limit)
+            ax.set(xlim=(-limit, limit), ylim=(-limit, limit))
             ax.tick_params(labelsize=6, length=2)
             ax.set_title(f"step {step}", fontsize=7, pad=2)
         axes[r, 0].set_ylabel(f"{label}\n" + r"$\mu_{x,\phi}$", fontsize=7)
     for c in range(num_cols):
         axes[-1, c].set_xlabel(r"$\mu_{x,\theta}$", fontsize=7)
-    fig.tight_layout(pad=0.3)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path, pad=0.3)
 
 
 def dynamics_figure(
@@ -104,8 +108,4 @@ def dynamics_figure(
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("nats", fontsize=8)
     axes[0].legend(fontsize=7)
-    fig.tight_layout(pad=0.4)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path, pad=0.4)

@@ -81,10 +81,6 @@ class BatchingConfig:
             )
 
 
-def _padded_time(max_length: int, width: int) -> int:
-    return max(1, -(-max_length // width)) * width
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class BatchPlan:
     """Fixed batch membership; only the order changes between epochs.
@@ -93,16 +89,11 @@ class BatchPlan:
         groups: per batch, the <int64>[n] sentence indices (1 <= n <= B).
         rows: the <int32>[L+2] id rows the indices point into.
         config: the batching config.
-        num_dropped: batches left out for having fewer than ``min_batch``
-            sentences.
-        num_dropped_sentences: sentences in those batches.
     """
 
     groups: tuple[np.ndarray, ...]
     rows: tuple[np.ndarray, ...]
     config: BatchingConfig
-    num_dropped: int = 0
-    num_dropped_sentences: int = 0
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -110,33 +101,26 @@ class BatchPlan:
     def padded_time(self, i: int) -> int:
         """T of batch ``i``: its longest row rounded up to the bucket width."""
         longest = max(len(self.rows[j]) for j in self.groups[i])
-        return _padded_time(longest, self.config.bucket_width)
+        return (
+            max(1, -(-longest // self.config.bucket_width)) * self.config.bucket_width
+        )
 
     def make_batch(self, i: int) -> Batch:
         """Batch ``i`` of the plan (plan order), padded to ``(batch_size, T)``."""
-        group = self.groups[i]
-        size = self.config.batch_size
+        group, size = self.groups[i], self.config.batch_size
         tokens = np.full((size, self.padded_time(i)), PAD, dtype=np.int32)
         lengths = np.zeros(size, dtype=np.int32)
-        mask = np.zeros(size, dtype=np.float32)
-        index = np.full(size, -1, dtype=np.int32)
         for slot, j in enumerate(group):
-            row = self.rows[j]
-            tokens[slot, : len(row)] = row
-            lengths[slot] = len(row)
-        mask[: len(group)] = 1.0
+            lengths[slot] = len(self.rows[j])
+            tokens[slot, : lengths[slot]] = self.rows[j]
+        index = np.full(size, -1, dtype=np.int32)
         index[: len(group)] = group
-        return Batch(tokens=tokens, lengths=lengths, mask=mask, index=index)
+        return Batch(tokens, lengths, (index >= 0).astype(np.float32), index)
 
     def shapes(self) -> list[tuple[int, int]]:
         """The distinct ``(B, T)`` batch shapes, sorted (bounds compilations)."""
         size = self.config.batch_size
         return sorted({(size, self.padded_time(i)) for i in range(len(self))})
-
-    @property
-    def num_sentences(self) -> int:
-        """Sentences in the plan's batches."""
-        return sum(len(group) for group in self.groups)
 
 
 def plan_batches(rows: Sequence[np.ndarray], config: BatchingConfig) -> BatchPlan:
@@ -152,34 +136,17 @@ def plan_batches(rows: Sequence[np.ndarray], config: BatchingConfig) -> BatchPla
 
     Returns:
         The plan; batches with fewer than ``config.min_batch`` sentences are
-        left out and counted.
+        left out.
     """
     rows = tuple(rows)
     lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
     order = np.argsort(lengths, kind="stable")
+    same = config.mode == "same_length"
+    runs = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1 if same else [])
     size = config.batch_size
-    if config.mode == "same_length":
-        sorted_lengths = lengths[order]
-        cuts = np.flatnonzero(np.diff(sorted_lengths)) + 1
-        runs = np.split(order, cuts) if len(order) else []
-    else:
-        runs = [order]
-    groups, dropped, dropped_sentences = [], 0, 0
-    for run in runs:
-        for start in range(0, len(run), size):
-            chunk = run[start : start + size]
-            if len(chunk) < config.min_batch:
-                dropped += 1
-                dropped_sentences += len(chunk)
-            else:
-                groups.append(chunk)
-    return BatchPlan(
-        groups=tuple(groups),
-        rows=rows,
-        config=config,
-        num_dropped=dropped,
-        num_dropped_sentences=dropped_sentences,
-    )
+    chunks = [run[s : s + size] for run in runs for s in range(0, len(run), size)]
+    groups = tuple(c for c in chunks if len(c) >= config.min_batch)
+    return BatchPlan(groups=groups, rows=rows, config=config)
 
 
 def epoch_order(plan: BatchPlan, seed: int, epoch: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -118,43 +119,50 @@ def read_corpus(
     lines = _TEXT_EOL.split(_decode(path, data))
     if lines[-1] == "":
         lines.pop()
-    sentences: list[tuple[str, ...]] = []
-    labels: list[str] = []
-    dropped_empty = dropped_long = 0
-    for number, line in enumerate(lines, start=1):
-        label = ""
+    labels = [""] * len(lines)
+    for i, line in enumerate(lines):
         if labelled and line.strip():
-            label, tab, line = line.partition("\t")
-            label = label.strip()
-            if not tab:
+            label, tab, lines[i] = line.partition("\t")
+            labels[i] = label.strip()
+            if not (tab and labels[i]):
                 raise DataError(
-                    f"{path} line {number}: expected LABEL<TAB>TEXT, found no tab"
+                    f"{path} line {i + 1}: expected LABEL<TAB>TEXT, "
+                    + ("the label is empty" if tab else "found no tab")
                 )
-            if not label:
-                raise DataError(
-                    f"{path} line {number}: expected LABEL<TAB>TEXT, the label is empty"
-                )
-        tokens = tuple(line.split())
-        if not tokens:
-            dropped_empty += 1
-        elif max_tokens is not None and len(tokens) > max_tokens:
-            dropped_long += 1
-        else:
-            sentences.append(tokens)
-            labels.append(label)
-    stats = ReadStats(
-        lines=len(lines),
-        kept=len(sentences),
-        dropped_empty=dropped_empty,
-        dropped_long=dropped_long,
+    return make_corpus(
+        lines, labels if labelled else None, where=str(path), max_tokens=max_tokens
     )
-    if not sentences:
-        raise DataError(f"{path}: has no sentences ({stats.summary()})")
+
+
+def make_corpus(
+    texts: Sequence[str],
+    labels: Sequence[str] | None,
+    *,
+    where: str,
+    max_tokens: int | None,
+) -> Corpus:
+    """The ``Corpus`` of lines already split from their labels (None: unlabelled).
+
+    Lines with no token, or more than ``max_tokens``, are dropped and counted.
+
+    Raises:
+        DataError: no line is kept.
+    """
+    rows = [(tuple(t.split()), label) for t, label in zip(texts, labels or repeat(""))]
+    kept = [
+        (t, label)
+        for t, label in rows
+        if t and (max_tokens is None or len(t) <= max_tokens)
+    ]
+    empty = sum(not t for t, _ in rows)
+    stats = ReadStats(len(rows), len(kept), empty, len(rows) - len(kept) - empty)
+    if not kept:
+        raise DataError(f"{where}: has no sentences ({stats.summary()})")
     return Corpus(
-        sentences=tuple(sentences),
-        labels=tuple(labels) if labelled else None,
+        sentences=tuple(tokens for tokens, _ in kept),
+        labels=tuple(label for _, label in kept) if labels is not None else None,
         stats=stats,
-        path=str(path),
+        path=where,
     )
 
 
@@ -178,11 +186,3 @@ def encode_corpus(
         row[1:-1] = vocab.encode(sentence)
         rows.append(row)
     return rows
-
-
-def count_words(rows: Iterable[np.ndarray]) -> int:
-    """Predicted tokens for perplexity: Σ (L+1) over rows of length L+2.
-
-    Every word plus ``</s>`` counts; ``<s>`` never does.
-    """
-    return sum(len(row) - 1 for row in rows)

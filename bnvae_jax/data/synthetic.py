@@ -87,27 +87,18 @@ class SyntheticSpec:
     logit_scale: float = 6.0
 
     def __post_init__(self):
-        checks = {
-            "num_train": self.num_train >= 0,
-            "num_valid": self.num_valid >= 0,
-            "num_test": self.num_test >= 0,
-            "vocab_size": self.vocab_size >= 1,
-            "length": self.length >= 1,
-            "latent_dim": self.latent_dim >= 1,
-            "num_components": self.num_components >= 1,
-            "emb_dim": self.emb_dim >= 1,
-            "hidden_dim": self.hidden_dim >= 1,
-            "temperature": self.temperature > 0,
-            "init_scale": self.init_scale > 0,
-            "logit_scale": self.logit_scale > 0,
-            "min_length": self.min_length is None
-            or 1 <= self.min_length <= self.length,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(
-                    f"SyntheticSpec.{name}={getattr(self, name)!r} is out of range"
-                )
+        bad = [  # every size and scale is positive, the split sizes may be 0
+            name
+            for name, value in dataclasses.asdict(self).items()
+            if name not in ("seed", "min_length")
+            and not (value >= 0 if name[4:] in SPLITS else value > 0)
+        ]
+        if self.min_length is not None and not 1 <= self.min_length <= self.length:
+            bad.append("min_length")
+        if bad:
+            raise ValueError(
+                f"SyntheticSpec.{bad[0]}={getattr(self, bad[0])!r} is out of range"
+            )
 
     def num(self, split: str) -> int:
         """Number of sentences of ``split``."""
@@ -129,48 +120,35 @@ class SyntheticSplit:
     component: np.ndarray
 
 
-@dataclasses.dataclass(frozen=True)
-class _Generator:
-    """Weights of the generating LSTM LM (gate order i, f, g, o)."""
+def _make_generator(spec: SyntheticSpec, rng: np.random.Generator) -> dict:
+    """Mixture means and weights of the generating LSTM LM (gate order i, f, g, o).
 
-    means: np.ndarray  # [K, D]
-    embed: np.ndarray  # [V + 1, E]; row V is the begin-of-sentence input
-    w_x: np.ndarray  # [E + D, 4H]
-    w_h: np.ndarray  # [H, 4H]
-    b: np.ndarray  # [4H]
-    h0: np.ndarray  # [D, H]
-    c0: np.ndarray  # [D, H]
-    w_out: np.ndarray  # [H, V'] (V' = V + 1 with an end token)
-    b_out: np.ndarray  # [V']
-
-
-def _mixture_means(spec: SyntheticSpec, rng: np.random.Generator) -> np.ndarray:
-    if spec.latent_dim == 2 and spec.num_components == 4:
-        return np.array([[2, 2], [2, -2], [-2, 2], [-2, -2]], np.float64)
-    return rng.normal(0.0, 2.0, size=(spec.num_components, spec.latent_dim))
-
-
-def _make_generator(spec: SyntheticSpec, rng: np.random.Generator) -> _Generator:
-    s = spec.init_scale
+    ``embed`` row V is the begin-of-sentence input; the output layer has V + 1
+    columns when there is an end token.
+    """
     v, e, h, d = spec.vocab_size, spec.emb_dim, spec.hidden_dim, spec.latent_dim
     n_out = v + (spec.min_length is not None)
 
     def u(*shape):
-        return rng.uniform(-s, s, size=shape).astype(np.float32)
+        return rng.uniform(-spec.init_scale, spec.init_scale, shape).astype(np.float32)
 
-    return _Generator(
-        means=_mixture_means(spec, rng),
-        embed=u(v + 1, e),
-        w_x=u(e + d, 4 * h),
-        w_h=u(h, 4 * h),
-        b=u(4 * h),
-        h0=u(d, h),
-        c0=u(d, h),
-        w_out=(
+    if spec.latent_dim == 2 and spec.num_components == 4:
+        means = np.array([[2, 2], [2, -2], [-2, 2], [-2, -2]], np.float64)
+    else:
+        means = rng.normal(0.0, 2.0, size=(spec.num_components, spec.latent_dim))
+    return {
+        "means": means,  # [K, D]
+        "embed": u(v + 1, e),
+        "w_x": u(e + d, 4 * h),
+        "w_h": u(h, 4 * h),
+        "b": u(4 * h),
+        "h0": u(d, h),
+        "c0": u(d, h),
+        "w_out": (
             rng.standard_normal((h, n_out)) * (spec.logit_scale / np.sqrt(h))
         ).astype(np.float32),
-        b_out=u(n_out),
-    )
+        "b_out": u(n_out),
+    }
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -178,26 +156,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _sample_tokens(
-    spec: SyntheticSpec, gen: _Generator, z: np.ndarray, rng: np.random.Generator
+    spec: SyntheticSpec, gen: dict, z: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """<int32>[N, length] word ids; ``vocab_size`` marks the end token and after."""
-    n, hd, v = z.shape[0], spec.hidden_dim, spec.vocab_size
+    n, v = z.shape[0], spec.vocab_size
     z = z.astype(np.float32)
-    h = np.tanh(z @ gen.h0)
-    c = z @ gen.c0
+    h, c = np.tanh(z @ gen["h0"]), z @ gen["c0"]
     prev = np.full((n,), v, np.int64)  # begin-of-sentence input row
     ended = np.zeros((n,), bool)
     out = np.full((n, spec.length), v, np.int32)
-    z_part = z @ gen.w_x[spec.emb_dim :] + gen.b  # constant over time
+    w_word, w_z = np.split(gen["w_x"], [spec.emb_dim])
+    z_part = z @ w_z + gen["b"]  # constant over time
     for t in range(spec.length):
-        gates = gen.embed[prev] @ gen.w_x[: spec.emb_dim] + z_part + h @ gen.w_h
-        i = _sigmoid(gates[:, :hd])
-        f = _sigmoid(gates[:, hd : 2 * hd])
-        g = np.tanh(gates[:, 2 * hd : 3 * hd])
-        o = _sigmoid(gates[:, 3 * hd :])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        logits = (h @ gen.w_out + gen.b_out) / spec.temperature
+        gates = gen["embed"][prev] @ w_word + z_part + h @ gen["w_h"]
+        i, f, g, o = np.split(gates, 4, axis=1)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        logits = (h @ gen["w_out"] + gen["b_out"]) / spec.temperature
         if spec.min_length is not None and t < spec.min_length:
             logits[:, v] = -np.inf
         # Inverse-CDF sampling: one categorical draw per row.
@@ -211,10 +186,10 @@ def _sample_tokens(
 
 
 def _sample_split(
-    spec: SyntheticSpec, gen: _Generator, num: int, rng: np.random.Generator
+    spec: SyntheticSpec, gen: dict, num: int, rng: np.random.Generator
 ) -> SyntheticSplit:
     component = rng.integers(0, spec.num_components, size=num).astype(np.int32)
-    z = gen.means[component] + rng.standard_normal((num, spec.latent_dim))
+    z = gen["means"][component] + rng.standard_normal((num, spec.latent_dim))
     chunks = [
         _sample_tokens(spec, gen, z[start : start + _CHUNK], rng)
         for start in range(0, num, _CHUNK)
@@ -251,42 +226,7 @@ def _sample(spec: SyntheticSpec) -> tuple[np.ndarray, dict[str, SyntheticSplit]]
         split: _sample_split(spec, gen, spec.num(split), np.random.default_rng(seq))
         for split, seq in zip(SPLITS, split_seqs, strict=True)
     }
-    return gen.means, splits
-
-
-def generate(spec: SyntheticSpec) -> dict[str, list[list[str]]]:
-    """Generates the three splits as lists of tokenised sentences.
-
-    Args:
-        spec: What to generate.
-
-    Returns:
-        ``{"train": [[word, ...], ...], "valid": ..., "test": ...}``.
-    """
-    return {split: data.sentences for split, data in sample(spec).items()}
-
-
-def _spec_record(spec: SyntheticSpec) -> dict:
-    return {"format_version": _FORMAT_VERSION, "spec": dataclasses.asdict(spec)}
-
-
-def corpus_paths(directory: str | pathlib.Path) -> dict[str, pathlib.Path]:
-    """Where ``write_corpus`` puts each split (keys train/valid/test/latents/spec)."""
-    directory = pathlib.Path(directory)
-    paths = {split: directory / f"synthetic.{split}.txt" for split in SPLITS}
-    paths["latents"] = directory / LATENTS_FILE
-    paths["spec"] = directory / SPEC_FILE
-    return paths
-
-
-def _is_current(spec: SyntheticSpec, paths: dict[str, pathlib.Path]) -> bool:
-    if not all(path.is_file() for path in paths.values()):
-        return False
-    try:
-        stored = json.loads(paths["spec"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return stored == _spec_record(spec)
+    return gen["means"], splits
 
 
 def write_corpus(
@@ -307,24 +247,30 @@ def write_corpus(
     Returns:
         Paths keyed by ``train``, ``valid``, ``test``, ``latents`` and ``spec``.
     """
-    paths = corpus_paths(directory)
-    if _is_current(spec, paths):
-        logging.info("reusing the synthetic corpus in %s", directory)
-        return paths
+    directory = pathlib.Path(directory)
+    paths = {split: directory / f"synthetic.{split}.txt" for split in SPLITS}
+    paths |= {"latents": directory / LATENTS_FILE, "spec": directory / SPEC_FILE}
+    record = {"format_version": _FORMAT_VERSION, "spec": dataclasses.asdict(spec)}
+    try:
+        if all(p.is_file() for p in paths.values()) and record == json.loads(
+            paths["spec"].read_text(encoding="utf-8")
+        ):
+            logging.info("reusing the synthetic corpus in %s", directory)
+            return paths
+    except (OSError, ValueError):
+        pass
     logging.info("generating the synthetic corpus in %s: %s", directory, spec)
     paths["spec"].unlink(missing_ok=True)
     means, splits = _sample(spec)
+    arrays = {"means": means.astype(np.float32)}
     for split, data in splits.items():
         text = "".join(" ".join(words) + "\n" for words in data.sentences)
         fileio.write_text_atomic(paths[split], text)
-    arrays = {"means": means.astype(np.float32)}
-    for split, data in splits.items():
-        arrays[f"{split}_z"] = data.z
-        arrays[f"{split}_component"] = data.component
+        arrays |= {f"{split}_z": data.z, f"{split}_component": data.component}
     tmp = paths["latents"].with_name(f".{LATENTS_FILE}.tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(paths["latents"])
     fileio.write_text_atomic(
-        paths["spec"], json.dumps(_spec_record(spec), indent=2, sort_keys=True) + "\n"
+        paths["spec"], json.dumps(record, indent=2, sort_keys=True) + "\n"
     )
     return paths

@@ -6,7 +6,7 @@ TFDS data directory, and is read back with ``builder.as_data_source()``;
 ``tfds.load`` and ``as_dataset`` would import TensorFlow and are never used.
 
 The classes skip TFDS's global registry (``skip_registration=True``): they are
-found through the literal ``BUILDERS`` table, so importing this module changes
+found through the ``BUILDERS`` table, so importing this module changes
 no state and cannot collide with TFDS's own datasets of the same name (snli).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -26,43 +26,40 @@ from bnvae_jax.errors import ConfigError, DataError
 FILE_FORMAT = "array_record"
 # Our split names and the TFDS ones (TFDS calls the validation split so).
 SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
-_VERSION = tfds.core.Version("1.0.0")
-_RELEASE_NOTES = {"1.0.0": "First version."}
+# Per split, the (file name, label) sources in the manual directory; a label of
+# None means the lines carry their own (LABEL<TAB>TEXT) or there is none.
+Layout = Mapping[str, tuple[tuple[str, str | None], ...]]
 
 
-def _text_features(labelled: bool) -> tfds.features.FeaturesDict:
-    features = {"text": tfds.features.Text()}
-    if labelled:
-        features["label"] = tfds.features.Text()
-    return tfds.features.FeaturesDict(features)
+def _files(layout: Layout, manual_dir: pathlib.Path) -> list[pathlib.Path]:
+    return [manual_dir / name for sources in layout.values() for name, _ in sources]
 
 
-def _corpus_examples(corpus: corpus_lib.Corpus) -> Iterator[tuple[int, dict]]:
-    """(key, example) for every kept sentence, in file order."""
-    for i, tokens in enumerate(corpus.sentences):
-        example = {"text": " ".join(tokens)}
-        if corpus.labels is not None:
-            example["label"] = corpus.labels[i]
-        yield i, example
+class _ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A corpus built from files the user puts into the manual directory.
 
-
-class _SentenceCorpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """One whitespace-tokenised sentence a line, one file per split.
-
-    Subclasses set ``FILES`` (split -> file name in the manual directory) and
-    ``LABELLED`` (lines are ``LABEL<TAB>TEXT``). Lines without a token are left
-    out, as the plain-file reader does.
+    ``LAYOUTS`` are alternative file sets: a build reads the first one with a
+    file present. ``MANUAL_DOWNLOAD_INSTRUCTIONS`` is ``WHERE`` (where the files
+    come from) followed by the file names. Records keep file order.
     """
 
-    VERSION = _VERSION
-    RELEASE_NOTES = _RELEASE_NOTES
-    FILES: Mapping[str, str] = {}
-    LABELLED = False
-    HOMEPAGE = ""
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First version."}
+    HOMEPAGE = WHERE = ""
+    LAYOUTS: tuple[Layout, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        files = [
+            ", ".join(p.name for p in _files(x, pathlib.Path())) for x in cls.LAYOUTS
+        ]
+        cls.MANUAL_DOWNLOAD_INSTRUCTIONS = (
+            f"{cls.WHERE}. Put into the manual directory: {'; or '.join(files)}."
+        )
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=_text_features(self.LABELLED),
+            features=tfds.features.FeaturesDict(self._features()),
             # File order is corpus order: the vocabulary (first occurrence) and
             # the batches match the plain-file pipeline only if TFDS keeps it.
             disable_shuffling=True,
@@ -70,141 +67,98 @@ class _SentenceCorpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             description=(self.__doc__ or "").strip().splitlines()[0],
         )
 
-    def _split_generators(self, dl_manager):
-        manual = pathlib.Path(dl_manager.manual_dir)
-        return {
-            SPLIT_NAMES[split]: self._generate_examples(manual / name)
-            for split, name in self.FILES.items()
-        }
-
-    def _generate_examples(self, path):
-        yield from _corpus_examples(
-            corpus_lib.read_corpus(path, labelled=self.LABELLED)
-        )
+    @classmethod
+    def _layout(cls, manual_dir: pathlib.Path) -> Layout:
+        present = [
+            x for x in cls.LAYOUTS if any(p.exists() for p in _files(x, manual_dir))
+        ]
+        return (present or cls.LAYOUTS)[0]
 
     @classmethod
     def required_files(cls, manual_dir: pathlib.Path) -> list[pathlib.Path]:
         """The files ``manual_dir`` must hold for a build."""
-        return [manual_dir / name for name in cls.FILES.values()]
-
-
-def _split_files(stem: str) -> dict[str, str]:
-    return {split: f"{stem}.{split}.txt" for split in SPLIT_NAMES}
-
-
-class Ptb(_SentenceCorpus, skip_registration=True):
-    """Penn Treebank, Mikolov's language-modelling split (one sentence a line)."""
-
-    FILES = _split_files("ptb")
-    HOMEPAGE = "https://www.fit.vutbr.cz/~imikolov/rnnlm/"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    Mikolov's PTB split, `data/` of simple-examples.tgz
-    (https://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz). Put into the
-    manual directory: ptb.train.txt, ptb.valid.txt, ptb.test.txt.
-    """
-
-
-class Yahoo(_SentenceCorpus, skip_registration=True):
-    """Yahoo Answers documents of Yang et al. 2017 (unlabelled LM set)."""
-
-    FILES = _split_files("yahoo")
-    HOMEPAGE = "https://github.com/jxhe/vae-lagging-encoder"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    Yang et al. (2017)'s Yahoo set as distributed by He et al. (2019): run
-    `prepare_data.py` of https://github.com/jxhe/vae-lagging-encoder and take
-    `datasets/yahoo_data/`. Put into the manual directory: yahoo.train.txt,
-    yahoo.valid.txt, yahoo.test.txt (one document a line, 100k/10k/10k).
-    """
-
-
-class Yelp(_SentenceCorpus, skip_registration=True):
-    """Yelp reviews of Yang et al. 2017; lines are LABEL<TAB>TEXT."""
-
-    FILES = _split_files("yelp")
-    LABELLED = True
-    HOMEPAGE = "https://github.com/jxhe/vae-lagging-encoder"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    Yang et al. (2017)'s Yelp set as distributed by He et al. (2019): run
-    `prepare_data.py` of https://github.com/jxhe/vae-lagging-encoder and take
-    `datasets/yelp_data/`. Put into the manual directory: yelp.train.txt,
-    yelp.valid.txt, yelp.test.txt (LABEL<TAB>TEXT lines).
-    """
-
-
-class Snli(_SentenceCorpus, skip_registration=True):
-    """SNLI sentences as used for text VAEs (Li et al. 2019), unlabelled."""
-
-    FILES = _split_files("snli")
-    HOMEPAGE = "https://github.com/bohanli/vae-pretraining-encoder"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    The SNLI sentence files of Li et al. (2019): run `prepare_data.py` of
-    https://github.com/bohanli/vae-pretraining-encoder and take
-    `datasets/snli_data/`. Put into the manual directory: snli.train.txt,
-    snli.valid.txt, snli.test.txt (one tokenised sentence a line).
-    """
-
-
-# Shen et al.'s release: sentiment.{train,dev,test}.{0,1}, label = suffix.
-_SHEN_SPLITS = {"train": "train", "valid": "dev", "test": "test"}
-_SHEN_LABELS = ("0", "1")
-
-
-class ShortYelp(_SentenceCorpus, skip_registration=True):
-    """Short Yelp sentiment sentences (Shen et al. 2017; Li et al. 2019's copy).
-
-    Reads either Li et al.'s ``short_yelp.{train,valid,test}.txt``
-    (``LABEL<TAB>TEXT``) or Shen et al.'s ``sentiment.{train,dev,test}.{0,1}``
-    (the label is the file suffix; negative 0, positive 1).
-    """
-
-    FILES = _split_files("short_yelp")
-    LABELLED = True
-    HOMEPAGE = "https://github.com/shentianxiao/language-style-transfer"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    Put into the manual directory either Li et al. (2019)'s short Yelp files
-    (`prepare_data.py` of https://github.com/bohanli/vae-pretraining-encoder,
-    `datasets/short_yelp_data/`):
-    short_yelp.train.txt, short_yelp.valid.txt, short_yelp.test.txt with
-    LABEL<TAB>TEXT lines; or Shen et al. (2017)'s sentiment sentences
-    (https://github.com/shentianxiao/language-style-transfer, `data/yelp/`):
-    sentiment.train.0, sentiment.train.1, sentiment.dev.0, sentiment.dev.1,
-    sentiment.test.0, sentiment.test.1 (label = file suffix). If both are
-    present the short_yelp files are used.
-    """
-
-    @classmethod
-    def _uses_shen(cls, manual_dir: pathlib.Path) -> bool:
-        li_files = [manual_dir / name for name in cls.FILES.values()]
-        return not any(p.exists() for p in li_files) and any(
-            manual_dir.glob("sentiment.*.[01]")
-        )
-
-    @classmethod
-    def required_files(cls, manual_dir: pathlib.Path) -> list[pathlib.Path]:
-        if cls._uses_shen(manual_dir):
-            return [
-                manual_dir / f"sentiment.{part}.{label}"
-                for part in _SHEN_SPLITS.values()
-                for label in _SHEN_LABELS
-            ]
-        return super().required_files(manual_dir)
+        return _files(cls._layout(manual_dir), manual_dir)
 
     def _split_generators(self, dl_manager):
         manual = pathlib.Path(dl_manager.manual_dir)
-        if not self._uses_shen(manual):
-            return super()._split_generators(dl_manager)
         return {
-            SPLIT_NAMES[split]: self._generate_shen(manual, part)
-            for split, part in _SHEN_SPLITS.items()
+            SPLIT_NAMES[split]: self._generate_examples(
+                [(manual / name, label) for name, label in sources]
+            )
+            for split, sources in self._layout(manual).items()
         }
 
-    def _generate_shen(self, manual: pathlib.Path, part: str):
+
+class _SentenceCorpus(_ManualBuilder, skip_registration=True):
+    """One whitespace-tokenised sentence a line; lines without a token are left out."""
+
+    LABELLED = False
+
+    def _features(self) -> dict:
+        names = ("text", "label") if self.LABELLED else ("text",)
+        return {name: tfds.features.Text() for name in names}
+
+    def _generate_examples(self, sources):
         key = 0
-        for label in _SHEN_LABELS:
-            corpus = corpus_lib.read_corpus(manual / f"sentiment.{part}.{label}")
-            for tokens in corpus.sentences:
-                yield key, {"text": " ".join(tokens), "label": label}
+        for path, label in sources:
+            corpus = corpus_lib.read_corpus(path, labelled=self.LABELLED and not label)
+            for i, tokens in enumerate(corpus.sentences):
+                example = {"text": " ".join(tokens)}
+                if self.LABELLED:
+                    example["label"] = label or corpus.labels[i]
+                yield key, example
                 key += 1
+
+
+_HE = "https://github.com/jxhe/vae-lagging-encoder"
+_LI = "https://github.com/bohanli/vae-pretraining-encoder"
+_PREPARE = "made by `prepare_data.py` of"
+# name: (description, homepage, where the files come from); yelp and short_yelp
+# lines are LABEL<TAB>TEXT, or short_yelp reads Shen et al.'s files instead.
+TEXT_CORPORA = {
+    "ptb": (
+        "Penn Treebank, Mikolov's language-modelling split (one sentence a line).",
+        "https://www.fit.vutbr.cz/~imikolov/rnnlm/",
+        "Mikolov's PTB split, `data/` of "
+        "https://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz",
+    ),
+    "yahoo": (
+        "Yahoo Answers documents of Yang et al. 2017 (unlabelled LM set).",
+        _HE,
+        f"One document a line (100k/10k/10k): `datasets/yahoo_data/` {_PREPARE} {_HE}",
+    ),
+    "yelp": (
+        "Yelp reviews of Yang et al. 2017; lines are LABEL<TAB>TEXT.",
+        _HE,
+        f"LABEL<TAB>TEXT lines: `datasets/yelp_data/` {_PREPARE} {_HE}",
+    ),
+    "short_yelp": (
+        "Short Yelp sentiment sentences (Shen et al. 2017; Li et al. 2019's copy).",
+        "https://github.com/shentianxiao/language-style-transfer",
+        f"Li et al. (2019)'s LABEL<TAB>TEXT lines, `datasets/short_yelp_data/` "
+        f"{_PREPARE} {_LI}; or (used if the first are absent) Shen et al. (2017)'s "
+        "`data/yelp/` of the homepage, label = file suffix",
+    ),
+    "snli": (
+        "SNLI sentences as used for text VAEs (Li et al. 2019), unlabelled.",
+        _LI,
+        f"One tokenised sentence a line: `datasets/snli_data/` {_PREPARE} {_LI}",
+    ),
+}
+_SHEN_LAYOUT = {
+    split: tuple((f"sentiment.{part}.{label}", label) for label in "01")
+    for split, part in zip(SPLIT_NAMES, ("train", "dev", "test"), strict=True)
+}
+
+
+def _text_builder(name: str, doc: str, homepage: str, where: str) -> type:
+    """The ``_SentenceCorpus`` of ``name`` (TFDS names it after the class)."""
+    files = {split: ((f"{name}.{split}.txt", None),) for split in SPLIT_NAMES}
+    attrs = {"__doc__": doc, "__module__": __name__, "HOMEPAGE": homepage}
+    attrs |= {"WHERE": where, "LABELLED": name in ("yelp", "short_yelp")}
+    attrs["LAYOUTS"] = (files, _SHEN_LAYOUT) if name == "short_yelp" else (files,)
+    class_name = name.title().replace("_", "")
+    return type(class_name, (_SentenceCorpus,), attrs, skip_registration=True)
 
 
 def _clean(value) -> str:
@@ -220,18 +174,7 @@ def _as_int(value, where: str) -> int:
 
 
 _UTTERANCE_KEYS = ("speaker", "text", "act", "sentiment")
-
-
-def _speaker_features() -> tfds.features.FeaturesDict:
-    """A caller's metadata: age in years, education code (9: unknown), sex, dialect."""
-    return tfds.features.FeaturesDict(
-        {
-            "age": np.int32,
-            "education": np.int32,
-            "sex": tfds.features.Text(),
-            "dialect": tfds.features.Text(),
-        }
-    )
+_INTS = ("age", "education")
 
 
 def parse_dialog(line: str, where: str) -> dict:
@@ -251,101 +194,65 @@ def parse_dialog(line: str, where: str) -> dict:
         raise DataError(f"{where}: not JSON ({e.msg})") from None
     try:
         speakers = {
-            side: {
-                "age": _as_int(record[side]["age"], f"{where} {side}.age"),
-                "education": _as_int(
-                    record[side]["education"], f"{where} {side}.education"
-                ),
+            f"speaker_{side.lower()}": {
+                **{k: _as_int(record[side][k], f"{where} {side}.{k}") for k in _INTS},
                 "sex": _clean(record[side]["sex"]),
                 "dialect": _clean(record[side].get("dialect", "")),
             }
-            for side in ("A", "B")
+            for side in "AB"
         }
         utts = [
-            {
-                "speaker": str(speaker),
-                "text": str(text),
-                "act": str(meta[0]),
-                "sentiment": np.asarray(meta[1], np.float32).reshape(4),
-            }
-            for speaker, text, meta in record["utts"]
+            (str(who), str(text), str(meta[0]), np.float32(meta[1]).reshape(4))
+            for who, text, meta in record["utts"]
         ]
+        columns = {k: [u[i] for u in utts] for i, k in enumerate(_UTTERANCE_KEYS)}
         return {
             "topic": _clean(record["topic"]),
             "prompt": _clean(record["prompt"]),
-            "speaker_a": speakers["A"],
-            "speaker_b": speakers["B"],
-            "utterances": {k: [u[k] for u in utts] for k in _UTTERANCE_KEYS},
+            **speakers,
+            "utterances": columns,
         }
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise DataError(f"{where}: not a Switchboard dialog ({e!r})") from None
 
 
-class Switchboard(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Switchboard(_ManualBuilder, skip_registration=True):
     """Switchboard dialogs as prepared by Zhao et al. 2017 (one dialog a line)."""
 
-    VERSION = _VERSION
-    RELEASE_NOTES = _RELEASE_NOTES
-    FILES = {split: f"{split}.jsonl" for split in SPLIT_NAMES}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = """
-    Zhao et al. (2017)'s Switchboard corpus (https://github.com/snakeztc/NeuralDialog-CVAE,
-    `data/`, derived from LDC's SWDA): the JSONL copies of the train/valid/test
-    dialogs. Put into the manual directory: train.jsonl, valid.jsonl, test.jsonl
-    (one dialog a line: A/B speaker metadata, topic, prompt, utts).
-    """
+    HOMEPAGE = "https://github.com/snakeztc/NeuralDialog-CVAE"
+    WHERE = (
+        f"Zhao et al. (2017)'s Switchboard corpus ({HOMEPAGE}, `data/`, derived "
+        "from LDC's SWDA) as JSONL, one dialog a line: A/B speaker metadata, "
+        "topic, prompt, utts"
+    )
+    LAYOUTS = ({split: ((f"{split}.jsonl", None),) for split in SPLIT_NAMES},)
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "topic": tfds.features.Text(),
-                    "prompt": tfds.features.Text(),
-                    "speaker_a": _speaker_features(),
-                    "speaker_b": _speaker_features(),
-                    "utterances": tfds.features.Sequence(
-                        {
-                            "speaker": tfds.features.Text(),
-                            "text": tfds.features.Text(),
-                            "act": tfds.features.Text(),
-                            "sentiment": tfds.features.Tensor(
-                                shape=(4,), dtype=np.float32
-                            ),
-                        }
-                    ),
-                }
-            ),
-            homepage="https://github.com/snakeztc/NeuralDialog-CVAE",
-            disable_shuffling=True,
-            description=(self.__doc__ or "").strip(),
-        )
-
-    def _split_generators(self, dl_manager):
-        manual = pathlib.Path(dl_manager.manual_dir)
+    def _features(self) -> dict:
+        # A caller: age in years, education code (9: unknown), sex, dialect.
+        speaker = dict.fromkeys(_INTS, np.int32)
+        speaker |= {key: tfds.features.Text() for key in ("sex", "dialect")}
+        utterance = {key: tfds.features.Text() for key in _UTTERANCE_KEYS[:3]}
         return {
-            SPLIT_NAMES[split]: self._generate_examples(manual / name)
-            for split, name in self.FILES.items()
+            "topic": tfds.features.Text(),
+            "prompt": tfds.features.Text(),
+            "speaker_a": dict(speaker),
+            "speaker_b": dict(speaker),
+            "utterances": tfds.features.Sequence(
+                utterance
+                | {"sentiment": tfds.features.Tensor(shape=(4,), dtype=np.float32)}
+            ),
         }
 
-    def _generate_examples(self, path):
+    def _generate_examples(self, sources):
+        ((path, _),) = sources
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
                 if line.strip():
                     yield number, parse_dialog(line, f"{path} line {number}")
 
-    @classmethod
-    def required_files(cls, manual_dir: pathlib.Path) -> list[pathlib.Path]:
-        return [manual_dir / name for name in cls.FILES.values()]
 
-
-BUILDERS = {
-    "ptb": Ptb,
-    "yahoo": Yahoo,
-    "yelp": Yelp,
-    "short_yelp": ShortYelp,
-    "snli": Snli,
-    "switchboard": Switchboard,
-}
-TEXT_CORPORA = ("ptb", "yahoo", "yelp", "short_yelp", "snli")
+BUILDERS = {name: _text_builder(name, *row) for name, row in TEXT_CORPORA.items()}
+BUILDERS["switchboard"] = Switchboard
 
 
 def builder_class(name: str):
@@ -410,46 +317,12 @@ def _decoded(value):
         return {k: _decoded(v) for k, v in value.items()}
     if isinstance(value, np.ndarray) and value.dtype == object:
         value = value.tolist()
-    if isinstance(value, list):
-        items = [_decoded(v) for v in value]
-        # A sequence of fixed-shape tensors reads back as one array.
-        if items and all(isinstance(v, np.ndarray) for v in items):
-            return np.stack(items)
-        return items
-    return value
-
-
-def split_corpus(
-    examples: list[dict], *, labelled: bool, where: str, max_tokens: int | None
-) -> corpus_lib.Corpus:
-    """A ``Corpus`` of a text builder's examples (the plain-file reader's rules)."""
-    if labelled and examples and "label" not in examples[0]:
-        raise ConfigError(f"{where} has no labels but data.labelled is true")
-    sentences, labels = [], []
-    dropped_empty = dropped_long = 0
-    for example in examples:
-        tokens = tuple(example["text"].split())
-        if not tokens:
-            dropped_empty += 1
-        elif max_tokens is not None and len(tokens) > max_tokens:
-            dropped_long += 1
-        else:
-            sentences.append(tokens)
-            labels.append(example.get("label", ""))
-    stats = corpus_lib.ReadStats(
-        lines=len(examples),
-        kept=len(sentences),
-        dropped_empty=dropped_empty,
-        dropped_long=dropped_long,
-    )
-    if not sentences:
-        raise DataError(f"{where}: has no sentences ({stats.summary()})")
-    return corpus_lib.Corpus(
-        sentences=tuple(sentences),
-        labels=tuple(labels) if labelled else None,
-        stats=stats,
-        path=where,
-    )
+    if not isinstance(value, list):
+        return value
+    items = [_decoded(v) for v in value]
+    # A sequence of fixed-shape tensors reads back as one array.
+    arrays = items and all(isinstance(v, np.ndarray) for v in items)
+    return np.stack(items) if arrays else items
 
 
 @dataclasses.dataclass(frozen=True)
@@ -473,12 +346,15 @@ def load_corpora(
     builder = prepare(
         source.name, data_dir=source.data_dir, manual_dir=source.manual_dir
     )
-    return {
-        split: split_corpus(
-            read_split(builder, split),
-            labelled=labelled,
-            where=f"tfds:{source.name}/{SPLIT_NAMES[split]}",
+    corpora = {}
+    for split, tfds_split in SPLIT_NAMES.items():
+        examples, where = read_split(builder, split), f"tfds:{source.name}/{tfds_split}"
+        if labelled and examples and "label" not in examples[0]:
+            raise ConfigError(f"{where} has no labels but data.labelled is true")
+        corpora[split] = corpus_lib.make_corpus(
+            [e["text"] for e in examples],
+            [e.get("label", "") for e in examples] if labelled else None,
+            where=where,
             max_tokens=max_tokens,
         )
-        for split in SPLIT_NAMES
-    }
+    return corpora

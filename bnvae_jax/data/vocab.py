@@ -84,19 +84,16 @@ class Vocab:
         Raises:
             ValueError: an id outside ``[0, len(self))``.
         """
-        words = []
-        for i in np.asarray(ids).reshape(-1).tolist():
+        ids = np.asarray(ids).reshape(-1).tolist()
+        if strip_special and EOS in ids:
+            ids = ids[: ids.index(EOS)]
+        for i in ids:
             if not 0 <= i < len(self.words):
                 raise ValueError(
                     f"token id {i} is outside a vocabulary of size {len(self.words)}"
                 )
-            if strip_special:
-                if i == EOS:
-                    break
-                if i in (BOS, PAD):
-                    continue
-            words.append(self.words[i])
-        return words
+        skip = (BOS, PAD) if strip_special else ()
+        return [self.words[i] for i in ids if i not in skip]
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes one word per line (UTF-8); the id of a word is its line index."""
