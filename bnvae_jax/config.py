@@ -68,6 +68,9 @@ def default_config() -> ml_collections.ConfigDict:
     m.gamma = 0.6  # fixed BN scale of the bn_gaussian head
     m.learn_gamma = False  # beyond the paper: learnt per-dim scale >= gamma_min
     m.gamma_min = 0.3  # floor of the learnt scale (KL >= n gamma_min^2 / 2)
+    m.du_gamma = 0.5  # du_vae: RMS of the learnt BN scale of the mean
+    m.du_dropout = 0.2  # du_vae: dropout rate on the posterior variance (train)
+    m.du_alpha = 1.0  # du_vae: variance floor alpha/(2 pi e) (entropy >= 0 at 1)
     m.delta = 0.15  # delta_vae: KL >= delta in every dimension
     m.kappa = 13.0  # vmf_vae: fixed concentration
     m.vmf_kl = "guu"  # 'guu' (Guu et al., the paper's) or 'uniform' (exact)
@@ -259,6 +262,9 @@ class ModelConfig:
     learn_gamma: bool = False
     gamma_min: float = 0.3
     delta: float = 0.15
+    du_gamma: float = 0.5
+    du_dropout: float = 0.2
+    du_alpha: float = 1.0
     kappa: float = 13.0
     vmf_kl: str = "guu"
     skip: bool = False  # z feeds the output layer (Skip-VAE)
@@ -477,6 +483,15 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
             f"model.learn_gamma needs 0 <= model.gamma_min < model.gamma, got "
             f"gamma_min={m.gamma_min}, gamma={m.gamma}",
         )
+    if method.head == "du_gaussian":
+        require(m.du_gamma > 0, f"model.du_gamma must be positive, got {m.du_gamma}")
+        require(0 <= m.du_dropout < 1, "model.du_dropout must be in [0, 1)")
+        require(
+            m.du_alpha > 0 or (m.du_alpha == 0 and m.du_dropout == 0),
+            f"model.du_alpha must be positive (0 only with du_dropout=0), "
+            f"got {m.du_alpha}",
+        )
+        require(m.bn_remedy == "none", "du_vae takes no model.bn_remedy")
     if method.head == "delta_gaussian":
         require(m.delta > 0, f"model.delta must be positive, got {m.delta}")
     if method.head == "vmf":
@@ -515,6 +530,7 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
             f"method {config.method} needs model.gamma > 0 (the KL bound is "
             f"n*gamma^2/2), got {m.gamma}",
         )
+    if method.head in ("bn_gaussian", "du_gaussian"):
         require(
             d.batch_size >= 2,
             "data.batch_size must be at least 2 with batch normalisation, "

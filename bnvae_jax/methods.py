@@ -54,6 +54,12 @@ METHODS: dict[str, Method] = {
         description="BN-VAE: batch norm with fixed scale gamma on the posterior mean "
         "(model.learn_gamma: a learnt per-dimension scale >= model.gamma_min)",
     ),
+    "du_vae": Method(
+        head="du_gaussian",
+        description="DU-VAE: BN on the mean with a learnt scale of RMS "
+        "model.du_gamma, dropout model.du_dropout on the variance, variance "
+        "floor model.du_alpha/(2 pi e) (Shen et al.)",
+    ),
     "beta_vae": Method(
         head="gaussian",
         schedule="constant",

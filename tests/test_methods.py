@@ -3,6 +3,7 @@
 import json
 import math
 import pathlib
+import warnings
 
 import chex
 import jax
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 from conftest import make_model_config
 
+import bnvae_jax
 from bnvae_jax import cli, methods
 from bnvae_jax import config as config_lib
 from bnvae_jax.errors import ConfigError, WorkdirError
+from bnvae_jax.evaluation import bn_stats
 from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models import latents, posteriors, svi
 from bnvae_jax.models.posteriors import Posterior
@@ -458,6 +461,45 @@ def test_every_method_trains_evaluates_and_reports(tmp_path, name):
         assert test["kl"] >= 4 * 0.15 - 1e-4
     if name == "vmf_vae":
         assert test["mi"] is None
+    if name == "du_vae":
+        assert test["kl"] > 0.0
+        _check_du_run_loads(tmp_path)
+
+
+def _check_du_run_loads(workdir):
+    """``bnvae_jax.load`` gives a DU-VAE run back, with its BN head's own γ."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 4-step run's running statistics lag
+        model = bnvae_jax.load(workdir)
+    assert isinstance(model, bnvae_jax.TextModel)
+    assert model.module.cfg.head == "du_gaussian"
+    assert bn_stats.has_bn_head(model.variables)
+    w = np.asarray(model.variables["params"]["head"]["bn"]["scale"], np.float64)
+    assert not np.allclose(w, 0.5)  # the scale is learnt ...
+    gamma, _ = bn_stats.head_scale_and_shift(model.module, model.variables)
+    # ... and precise BN / the lag report see it at RMS model.du_gamma.
+    np.testing.assert_allclose(gamma, 0.5 * w / np.sqrt(np.mean(w**2)), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"model.du_dropout": 1.0}, "du_dropout"),
+        ({"model.du_alpha": 0.0}, "du_alpha"),
+        ({"model.du_gamma": 0.0}, "du_gamma"),
+        ({"model.bn_remedy": "relative_eps"}, "bn_remedy"),
+        ({"data.batch_size": 1}, "batch_size"),
+    ],
+)
+def test_du_vae_settings_are_checked(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        config_lib.validate(tiny_config("du_vae", **overrides))
+
+
+def test_du_vae_may_go_without_a_floor_when_nothing_is_dropped():
+    config_lib.validate(
+        tiny_config("du_vae", **{"model.du_alpha": 0.0, "model.du_dropout": 0.0})
+    )
 
 
 def test_unknown_method_lists_the_known_ones():

@@ -1,12 +1,12 @@
 """Running statistics of BN-VAE's head: are they current, and precise BN.
 
-In eval mode the bn_gaussian head normalises the raw means μ with its running
-mean and variance. After few training steps (a best checkpoint from epoch 0)
-these lag far behind the population statistics of μ, the eval-mode posterior
-means spread much less than γ, and the test KL falls below the promised bound
-Σ_j (γ_j² + β_j²)/2. ``lag_report`` measures this on a split; ``precise_batch_stats``
-replaces the running statistics by population statistics from a pass over data
-("precise BN", Wu & Johnson 2021).
+In eval mode a BN head (bn_gaussian, du_gaussian) normalises the raw means μ
+with its running mean and variance. After few training steps (a best checkpoint
+from epoch 0) these lag far behind the population statistics of μ, the eval-mode
+posterior means spread much less than γ, and the test KL falls below the promised
+bound Σ_j (γ_j² + β_j²)/2. ``lag_report`` measures this on a split;
+``precise_batch_stats`` replaces the running statistics by population statistics
+from a pass over data ("precise BN", Wu & Johnson 2021).
 """
 
 from __future__ import annotations
@@ -45,10 +45,16 @@ def has_bn_head(variables: Mapping) -> bool:
 
 
 def head_scale_and_shift(model: nn.Module, variables: Mapping):
-    """The BN head's γ (fixed, or learnt) and β, each <float64>[n]."""
+    """The BN head's γ (fixed, learnt, or DU-VAE's) and β, each <float64>[n]."""
     cfg = model.cfg
     bn_params = variables["params"]["head"]["bn"]
-    layer = _HeadScale(cfg.gamma, learn_gamma=cfg.learn_gamma, gamma_min=cfg.gamma_min)
+    du = cfg.head == "du_gaussian"
+    layer = _HeadScale(
+        cfg.du_gamma if du else cfg.gamma,
+        learn_gamma=cfg.learn_gamma,
+        gamma_min=cfg.gamma_min,
+        rms_gamma=du,
+    )
     beta = np.asarray(bn_params["beta"], np.float64)
     gamma = layer.apply({"params": bn_params}, beta.shape[0])
     return np.broadcast_to(np.asarray(gamma, np.float64), beta.shape), beta
@@ -125,7 +131,7 @@ def precise_batch_stats(
     """Replaces the head's running statistics by population statistics of μ.
 
     Args:
-      model: the ``TextVAE`` with a bn_gaussian head.
+      model: the ``TextVAE`` with a BN head (bn_gaussian or du_gaussian).
       variables: its variables ({'params', 'batch_stats'}); not modified.
       rows: <int32>[L+2] id rows ``<s> w.. </s>``.
       batch_size: sentences per batch of the pass.

@@ -114,15 +114,18 @@ class FixedScaleBatchNorm(nn.Module):
     updates running statistics as PyTorch's ``BatchNorm1d`` does: momentum in
     PyTorch's convention and the *unbiased* batch variance in the running average.
     Eval mode uses the running statistics. Gamma is a module attribute, not a
-    parameter, so no optimiser can move it.
+    parameter, so no optimiser can move it, unless ``learn_gamma`` or
+    ``rms_gamma`` (see ``scale``) make a learnt scale of it.
 
     Attributes:
-      gamma: the fixed scale.
+      gamma: the fixed scale (with ``rms_gamma``: the RMS of the learnt scale).
       momentum: weight of the new batch statistic in the running average.
       eps: added to the variance.
       axis_name: mapped axis to reduce over when run under ``pmap``/``shard_map``.
       remedy: how the spread is divided out, one of ``config.BN_REMEDIES`` (the BN
         itself only distinguishes 'relative_eps' from the paper's v + eps).
+      learn_gamma, gamma_min: a learnt scale >= gamma_min (beyond the paper).
+      rms_gamma: DU-VAE's learnt scale, held at RMS gamma.
 
     In train mode the module sows its ``BNHealth`` (from the global batch
     statistics) into the 'intermediates' collection when that is mutable.
@@ -135,13 +138,22 @@ class FixedScaleBatchNorm(nn.Module):
     learn_gamma: bool = False
     gamma_min: float = 0.0
     remedy: str = "none"
+    rms_gamma: bool = False
 
     def scale(self, features: int) -> jax.Array | float:
-        """γ: the constant, or γ_min + softplus(raw) per dimension when learnt.
+        """γ: the constant, γ_min + softplus(raw) when learnt, or DU-VAE's scale.
 
         The learnt scale starts at ``gamma`` and can never go below ``gamma_min``,
         so the bound E[KL] >= n γ_min² / 2 still holds (beyond the paper).
+        With ``rms_gamma`` (DU-VAE) a parameter w, started at ``gamma``, is used
+        as γ = gamma·w/RMS(w): learnt per dimension, its RMS always ``gamma``, so
+        Σ_j γ_j² = n·gamma² and the bound is BN-VAE's with γ = ``gamma``.
         """
+        if self.rms_gamma:
+            w = self.param(
+                "scale", nn.initializers.constant(self.gamma), (features,), jnp.float32
+            )
+            return self.gamma * w * jax.lax.rsqrt(jnp.mean(jnp.square(w)))
         if not self.learn_gamma:
             return self.gamma
         start = inverse_softplus(self.gamma - self.gamma_min)
@@ -241,6 +253,73 @@ class BNGaussianHead(nn.Module):
         return Posterior(bn(mu, mask, train=train), logvar)
 
 
+class DUGaussianHead(nn.Module):
+    """DU-VAE (Shen et al., IJCAI 2021): BN on the mean, dropout on the variance.
+
+    From the encoder's raw outputs (m, l), per example and dimension j:
+
+    - μ = γ_j (m − mean)/sqrt(var + eps) + β_j: ``FixedScaleBatchNorm`` as in
+      BN-VAE (batch statistics in train mode, running ones in eval mode), except
+      that γ is learnt and rescaled at every use to RMS ``gamma``
+      (γ_j = gamma·w_j/RMS(w), w starts at ``gamma``); β is learnt, starts at 0.
+    - σ² = exp(l)·d_j/(1 − p) + δ², δ² = ``alpha``/(2πe). In train mode d_j is a
+      Bernoulli(1 − p) draw from the 'dropout' stream (p = ``dropout``), so a
+      dropped dimension has σ² = δ² exactly and a kept one exp(l)/(1 − p) + δ²;
+      in eval mode (or when the apply has no 'dropout' stream) d_j/(1 − p) is
+      1. With α = 1 each dimension's entropy ½ log(2πe σ²) is >= 0.
+
+    The sample z and the closed-form Gaussian KL are taken from this posterior,
+    so training uses the dropped-out variance and evaluation (ELBO, IW-NLL, MI)
+    the floor without dropout. The variance terms of the KL are >= 0, so
+    BN-VAE's batch bound E[KL] >= (n·gamma² + Σ_j β_j²)/2 holds here too, and
+    the BN health checks, precise BN and the lag report apply unchanged.
+
+    Defaults (gamma 0.5, p 0.2, α 1) are the public code's README recipe for
+    text (``--gamma 0.5 --p_drop 0.2 --delta_rate 1``, KL weight 0 -> 1 over 10
+    epochs); its argparse defaults are gamma 1.0, p_drop 0.5, delta_rate 1.
+    Where the public code (SmilesDZgk/DU-VAE) differs:
+
+    - it adds the floor and drops variances only once the KL weight is 1, so
+      during KL warm-up its head is BN on the mean alone; here both apply at
+      every step (the head does not see the KL weight). With no warm-up the
+      two agree;
+    - it rescales the stored scale in place before each forward pass, outside
+      autograd; here the rescaling is part of the function and differentiated
+      through. The SGD steps on γ agree to first order in the learning rate
+      while RMS(w) is ``gamma``, which it starts at and leaves only at second
+      order;
+    - its (m, l) projection has no bias; this library's encoder keeps one
+      (BN removes it from μ; in l it is a learnt offset).
+    """
+
+    gamma: float = 0.5
+    dropout: float = 0.2
+    alpha: float = 1.0
+    momentum: float = 0.1
+    eps: float = 1e-5
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
+        bn = FixedScaleBatchNorm(
+            self.gamma,
+            self.momentum,
+            self.eps,
+            self.axis_name,
+            rms_gamma=True,
+            name="bn",
+        )
+        # Without a 'dropout' stream (a classifier fine-tuning μ) nothing is dropped.
+        if train and self.dropout > 0 and self.has_rng("dropout"):
+            keep = jax.random.bernoulli(
+                self.make_rng("dropout"), 1.0 - self.dropout, logvar.shape
+            )
+            logvar = jnp.where(keep, logvar - math.log1p(-self.dropout), -jnp.inf)
+        # log(σ² + δ²) without overflow; α = 0 (no floor) leaves logvar as it is.
+        floor = jnp.log(jnp.float32(self.alpha / (2.0 * math.pi * math.e)))
+        return Posterior(bn(mu, mask, train=train), jnp.logaddexp(logvar, floor))
+
+
 def delta_variance_bounds(delta: float) -> tuple[float, float]:
     """The roots v_l < 1 < v_u of ln v − v + 2δ + 1 = 0 (δ-VAE).
 
@@ -296,6 +375,7 @@ class NoLatentHead(nn.Module):
 HEADS = {
     "gaussian": GaussianHead,
     "bn_gaussian": BNGaussianHead,
+    "du_gaussian": DUGaussianHead,
     "delta_gaussian": DeltaGaussianHead,
     "none": NoLatentHead,
 }
@@ -312,8 +392,15 @@ def make_head(
     gamma_min: float = 0.0,
     delta: float = 0.1,
     bn_remedy: str = "none",
+    du_gamma: float = 0.5,
+    du_dropout: float = 0.2,
+    du_alpha: float = 1.0,
 ) -> nn.Module:
     """Builds the head named ``name`` with the hyper-parameters it uses."""
+    if name == "du_gaussian":
+        return DUGaussianHead(
+            du_gamma, du_dropout, du_alpha, momentum, eps, axis_name, name="head"
+        )
     if name == "bn_gaussian":
         return BNGaussianHead(
             gamma,

@@ -201,6 +201,9 @@ class TextVAE(nn.Module):
                 gamma_min=cfg.gamma_min,
                 delta=cfg.delta,
                 bn_remedy=cfg.bn_remedy,
+                du_gamma=cfg.du_gamma,
+                du_dropout=cfg.du_dropout,
+                du_alpha=cfg.du_alpha,
             )
         self.decoder = Decoder(cfg)
 

@@ -105,7 +105,7 @@ def run_info(run: RunConfig, vocab: Vocab) -> dict:
 def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     """The typed run; one warning line when a BN head starts below eps."""
     run = config_lib.resolve(config)
-    if run.method.head == "bn_gaussian" and (
+    if run.method.head in ("bn_gaussian", "du_gaussian") and (
         line := bn_health.start_warning(run.model)
     ):
         logging.warning("%s", line)
