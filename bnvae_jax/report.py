@@ -54,23 +54,22 @@ def load(path: str | pathlib.Path) -> dict:
     return results
 
 
-def find_runs(path: str) -> list[tuple[str, int | None, dict]]:
-    """``(row, seed, results)`` of the run at ``path`` or of every run below it.
+def find_runs(path: str) -> list[tuple[str, str, dict]]:
+    """``(row, run, results)`` of the run at ``path`` or of every run below it.
 
-    A run given itself is the row named by its path; a run in a sweep's
+    A run given itself is named by its path and is a row of its own; a run
+    below a sweep directory is named by its path there, and one in
     ``<entry>/seed_<seed>/`` belongs to the row of its entry.
     """
     root = pathlib.Path(path)
     if not root.is_dir() or (root / "results.json").exists():
-        results = load(root)
-        return [(str(root).removesuffix("/results.json"), _seed(results), results)]
+        run = str(root).removesuffix("/results.json")
+        return [(run, run, load(root))]
     found = []
     for file in sorted(root.rglob("results.json")):
-        results, rel = load(file), file.parent.relative_to(root)
-        if (match := re.fullmatch(r"seed_(\d+)", rel.name)) and rel.parent.name:
-            found.append((str(rel.parent), int(match[1]), results))
-        else:
-            found.append((str(rel), _seed(results), results))
+        run = file.parent.relative_to(root)
+        seeded = re.fullmatch(r"seed_\d+", run.name) and run.parent.name
+        found.append((str(run.parent if seeded else run), str(run), load(file)))
     if not found:
         raise UserError(f"{root}: no results.json below it (has a run finished?)")
     return found
@@ -169,8 +168,8 @@ def tables(
     manifests = [load(m) for m in manifests if m.is_file()]
     names = [e["name"] for m in manifests for e in m["entries"]]
     rows = {name: [] for name in names + [row for row, _, _ in runs]}
-    for row, seed, results in runs:
-        rows[row].append((seed, results, _values(results)))
+    for row, _, results in runs:
+        rows[row].append((_seed(results), results, _values(results)))
     if baseline is not None and baseline not in rows:
         raise UserError(f"--baseline={baseline}: no such row")
     base = baseline or ("vae" if "vae" in rows else next(iter(rows)))
@@ -218,7 +217,7 @@ def tables(
             ],
         )
     )
-    done = {f"{row}/seed_{seed}" for row, seed, _ in runs}
+    done = {run for _, run, _ in runs}
     unfinished = [
         f"{r['name']} ({r['status']})"
         for m in manifests

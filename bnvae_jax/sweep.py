@@ -56,8 +56,6 @@ class Run:
     """One (entry, seed): its workdir, its training command and the runs it needs."""
 
     name: str  # '<entry>/seed_<seed>', also its workdir below the sweep directory
-    entry: str
-    seed: int
     workdir: str
     command: tuple[str, ...]  # python -m bnvae_jax.main ... --config.seed=SEED
     needs: tuple[str, ...]
@@ -159,7 +157,7 @@ def expand(
         command = (sys.executable, "-m", "bnvae_jax.main", f"--config={config}")
         needs = tuple(f"{n}/seed_{seed}" for n in needs_of(overrides))
         command += (f"--workdir={workdir}", *flags_)
-        runs.append(Run(f"{entry}/seed_{seed}", entry, seed, workdir, command, needs))
+        runs.append(Run(f"{entry}/seed_{seed}", workdir, command, needs))
     return runs
 
 
