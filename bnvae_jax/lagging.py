@@ -2,7 +2,7 @@
 
 Trains VAE and BN-VAE settings with a scalar latent, snapshots both posterior
 means of fixed training sentences and draws BN-VAE Figs. 1-2 (see
-``bnvae_jax.analysis.lagging``). Rerun to resume; ``--plot_only`` redraws.
+``bnvae_jax.tasks.lagging``). Rerun to resume; ``--plot_only`` redraws.
 """
 
 from __future__ import annotations

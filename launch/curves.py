@@ -1,46 +1,43 @@
 """Learning-curve figure of runs: validation −ELBO and KL per epoch.
 
-    python launch/curves.py --run=VAE=runs/ptb_full/vae \
-      --run=BN-VAE=runs/ptb_full/bn_vae --output=curves.png
-
-Each ``--run`` is ``LABEL=WORKDIR`` (split at the last "=", so a label may
-hold one, as in "BN-VAE (γ=0.6)"); the runs may still be training.
+``python launch/curves.py --run=VAE=runs/ptb/vae --run=BN-VAE=runs/ptb/bn_vae
+--output=curves.png``: each ``--run`` is ``LABEL=WORKDIR``, split at the last
+"=" (so a label may hold one, as in "BN-VAE (γ=0.6)"); the runs may still be
+training.
 """
 
-from __future__ import annotations
+from absl import app, flags
 
-import argparse
-import sys
-
+from bnvae_jax import cli
 from bnvae_jax.analysis import curves
 from bnvae_jax.errors import UserError
 
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("run", None, "LABEL=WORKDIR of a run (repeat for more).")
+flags.DEFINE_string("output", None, "PNG file to write.")
+flags.DEFINE_enum("split", "valid", ["valid", "test"], "Which logged split.")
+flags.mark_flags_as_required(["run", "output"])
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", action="append", required=True, metavar="LABEL=DIR")
-    parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--split", default="valid")
-    args = parser.parse_args(argv)
+
+def main(argv):
+    del argv
     runs = []
-    try:
-        for spec in args.run:
-            label, sep, workdir = spec.rpartition("=")
-            if not sep or not label or not workdir:
+    with cli.user_errors():
+        for spec in FLAGS.run:
+            label, _, workdir = spec.rpartition("=")
+            if not label or not workdir:
                 raise UserError(f"--run={spec}: expected LABEL=WORKDIR")
-            runs.append((label, curves.read_curves(workdir, args.split)))
-        path = curves.curves_figure(runs, args.output)
-    except (UserError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            runs.append((label, curves.read_curves(workdir, FLAGS.split)))
+        path = curves.curves_figure(
+            runs, cli.check_output_file(FLAGS.output, "--output")
+        )
     for label, c in runs:
         print(
             f"{label}: {c.epoch.size} epochs, last -ELBO {c.elbo_nll[-1]:.2f}, "
             f"KL {c.kl[-1]:.2f}, best -ELBO {c.elbo_nll.min():.2f}"
         )
     print(path)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main, flags_parser=cli.make_flags_parser(None))

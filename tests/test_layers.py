@@ -10,8 +10,7 @@ From the bottom up (a module imports only from its own layer or lower ones):
 5. ``training/``: the loop, steps, checkpoints, writers;
 6. ``analysis/``: grid posteriors, training dynamics, curves and figures;
 7. ``tasks/``: what is trained (text VAEs, dialog CVAEs, classifiers, lagging);
-8. commands: the top-level modules (``api``, ``cli``, ``main``, ...) and
-   ``tools/``.
+8. commands: the top-level modules (``api``, ``cli``, ``main``, ``sweep``, ...).
 
 Imports inside functions count too: a lazy import is still a dependency.
 """
@@ -82,7 +81,7 @@ def test_layer_of_a_few_modules():
     assert layer("bnvae_jax.data.datasets") == "data"
     assert layer("bnvae_jax.tasks.dialog.train") == "tasks"
     assert layer("bnvae_jax.analysis.grid") == "analysis"
-    assert layer("bnvae_jax.tools.sweep") == "commands"
+    assert layer("bnvae_jax.sweep") == "commands"
     assert layer("bnvae_jax.api") == "commands"
     assert layer("bnvae_jax") == "commands"
 

@@ -1,1 +1,0 @@
-"""The code behind the sweep, report and sweep_report commands."""
