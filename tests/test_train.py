@@ -184,7 +184,7 @@ def test_interrupt_at_an_epoch_end_does_not_count_the_epoch_twice(
         if writer_wrapper:
             ctx = dataclasses.replace(ctx, writer=writer_wrapper(ctx.writer))
         try:
-            loop_lib.train_epochs(ctx, state, loop, **train.loop_fns(trainer))
+            loop_lib.train_epochs(ctx, state, loop, **loop_lib.task_fns(train, trainer))
         finally:
             trainer.ctx.ckpt.close()
         return loop
@@ -243,7 +243,9 @@ def test_decay_reloads_best_params_and_stats_and_stops(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "validate", validate)
     loop = train.LoopState(learning_rate=config.train.learning_rate)
-    final = loop_lib.train_epochs(trainer.ctx, state, loop, **train.loop_fns(trainer))
+    final = loop_lib.train_epochs(
+        trainer.ctx, state, loop, **loop_lib.task_fns(train, trainer)
+    )
     # Epoch 0 is best; epochs 1 and 2 are worse -> two decays -> stop.
     assert loop.decay_count == 2 and loop.done and loop.epoch == 3
     assert loop.learning_rate == pytest.approx(0.25)

@@ -65,7 +65,9 @@ def test_no_device_to_host_transfer_between_log_points(tmp_path, monkeypatch):
         loop_lib, "end_of_epoch", reads.allowed(loop_lib.end_of_epoch, epochs)
     )
     # The loop reads the step count once when it starts.
-    final = loop_lib.train_epochs(trainer.ctx, state, loop, **train.loop_fns(trainer))
+    final = loop_lib.train_epochs(
+        trainer.ctx, state, loop, **loop_lib.task_fns(train, trainer)
+    )
     assert reads.outside == [()]
     steps = int(final.step)
     assert steps == len(trainer.plan) > 8

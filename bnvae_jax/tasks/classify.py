@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import pathlib
+import sys
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -621,13 +622,7 @@ def build_fit(
 def loop_fns(s: FitSetup) -> dict:
     """The fit's keyword arguments of ``loop.train``."""
     return dict(
-        epoch_batches=functools.partial(epoch_batches, s),
-        num_batches=num_batches(s),
-        step=make_step(s),
-        summarize=summarize,
-        evaluate=functools.partial(evaluate, s),
-        rule=functools.partial(rule, s),
-        final=functools.partial(final, s),
+        **loop_lib.task_fns(sys.modules[__name__], s),
         method=f"classifier_{s.fit.cfg.mode}",
         config=s.config,
     )

@@ -294,7 +294,7 @@ def run_setting(
     config = setting_config(base, setting)
     s, state = text_vae.setup(config, str(run_dir))
     state, loop = text_vae.start(s, state)
-    fns = text_vae.loop_fns(s)
+    fns = loop_lib.task_fns(text_vae, s)
     indices = choose_points(len(s.data.train), study.num_points, study.seed)
     rows = [s.data.train[i] for i in indices]
     key = jax.random.key(study.seed)

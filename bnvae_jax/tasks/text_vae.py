@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import logging
 import pathlib
+import sys
 
 import jax
 import ml_collections
@@ -501,19 +502,12 @@ def start(s: Setup, state) -> tuple[steps.TrainState, LoopState]:
     return state, LoopState(learning_rate=s.run.train.learning_rate)
 
 
-def loop_fns(s: Setup) -> dict:
-    """The callables ``training.loop.train_epochs`` runs this task with."""
-    return dict(
-        num_batches=len(s.plan),
-        epoch_batches=functools.partial(epoch_batches, s),
-        step=make_step(s),
-        summarize=summarize,
-        evaluate=lambda state: _validate_and_select(s, state),
-        rule=functools.partial(rule, s),
-    )
+def num_batches(s: Setup) -> int:
+    return len(s.plan)
 
 
-def _validate_and_select(s: Setup, state) -> tuple[dict, float]:
+def evaluate(s: Setup, state) -> tuple[dict, float]:
+    """Validation metrics and the loss that selects the best checkpoint."""
     val = validate(s, state)
     return val, selection_loss(s.run, val)
 
@@ -527,13 +521,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       the results dict that was written.
     """
     s, state = setup(config, workdir)
-    state, loop = start(s, state)
+    fns = loop_lib.task_fns(sys.modules[__name__], s)
     return loop_lib.train(
-        s.ctx,
-        state,
-        loop,
-        **loop_fns(s),
-        final=functools.partial(final, s),
-        method=s.run.method_name,
-        config=config,
+        s.ctx, *start(s, state), method=s.run.method_name, config=config, **fns
     )

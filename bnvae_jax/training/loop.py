@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -340,19 +341,36 @@ def end_of_epoch(ctx, state, loop: LoopState, advance: bool = True, **fns):
     return state
 
 
+def task_fns(task, s) -> dict:
+    """``train_epochs``' callables from a task module's functions of its setup ``s``.
+
+    ``task`` defines ``epoch_batches(s, epoch, start)``, ``num_batches(s)``,
+    ``make_step(s)``, ``summarize(host, loop)``, ``evaluate(s, state)``,
+    ``rule(s, state, loop, metrics, improved)`` and ``final(s, state, loop)``.
+    """
+    return dict(
+        epoch_batches=functools.partial(task.epoch_batches, s),
+        num_batches=task.num_batches(s),
+        step=task.make_step(s),
+        summarize=task.summarize,
+        evaluate=functools.partial(task.evaluate, s),
+        rule=functools.partial(task.rule, s),
+        final=functools.partial(task.final, s),
+    )
+
+
 def train(
     ctx: Context,
     state,
     loop: LoopState,
     *,
-    final: Callable,
     method: str,
     config: ml_collections.ConfigDict,
     **fns: Callable,
 ) -> dict:
     """Trains from ``(state, loop)``, scores the best state, writes ``results.json``.
 
-    ``fns`` are ``train_epochs``' callables (the module docstring's list).
+    ``fns`` are ``train_epochs``' callables and ``final`` (``task_fns``).
 
     A finished run reruns as a no-op returning its saved results. The results
     are ``final(best_state, loop)`` plus what every run records (method, steps,
@@ -368,7 +386,7 @@ def train(
         steps_run = int(state.step)
         if loop.best_epoch >= 0:
             state = restore_best(ctx, state)
-        results = final(state, loop)
+        results = fns["final"](state, loop)
         results.update(
             method=method,
             steps=steps_run,

@@ -18,6 +18,7 @@ import functools
 import io
 import logging
 import math
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -115,11 +116,10 @@ def run_info(run: config_lib.DialogRunConfig, data: data_lib.DialogData) -> dict
 def setup(
     config: ml_collections.ConfigDict, workdir: str, write: bool = True
 ) -> tuple[Setup, steps.TrainState]:
-    """Reads the data, checks the workdir, builds the run and a fresh state.
+    """The dialog run and its fresh state, built as ``text_vae.setup`` builds its own.
 
-    The run's key ``key(run.seed)`` gives the initial parameters
-    (``fold_in(key, 0)``) and the train steps' randomness (``fold_in(key, 1)``).
-    With ``write`` (training), records the vocabulary, run info and config.
+    Parameters come from ``fold_in(key(run.seed), 0)``, the steps' noise from
+    ``fold_in(.., 1)``; ``write`` records vocabulary, run info and config.
     """
     run = config_lib.resolve(config)
     par = loop_lib.setup_devices(run, config)
@@ -363,7 +363,7 @@ def evaluate_split(s: Setup, state, split_name: str) -> dict:
     }
 
 
-def validate(s: Setup, state) -> tuple[dict, float]:
+def evaluate(s: Setup, state) -> tuple[dict, float]:
     """Validation terms and the selection loss (the ELBO)."""
     val = evaluate_split(s, state, "valid")
     return val, val["elbo"]
@@ -466,19 +466,9 @@ def fit(s: Setup, state) -> dict:
     """Resumes ``s``'s workdir (or starts from ``state``) and trains it out."""
     restored = loop_lib.restore(s.ctx, state, LoopState)
     state, loop = restored or (state, LoopState(patience=float(s.run.train.patience)))
+    fns = loop_lib.task_fns(sys.modules[__name__], s)
     return loop_lib.train(
-        s.ctx,
-        state,
-        loop,
-        epoch_batches=functools.partial(epoch_batches, s),
-        num_batches=num_batches(s),
-        step=make_step(s),
-        summarize=summarize,
-        evaluate=functools.partial(validate, s),
-        rule=functools.partial(rule, s),
-        final=functools.partial(final, s),
-        method=s.run.method_name,
-        config=s.config,
+        s.ctx, state, loop, method=s.run.method_name, config=s.config, **fns
     )
 
 
