@@ -69,19 +69,26 @@ def curves_from_records(records: Sequence[dict], split: str = "valid") -> Curves
     )
 
 
-def read_curves(workdir: str | pathlib.Path, split: str = "valid") -> Curves:
-    """The curves of the run in ``workdir``.
+def read_rows(workdir, split: str, from_records, missing: str):
+    """``from_records(records, split)`` of the run in ``workdir``.
 
     Raises:
-      WorkdirError: the run has not finished an epoch (no such rows).
+      WorkdirError: the result has no rows; the message says ``missing``.
     """
-    curves = curves_from_records(writers.read_metrics(workdir), split)
-    if curves.epoch.size == 0:
-        raise WorkdirError(
-            f"{workdir}: no end-of-epoch {split}/elbo_nll in {writers.METRICS_FILE} "
-            "(has the run finished an epoch?)"
-        )
-    return curves
+    got = from_records(writers.read_metrics(workdir), split)
+    if getattr(got, dataclasses.fields(got)[0].name).size == 0:
+        raise WorkdirError(f"{workdir}: no {missing} in {writers.METRICS_FILE}")
+    return got
+
+
+def read_curves(workdir: str | pathlib.Path, split: str = "valid") -> Curves:
+    """The curves of the run in ``workdir`` (WorkdirError before its first epoch)."""
+    return read_rows(
+        workdir,
+        split,
+        curves_from_records,
+        f"end-of-epoch {split}/elbo_nll (has the run finished an epoch?)",
+    )
 
 
 def curves_figure(

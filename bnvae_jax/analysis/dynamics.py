@@ -13,8 +13,7 @@ import pathlib
 
 import numpy as np
 
-from bnvae_jax.errors import WorkdirError
-from bnvae_jax.training import writers
+from bnvae_jax.analysis import curves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +66,10 @@ def series_from_records(records: list[dict], split: str = "valid") -> Series:
 
 
 def read_series(workdir: str | pathlib.Path, split: str = "valid") -> Series:
-    """The curves of the run in ``workdir``.
-
-    Raises:
-      WorkdirError: the run wrote no validation with KL and MI.
-    """
-    series = series_from_records(writers.read_metrics(workdir), split)
-    if series.step.size == 0:
-        raise WorkdirError(
-            f"{workdir}: no {split}/kl and {split}/mi in {writers.METRICS_FILE} "
-            "(has the run validated yet?)"
-        )
-    return series
+    """The curves of the run in ``workdir`` (WorkdirError before any validation)."""
+    return curves.read_rows(
+        workdir,
+        split,
+        series_from_records,
+        f"{split}/kl and {split}/mi (has the run validated yet?)",
+    )
