@@ -33,9 +33,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from bnvae_jax import fileio
-from bnvae_jax.data import batching, corpus
+from bnvae_jax.data import corpus
 from bnvae_jax.data.vocab import EOS, UNK, Vocab
 from bnvae_jax.errors import WorkdirError
 from bnvae_jax.evaluation import bn_stats, decoding, passes
@@ -46,6 +47,7 @@ from bnvae_jax.models.vae import TextVAE
 FORMAT = "bnvae_jax.export"
 FORMAT_VERSION = 1
 MANIFEST = "model.json"
+FILES = ("config.json", "vocab.txt", "variables.npz", "README.md")
 STRATEGIES = ("greedy", "sample", "beam")
 # Fraction of the promised KL bound under which a BN run's test KL is reported.
 BOUND_SLACK = 0.9
@@ -83,8 +85,7 @@ class Scores:
 
 def _texts(texts) -> list[str]:
     """``texts`` as a non-empty list of strings (one string is one text)."""
-    if isinstance(texts, str):
-        texts = [texts]
+    texts = [texts] if isinstance(texts, str) else texts
     if not isinstance(texts, Sequence) or isinstance(texts, bytes):
         raise TypeError(f"expected a list of strings, got {type(texts).__name__}")
     if not texts:
@@ -103,55 +104,20 @@ def _positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _decode_settings(temperature, max_len, run) -> tuple[float, int]:
-    """Checked temperature (> 0) and ``max_len`` (default: eval.max_decode_len)."""
+def _decode_settings(strategy, allowed, temperature, max_len, config):
+    """Checked strategy, temperature (> 0) and ``max_len`` (default: the run's)."""
+    if strategy not in allowed:
+        raise ValueError(f"strategy={strategy!r} is not one of {', '.join(allowed)}")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float):
         raise TypeError(f"temperature must be a number, got {temperature!r}")
     if not temperature > 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
-    limit = run.eval.max_decode_len if max_len is None else max_len
+    limit = config.eval.max_decode_len if max_len is None else max_len
     return float(temperature), _positive_int(limit, "max_len")
 
 
 def _seed(seed) -> int | None:
-    if seed is not None:
-        _positive_int(seed, "seed", minimum=0)
-    return seed
-
-
-def _oov_warning(oov_words: list[str], total: int, vocab: Vocab) -> None:
-    if not oov_words:
-        return
-    shown = ", ".join(repr(w) for w in dict.fromkeys(oov_words[:5]))
-    hint = ""
-    if any(w != w.lower() and w.lower() in vocab._ids for w in oov_words):
-        hint = " (the vocabulary is lower-case: lower-case the input)"
-    warnings.warn(
-        f"{len(oov_words)} of {total} words are not in the vocabulary and are "
-        f"read as <unk>: {shown}{hint}",
-        stacklevel=3,
-    )
-
-
-def _tree_from_flat(flat: dict[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split("/")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = jnp.asarray(value)
-    return tree
-
-
-def _flat_from_tree(tree, prefix: str = "") -> dict[str, np.ndarray]:
-    flat = {}
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat_from_tree(value, f"{prefix}{name}/"))
-        else:
-            flat[f"{prefix}{name}"] = np.asarray(value)
-    return flat
+    return seed if seed is None else _positive_int(seed, "seed", minimum=0)
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -189,17 +155,14 @@ class _Model:
         out.mkdir(parents=True, exist_ok=True)
         fileio.write_text_atomic(out / "config.json", self.config.to_json(indent=2))
         self.vocab.save(out / "vocab.txt")
+        flat = traverse_util.flatten_dict(jax.device_get(self.variables), sep="/")
         with open(out / "variables.npz", "wb") as f:
-            np.savez(f, **_flat_from_tree(jax.device_get(self.variables)))
+            np.savez(f, **{name: np.asarray(v) for name, v in flat.items()})
         fileio.write_text_atomic(out / "README.md", _model_card(self))
-        files = ("config.json", "vocab.txt", "variables.npz", "README.md")
-        manifest = {
-            **self.info,
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "sha256": {name: _sha256(out / name) for name in files},
-        }
-        fileio.write_json_atomic(out / MANIFEST, manifest)  # last: marks it complete
+        digests = {name: _sha256(out / name) for name in FILES}
+        manifest = {**self.info, "format": FORMAT, "version": FORMAT_VERSION}
+        # Written last: marks the folder complete.
+        fileio.write_json_atomic(out / MANIFEST, {**manifest, "sha256": digests})
         return out
 
 
@@ -222,33 +185,42 @@ class TextModel(_Model):
 
     def _rows(self, texts) -> tuple[list[np.ndarray], np.ndarray]:
         """Id rows ``<s> w.. </s>`` as the run read its corpus, and OOV counts."""
-        texts = _texts(texts)
-        limit = self.run.data.max_tokens
-        rows, oov, oov_words, total = [], [], [], 0
-        for i, text in enumerate(texts):
-            tokens = text.split()
-            if not tokens:
+        limit = int(self.run.data.max_tokens)
+        rows, oov, unknown, total = [], [], [], 0
+        for i, text in enumerate(_texts(texts)):
+            words = text.split()
+            if not words:
                 raise ValueError(f"text {i} has no word: {text!r}")
-            if len(tokens) > limit:
+            if len(words) > limit:
                 raise ValueError(
-                    f"text {i} has {len(tokens)} words; the run read at most "
+                    f"text {i} has {len(words)} words; the run read at most "
                     f"data.max_tokens={limit}"
                 )
-            (row,) = corpus.encode_corpus([tokens], self.vocab)
+            (row,) = corpus.encode_corpus([words], self.vocab)
             if (row[1:-1] <= EOS).any():  # <pad>, <s> or </s> among the words
                 raise ValueError(
                     f"text {i} contains one of <pad>, <s>, </s>: give the words "
                     "only (<s> and </s> are added)"
                 )
-            unknown = row == UNK
-            if unknown.any():  # rare: look at the words only then
-                oov_words += [
-                    t for t in tokens if self.vocab.id(t) == UNK and t != "<unk>"
+            num_unk = int((row == UNK).sum())
+            if num_unk:  # rare: look at the words only then
+                unknown += [
+                    w for w in words if w != "<unk>" and self.vocab.id(w) == UNK
                 ]
             rows.append(row)
-            oov.append(int(unknown.sum()) - tokens.count("<unk>"))
-            total += len(tokens)
-        _oov_warning(oov_words, total, self.vocab)
+            oov.append(num_unk - words.count("<unk>"))
+            total += len(words)
+        if unknown:
+            shown = ", ".join(repr(w) for w in dict.fromkeys(unknown[:5]))
+            cased = any(
+                w != w.lower() and w.lower() in self.vocab._ids for w in unknown
+            )
+            hint = " (the vocabulary is lower-case: lower-case the input)"
+            warnings.warn(
+                f"{len(unknown)} of {total} words are not in the vocabulary and "
+                f"are read as <unk>: {shown}{hint if cased else ''}",
+                stacklevel=3,
+            )
         return rows, np.asarray(oov)
 
     def arrays(self, texts) -> dict[str, np.ndarray]:
@@ -260,19 +232,18 @@ class TextModel(_Model):
         """
         rows, _ = self._rows(texts)
         tokens, lengths = decoding.pad_rows(rows)
-        return {
-            "tokens": tokens,
-            "lengths": lengths,
-            "mask": np.ones(len(rows), np.float32),
-        }
+        mask = np.ones(len(rows), np.float32)
+        return {"tokens": tokens, "lengths": lengths, "mask": mask}
 
-    def _plan(self, rows) -> batching.BatchPlan:
+    def _batches(self, rows) -> list[dict[str, np.ndarray]]:
+        """The evaluation batches of ``rows``, as the evaluate command makes them."""
         data = self.run.data
-        return eval_run.plan_batches(rows, data.eval_batch_size, data.bucket_width)
+        plan = eval_run.plan_batches(rows, data.eval_batch_size, data.bucket_width)
+        return list(eval_run.iterate_arrays(plan))
 
-    def _key(self, seed: int | None) -> jax.Array:
+    def _key(self, seed) -> jax.Array:
         """The run's evaluation key, or ``key(seed)``."""
-        if seed is None:
+        if _seed(seed) is None:
             return eval_run.root_key(self.run.eval, self.run.seed)
         return jax.random.key(seed)
 
@@ -294,28 +265,17 @@ class TextModel(_Model):
           the refined posterior for SA-VAE; or samples.
         """
         rows, _ = self._rows(texts)
-        key = self._key(_seed(seed))
-        out = np.zeros((len(rows), self.module.cfg.latent_dim), np.float32)
-        plan = self._plan(rows)
-        batches = [plan.make_batch(i) for i in range(len(plan))]
+        key, batches = self._key(seed), self._batches(rows)
         # Every batch is dispatched before any result is read, so the device
         # works through them while the host waits once.
-        codes = [
-            _encode_kernel(
-                self.variables,
-                key,
-                batch.tokens,
-                batch.lengths,
-                batch.mask,
-                batch.index,
-                module=self.module,
-                sample=bool(sample),
-            )
-            for batch in batches
-        ]
+        kernel = functools.partial(
+            _encode_kernel, module=self.module, sample=bool(sample)
+        )
+        codes = [kernel(self.variables, key, **batch) for batch in batches]
+        out = np.zeros((len(rows), self.module.cfg.latent_dim), np.float32)
         for batch, z in zip(batches, codes, strict=True):
-            real = batch.index >= 0
-            out[batch.index[real]] = np.asarray(z)[real]
+            real = batch["index"] >= 0
+            out[batch["index"][real]] = np.asarray(z)[real]
         return out
 
     def decode(
@@ -343,59 +303,39 @@ class TextModel(_Model):
         Returns:
           N sentences (words joined by spaces, without ``<s>``/``</s>``).
         """
-        n = self.module.cfg.latent_dim
-        z = np.asarray(z, np.float32) if not isinstance(z, jax.Array) else z
+        n, z = self.module.cfg.latent_dim, np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != n:
+            hint = "; use z[None] for one code" if z.ndim == 1 else ""
             raise ValueError(
                 f"z must have shape [num, {n}] (latent_dim={n}), got "
-                f"{tuple(z.shape)}"
-                + ("; use z[None] for one code" if z.ndim == 1 else "")
+                f"{tuple(z.shape)}{hint}"
             )
         if z.shape[0] == 0:
             raise ValueError("z holds no code")
-        if not np.all(np.isfinite(np.asarray(z))):
+        if not np.all(np.isfinite(z)):
             raise ValueError("z holds a NaN or infinite value")
-        if strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}"
-            )
-        beam_size = _positive_int(beam_size, "beam_size")
-        temperature, max_len = _decode_settings(temperature, max_len, self.run)
-        key = self._key(_seed(seed))
-        size = self.run.data.eval_batch_size
+        temperature, max_len = _decode_settings(
+            strategy, STRATEGIES, temperature, max_len, self.config
+        )
+        beam_size, key = _positive_int(beam_size, "beam_size"), self._key(seed)
+        size = int(self.run.data.eval_batch_size)
+        mv = (self.module, self.variables)
         pending = []  # dispatched chunks, read once all are queued
         for start in range(0, z.shape[0], size):
-            chunk = np.zeros((size, n), np.float32)
-            part = np.asarray(z[start : start + size], np.float32)
-            chunk[: len(part)] = part
-            if strategy == "greedy":
-                ids = decoding.greedy_decode(
-                    self.module, self.variables, chunk, max_len=max_len
-                )
-            elif strategy == "sample":
-                ids = decoding.sample_decode(
-                    self.module,
-                    self.variables,
-                    chunk,
-                    jax.random.fold_in(key, start),
-                    max_len=max_len,
-                    temperature=temperature,
-                )
-            else:
+            part = z[start : start + size]
+            chunk = np.concatenate([part, np.zeros((size - len(part), n), np.float32)])
+            if strategy == "beam":
                 ids = decoding.beam_search(
-                    self.module,
-                    self.variables,
-                    chunk,
-                    beam_size=beam_size,
-                    max_len=max_len,
-                    length_norm=True,
+                    *mv, chunk, beam_size=beam_size, max_len=max_len, length_norm=True
                 ).tokens
+            else:  # greedy: no key
+                sub = jax.random.fold_in(key, start) if strategy == "sample" else None
+                ids = decoding.sample_decode(
+                    *mv, chunk, sub, max_len=max_len, temperature=temperature
+                )
             pending.append((ids, len(part)))
-        return [
-            " ".join(self.vocab.decode(r))
-            for ids, used in pending
-            for r in np.asarray(ids)[:used]
-        ]
+        rows = np.concatenate([np.asarray(ids)[:used] for ids, used in pending])
+        return [" ".join(self.vocab.decode(r)) for r in rows]
 
     def reconstruct(self, texts, **decode_options) -> list[str]:
         """Decodes the posterior locations of ``texts`` (options: ``decode``)."""
@@ -408,7 +348,7 @@ class TextModel(_Model):
         evaluation seed. Other options: ``decode``.
         """
         n = _positive_int(n, "n")
-        key = jax.random.fold_in(self._key(_seed(seed)), 0x5A4D)
+        key = jax.random.fold_in(self._key(seed), 0x5A4D)
         z = self.module.family.prior_sample(key, n, self.module.cfg.latent_dim)
         return self.decode(np.asarray(z), seed=seed, **decode_options)
 
@@ -441,12 +381,11 @@ class TextModel(_Model):
         """
         rows, oov = self._rows(texts)
         iw_samples = _positive_int(iw_samples, "iw_samples")
-        key = jax.random.fold_in(self._key(_seed(seed)), 1)  # the test split's
+        key = jax.random.fold_in(self._key(seed), 1)  # the test split's
         elbo_key, iw_key = jax.random.split(key)
         pass_key = jax.random.split(elbo_key, 3)[2]  # as eval_run.elbo_metrics
-        plan = self._plan(rows)
         pp = passes.posterior_pass(
-            self.module, self.variables, eval_run.iterate_arrays(plan), pass_key
+            self.module, self.variables, self._batches(rows), pass_key
         )
         samples = iw_samples if self.module.cfg.latent_dim else 1
         log_px, tokens = eval_run.iw_log_px(
@@ -455,19 +394,11 @@ class TextModel(_Model):
             rows,
             iw_key,
             self.run.eval,
-            bucket_width=self.run.data.bucket_width,
+            bucket_width=int(self.run.data.bucket_width),
             num_samples=samples,
             progress=False,
         )
-        return Scores(
-            iw_nll=-log_px,
-            elbo_nll=pp.rec + pp.kl,
-            rec=pp.rec,
-            kl=pp.kl,
-            tokens=tokens,
-            oov=oov,
-            iw_samples=samples,
-        )
+        return Scores(-log_px, pp.rec + pp.kl, pp.rec, pp.kl, tokens, oov, samples)
 
     def recompute_bn(self, texts, max_sentences: int = 0) -> TextModel:
         """This model with its BN head's running statistics recomputed ("precise BN").
@@ -484,8 +415,8 @@ class TextModel(_Model):
             self.module,
             self.variables,
             rows,
-            batch_size=self.run.data.eval_batch_size,
-            bucket_width=self.run.data.bucket_width,
+            batch_size=int(self.run.data.eval_batch_size),
+            bucket_width=int(self.run.data.bucket_width),
             max_sentences=max_sentences,
         )
         info = {**self.info, "precise_bn": len(rows)}
@@ -500,7 +431,7 @@ def _encode_kernel(variables, key, tokens, lengths, mask, index, *, module, samp
             variables, tokens, lengths, mask, train=False, method="encode"
         )
         return family.location(post)
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.maximum(index, 0))
+    keys = passes.example_keys(key, index)
     post = svi.eval_posterior(module, variables, tokens, lengths, mask, keys)
     return family.sample_rows(post, keys) if sample else family.location(post)
 
@@ -552,20 +483,15 @@ class DialogModel(_Model):
         if isinstance(context_turns, str):
             raise TypeError("context_turns must be a list of utterances, not a string")
         n = _positive_int(n, "n")
-        if strategy not in ("greedy", "sample"):
-            raise ValueError(f"strategy={strategy!r} is not one of greedy, sample")
-        temperature, max_len = _decode_settings(temperature, max_len, self.run)
+        temperature, max_len = _decode_settings(
+            strategy, STRATEGIES[:2], temperature, max_len, self.config
+        )
         if topic is not None and not isinstance(topic, str):
             raise TypeError(f"topic must be a string, got {type(topic).__name__}")
-        data = self.run.data
+        sizes = {k: int(self.run.data[k]) for k in ("max_utt_len", "context_size")}
         try:
             read = dialog_data.context_batch(
-                [context_turns],
-                self.vocab,
-                self.topics,
-                max_utt_len=int(data.max_utt_len),
-                context_size=int(data.context_size),
-                topic=topic,
+                [context_turns], self.vocab, self.topics, topic=topic, **sizes
             )
         except ValueError as e:  # its messages count contexts; here there is one
             raise ValueError(str(e).replace("contexts[0]", "context_turns")) from None
@@ -578,14 +504,10 @@ class DialogModel(_Model):
             )
         seed = _seed(seed)
         key = jax.random.key(self.run.eval.seed if seed is None else seed)
+        sampled = None if strategy == "greedy" else temperature
+        options = {"num_samples": n, "max_len": max_len, "temperature": sampled}
         ids = _respond_kernel(
-            self.variables,
-            key,
-            read.batch,
-            module=self.module,
-            num_samples=n,
-            max_len=max_len,
-            temperature=None if strategy == "greedy" else temperature,
+            self.variables, key, read.batch, module=self.module, **options
         )
         return [" ".join(self.vocab.decode(r)) for r in np.asarray(ids)[0]]
 
@@ -593,17 +515,9 @@ class DialogModel(_Model):
 @functools.partial(
     jax.jit, static_argnames=("module", "num_samples", "max_len", "temperature")
 )
-def _respond_kernel(
-    variables, key, batch, *, module, num_samples, max_len, temperature
-):
+def _respond_kernel(variables, key, batch, *, module, **options):
     return module.apply(
-        variables,
-        batch,
-        num_samples=num_samples,
-        max_len=max_len,
-        temperature=temperature,
-        method="generate",
-        rngs={"sample": key},
+        variables, batch, **options, method="generate", rngs={"sample": key}
     )
 
 
@@ -622,14 +536,9 @@ def _read_json(path: pathlib.Path, what: str) -> dict:
 
 def _complete(folder: pathlib.Path) -> list[int]:
     """Numbered checkpoint folders that finished saving, newest first."""
-    if not folder.is_dir():
-        return []
-    found = [
-        int(p.name)
-        for p in folder.iterdir()
-        if p.name.isdigit() and (p / "commit_success.txt").is_file()
-    ]
-    return sorted(found, reverse=True)
+    found = folder.iterdir() if folder.is_dir() else ()
+    done = [p for p in found if (p / "commit_success.txt").is_file()]
+    return sorted((int(p.name) for p in done if p.name.isdigit()), reverse=True)
 
 
 def _read_checkpoint(workdir: pathlib.Path, checkpoint) -> tuple[dict, int]:
@@ -637,41 +546,65 @@ def _read_checkpoint(workdir: pathlib.Path, checkpoint) -> tuple[dict, int]:
     import orbax.checkpoint as ocp  # only workdirs need it
 
     ckpts = workdir / "checkpoints"
+    steps = _complete(ckpts)
     if checkpoint == "best":
         found = _complete(ckpts / "best")
         if not found:
             raise LoadError(f"{workdir}: the run has no best checkpoint yet")
         folder = ckpts / "best" / str(found[0])
         step = int(_read_json(folder / "info" / "metadata", "checkpoint info")["step"])
-    else:
-        steps = _complete(ckpts)
-        if not steps:
-            raise LoadError(f"{workdir}: the run has no checkpoint yet")
-        if checkpoint == "latest":
-            step = steps[0]
-        elif isinstance(checkpoint, int) and not isinstance(checkpoint, bool):
-            if checkpoint not in steps:
-                raise LoadError(
-                    f"{workdir}: no checkpoint at step {checkpoint}; the run keeps "
-                    f"steps {', '.join(map(str, sorted(steps)))} and 'best'"
-                )
-            step = checkpoint
-        else:
-            raise ValueError(
-                f"checkpoint={checkpoint!r}: use 'best', 'latest' or a step number"
+    elif not steps:
+        raise LoadError(f"{workdir}: the run has no checkpoint yet")
+    elif checkpoint == "latest" or (
+        isinstance(checkpoint, int) and not isinstance(checkpoint, bool)
+    ):
+        step = steps[0] if checkpoint == "latest" else checkpoint
+        if step not in steps:
+            raise LoadError(
+                f"{workdir}: no checkpoint at step {step}; the run keeps "
+                f"steps {', '.join(map(str, sorted(steps)))} and 'best'"
             )
         folder = ckpts / str(step)
+    else:
+        raise ValueError(
+            f"checkpoint={checkpoint!r}: use 'best', 'latest' or a step number"
+        )
     try:
         tree = ocp.StandardCheckpointer().restore((folder / "state").absolute())
     except Exception as e:  # orbax's many error types: one line for the user
         raise LoadError(
             f"{folder}: cannot read the checkpoint ({type(e).__name__})"
         ) from e
-    variables = {
-        "params": tree["params"],
-        "batch_stats": tree.get("batch_stats") or {},
-    }
+    variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats") or {}}
     return jax.tree_util.tree_map(jnp.asarray, variables), step
+
+
+def _read_export(path: pathlib.Path, checkpoint) -> tuple[dict, Vocab, dict, dict]:
+    """(config, vocab, variables, manifest) of a folder written by ``save``."""
+    info = _read_json(path / MANIFEST, "the export manifest")
+    if info.get("format") != FORMAT or not isinstance(info.get("sha256"), dict):
+        raise LoadError(f"{path / MANIFEST}: not a bnvae_jax export manifest")
+    if info.get("version") != FORMAT_VERSION:
+        raise LoadError(
+            f"{path}: export format version {info.get('version')}; this "
+            f"bnvae_jax reads version {FORMAT_VERSION}"
+        )
+    if checkpoint != "best":
+        raise ValueError(f"{path} is an export: it holds one checkpoint only")
+    for name, digest in info["sha256"].items():
+        if not (path / name).is_file():
+            raise LoadError(f"{path}: {name} is missing from the export")
+        if _sha256(path / name) != digest:
+            raise LoadError(
+                f"{path / name}: checksum mismatch (the file was changed or "
+                "corrupted; export the model again)"
+            )
+    with np.load(path / "variables.npz", allow_pickle=False) as npz:
+        flat = {name: jnp.asarray(npz[name]) for name in npz.files}
+    variables = traverse_util.unflatten_dict(flat, sep="/")
+    variables.setdefault("batch_stats", {})
+    config = _read_json(path / "config.json", "the config")
+    return config, Vocab.load(path / "vocab.txt"), variables, info
 
 
 def _source(path: pathlib.Path, checkpoint) -> tuple[dict, Vocab, dict, dict]:
@@ -683,29 +616,7 @@ def _source(path: pathlib.Path, checkpoint) -> tuple[dict, Vocab, dict, dict]:
             f"{path}: is a file; give a run's workdir or an exported folder"
         )
     if (path / MANIFEST).is_file():
-        info = _read_json(path / MANIFEST, "the export manifest")
-        if info.get("format") != FORMAT or not isinstance(info.get("sha256"), dict):
-            raise LoadError(f"{path / MANIFEST}: not a bnvae_jax export manifest")
-        if info.get("version") != FORMAT_VERSION:
-            raise LoadError(
-                f"{path}: export format version {info.get('version')}; this "
-                f"bnvae_jax reads version {FORMAT_VERSION}"
-            )
-        if checkpoint != "best":
-            raise ValueError(f"{path} is an export: it holds one checkpoint only")
-        for name, digest in info["sha256"].items():
-            if not (path / name).is_file():
-                raise LoadError(f"{path}: {name} is missing from the export")
-            if _sha256(path / name) != digest:
-                raise LoadError(
-                    f"{path / name}: checksum mismatch (the file was changed or "
-                    "corrupted; export the model again)"
-                )
-        config = _read_json(path / "config.json", "the config")
-        with np.load(path / "variables.npz", allow_pickle=False) as npz:
-            variables = _tree_from_flat({k: npz[k] for k in npz.files})
-        variables.setdefault("batch_stats", {})
-        return config, Vocab.load(path / "vocab.txt"), variables, info
+        return _read_export(path, checkpoint)
     if not (path / "config.json").is_file():
         raise LoadError(
             f"{path}: not a run's workdir or an exported model (no config.json "
@@ -749,32 +660,31 @@ def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
       LoadError: the path is missing, a file, not a run or export, a run with
         no checkpoint yet, or an export whose checksum does not match.
     """
-    path = pathlib.Path(path)
-    raw, vocab, variables, info = _source(path, checkpoint)
+    raw, vocab, variables, info = _source(pathlib.Path(path), checkpoint)
     config = ml_collections.ConfigDict(raw)
     if info["task"] == "dialog":
         from bnvae_jax.tasks.dialog import config as dialog_config
         from bnvae_jax.tasks.dialog.model import DialogCVAE
 
         run = dialog_config.resolve(config, len(vocab), len(info["topics"]))
-        module = DialogCVAE(run.model)
-        cls = DialogModel
+        module, cls = DialogCVAE(run.model), DialogModel
     else:
         from bnvae_jax import config as config_lib
 
         run = config_lib.resolve(config, len(vocab))
-        module = TextVAE(run.model)
-        cls = TextModel
-    model = cls(
-        module=module,
-        variables=variables,
-        vocab=vocab,
-        config=ml_collections.FrozenConfigDict(config),
-        info=info,
-        run=run,
-    )
-    if cls is TextModel:
-        _warn_if_bn_lags(model)
+        module, cls = TextVAE(run.model), TextModel
+    frozen = ml_collections.FrozenConfigDict(config)
+    model = cls(module, variables, vocab, frozen, info, run=run)
+    bound = _kl_bound(model) if cls is TextModel else None
+    test = info.get("results", {}).get("test", {})
+    if bound is not None and "kl" in test and test["kl"] < BOUND_SLACK * bound:
+        warnings.warn(
+            f"test KL {test['kl']:.3g} < the BN head's bound {bound:.3g}: the running "
+            "statistics of this checkpoint lag behind its encoder (an early best "
+            "checkpoint?); model.recompute_bn(training_sentences) or "
+            "`python -m bnvae_jax.evaluate --precise_bn` recomputes them",
+            stacklevel=2,
+        )
     return model
 
 
@@ -783,21 +693,6 @@ def _kl_bound(model: TextModel) -> float | None:
     if not bn_stats.has_bn_head(model.variables):
         return None
     return bn_stats.promised_bound(model.module, model.variables)
-
-
-def _warn_if_bn_lags(model: TextModel) -> None:
-    """One warning when a BN run's test KL fell short of its bound."""
-    bound = _kl_bound(model)
-    test = model.info.get("results", {}).get("test", {})
-    if bound is None or "kl" not in test or test["kl"] >= BOUND_SLACK * bound:
-        return
-    warnings.warn(
-        f"test KL {test['kl']:.3g} < the BN head's bound {bound:.3g}: the running "
-        "statistics of this checkpoint lag behind its encoder (an early best "
-        "checkpoint?); model.recompute_bn(training_sentences) or "
-        "`python -m bnvae_jax.evaluate --precise_bn` recomputes them",
-        stacklevel=3,
-    )
 
 
 def _model_card(model: _Model) -> str:
@@ -826,8 +721,7 @@ def _model_card(model: _Model) -> str:
         lines += ["", "Test metrics of the training run (nats per sentence):", ""]
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in shown.items()]
-    lines += [
-        "",
-        "Load with `bnvae_jax.load(this_folder)`; files and checksums: model.json.",
-    ]
+    lines.append(
+        "\nLoad with `bnvae_jax.load(this_folder)`; files and checksums: model.json."
+    )
     return "\n".join(lines) + "\n"

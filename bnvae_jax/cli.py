@@ -126,6 +126,8 @@ def format_config(config) -> str:
 
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+# Mistakes in argv or the config, each shown as one line.
+ARGV_ERRORS = (flags.Error, UserError, ValueError, TypeError, KeyError, AttributeError)
 
 
 def make_flags_parser(flag: str | None = "config"):
@@ -146,16 +148,8 @@ def make_flags_parser(flag: str | None = "config"):
                 config = load_config_file(_config_path(argv, flag))
                 config_lib.check_override_keys(config, _override_keys(argv, flag))
             return flags.FLAGS(argv)
-        except (
-            flags.Error,
-            UserError,
-            ValueError,
-            TypeError,
-            KeyError,
-            AttributeError,
-        ) as e:
-            message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-            fail(message)
+        except ARGV_ERRORS as e:
+            fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
 
     return parse
 
@@ -245,28 +239,24 @@ def check_file(path: str | os.PathLike, what: str) -> pathlib.Path:
     return path
 
 
-def compilation_cache_dir(setting: str) -> str | None:
-    """Where compiled programs persist: ``setting`` of ``config.compilation_cache``.
-
-    'user' means ``$XDG_CACHE_HOME/bnvae_jax/xla`` (default ``~/.cache``): one
-    cache for every run of this user, so sweep runs, resumed runs and
-    evaluations reuse what an earlier run compiled. '' turns the cache off.
-    """
-    if not setting:
-        return None
-    if setting == "user":
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-        return os.path.join(base, "bnvae_jax", "xla")
-    return os.path.expanduser(setting)
-
-
 def enable_compilation_cache(config) -> None:
-    """Turns on JAX's persistent compilation cache as ``config`` asks."""
+    """Turns on JAX's persistent compilation cache as ``config.compilation_cache`` asks.
+
+    'user' (the default) means ``$XDG_CACHE_HOME/bnvae_jax/xla`` (default
+    ``~/.cache``): one cache for every run of this user, so sweep runs, resumed
+    runs and evaluations reuse what an earlier run compiled. '' turns it off;
+    anything else is the folder.
+    """
     import jax
 
-    path = compilation_cache_dir(config.get("compilation_cache", "user"))
-    if path is None:
+    path = config.get("compilation_cache", "user")
+    if not path:
         return
+    if path == "user":
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        path = os.path.join(base, "bnvae_jax", "xla")
+    else:
+        path = os.path.expanduser(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
@@ -295,39 +285,33 @@ LOG_FILE = "log.txt"
 FILE_ONLY = "bnvae_jax.file"
 
 
-class _TqdmHandler(logging.Handler):
-    """Writes records through ``tqdm.write``: a record never breaks a bar."""
+class _Console(logging.Handler):
+    """Our INFO records and everyone's warnings (third-party INFO if asked).
 
-    def emit(self, record):
-        try:
-            tqdm.tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:
-            self.handleError(record)
-
-
-class _ConsoleFormatter(logging.Formatter):
-    def format(self, record):
-        text = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            text = f"{record.levelname.lower()}: {text}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-class _ConsoleFilter(logging.Filter):
-    """Our INFO records and everyone's warnings; third-party INFO if asked."""
+    Records go through ``tqdm.write``, so a record never breaks a progress bar.
+    """
 
     def __init__(self, level: int):
         super().__init__()
-        self.level = level  # third-party records below this stay off
+        self.level_others = level  # third-party records below this stay off
 
     def filter(self, record):
         name = record.name
         ours = name in ("root", "__main__") or name.startswith("bnvae_jax")
         if ours and not name.startswith(FILE_ONLY):
             return record.levelno >= logging.INFO
-        return record.levelno >= self.level
+        return record.levelno >= self.level_others
+
+    def emit(self, record):
+        try:
+            text = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                text = f"{record.levelname.lower()}: {text}"
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            tqdm.tqdm.write(text, file=sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 def verbosity() -> int:
@@ -351,10 +335,7 @@ def setup_logging(level: int | None = None) -> None:
         root.removeHandler(handler)
     root.setLevel(min(logging.INFO, console_level))
     logging.getLogger("absl").setLevel(logging.NOTSET)
-    handler = _TqdmHandler()
-    handler.setFormatter(_ConsoleFormatter())
-    handler.addFilter(_ConsoleFilter(console_level))
-    root.addHandler(handler)
+    root.addHandler(_Console(console_level))
     logging.captureWarnings(True)
 
 
@@ -362,11 +343,11 @@ def log_to_file(directory: str | os.PathLike, name: str = LOG_FILE) -> None:
     """Appends every record (third-party INFO too) to ``directory/name``."""
     path = pathlib.Path(directory) / name
     root = logging.getLogger()
-    for handler in root.handlers:
-        if isinstance(handler, logging.FileHandler) and handler.baseFilename == str(
-            path.absolute()
-        ):
-            return
+    files = [
+        h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)
+    ]
+    if str(path.absolute()) in files:
+        return
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s")
@@ -377,22 +358,14 @@ def log_to_file(directory: str | os.PathLike, name: str = LOG_FILE) -> None:
 def format_table(results: dict, splits: Sequence[str] = ("valid", "test")) -> str:
     """A plain-text table of the headline metrics of ``results.json``."""
     keys = [k for k in TABLE_KEYS if any(k in results.get(s, {}) for s in splits)]
-    header = ["split"] + keys
-    rows = [header]
-    for split in splits:
-        values = results.get(split)
-        if values is None:
-            continue
+    rows = [["split", *keys]]
+    for split in (s for s in splits if results.get(s) is not None):
+        values = results[split]
+        cells = [values.get(k, "-") for k in keys]
         rows.append(
-            [split]
-            + [
-                f"{values[k]:.3f}"
-                if isinstance(values.get(k), float)
-                else str(values.get(k, "-"))
-                for k in keys
-            ]
+            [split] + [f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(keys) + 1)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

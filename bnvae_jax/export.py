@@ -26,8 +26,7 @@ def main(argv):
     del argv
     cli.setup_logging()
     checkpoint = FLAGS.checkpoint
-    if checkpoint.isdigit():
-        checkpoint = int(checkpoint)
+    checkpoint = int(checkpoint) if checkpoint.isdigit() else checkpoint
     with cli.user_errors():
         import bnvae_jax
 

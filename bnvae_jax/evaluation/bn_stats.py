@@ -66,12 +66,11 @@ def promised_bound(model: nn.Module, variables: Mapping) -> float:
     return float(np.sum(gamma**2 + beta**2) / 2)
 
 
-def _raw_mu(module: nn.Module, tokens, lengths):
-    return module.encoder(tokens, lengths)[0]
-
-
 def _moments_kernel(variables, tokens, lengths, mask, *, model):
-    mu = model.apply(variables, tokens, lengths, method=_raw_mu)
+    def raw_mu(module, *arrays):  # before the head
+        return module.encoder(*arrays)[0]
+
+    mu = model.apply(variables, tokens, lengths, method=raw_mu)
     return posteriors.masked_moments(mu, mask)
 
 
@@ -82,7 +81,7 @@ def _jitted(model: nn.Module):
 
 
 def _population_moments(
-    model, variables, rows, *, batch_size, bucket_width, max_sentences=0
+    model, variables, rows, batch_size, bucket_width, max_sentences=0
 ):
     """Count, mean and biased variance <float64>[n] of the raw μ over real rows.
 
@@ -94,29 +93,21 @@ def _population_moments(
     rows = list(rows[:max_sentences] if max_sentences > 0 else rows)
     if not rows:
         raise ValueError("no rows to estimate the statistics of μ from")
-    config = batching.BatchingConfig(batch_size=batch_size, bucket_width=bucket_width)
-    plan = batching.plan_batches(rows, config)
-    kernel = _jitted(model)
+    plan = batching.plan_batches(
+        rows, batching.BatchingConfig(batch_size, bucket_width)
+    )
     count, mean, m2 = 0.0, 0.0, 0.0
     for i in range(len(plan)):
         batch = plan.make_batch(i)
-        b_mean, b_var, _ = kernel(variables, batch.tokens, batch.lengths, batch.mask)
-        n_b = float(batch.num_real)
-        b_mean = np.asarray(b_mean, np.float64)
-        delta = b_mean - mean
-        total = count + n_b
+        b_mean, b_var, _ = _jitted(model)(
+            variables, batch.tokens, batch.lengths, batch.mask
+        )
+        n_b, b_mean = float(batch.num_real), np.asarray(b_mean, np.float64)
+        delta, total = b_mean - mean, count + n_b
         mean = mean + delta * n_b / total
         m2 = m2 + np.asarray(b_var, np.float64) * n_b + delta**2 * count * n_b / total
         count = total
     return count, mean, m2 / count
-
-
-def _with_stats(variables: Mapping, mean: np.ndarray, var: np.ndarray) -> Mapping:
-    new = flax.core.unfreeze(variables)
-    bn = new["batch_stats"]["head"]["bn"]
-    bn["mean"] = jnp.asarray(mean, bn["mean"].dtype)
-    bn["var"] = jnp.asarray(var, bn["var"].dtype)
-    return flax.core.freeze(new) if isinstance(variables, flax.core.FrozenDict) else new
 
 
 def precise_batch_stats(
@@ -144,14 +135,13 @@ def precise_batch_stats(
       running variance estimates it.
     """
     count, mean, var = _population_moments(
-        model,
-        variables,
-        rows,
-        batch_size=batch_size,
-        bucket_width=bucket_width,
-        max_sentences=max_sentences,
+        model, variables, rows, batch_size, bucket_width, max_sentences
     )
-    return _with_stats(variables, mean, var * count / max(count - 1.0, 1.0))
+    new = flax.core.unfreeze(variables)
+    bn = new["batch_stats"]["head"]["bn"]
+    bn["mean"] = jnp.asarray(mean, bn["mean"].dtype)
+    bn["var"] = jnp.asarray(var * count / max(count - 1.0, 1.0), bn["var"].dtype)
+    return flax.core.freeze(new) if isinstance(variables, flax.core.FrozenDict) else new
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +210,5 @@ def lag_report(
         )
         if np.sqrt(unbiased / denominator(unbiased)).min() < low:
             message += "; μ's variance is near eps too, see model.bn_remedy"
-    return LagReport(
-        int(count),
-        float(ratio.min()),
-        float(ratio.max()),
-        eval_bound,
-        promised,
-        message,
-    )
+    ratios = float(ratio.min()), float(ratio.max())
+    return LagReport(int(count), *ratios, eval_bound, promised, message)

@@ -15,14 +15,10 @@ from jax import lax
 
 from bnvae_jax import fileio
 from bnvae_jax.config import EvalConfig
-from bnvae_jax.data.vocab import BOS, EOS, PAD, Vocab
+from bnvae_jax.data.vocab import BOS, EOS, PAD
 from bnvae_jax.models import svi
 
 Variables = Any
-
-RECONSTRUCTIONS = "reconstructions.txt"
-PRIOR_SAMPLES = "prior_samples.txt"
-PRIOR_SAMPLES_SAMPLED = "prior_samples_sampled.txt"
 
 
 class BeamResult(NamedTuple):
@@ -38,29 +34,35 @@ class BeamResult(NamedTuple):
     scores: jax.Array
 
 
-def _step(model: nn.Module, variables: Variables, state, token, z):
-    return model.apply(variables, state, token, z, method="decode_step")
+@functools.partial(jax.jit, static_argnames=("model", "max_len"))
+def sample_decode(
+    model: nn.Module,
+    variables: Variables,
+    z: jax.Array,
+    key: jax.Array | None,
+    *,
+    max_len: int,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """Multinomial decoding from softmax(logits / temperature), from ``<s>`` on.
 
-
-def _ancestral_decode(model, variables, z, key, max_len, temperature):
-    """Runs the decoder from ``<s>`` until every row emitted ``</s>`` or max_len.
+    Each row stops at its first ``</s>``; the loop stops when every row has or
+    after ``max_len`` positions.
 
     Args:
-      model: the TextVAE.
-      variables: its variables.
+      model: the TextVAE (static).
+      variables: its variables ({'params', 'batch_stats'}).
       z: <float32>[B, n] latent codes.
-      key: PRNG key for sampling, or None for argmax.
-      max_len: number of generated positions.
-      temperature: softmax temperature of the sampler (unused for argmax).
+      key: PRNG key; the same key gives the same sentences. None: argmax
+        decoding (``greedy_decode``; the temperature is then unused).
+      max_len: number of generated positions (static).
+      temperature: softmax temperature (1: the model's distribution).
 
     Returns:
-      <int32>[B, max_len] tokens, ``PAD`` after the first ``</s>``.
+      <int32>[B, max_len] tokens without the leading ``<s>``; ``</s>`` included,
+      ``PAD`` after it.
     """
     batch = z.shape[0]
-    state = model.apply(variables, z, method="decode_init")
-    out = jnp.full((batch, max_len), PAD, jnp.int32)
-    token = jnp.full((batch,), BOS, jnp.int32)
-    finished = jnp.zeros((batch,), bool)
 
     def cond(carry):
         t, _, _, _, finished = carry
@@ -68,64 +70,28 @@ def _ancestral_decode(model, variables, z, key, max_len, temperature):
 
     def body(carry):
         t, state, token, out, finished = carry
-        state, logits = _step(model, variables, state, token, z)
+        state, logits = model.apply(variables, state, token, z, method="decode_step")
         if key is None:
-            nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            nxt = jnp.argmax(logits, axis=-1)
         else:
-            nxt = jax.random.categorical(
-                jax.random.fold_in(key, t), logits / temperature, axis=-1
-            ).astype(jnp.int32)
-        nxt = jnp.where(finished, PAD, nxt)
+            sub = jax.random.fold_in(key, t)
+            nxt = jax.random.categorical(sub, logits / temperature, axis=-1)
+        nxt = jnp.where(finished, PAD, nxt.astype(jnp.int32))
         out = lax.dynamic_update_slice_in_dim(out, nxt[:, None], t, axis=1)
         return t + 1, state, nxt, out, finished | (nxt == EOS)
 
-    carry = (jnp.int32(0), state, token, out, finished)
+    state = model.apply(variables, z, method="decode_init")
+    out = jnp.full((batch, max_len), PAD, jnp.int32)
+    token = jnp.full((batch,), BOS, jnp.int32)
+    carry = (jnp.int32(0), state, token, out, jnp.zeros((batch,), bool))
     return lax.while_loop(cond, body, carry)[3]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_len"))
 def greedy_decode(
     model: nn.Module, variables: Variables, z: jax.Array, *, max_len: int
 ) -> jax.Array:
-    """Argmax decoding from ``<s>``, stopping each row at ``</s>``.
-
-    Args:
-      model: the TextVAE (static).
-      variables: its variables ({'params', 'batch_stats'}).
-      z: <float32>[B, n] latent codes.
-      max_len: number of generated positions (static).
-
-    Returns:
-      <int32>[B, max_len] tokens without the leading ``<s>``; ``</s>`` included,
-      ``PAD`` after it.
-    """
-    return _ancestral_decode(model, variables, z, None, max_len, 1.0)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "max_len"))
-def sample_decode(
-    model: nn.Module,
-    variables: Variables,
-    z: jax.Array,
-    key: jax.Array,
-    *,
-    max_len: int,
-    temperature: float = 1.0,
-) -> jax.Array:
-    """Multinomial decoding from softmax(logits / temperature).
-
-    Args:
-      model: the TextVAE (static).
-      variables: its variables.
-      z: <float32>[B, n] latent codes.
-      key: PRNG key; the same key gives the same sentences.
-      max_len: number of generated positions (static).
-      temperature: softmax temperature (1: the model's distribution).
-
-    Returns:
-      <int32>[B, max_len] tokens as in ``greedy_decode``.
-    """
-    return _ancestral_decode(model, variables, z, key, max_len, temperature)
+    """Argmax decoding: ``sample_decode`` without a key."""
+    return sample_decode(model, variables, z, None, max_len=max_len)
 
 
 class _Beam(NamedTuple):
@@ -198,7 +164,10 @@ def beam_search(
         return (beam.t < max_len) & jnp.any(beam.num_fin < k)
 
     def body(beam: _Beam) -> _Beam:
-        state, logits = _step(model, variables, beam.state, beam.token.reshape(-1), zk)
+        token = beam.token.reshape(-1)
+        state, logits = model.apply(
+            variables, beam.state, token, zk, method="decode_step"
+        )
         vocab = logits.shape[-1]
         logp = jax.nn.log_softmax(logits, axis=-1).reshape(batch, k, vocab)
         if length_norm:  # at least one word before </s>
@@ -226,15 +195,11 @@ def beam_search(
             beam.fin_seqs,
         )
         rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
+        state = jax.tree.map(lambda s: s[rows], state)
+        alive = jnp.where(stays, scores, neg_inf)
+        num_fin = beam.num_fin + jnp.sum(ends, axis=1, dtype=jnp.int32)
         return _Beam(
-            t=beam.t + 1,
-            state=jax.tree.map(lambda s: s[rows], state),
-            token=word,
-            alive_scores=jnp.where(stays, scores, neg_inf),
-            alive_seqs=seqs,
-            fin_scores=fin_scores,
-            fin_seqs=fin_seqs,
-            num_fin=beam.num_fin + jnp.sum(ends, axis=1, dtype=jnp.int32),
+            beam.t + 1, state, word, alive, seqs, fin_scores, fin_seqs, num_fin
         )
 
     beam = lax.while_loop(cond, body, beam)
@@ -297,10 +262,6 @@ def _posterior_sample(model, variables, tokens, lengths, key):
     return model.family.sample_rows(post, keys)
 
 
-def _text(vocab: Vocab, ids) -> str:
-    return " ".join(vocab.decode(ids))
-
-
 def write_outputs(
     model: nn.Module,
     variables: Variables,
@@ -332,62 +293,41 @@ def write_outputs(
     Returns:
       {'reconstructions', 'prior_samples', 'prior_samples_sampled'} -> path.
     """
-    outdir = pathlib.Path(outdir)
-    vocab = data.vocab
     k_post, k_sample, k_prior, k_prior_sample = jax.random.split(key, 4)
     max_len = cfg.max_decode_len
 
+    def text(ids) -> str:
+        return " ".join(data.vocab.decode(ids))
+
+    def decoded(z, sample_key, beam=False):  # name -> <int32>[B, max_len]
+        out = {
+            "greedy": greedy_decode(model, variables, z, max_len=max_len),
+            "sample": sample_decode(model, variables, z, sample_key, max_len=max_len),
+        }
+        if beam:
+            out["beam"] = beam_search(
+                model, variables, z, beam_size=cfg.beam_size, max_len=max_len
+            ).tokens
+        return {name: np.asarray(ids) for name, ids in out.items()}
+
+    lines = {"reconstructions": [], "prior_samples": [], "prior_samples_sampled": []}
     rows = list(data.test[: cfg.num_reconstructions])
-    blocks = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        tokens, lengths = pad_rows(chunk)
         sub = jax.random.fold_in(k_post, start)
-        z = _posterior_sample(model, variables, tokens, lengths, sub)
-        decoded = {
-            "greedy": greedy_decode(model, variables, z, max_len=max_len),
-            "sample": sample_decode(
-                model,
-                variables,
-                z,
-                jax.random.fold_in(k_sample, start),
-                max_len=max_len,
-            ),
-            "beam": beam_search(
-                model, variables, z, beam_size=cfg.beam_size, max_len=max_len
-            ).tokens,
-        }
-        decoded = {name: np.asarray(v) for name, v in decoded.items()}
+        z = _posterior_sample(model, variables, *pad_rows(chunk), sub)
+        out = decoded(z, jax.random.fold_in(k_sample, start), beam=True)
         for i, row in enumerate(chunk):
-            lines = [f"x: {_text(vocab, row)}"]
-            lines += [f"{name}: {_text(vocab, v[i])}" for name, v in decoded.items()]
-            blocks.append("\n".join(lines) + "\n\n")
-
-    greedy_lines, sampled_lines = [], []
+            block = [f"x: {text(row)}"] + [f"{k}: {text(v[i])}" for k, v in out.items()]
+            lines["reconstructions"].append("\n".join(block) + "\n\n")
     num = cfg.num_prior_samples
-    latent = model.cfg.latent_dim
-    z_all = model.family.prior_sample(k_prior, num, latent)
+    z_all = model.family.prior_sample(k_prior, num, model.cfg.latent_dim)
     for start in range(0, num, batch_size):
-        z = z_all[start : start + batch_size]
-        greedy = np.asarray(greedy_decode(model, variables, z, max_len=max_len))
-        sampled = np.asarray(
-            sample_decode(
-                model,
-                variables,
-                z,
-                jax.random.fold_in(k_prior_sample, start),
-                max_len=max_len,
-            )
-        )
-        greedy_lines += [_text(vocab, s) + "\n" for s in greedy]
-        sampled_lines += [_text(vocab, s) + "\n" for s in sampled]
-
-    paths = {
-        "reconstructions": outdir / RECONSTRUCTIONS,
-        "prior_samples": outdir / PRIOR_SAMPLES,
-        "prior_samples_sampled": outdir / PRIOR_SAMPLES_SAMPLED,
-    }
-    fileio.write_text_atomic(paths["reconstructions"], "".join(blocks))
-    fileio.write_text_atomic(paths["prior_samples"], "".join(greedy_lines))
-    fileio.write_text_atomic(paths["prior_samples_sampled"], "".join(sampled_lines))
+        sub = jax.random.fold_in(k_prior_sample, start)
+        out = decoded(z_all[start : start + batch_size], sub)
+        lines["prior_samples"] += [text(s) + "\n" for s in out["greedy"]]
+        lines["prior_samples_sampled"] += [text(s) + "\n" for s in out["sample"]]
+    paths = {name: pathlib.Path(outdir) / f"{name}.txt" for name in lines}
+    for name, path in paths.items():
+        fileio.write_text_atomic(path, "".join(lines[name]))
     return paths

@@ -37,12 +37,6 @@ def _aggregate_log_q(z, mu, logvar):
     return out - math.log(num)
 
 
-def _neg_entropy(logvar):
-    """E_x E_q[log q(z|x)] per example: −n/2 log 2π − ½ Σ_j (1 + logvar_j)."""
-    n = logvar.shape[-1]
-    return -0.5 * n * LOG_2PI - 0.5 * jnp.sum(1.0 + logvar, axis=-1)
-
-
 def mutual_information_dataset(mu, logvar, key) -> float:
     """I_q(x; z) with the aggregate posterior over the whole split.
 
@@ -56,8 +50,9 @@ def mutual_information_dataset(mu, logvar, key) -> float:
     """
     mu, logvar = jnp.asarray(mu), jnp.asarray(logvar)
     z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
-    neg_h = jnp.mean(_neg_entropy(logvar))
-    return float(neg_h - jnp.mean(_aggregate_log_q(z, mu, logvar)))
+    # E_x E_q[log q(z|x)] per example: −n/2 log 2π − ½ Σ_j (1 + logvar_j).
+    neg_h = -0.5 * mu.shape[-1] * LOG_2PI - 0.5 * jnp.sum(1.0 + logvar, axis=-1)
+    return float(jnp.mean(neg_h) - jnp.mean(_aggregate_log_q(z, mu, logvar)))
 
 
 def mutual_information_per_batch(mu, logvar, batch_ids, key) -> float:
@@ -71,15 +66,11 @@ def mutual_information_per_batch(mu, logvar, batch_ids, key) -> float:
       batch_ids: <int>[N] the evaluation batch each example belongs to.
       key: PRNG key.
     """
-    mu, logvar = np.asarray(mu), np.asarray(logvar)
-    batch_ids = np.asarray(batch_ids)
+    mu, logvar, batch_ids = np.asarray(mu), np.asarray(logvar), np.asarray(batch_ids)
     total, count = 0.0, 0
     for i, b in enumerate(np.unique(batch_ids)):
-        sel = batch_ids == b
-        value = mutual_information_dataset(
-            mu[sel], logvar[sel], jax.random.fold_in(key, i)
-        )
-        total += value * int(sel.sum())
+        sel, sub = batch_ids == b, jax.random.fold_in(key, i)
+        total += mutual_information_dataset(mu[sel], logvar[sel], sub) * int(sel.sum())
         count += int(sel.sum())
     return total / max(count, 1)
 

@@ -45,9 +45,32 @@ class PosteriorPass:
     tokens: np.ndarray
 
 
+def example_keys(key: jax.Array, index) -> jax.Array:
+    """Each row's key ``fold_in(key, i)`` for its sentence ``i`` (padding: 0)."""
+    index = jnp.maximum(jnp.asarray(index), 0)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+
+
+def _rows(batch):
+    return batch["tokens"], batch["lengths"], batch["mask"], batch["index"]
+
+
+def _real(batch, **per_row) -> dict[str, np.ndarray]:
+    """Per-row results of a batch's real rows, with corpus ids and tokens."""
+    real = np.asarray(batch["mask"]) > 0
+    per_row.update(index=batch["index"], tokens=np.asarray(batch["lengths"]) - 1)
+    return {name: np.asarray(v)[real] for name, v in per_row.items()}
+
+
+def _corpus_order(chunks: list[dict]) -> dict:
+    merged = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    order = np.argsort(merged["index"], kind="stable")
+    return {k: v[order] for k, v in merged.items()}
+
+
 def _elbo_kernel(variables, key, tokens, lengths, mask, index, *, model):
     family = model.family
-    keys = _per_example_keys(key, index)
+    keys = example_keys(key, index)
     post = svi.eval_posterior(model, variables, tokens, lengths, mask, keys)
     z = family.sample_rows(post, keys)
     rec = model.apply(
@@ -56,12 +79,6 @@ def _elbo_kernel(variables, key, tokens, lengths, mask, index, *, model):
     location = family.location(post)
     logvar = post.logvar if family.has_variance else jnp.full_like(location, jnp.nan)
     return location, logvar, rec, jnp.sum(family.kl(post), -1)
-
-
-def _concat_real(chunks: list[dict]) -> dict:
-    merged = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    order = np.argsort(merged["index"], kind="stable")
-    return {k: v[order] for k, v in merged.items()}
 
 
 def posterior_pass(
@@ -85,30 +102,11 @@ def posterior_pass(
     chunks = []
     for b_id, batch in enumerate(batches):
         mu, logvar, rec, kl = kernel(variables, key, *_rows(batch))
-        real = np.asarray(batch["mask"]) > 0
-        lengths = np.asarray(batch["lengths"])
+        batch_id = np.full(len(batch["mask"]), b_id)
         chunks.append(
-            {
-                "index": np.asarray(batch["index"])[real],
-                "batch_id": np.full(int(real.sum()), b_id),
-                "mu": np.asarray(mu)[real],
-                "logvar": np.asarray(logvar)[real],
-                "rec": np.asarray(rec)[real],
-                "kl": np.asarray(kl)[real],
-                "tokens": (lengths - 1)[real],
-            }
+            _real(batch, batch_id=batch_id, mu=mu, logvar=logvar, rec=rec, kl=kl)
         )
-    return PosteriorPass(**_concat_real(chunks))
-
-
-def _rows(batch):
-    return batch["tokens"], batch["lengths"], batch["mask"], batch["index"]
-
-
-def _per_example_keys(key, index):
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(
-        jnp.maximum(jnp.asarray(index), 0)
-    )
+    return PosteriorPass(**_corpus_order(chunks))
 
 
 def _iw_kernel(
@@ -121,9 +119,8 @@ def _iw_kernel(
     of ``rows × chunk`` sequences.
     """
     family = model.family
-    keys = _per_example_keys(key, index)
+    keys = example_keys(key, index)
     post = svi.eval_posterior(model, variables, tokens, lengths, mask, keys)
-    num_chunks = -(-num_samples // chunk)
 
     def log_weight(z):  # z: [B, n] -> [B]
         rec = model.apply(
@@ -133,17 +130,16 @@ def _iw_kernel(
 
     def one_chunk(c):
         # Sample k of sentence i uses fold_in(key_i, k): chunking changes nothing.
-        ids = c * chunk + jnp.arange(chunk)
-
-        def sample_j(j):
+        def sample(k):
             return family.sample_rows(
-                post, jax.vmap(lambda key: jax.random.fold_in(key, j))(keys)
+                post, jax.vmap(jax.random.fold_in, (0, None))(keys, k)
             )
 
-        z = jax.vmap(sample_j, out_axes=1)(ids)  # [B, chunk, n]
+        z = jax.vmap(sample, out_axes=1)(c * chunk + jnp.arange(chunk))  # [B, chunk, n]
         return jax.vmap(log_weight, in_axes=1, out_axes=1)(z)  # [B, chunk]
 
-    log_w = jax.lax.map(one_chunk, jnp.arange(num_chunks))  # [C, B, chunk]
+    # [C, B, chunk] for C = ceil(K / chunk) chunks
+    log_w = jax.lax.map(one_chunk, jnp.arange(-(-num_samples // chunk)))
     log_w = jnp.moveaxis(log_w, 0, 1).reshape(tokens.shape[0], -1)
     valid = jnp.arange(log_w.shape[1]) < num_samples
     return (estimators.log_mean_exp(log_w, axis=-1, valid=valid[None, :]),)
@@ -173,14 +169,10 @@ def _jitted(
     The kernel takes ``(variables, key, tokens, lengths, mask, index)`` as numpy
     batches of any size and returns numpy per-row results.
     """
-    if kind == "elbo":
-        return par.map_rows(functools.partial(_elbo_kernel, model=model), 4)
-    return par.map_rows(
-        functools.partial(
-            _iw_kernel, model=model, num_samples=num_samples, chunk=chunk
-        ),
-        4,
-    )
+    kernel = _elbo_kernel
+    if kind != "elbo":
+        kernel = functools.partial(_iw_kernel, num_samples=num_samples, chunk=chunk)
+    return par.map_rows(functools.partial(kernel, model=model), 4)
 
 
 def iw_log_likelihood(
@@ -228,13 +220,6 @@ def iw_log_likelihood(
             model, "iw", num_samples, sample_chunk(num_samples, chunk, fit), par=par
         )
         (log_px,) = kernel(variables, key, *_rows(batch))
-        real = np.asarray(batch["mask"]) > 0
-        chunks.append(
-            {
-                "index": np.asarray(batch["index"])[real],
-                "log_px": np.asarray(log_px, np.float64)[real],
-                "tokens": (np.asarray(batch["lengths"]) - 1)[real],
-            }
-        )
-    merged = _concat_real(chunks)
+        chunks.append(_real(batch, log_px=np.asarray(log_px, np.float64)))
+    merged = _corpus_order(chunks)
     return merged["index"], merged["log_px"], merged["tokens"]

@@ -6,6 +6,7 @@ Used by the train loop (validation every epoch, final test) and by the standalon
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -34,12 +35,7 @@ def root_key(cfg: EvalConfig, run_seed: int) -> jax.Array:
 
 def batch_arrays(batch: batching.Batch) -> dict[str, np.ndarray]:
     """The arrays of a ``Batch`` as the dict the jitted kernels take."""
-    return {
-        "tokens": batch.tokens,
-        "lengths": batch.lengths,
-        "mask": batch.mask,
-        "index": batch.index,
-    }
+    return {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
 
 
 def plan_batches(rows, batch_size: int, bucket_width: int) -> batching.BatchPlan:
@@ -49,8 +45,8 @@ def plan_batches(rows, batch_size: int, bucket_width: int) -> batching.BatchPlan
 
 
 def iterate_arrays(plan: batching.BatchPlan):
-    for i in range(len(plan)):
-        yield batch_arrays(plan.make_batch(i))
+    """The plan's batches in order, each as ``batch_arrays`` gives it."""
+    return (batch_arrays(plan.make_batch(i)) for i in range(len(plan)))
 
 
 def elbo_metrics(
@@ -69,24 +65,18 @@ def elbo_metrics(
     ``par``: the devices each batch is split over (default: one); a batch that
     does not divide is padded with empty rows, so results do not change.
     """
-    plan = plan_batches(rows, batch_size, bucket_width)
+    batches = iterate_arrays(plan_batches(rows, batch_size, bucket_width))
     mi_key, batch_mi_key, pass_key = jax.random.split(key, 3)
-    pp = passes.posterior_pass(
-        model, variables, iterate_arrays(plan), pass_key, par=par
-    )
-    words = float(np.sum(pp.tokens))
-    total = pp.rec + pp.kl
-    au, _ = estimators.active_units(pp.mu, au_threshold)
-    latent = pp.mu.shape[-1]
-    if latent and model.family.has_variance:
+    pp = passes.posterior_pass(model, variables, batches, pass_key, par=par)
+    words, total = float(np.sum(pp.tokens)), pp.rec + pp.kl
+    # No latent: no information. vMF: the Gaussian MI estimators do not apply
+    # (the paper reports none either).
+    mi = mi_batch = 0.0 if not pp.mu.shape[-1] else None
+    if pp.mu.shape[-1] and model.family.has_variance:
         mi = estimators.mutual_information_dataset(pp.mu, pp.logvar, mi_key)
         mi_batch = estimators.mutual_information_per_batch(
             pp.mu, pp.logvar, pp.batch_id, batch_mi_key
         )
-    else:
-        # No latent: no information. vMF: the Gaussian MI estimators do not
-        # apply (the paper reports none either).
-        mi = mi_batch = 0.0 if not latent else None
     metrics = {
         "elbo_nll": float(np.mean(total)),
         "rec": float(np.mean(pp.rec)),
@@ -94,7 +84,7 @@ def elbo_metrics(
         "ppl": float(math.exp(np.sum(total) / words)),
         "mi": mi,
         "mi_batch": mi_batch,
-        "au": au,
+        "au": estimators.active_units(pp.mu, au_threshold)[0],
         "num_sentences": len(pp.rec),
         "num_words": int(words),
     }
@@ -173,27 +163,18 @@ def evaluate_split(
 ) -> dict[str, float]:
     """All metrics of a split (the ``results.json`` entry)."""
     elbo_key, iw_key = jax.random.split(key)
+    sizes = {"bucket_width": bucket_width, "par": par}
     metrics, _ = elbo_metrics(
         model,
         variables,
         rows,
         elbo_key,
         batch_size=batch_size,
-        bucket_width=bucket_width,
         au_threshold=cfg.au_threshold,
-        par=par,
+        **sizes,
     )
     if with_iw:
-        metrics.update(
-            iw_metrics(
-                model,
-                variables,
-                rows,
-                iw_key,
-                cfg,
-                bucket_width=bucket_width,
-                progress=progress,
-                par=par,
-            )
+        metrics |= iw_metrics(
+            model, variables, rows, iw_key, cfg, progress=progress, **sizes
         )
     return metrics
