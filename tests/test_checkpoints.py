@@ -1,5 +1,6 @@
 """Tests of the orbax checkpoint wrapper and run_info.json."""
 
+import logging
 import math
 import os
 import subprocess
@@ -80,6 +81,22 @@ def test_latest_keeps_max_to_keep(tmp_path):
         # A resumed run saving again at a step it saved before replaces it.
         ckpt.save_latest(3, _state(4), {"step": "again"})
         assert ckpt.restore_latest(_state())[1] == {"step": "again"}
+        assert ckpt.latest_step() == 3
+
+
+def test_saving_a_step_again_is_silent(tmp_path, caplog):
+    with checkpoints.Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING):
+        # A periodic save, then the epoch's end at the same step.
+        ckpt.save_latest(4, _state(1), {"at": "step"})
+        ckpt.save_latest(4, _state(2), {"at": "end"})
+        assert not caplog.records
+        state, meta = ckpt.restore_latest(_state())
+        assert meta == {"at": "end"}
+        _assert_same(state, _state(2))
+        # A save before a newer checkpoint deletes that one, with a warning.
+        ckpt.save_latest(3, _state(3), {})
+        (record,) = caplog.records
+        assert f"deleting checkpoint {ckpt.directory}/4" in record.getMessage()
         assert ckpt.latest_step() == 3
 
 

@@ -127,8 +127,10 @@ class Checkpointer:
     def save_latest(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
         """Saves ``state`` and ``meta`` as checkpoint ``step``; returns when written.
 
-        Keeps the newest ``max_to_keep`` checkpoints. Checkpoints at ``step`` or
-        later (left by a run that was resumed from an earlier one) are replaced.
+        Keeps the newest ``max_to_keep`` checkpoints. A checkpoint at ``step``
+        (saved mid-epoch and again at the epoch's end, or by a run resumed from
+        it) is replaced; later ones (from a run resumed from an earlier step)
+        are deleted with a warning.
 
         Args:
             step: The training step (the checkpoint's name).
@@ -138,13 +140,14 @@ class Checkpointer:
         step = int(step)
         meta = _jsonable(meta)
         for old in self._latest.all_steps():
-            if old >= step:
+            if old > step:
                 logging.warning(
-                    "replacing checkpoint %s/%d by a save at step %d",
+                    "deleting checkpoint %s/%d: this run saves step %d after it",
                     self.directory,
                     old,
                     step,
                 )
+            if old >= step:
                 self._latest.delete(old)
         saved = self._latest.save(
             step,

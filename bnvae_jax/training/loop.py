@@ -344,7 +344,7 @@ def train_epochs(trainer: Trainer, state, loop: LoopState):
                 pending.append(metrics)
                 loop.train_tokens += trainer.batch_tokens(batch)
                 log = step % cfg.log_every_steps == 0
-                save = step % cfg.checkpoint_every_steps == 0
+                save = step % cfg.checkpoint_every_steps == 0 and position + 1 < total
                 if log or save:
                     scalars = flush(trainer, pending, loop, step)
                     loop.train_seconds += time.perf_counter() - since
