@@ -1,7 +1,11 @@
 """Tests of the orbax checkpoint wrapper and run_info.json."""
 
+import json
+import logging
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import ROOT, python_module, run_child
 
 from bnvae_jax.errors import WorkdirError
 from bnvae_jax.training import checkpoints
@@ -83,23 +88,29 @@ def test_latest_keeps_max_to_keep(tmp_path):
         assert ckpt.latest_step() == 3
 
 
+def _numbered(folder):
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
 def test_best_overwrites(tmp_path):
     with checkpoints.Checkpointer(tmp_path) as ckpt:
         with pytest.raises(WorkdirError, match="no best checkpoint"):
             ckpt.restore_best(_state())
-        assert ckpt.best_step() is None
         ckpt.save_best(5, _state(1.0), {"valid": np.float32(3.5)})
         ckpt.save_best(9, _state(2.0), {"valid": 2.5})
         ckpt.save_best(7, _state(3.0), {"valid": 1.5})  # replayed after a resume
-        assert len([p for p in ckpt.best_directory.iterdir() if p.name.isdigit()]) == 1
-        assert ckpt.best_step() == 7
+        assert _numbered(ckpt.best_directory) == [2]
         # "best" is no step of the latest checkpoints.
         assert ckpt.latest_step() is None
     with checkpoints.Checkpointer(tmp_path) as ckpt:
         state, meta = ckpt.restore_best(_state())
-        assert ckpt.best_step() == 7
+        params = ckpt.restore_best_params()
     _assert_same(state, _state(3.0))
+    _assert_same(params, _state(3.0)["params"])
     assert meta == {"valid": 1.5}
+    # The training step, as bnvae_jax.load reads it.
+    info = tmp_path / "checkpoints" / "best" / "2" / "info" / "metadata"
+    assert json.loads(info.read_text()) == {"step": 7}
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):
@@ -124,11 +135,192 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
     assert not (root / "9").exists()
 
 
-def test_mismatched_template_is_a_workdir_error(tmp_path):
+@pytest.mark.parametrize(
+    "template",
+    [
+        {"w": jnp.zeros((2, 3)), "extra": jnp.zeros(2)},
+        {"w": jnp.zeros((2, 4))},
+    ],
+    ids=["extra-leaf", "other-shape"],
+)
+def test_another_model_is_a_workdir_error_not_damage(tmp_path, template, caplog):
     with checkpoints.Checkpointer(tmp_path) as ckpt:
         ckpt.save_latest(1, {"w": jnp.zeros((2, 3))}, {})
-        with pytest.raises(WorkdirError, match="cannot restore checkpoint"):
-            ckpt.restore_latest({"w": jnp.zeros((2, 3)), "extra": jnp.zeros(2)})
+        ckpt.save_latest(2, {"w": jnp.ones((2, 3))}, {})
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(WorkdirError, match="2 does not fit this model") as e:
+            ckpt.restore_latest(template)
+    assert "\n" not in str(e.value) and "another model" in str(e.value)
+    # Nothing is moved aside and no other step is tried.
+    assert _numbered(tmp_path / "checkpoints") == [1, 2]
+    assert not (tmp_path / checkpoints.CORRUPT_DIR).exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _truncate(folder, pattern):
+    """Cuts the largest file of ``folder`` matching ``pattern`` to half its size.
+
+    Returns the file's path in ``folder`` and its new size.
+    """
+    path = max(folder.glob(pattern), key=lambda p: p.stat().st_size)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path.relative_to(folder), len(data) // 2
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _logged(caplog, call, *args):
+    """``call(*args)`` and the warnings it logged."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        result = call(*args)
+    return result, _warnings(caplog)
+
+
+@pytest.mark.parametrize(
+    "damaged", ["state/_METADATA", "state/manifest.ocdbt", "state/d/*", "meta/metadata"]
+)
+def test_unreadable_newest_checkpoint_is_moved_aside(tmp_path, damaged, caplog):
+    root = tmp_path / "checkpoints"
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        for step in (1, 2):
+            ckpt.save_latest(step, _state(step), {"step": step})
+    cut, size = _truncate(root / "2", damaged)
+    corrupt = tmp_path / checkpoints.CORRUPT_DIR
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        (state, meta), (warning,) = _logged(caplog, ckpt.restore_latest, _state())
+        assert meta == {"step": 1}
+        _assert_same(state, _state(1))
+        assert "checkpoint 2 is unreadable (" in warning
+        assert f"moved to {corrupt / '2'}, restored 1" in warning
+        # Moved as found (never deleted), out of orbax's listing.
+        assert (corrupt / "2" / cut).stat().st_size == size
+        assert _numbered(root) == [1] and ckpt.latest_step() == 1
+        # The resumed run saves step 2 again, with no warning.
+        _, logged = _logged(caplog, ckpt.save_latest, 2, _state(5), {"step": 5})
+        assert not logged
+        assert ckpt.restore_latest(_state())[1] == {"step": 5}
+    # Damaged again: the first copy moved aside is kept beside the second.
+    _truncate(root / "2", damaged)
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        assert ckpt.restore_latest(_state())[1] == {"step": 1}
+    assert sorted(p.name for p in corrupt.iterdir()) == ["2", "2.1"]
+
+
+def test_no_readable_checkpoint_is_an_error_and_moves_nothing(tmp_path):
+    root = tmp_path / "checkpoints"
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        for step in (1, 2):
+            ckpt.save_latest(step, _state(step), {"step": step})
+    _truncate(root / "1", "state/d/*")
+    _truncate(root / "2", "state/_METADATA")
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(WorkdirError) as e:
+            ckpt.restore_latest(_state())
+    message = str(e.value)
+    assert "\n" not in message
+    assert f"no checkpoint in {root} can be read (2: JSONDecodeError" in message
+    assert "; 1: ValueError" in message and message.endswith("use a new --workdir")
+    # Every rerun says the same: nothing is moved, nothing started afresh.
+    assert _numbered(root) == [1, 2]
+    assert not (tmp_path / checkpoints.CORRUPT_DIR).exists()
+
+
+def test_unreadable_best_falls_back_to_an_older_best(tmp_path, caplog):
+    best = tmp_path / "checkpoints" / "best"
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        ckpt.save_best(5, _state(1.0), {"valid": 2.0})
+        shutil.copytree(best / "0", tmp_path / "old_best")
+        ckpt.save_best(9, _state(2.0), {"valid": 1.0})
+    # What a kill between the new best's commit and the old one's deletion leaves.
+    shutil.copytree(tmp_path / "old_best", best / "0")
+    _truncate(best / "1", "state/d/*")
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        (state, meta), (warning,) = _logged(caplog, ckpt.restore_best, _state())
+    assert meta == {"valid": 2.0}
+    _assert_same(state, _state(1.0))
+    assert "checkpoint best/1 is unreadable (ValueError" in warning
+    assert "restored best/0" in warning
+    assert (tmp_path / checkpoints.CORRUPT_DIR / "best" / "1").is_dir()
+    assert _numbered(best) == [0]
+    # With no readable best left, the final evaluation stops with one line.
+    _truncate(best / "0", "meta/metadata")
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(WorkdirError, match=f"no checkpoint in {best} can be read"):
+            ckpt.restore_best(_state())
+        with pytest.raises(WorkdirError, match="0: JSONDecodeError"):
+            ckpt.restore_best_params()
+
+
+def test_saving_a_step_again_is_silent(tmp_path, caplog):
+    with checkpoints.Checkpointer(tmp_path) as ckpt:
+        # A periodic save, then the epoch's end at the same step.
+        _, logged = _logged(caplog, ckpt.save_latest, 4, _state(1), {"at": "step"})
+        assert not logged
+        _, logged = _logged(caplog, ckpt.save_latest, 4, _state(2), {"at": "end"})
+        assert not logged
+        state, meta = ckpt.restore_latest(_state())
+        assert meta == {"at": "end"}
+        _assert_same(state, _state(2))
+        # A save before a newer checkpoint deletes that one, with a warning.
+        _, (warning,) = _logged(caplog, ckpt.save_latest, 3, _state(3), {})
+        assert f"deleting checkpoint {ckpt.directory}/4" in warning
+        assert ckpt.latest_step() == 3
+
+
+# ``python -m bnvae_jax.main`` printing the step of every "latest" save.
+_MAIN_SHOWING_SAVES = textwrap.dedent(
+    """
+    from absl import app
+    from bnvae_jax import cli, main
+    from bnvae_jax.training import checkpoints
+    save_latest = checkpoints.Checkpointer.save_latest
+    def show(self, step, state, meta):
+        print("saving step", int(step), flush=True)
+        save_latest(self, step, state, meta)
+    checkpoints.Checkpointer.save_latest = show
+    app.run(main.main, flags_parser=cli.make_flags_parser())
+    """
+)
+
+
+def test_a_run_saves_each_step_once_and_resumes_past_a_damaged_checkpoint(
+    tmp_path,
+):
+    flags = [
+        f"--config={ROOT / 'configs' / 'tiny.py'}",
+        f"--workdir={tmp_path}",
+        "--config.train.epochs=1",  # 16 batches
+        "--config.train.checkpoint_every_steps=8",
+        "--config.eval.num_reconstructions=0",
+        "--config.eval.num_prior_samples=0",
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    code, output = run_child(
+        [sys.executable, "-c", _MAIN_SHOWING_SAVES, *flags], 300, cwd=ROOT, env=env
+    )
+    assert code == 0, output[-3000:]
+    # Step 16 ends the epoch: saved there once, not by the periodic save too.
+    assert re.findall(r"saving step (\d+)", output) == ["8", "16"]
+    assert not [line for line in output.splitlines() if "checkpoint" in line]
+    first = json.loads((tmp_path / "results.json").read_text())
+
+    _truncate(tmp_path / "checkpoints" / "16", "state/d/*")
+    code, output = run_child(
+        python_module("bnvae_jax.main", *flags), 300, cwd=ROOT, env=env
+    )
+    assert code == 0, output[-3000:]
+    (warning,) = [line for line in output.splitlines() if "checkpoint" in line]
+    assert warning.startswith("warning: checkpoint 16 is unreadable (ValueError")
+    assert "Traceback" not in output and "resuming from step 8" in output
+    assert (tmp_path / checkpoints.CORRUPT_DIR / "16").is_dir()
+    # Steps 9-16 again from step 8: the uninterrupted run's model.
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["steps"] == 16
+    assert again["test"] == pytest.approx(first["test"], rel=1e-5)
 
 
 def test_meta_must_be_jsonable(tmp_path):

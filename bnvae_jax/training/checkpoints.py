@@ -8,28 +8,41 @@ Layout::
         meta/                       a JSON dict (epoch, lr, counters, ...)
     workdir/checkpoints/best/<n>/   the one best state; ``n`` counts best saves
         state/ meta/ info/          ``info`` holds the training step
+    workdir/checkpoints_corrupt/    unreadable checkpoints, moved aside
 
-Saves are synchronous (``enable_async_checkpointing=False``) and atomic: orbax
-writes a step into ``<step>.orbax-checkpoint-tmp*``, writes
-``commit_success.txt`` into it and renames it to ``<step>`` only when complete;
-older checkpoints are deleted only after that rename. A run killed mid-save
-leaves the previous checkpoint restorable, and the temporary directory is
-ignored by ``all_steps`` and removed when the next ``Checkpointer`` opens the
-directory. The best checkpoint is numbered by a save counter, not by the
-training step, so replacing it is atomic even when a resumed run saves a best
-state at a step it saved before.
+Saves are synchronous and atomic: orbax writes a step into
+``<step>.orbax-checkpoint-tmp*``, writes ``commit_success.txt`` into it and
+renames it to ``<step>`` only when complete; older checkpoints are deleted only
+after that rename. A run killed mid-save leaves the previous checkpoint
+restorable; the temporary directory is ignored and removed when the next
+``Checkpointer`` opens the directory. The best checkpoint is numbered by a save
+counter, not by the training step, so replacing it is atomic even when a
+resumed run saves a best state at a step it saved before.
+
+A restore takes the newest checkpoint that reads. Newer ones that do not (a
+truncated or damaged file) are then moved to ``checkpoints_corrupt/``, never
+deleted, with one warning line each. When none reads, restoring raises
+``WorkdirError`` and moves nothing: a fresh start would replace the run's best
+checkpoint and results, and a rerun would no longer see that anything was lost.
+A checkpoint that reads as saved but not onto the template (other shapes or
+leaves) is another model's (``WorkdirError``), not a damaged one.
 
 In a multi-host run every process calls the same methods (orbax synchronises
-them and writes from the primary host); ``write_run_info`` writes on process 0
-only.
+them and writes from the primary host); process 0 moves unreadable checkpoints
+and writes ``run_info.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import logging as pylogging
 import math
 import os
 import pathlib
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +56,7 @@ from bnvae_jax.errors import WorkdirError
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
+CORRUPT_DIR = "checkpoints_corrupt"
 RUN_INFO_FILE = "run_info.json"
 _COMMIT_FILE = "commit_success.txt"
 _MISSING = object()
@@ -65,10 +79,6 @@ def _jsonable(value: Any, where: str = "meta") -> Any:
     raise TypeError(f"{where} is not JSON-able: {type(value).__name__}")
 
 
-def _is_complete(step_dir: pathlib.Path) -> bool:
-    return (step_dir / _COMMIT_FILE).is_file()
-
-
 def _manager(
     directory: pathlib.Path, item_names: tuple[str, ...], max_to_keep: int
 ) -> ocp.CheckpointManager:
@@ -76,16 +86,96 @@ def _manager(
         max_to_keep=max_to_keep,
         enable_async_checkpointing=False,
         cleanup_tmp_directories=True,
-        create=True,
     )
     return ocp.CheckpointManager(directory, options=options, item_names=item_names)
+
+
+def _complete_steps(manager: ocp.CheckpointManager) -> list[int]:
+    """Steps of ``manager`` that finished saving, newest first."""
+    root = pathlib.Path(manager.directory)
+    done = [s for s in manager.all_steps() if (root / str(s) / _COMMIT_FILE).is_file()]
+    return sorted(done, reverse=True)
+
+
+def _save(manager: ocp.CheckpointManager, step: int, **items) -> None:
+    """Saves the orbax ``items`` as ``step`` of ``manager``; returns when written."""
+    if not manager.save(step, args=ocp.args.Composite(**items), force=True):
+        raise RuntimeError(f"orbax skipped the save of {manager.directory}/{step}")
+    manager.wait_until_finished()
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, template: Any) -> dict:
+    """The ``state`` and ``meta`` of ``manager``'s checkpoint ``step``."""
+    return manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()
+        ),
+    )
+
+
+def _readable(manager: ocp.CheckpointManager, step: int) -> bool:
+    """Whether checkpoint ``step`` reads as saved (without a template)."""
+    try:
+        _restore(manager, step, None)
+    except Exception:  # orbax's many error types
+        return False
+    return True
+
+
+def _reason(error: Exception) -> str:
+    """``error`` as a short one-line reason."""
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line}"[:120]
+
+
+@contextlib.contextmanager
+def _quiet_failed_restores():
+    """Silences what a failed orbax restore leaves behind.
+
+    A restore that fails on one array closes its event loop while tensorstore
+    finishes the other reads. Each then reports, through
+    ``sys.unraisablehook``, that it cannot reach the closed loop; asyncio logs
+    the failed reads as "exception was never retrieved" and Python warns of
+    coroutines "never awaited": a traceback apiece, all dropped in this
+    context, at whose end the leftovers are collected.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (
+            unraisable.exc_type is RuntimeError
+            and str(unraisable.exc_value) == "Event loop is closed"
+        ):
+            previous(unraisable)
+
+    asyncio_log = pylogging.getLogger("asyncio")
+    disabled = asyncio_log.disabled
+    sys.unraisablehook, asyncio_log.disabled = hook, True
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "coroutine .* never awaited", RuntimeWarning)
+        try:
+            yield
+        finally:
+            gc.collect()
+            sys.unraisablehook, asyncio_log.disabled = previous, disabled
+
+
+def _free_path(path: pathlib.Path) -> pathlib.Path:
+    """``path``, or ``path.1``, ``path.2``, ... : the first that does not exist."""
+    candidate, copy = path, 0
+    while candidate.exists():
+        copy += 1
+        candidate = path.with_name(f"{path.name}.{copy}")
+    return candidate
 
 
 class Checkpointer:
     """The run's "latest" and "best" checkpoints under ``workdir/checkpoints/``.
 
     Each checkpoint holds a state pytree (restored onto a template with the same
-    structure, shapes and dtypes) and a JSON-able ``meta`` dict.
+    structure, shapes and dtypes, or as saved when the template is None) and a
+    JSON-able ``meta`` dict.
     """
 
     def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 2):
@@ -102,63 +192,44 @@ class Checkpointer:
         self._latest = _manager(self.directory, ("state", "meta"), max_to_keep)
         self._best = _manager(self.best_directory, ("state", "meta", "info"), 1)
 
-    # -- latest -------------------------------------------------------------
-
-    def _complete_steps(self, manager: ocp.CheckpointManager) -> list[int]:
-        """Steps of ``manager`` that finished saving, newest first."""
-        steps = []
-        for step in sorted(manager.all_steps(), reverse=True):
-            if _is_complete(pathlib.Path(manager.directory) / str(step)):
-                steps.append(step)
-            else:
-                logging.warning(
-                    "checkpoint %s/%d is incomplete (no %s); ignored",
-                    manager.directory,
-                    step,
-                    _COMMIT_FILE,
-                )
-        return steps
-
     def latest_step(self) -> int | None:
         """The step of the newest complete "latest" checkpoint, None if none."""
-        steps = self._complete_steps(self._latest)
+        steps = _complete_steps(self._latest)
         return steps[0] if steps else None
 
     def save_latest(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
         """Saves ``state`` and ``meta`` as checkpoint ``step``; returns when written.
 
-        Keeps the newest ``max_to_keep`` checkpoints. Checkpoints at ``step`` or
-        later (left by a run that was resumed from an earlier one) are replaced.
+        Keeps the newest ``max_to_keep`` checkpoints. A checkpoint at ``step``
+        (saved mid-epoch and again at the epoch's end, or by a run resumed from
+        it) is replaced; later ones (from a run resumed from an earlier step)
+        are deleted with a warning.
 
         Args:
             step: The training step (the checkpoint's name).
             state: A pytree of arrays and scalars.
             meta: A JSON-able dict (numpy/JAX scalars are converted).
         """
-        step = int(step)
-        meta = _jsonable(meta)
+        step, meta = int(step), _jsonable(meta)
         for old in self._latest.all_steps():
-            if old >= step:
+            if old > step:
                 logging.warning(
-                    "replacing checkpoint %s/%d by a save at step %d",
+                    "deleting checkpoint %s/%d: this run saves step %d after it",
                     self.directory,
                     old,
                     step,
                 )
+            if old >= step:
                 self._latest.delete(old)
-        saved = self._latest.save(
+        _save(
+            self._latest,
             step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave(meta),
         )
-        self._latest.wait_until_finished()
-        if not saved:
-            raise RuntimeError(f"orbax skipped the save of step {step}")
 
     def restore_latest(self, template: Any) -> tuple[Any, dict] | None:
-        """The newest complete "latest" checkpoint, None when there is none.
+        """The newest readable "latest" checkpoint, None when there is none.
 
         Args:
             template: A pytree with the saved structure, shapes and dtypes (e.g.
@@ -168,65 +239,43 @@ class Checkpointer:
             ``(state, meta)`` or None.
 
         Raises:
-            WorkdirError: the checkpoint does not fit ``template``.
+            WorkdirError: a checkpoint does not fit ``template``, or none reads.
         """
-        steps = self._complete_steps(self._latest)
-        if not steps:
-            return None
-        return self._restore(self._latest, steps[0], template)
-
-    # -- best ---------------------------------------------------------------
-
-    def best_step(self) -> int | None:
-        """The training step of the best checkpoint, None if there is none."""
-        indices = self._complete_steps(self._best)
-        if not indices:
-            return None
-        info = self._best.restore(
-            indices[0], args=ocp.args.Composite(info=ocp.args.JsonRestore())
-        )["info"]
-        return int(info["step"])
+        return self._restore_newest(self._latest, template)
 
     def save_best(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
         """Replaces the best checkpoint by ``state`` and ``meta``; returns when done.
 
         Args:
-            step: The training step (kept in the checkpoint; see ``best_step``).
+            step: The training step (kept in the checkpoint's ``info``).
             state: A pytree of arrays and scalars.
             meta: A JSON-able dict (numpy/JAX scalars are converted).
         """
-        meta = _jsonable(meta)
-        index = max(self._best.all_steps(), default=-1) + 1
-        saved = self._best.save(
-            index,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                meta=ocp.args.JsonSave(meta),
-                info=ocp.args.JsonSave({"step": int(step)}),
-            ),
-            force=True,
+        _save(
+            self._best,
+            max(self._best.all_steps(), default=-1) + 1,
+            state=ocp.args.StandardSave(state),
+            meta=ocp.args.JsonSave(_jsonable(meta)),
+            info=ocp.args.JsonSave({"step": int(step)}),
         )
-        self._best.wait_until_finished()
-        if not saved:
-            raise RuntimeError(f"orbax skipped the best save of step {step}")
 
     def restore_best(self, template: Any) -> tuple[Any, dict]:
-        """The best checkpoint.
+        """The best checkpoint (the newest readable one).
 
         Args:
-            template: As for ``restore_latest``.
+            template: As for ``restore_latest``, or None for the tree as saved.
 
         Returns:
             ``(state, meta)``.
 
         Raises:
-            WorkdirError: there is no best checkpoint, or it does not fit
-                ``template``.
+            WorkdirError: there is no best checkpoint, it does not fit
+                ``template``, or none reads.
         """
-        indices = self._complete_steps(self._best)
-        if not indices:
+        restored = self._restore_newest(self._best, template)
+        if restored is None:
             raise WorkdirError(f"{self.best_directory} holds no best checkpoint")
-        return self._restore(self._best, indices[0], template)
+        return restored
 
     def restore_best_params(self) -> dict:
         """The best checkpoint's parameters as saved (nested dict of arrays).
@@ -234,48 +283,66 @@ class Checkpointer:
         Used to initialise another run from this one (no template needed).
 
         Raises:
-            WorkdirError: there is no best checkpoint or it cannot be read.
+            WorkdirError: there is no best checkpoint or none reads.
         """
-        indices = self._complete_steps(self._best)
-        if not indices:
-            raise WorkdirError(f"{self.best_directory} holds no best checkpoint")
-        try:
-            restored = self._best.restore(
-                indices[0],
-                args=ocp.args.Composite(state=ocp.args.StandardRestore()),
-            )
-        except Exception as e:  # reported as one line, logged in full
-            logging.warning("restoring %s failed", self.best_directory, exc_info=True)
-            raise WorkdirError(
-                f"cannot read the best checkpoint in {self.best_directory} "
-                f"({type(e).__name__})"
-            ) from e
-        return restored["state"]["params"]
+        return self.restore_best(None)[0]["params"]
 
-    # -- common -------------------------------------------------------------
+    @_quiet_failed_restores()
+    def _restore_newest(
+        self, manager: ocp.CheckpointManager, template: Any
+    ) -> tuple[Any, dict] | None:
+        """``(state, meta)`` of ``manager``'s newest readable checkpoint.
 
-    def _restore(
-        self, manager: ocp.CheckpointManager, step: int, template: Any
-    ) -> tuple[Any, dict]:
-        try:
-            restored = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(template),
-                    meta=ocp.args.JsonRestore(),
-                ),
-            )
-        except Exception as e:  # reported as one line, logged in full
-            logging.warning(
-                "restoring %s/%d failed", manager.directory, step, exc_info=True
-            )
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        Unreadable newer ones are moved aside once an older one has been read.
+        """
+        unreadable = []
+        for step in _complete_steps(manager):
+            folder = pathlib.Path(manager.directory) / str(step)
+            try:
+                restored = _restore(manager, step, template)
+            except Exception as e:  # orbax's many error types: one line
+                if template is not None and _readable(manager, step):
+                    raise WorkdirError(
+                        f"checkpoint {folder} does not fit this model "
+                        f"({_reason(e)}); does this workdir hold a run of another "
+                        "model? use a new --workdir"
+                    ) from e
+                unreadable.append((folder, _reason(e)))
+                continue
+            self._move_aside(manager, unreadable, folder)
+            return restored["state"], restored["meta"]
+        if unreadable:
+            reasons = "; ".join(f"{f.name}: {why}" for f, why in unreadable)
             raise WorkdirError(
-                f"cannot restore checkpoint {manager.directory}/{step} "
-                f"({type(e).__name__}: {detail}); does this workdir hold a run "
-                "of another model? use a new --workdir"
-            ) from e
-        return restored["state"], restored["meta"]
+                f"no checkpoint in {manager.directory} can be read ({reasons}); "
+                "use a new --workdir"
+            )
+        return None
+
+    def _move_aside(
+        self,
+        manager: ocp.CheckpointManager,
+        unreadable: list[tuple[pathlib.Path, str]],
+        restored: pathlib.Path,
+    ) -> None:
+        """Moves ``unreadable`` folders into ``workdir/checkpoints_corrupt/``."""
+        if not unreadable:
+            return
+        if jax.process_index() == 0:
+            for folder, reason in unreadable:
+                name = folder.relative_to(self.directory)
+                dest = _free_path(self.directory.parent / CORRUPT_DIR / name)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                folder.rename(dest)
+                logging.warning(
+                    "checkpoint %s is unreadable (%s); moved to %s, restored %s",
+                    name,
+                    reason,
+                    dest,
+                    restored.relative_to(self.directory),
+                )
+        ocp.multihost.sync_global_processes(f"moved aside before {restored}")
+        manager.reload()
 
     def close(self) -> None:
         """Waits for pending operations and releases the managers."""
@@ -333,31 +400,22 @@ def write_run_info(workdir: str | os.PathLike, info: Mapping[str, Any]) -> None:
 
 
 def _lookup(info: Mapping[str, Any], key: str) -> Any:
-    """``info[key]``, or the nested value at the dotted path ``key``."""
-    if key in info:
-        return info[key]
+    """``info[key]`` (or at the dotted path ``key``) as JSON holds it, or ``_MISSING``.
+
+    As JSON holds it: lists for tuples, strings for non-finite floats.
+    """
     value: Any = info
-    for part in key.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
-def _normalise(value: Any) -> Any:
-    """As stored in JSON: tuples become lists, non-finite floats strings."""
-    if value is _MISSING:
-        return value
+    if key in info:
+        value = info[key]
+    else:
+        for part in key.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                return _MISSING
+            value = value[part]
     value = _jsonable(value, "info")
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return json.loads(json.dumps(value))
-
-
-def _show(value: Any) -> str:
-    if value is _MISSING:
-        return "<unset>"
-    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def check_run_info(
@@ -380,11 +438,16 @@ def check_run_info(
     if stored is None:
         return False
     for key in keys:
-        old = _normalise(_lookup(stored, key))
-        new = _normalise(_lookup(info, key))
+        old, new = _lookup(stored, key), _lookup(info, key)
         if old != new:
             raise WorkdirError(
                 f"workdir {workdir} holds a run with {key}={_show(old)}, "
                 f"this config has {_show(new)}; use a new --workdir"
             )
     return True
+
+
+def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "<unset>"
+    return value if isinstance(value, str) else json.dumps(value)

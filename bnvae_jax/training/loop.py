@@ -278,7 +278,9 @@ def train_epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fn
                 pending.append(metrics)
                 loop.train_tokens += tokens
                 log = step % cfg.log_every_steps == 0
+                # No periodic save on an epoch's last batch: its end saves next.
                 save = step % cfg.checkpoint_every_steps == 0
+                save = save and position + 1 < num_batches
                 if log or save:
                     scalars = flush(ctx, pending, loop, step, fns["summarize"])
                     loop.train_seconds += time.perf_counter() - since
