@@ -185,7 +185,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         def run(state, batch, rng):
             new, metrics = step(state, batch, rng)
             if int(new.step) >= 8:
-                metrics = {**metrics, "rec_sum": metrics["rec_sum"] * float("nan")}
+                metrics = {**metrics, "loss_sum": metrics["loss_sum"] * float("nan")}
             return new, metrics
 
         return run
