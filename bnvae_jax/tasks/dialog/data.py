@@ -56,10 +56,8 @@ def tokenize(text: str) -> list[str]:
 
 def wrap(tokens: Sequence[str], max_len: int) -> tuple[str, ...]:
     """``<s> tokens </s>`` cut to ``max_len`` tokens, keeping the final ``</s>``."""
-    words = ["<s>", *tokens, "</s>"]
-    if len(words) > max_len:
-        words = words[: max_len - 1] + words[-1:]
-    return tuple(words)
+    words = ("<s>", *tokens, "</s>")
+    return words if len(words) <= max_len else (*words[: max_len - 1], "</s>")
 
 
 def _turn_tokens(text: str, max_utt_len: int) -> tuple[str, ...]:
@@ -101,8 +99,7 @@ def _dialog_meta(record: dict, where: str):
         if not isinstance(info, dict):
             raise DataError(f"{where}: speaker metadata must be an object")
         try:
-            age = float(_clean(info["age"]))
-            education = float(_clean(info["education"]))
+            age, education = (float(_clean(info[k])) for k in ("age", "education"))
             male = _clean(info["sex"]).upper() == "MALE"
         except KeyError as e:
             raise DataError(f"{where}: speaker metadata lacks {e.args[0]!r}") from None
@@ -124,7 +121,7 @@ def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
     if not isinstance(utts, list) or not utts:
         raise DataError(f"{where}: 'utts' must be a non-empty list")
     meta = _dialog_meta(record, where)
-    speakers, tokens = [0], [DIALOG_START]
+    speakers, said = [0], [DIALOG_START]
     for i, utt in enumerate(utts):
         if not isinstance(utt, list) or len(utt) < 2:
             raise DataError(f"{where}: utts[{i}] must be [speaker, text, ...]")
@@ -133,11 +130,9 @@ def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
                 f"{where}: utts[{i}] needs speaker 'A' or 'B' and a text string"
             )
         speakers.append(SPEAKER_LETTERS.index(utt[0]))
-        tokens.append(wrap(tokenize(utt[1]), max_utt_len))
+        said.append(wrap(tokenize(utt[1]), max_utt_len))
     topic = _clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC
-    return Dialog(
-        topic, meta, tuple(speakers), tuple(tokens), tuple(range(1, len(tokens)))
-    )
+    return Dialog(topic, meta, tuple(speakers), tuple(said), tuple(range(1, len(said))))
 
 
 def parse_text_line(line: str, max_utt_len: int, where: str) -> Dialog:
@@ -180,11 +175,10 @@ def read_dialogs(path: str, file_format: str, max_utt_len: int) -> list[Dialog]:
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise DataError(f"{path}: no dialogs")
-    if file_format == "auto":
-        jsonl = pathlib.Path(path).suffix in (".jsonl", ".json")
-        jsonl = jsonl or numbered[0][1].lstrip().startswith("{")
-        file_format = "jsonl" if jsonl else "text"
-    parse = parse_jsonl_line if file_format == "jsonl" else parse_text_line
+    first = numbered[0][1].lstrip()
+    auto = pathlib.Path(path).suffix in (".jsonl", ".json") or first.startswith("{")
+    jsonl = auto if file_format == "auto" else file_format == "jsonl"
+    parse = parse_jsonl_line if jsonl else parse_text_line
     return [parse(line, max_utt_len, f"{path}:{n}") for n, line in numbered]
 
 
@@ -354,25 +348,21 @@ def _check_contexts(contexts) -> None:
 
 def _context_topics(topic, count: int) -> list[str]:
     """One topic name per context (``UNKNOWN_TOPIC`` for None)."""
-
-    def name(value, where: str) -> str:
-        if value is None:
-            return UNKNOWN_TOPIC
-        if not isinstance(value, str):
-            raise ValueError(
-                f"{where} must be a topic name (str) or None, got "
-                f"{type(value).__name__}"
-            )
-        return _clean(value) or UNKNOWN_TOPIC
-
-    if not isinstance(topic, (list, tuple)):
-        return [name(topic, "topic")] * count
-    if len(topic) != count:
+    many = isinstance(topic, (list, tuple))
+    if many and len(topic) != count:
         raise ValueError(
             f"topic lists {len(topic)} topics for {count} contexts (give one "
             "per context, or one name for all)"
         )
-    return [name(t, f"topic[{i}]") for i, t in enumerate(topic)]
+    names = []
+    for i, value in enumerate(topic if many else [topic] * count):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(
+                f"{f'topic[{i}]' if many else 'topic'} must be a topic name (str) "
+                f"or None, got {type(value).__name__}"
+            )
+        names.append(UNKNOWN_TOPIC if value is None else _clean(value) or UNKNOWN_TOPIC)
+    return names
 
 
 def context_batch(
@@ -436,8 +426,7 @@ def context_batch(
         if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
             raise ValueError(f"{what} must be an integer >= {least}, got {value!r}")
     count = len(contexts)
-    if batch_size is None:
-        batch_size = count
+    batch_size = count if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
         raise ValueError(f"batch_size must be an integer, got {batch_size!r}")
     if batch_size < count:
@@ -449,15 +438,13 @@ def context_batch(
     response = wrap([], max_utt_len)
     dialogs = [_alternating_dialog([*k, response], n) for k, n in zip(kept, names)]
     longest = max(len(u) for d in dialogs for u in d.utts)
-    cap = max(max_utt_len, longest)
-    width = min(-(-longest // width_multiple) * width_multiple, cap)
-    split = make_split(dialogs, vocab, topics, context_size=context_size, utt_len=width)
-    unknown = [w for turns in kept for u in turns for w in u if vocab.id(w) == UNK]
-    return ContextBatch(
-        split.batch(np.arange(count), batch_size),
-        len(unknown),
-        tuple(dict.fromkeys(unknown)),
+    width = min(
+        -(-longest // width_multiple) * width_multiple, max(max_utt_len, longest)
     )
+    split = make_split(dialogs, vocab, topics, context_size=context_size, utt_len=width)
+    batch = split.batch(np.arange(count), batch_size)
+    unknown = [w for turns in kept for u in turns for w in u if vocab.id(w) == UNK]
+    return ContextBatch(batch, len(unknown), tuple(dict.fromkeys(unknown)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -483,21 +470,13 @@ def load_dialog_data(
     Raises:
       DataError: a missing file or a malformed line.
     """
-    dialogs = {
-        split: read_dialogs(path, file_format, max_utt_len)
-        for split, path in files.items()
-    }
+    dialogs = {s: read_dialogs(p, file_format, max_utt_len) for s, p in files.items()}
     vocab = build_vocab(dialogs["train"], max_vocab)
     topics = build_topics(dialogs["train"])
     utt_len = max(len(u) for ds in dialogs.values() for d in ds for u in d.utts)
-    splits = {}
-    for split, ds in dialogs.items():
-        try:
-            splits[split] = make_split(
-                ds, vocab, topics, context_size=context_size, utt_len=utt_len
-            )
-        except DataError as e:
-            raise DataError(f"{files[split]}: {e}") from None
+    sizes = {"context_size": context_size, "utt_len": utt_len}
+    # Every file has a dialog and every dialog a response: no split is empty.
+    splits = {s: make_split(ds, vocab, topics, **sizes) for s, ds in dialogs.items()}
     return DialogData(vocab, topics, splits, dialogs)
 
 
@@ -566,11 +545,8 @@ def parse_multi_ref_item(record, max_utt_len: int, where: str) -> MultiRefItem:
     context, responses = record["context"], record["responses"]
     if not isinstance(context, list) or not context:
         raise DataError(f"{where}: 'context' must be a non-empty list of turns")
-    if (
-        not responses
-        or not isinstance(responses, list)
-        or not all(isinstance(r, str) for r in responses)
-    ):
+    strings = isinstance(responses, list) and all(isinstance(r, str) for r in responses)
+    if not strings or not responses:
         raise DataError(f"{where}: 'responses' must be a non-empty list of strings")
     speaker = record["speaker"]
     if not isinstance(speaker, str) or speaker.strip() not in SPEAKER_LETTERS:
@@ -582,15 +558,12 @@ def parse_multi_ref_item(record, max_utt_len: int, where: str) -> MultiRefItem:
         _context_turn(turn, max_utt_len, f"{where}: context[{i}]")
         for i, turn in enumerate(context)
     ]
-    return MultiRefItem(
-        context=tuple(tokens for _, tokens in turns),
-        context_speakers=tuple(s for s, _ in turns),
-        speaker=SPEAKER_LETTERS.index(speaker.strip()),
-        responses=tuple(wrap(tokenize(r), max_utt_len) for r in responses),
-        resp_dialog_acts=tuple(str(a) for a in acts),
-        topic=_clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC,
-        meta=_dialog_meta(record, where),
-    )
+    speakers, context = zip(*turns)
+    responses = tuple(wrap(tokenize(r), max_utt_len) for r in responses)
+    responder, acts = SPEAKER_LETTERS.index(speaker.strip()), tuple(map(str, acts))
+    topic = _clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC
+    meta = _dialog_meta(record, where)
+    return MultiRefItem(context, speakers, responder, responses, acts, topic, meta)
 
 
 def read_multi_ref(path: str, max_utt_len: int) -> list[MultiRefItem]:

@@ -44,6 +44,11 @@ class DialogModelConfig:
     bn_eps: float = 1e-5
 
 
+def _gate_bias(key, shape, dtype=jnp.float32):
+    """TF's GRU bias [r; u; c]: 1 on the reset and update gates, 0 on the candidate."""
+    return (jnp.arange(shape[0]) < 2 * (shape[0] // 3)).astype(dtype)
+
+
 class GRU(nn.Module):
     """A one-layer GRU over <float32>[B, T, in_dim] with per-row lengths (TF semantics).
 
@@ -63,11 +68,7 @@ class GRU(nn.Module):
         self.w_x = self.param("gate_x", init, (self.in_dim, 3 * h_dim))
         self.w_hg = self.param("gate_h", init, (h_dim, 2 * h_dim))
         self.w_hc = self.param("cand_h", init, (h_dim, h_dim))
-        self.bias = self.param(
-            "bias",
-            lambda k, s: jnp.concatenate([jnp.ones(2 * h_dim), jnp.zeros(h_dim)]),
-            (3 * h_dim,),
-        )
+        self.bias = self.param("bias", _gate_bias, (3 * h_dim,))
 
     def input_gates(self, xs):
         """The input half of every gate, <float32>[..., 3H] (hoisted out of scans)."""
@@ -109,11 +110,7 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(
-            self.features,
-            kernel_init=nn.initializers.xavier_uniform(),
-            bias_init=nn.initializers.zeros,
-        )(x)
+        return nn.Dense(self.features, kernel_init=nn.initializers.xavier_uniform())(x)
 
 
 class CVAEOutput(NamedTuple):
@@ -188,9 +185,7 @@ class DialogCVAE(nn.Module):
         self.bow_out = Dense(cfg.vocab_size)
         self.dec_init = Dense(cfg.dec_hidden)
         self.decoder = GRU(cfg.emb_dim, cfg.dec_hidden, cfg.init_scale)
-        self.dec_out = nn.Dense(
-            cfg.vocab_size, kernel_init=init, bias_init=nn.initializers.zeros
-        )
+        self.dec_out = nn.Dense(cfg.vocab_size, kernel_init=init)  # zero bias
 
     def encode_utterances(self, tokens, lengths):
         """<int32>[..., U] → <float32>[..., 2·utt_hidden] (final fw; final bw)."""
