@@ -13,9 +13,8 @@ Two file formats:
 
 Zhao et al.'s multi-reference test file (``test_multi_ref.json``) is a third
 reader, for scoring only: ``read_multi_ref`` and ``multi_ref_split``.
-
 ``context_batch`` turns new contexts (lists of turn strings) into a model batch
-without the training files: only the run's vocabulary, topics and sizes.
+from only the run's vocabulary, topics and sizes.
 
 Utterances are lower-cased, split as NLTK's ``WordPunctTokenizer`` does
 (``\w+|[^\w\s]+``), wrapped in ``<s> … </s>`` and cut to ``max_utt_len``
@@ -36,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bnvae_jax.data.vocab import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, Vocab
+from bnvae_jax.data.vocab import SPECIAL_TOKENS, UNK, Vocab
 from bnvae_jax.errors import DataError
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
@@ -45,6 +44,9 @@ META_DIM = 4  # age / 100, education / 3, sex one-hot (female, male)
 UNKNOWN_TOPIC = "<unk>"
 FORMATS = ("auto", "jsonl", "text")
 TEXT_SEPARATOR = "|||"
+MULTI_REF_START = "<s> <d> </s>"  # the dialog-start turn as text
+SPEAKER_LETTERS = ("A", "B")
+_NO_META = ((0.0,) * META_DIM, (0.0,) * META_DIM)
 
 
 def tokenize(text: str) -> list[str]:
@@ -54,10 +56,15 @@ def tokenize(text: str) -> list[str]:
 
 def wrap(tokens: Sequence[str], max_len: int) -> tuple[str, ...]:
     """``<s> tokens </s>`` cut to ``max_len`` tokens, keeping the final ``</s>``."""
-    words = ["<s>", *tokens, "</s>"]
-    if len(words) > max_len:
-        words = words[: max_len - 1] + words[-1:]
-    return tuple(words)
+    words = ("<s>", *tokens, "</s>")
+    return words if len(words) <= max_len else (*words[: max_len - 1], "</s>")
+
+
+def _turn_tokens(text: str, max_utt_len: int) -> tuple[str, ...]:
+    """``wrap(tokenize(text))``, or ``DIALOG_START`` for exactly ``<s> <d> </s>``."""
+    if text.strip() == MULTI_REF_START:
+        return DIALOG_START
+    return wrap(tokenize(text), max_utt_len)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,26 +90,23 @@ def _clean(value) -> str:
     return str(value).strip().strip('"').strip()
 
 
-def _speaker_meta(info, where: str) -> tuple[float, ...]:
-    if not isinstance(info, dict):
-        raise DataError(f"{where}: speaker metadata must be an object")
-    try:
-        age = float(_clean(info["age"]))
-        education = float(_clean(info["education"]))
-        sex = _clean(info["sex"]).upper()
-    except KeyError as e:
-        raise DataError(f"{where}: speaker metadata lacks {e.args[0]!r}") from None
-    except ValueError:
-        raise DataError(f"{where}: speaker age/education is not a number") from None
-    male = sex == "MALE"
-    return (age / 100.0, education / 3.0, float(not male), float(male))
-
-
 def _dialog_meta(record: dict, where: str):
     """Features of speakers A and B; zeros when the record has no "A"/"B"."""
-    if "A" in record and "B" in record:
-        return (_speaker_meta(record["A"], where), _speaker_meta(record["B"], where))
-    return ((0.0,) * META_DIM, (0.0,) * META_DIM)
+    if "A" not in record or "B" not in record:
+        return _NO_META
+    meta = []
+    for info in (record["A"], record["B"]):
+        if not isinstance(info, dict):
+            raise DataError(f"{where}: speaker metadata must be an object")
+        try:
+            age, education = (float(_clean(info[k])) for k in ("age", "education"))
+            male = _clean(info["sex"]).upper() == "MALE"
+        except KeyError as e:
+            raise DataError(f"{where}: speaker metadata lacks {e.args[0]!r}") from None
+        except ValueError:
+            raise DataError(f"{where}: speaker age/education is not a number") from None
+        meta.append((age / 100.0, education / 3.0, float(not male), float(male)))
+    return tuple(meta)
 
 
 def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
@@ -117,21 +121,18 @@ def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
     if not isinstance(utts, list) or not utts:
         raise DataError(f"{where}: 'utts' must be a non-empty list")
     meta = _dialog_meta(record, where)
-    speakers, tokens = [0], [DIALOG_START]
+    speakers, said = [0], [DIALOG_START]
     for i, utt in enumerate(utts):
         if not isinstance(utt, list) or len(utt) < 2:
             raise DataError(f"{where}: utts[{i}] must be [speaker, text, ...]")
-        speaker, text = utt[0], utt[1]
-        if speaker not in ("A", "B") or not isinstance(text, str):
+        if utt[0] not in SPEAKER_LETTERS or not isinstance(utt[1], str):
             raise DataError(
                 f"{where}: utts[{i}] needs speaker 'A' or 'B' and a text string"
             )
-        speakers.append(int(speaker == "B"))
-        tokens.append(wrap(tokenize(text), max_utt_len))
+        speakers.append(SPEAKER_LETTERS.index(utt[0]))
+        said.append(wrap(tokenize(utt[1]), max_utt_len))
     topic = _clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC
-    return Dialog(
-        topic, meta, tuple(speakers), tuple(tokens), tuple(range(1, len(tokens)))
-    )
+    return Dialog(topic, meta, tuple(speakers), tuple(said), tuple(range(1, len(said))))
 
 
 def parse_text_line(line: str, max_utt_len: int, where: str) -> Dialog:
@@ -142,25 +143,25 @@ def parse_text_line(line: str, max_utt_len: int, where: str) -> Dialog:
             f"{where}: expected 'context {TEXT_SEPARATOR} response' with a "
             "non-empty response"
         )
-    return _alternating_dialog(tuple(wrap(tokenize(t), max_utt_len) for t in turns))
+    return _alternating_dialog([wrap(tokenize(t), max_utt_len) for t in turns])
 
 
-def _alternating_dialog(utts: tuple[tuple[str, ...], ...]) -> Dialog:
-    """The text format's example: ``utts`` end with the response.
-
-    Speakers alternate and end with the responder (speaker 1); no topic, no
-    speaker metadata (zeros).
-    """
+def _alternating_dialog(utts, topic: str = UNKNOWN_TOPIC) -> Dialog:
+    """A dialog ending with its response, speakers alternating to the responder (1)."""
     count = len(utts)
     speakers = tuple(int((count - 1 - i) % 2 == 0) for i in range(count))
-    zeros = (0.0,) * META_DIM
-    return Dialog(UNKNOWN_TOPIC, (zeros, zeros), speakers, utts, (count - 1,))
+    return Dialog(topic, _NO_META, speakers, tuple(utts), (count - 1,))
 
 
-def _detect_format(path: pathlib.Path, first: str) -> str:
-    if path.suffix in (".jsonl", ".json"):
-        return "jsonl"
-    return "jsonl" if first.lstrip().startswith("{") else "text"
+def _read_text(path: str) -> str:
+    """The UTF-8 text of ``path``; a missing or undecodable file is a DataError."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
 
 
 def read_dialogs(path: str, file_format: str, max_utt_len: int) -> list[Dialog]:
@@ -170,19 +171,14 @@ def read_dialogs(path: str, file_format: str, max_utt_len: int) -> list[Dialog]:
       DataError: a missing or unreadable file, or a malformed line (one line
         naming the file and line number).
     """
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        lines = file.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
+    lines = _read_text(path).splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise DataError(f"{path}: no dialogs")
-    if file_format == "auto":
-        file_format = _detect_format(file, numbered[0][1])
-    parse = parse_jsonl_line if file_format == "jsonl" else parse_text_line
+    first = numbered[0][1].lstrip()
+    auto = pathlib.Path(path).suffix in (".jsonl", ".json") or first.startswith("{")
+    jsonl = auto if file_format == "auto" else file_format == "jsonl"
+    parse = parse_jsonl_line if jsonl else parse_text_line
     return [parse(line, max_utt_len, f"{path}:{n}") for n, line in numbered]
 
 
@@ -193,19 +189,14 @@ def build_vocab(dialogs: Sequence[Dialog], max_vocab: int) -> Vocab:
     included) behind ``<pad>`` and ``<unk>``; the same set here, with the
     library's four special tokens first. Ties keep first-occurrence order.
     """
-    counts = collections.Counter(
-        word for d in dialogs for utt in d.utts for word in utt
-    )
+    counts = collections.Counter(w for d in dialogs for utt in d.utts for w in utt)
     ranked = [w for w, _ in counts.most_common()[:max_vocab]]
-    words = dict.fromkeys(SPECIAL_TOKENS)
-    words.update(dict.fromkeys(ranked))
-    return Vocab(tuple(words))
+    return Vocab(tuple(dict.fromkeys((*SPECIAL_TOKENS, *ranked))))
 
 
 def build_topics(dialogs: Sequence[Dialog]) -> tuple[str, ...]:
     """Topic names, ``UNKNOWN_TOPIC`` first (id 0), then sorted training topics."""
-    names = sorted({d.topic for d in dialogs} - {UNKNOWN_TOPIC})
-    return (UNKNOWN_TOPIC, *names)
+    return (UNKNOWN_TOPIC, *sorted({d.topic for d in dialogs} - {UNKNOWN_TOPIC}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,9 +212,9 @@ class DialogSplit:
       floors: <int32>[N, K] 1 where the context utterance's speaker is the
         responder.
       response: <int32>[N] utterance index of the response.
-      topic: <int32>[N].
+      topic: <int32>[N]; ``topics`` names topic ids.
+      dialog: <int32>[N] which dialog of the file.
       my_meta / other_meta: <float32>[N, META_DIM] responder / other speaker.
-      dialog: <int32>[N] which dialog of the file; ``topics`` names topic ids.
     """
 
     utterances: np.ndarray
@@ -233,17 +224,13 @@ class DialogSplit:
     floors: np.ndarray
     response: np.ndarray
     topic: np.ndarray
+    dialog: np.ndarray
     my_meta: np.ndarray
     other_meta: np.ndarray
-    dialog: np.ndarray
     topics: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.response)
-
-    @property
-    def max_context(self) -> int:
-        return self.context.shape[1]
 
     def batch(self, indices: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
         """The examples ``indices`` padded to ``batch_size`` rows (mask 0).
@@ -258,19 +245,15 @@ class DialogSplit:
         if real > batch_size or real == 0:
             raise ValueError(f"{real} examples for a batch of {batch_size}")
         rows = np.concatenate([indices, np.full(batch_size - real, indices[0])])
-        ctx = self.context[rows]
-        safe = np.maximum(ctx, 0)
-        present = ctx >= 0
+        ctx, response = self.context[rows], self.response[rows]
+        safe, present = np.maximum(ctx, 0), ctx >= 0
+        rowwise = ("context_lens", "floors", "topic", "my_meta", "other_meta")
         return {
             "context": self.utterances[safe] * present[..., None],
             "context_utt_lens": self.utt_lens[safe] * present,
-            "context_lens": self.context_lens[rows],
-            "floors": self.floors[rows],
-            "response": self.utterances[self.response[rows]],
-            "response_lens": self.utt_lens[self.response[rows]],
-            "topic": self.topic[rows],
-            "my_meta": self.my_meta[rows],
-            "other_meta": self.other_meta[rows],
+            "response": self.utterances[response],
+            "response_lens": self.utt_lens[response],
+            **{key: getattr(self, key)[rows] for key in rowwise},
             "mask": (np.arange(batch_size) < real).astype(np.float32),
         }
 
@@ -295,42 +278,26 @@ def make_split(
     """
     topic_ids = {t: i for i, t in enumerate(topics)}
     k = context_size - 1
-    utts, lens = [], []
-    columns = collections.defaultdict(list)
+    rows, examples, metas = [], [], []
     for number, d in enumerate(dialogs):
-        base = len(utts)
-        for utt in d.utts:
-            ids = vocab.encode(utt)[:utt_len]
-            utts.append(np.pad(ids, (0, utt_len - len(ids))))
-            lens.append(len(ids))
+        base = len(rows)
+        rows += [vocab.encode(utt)[:utt_len] for utt in d.utts]
         for t in d.responses:
-            start = max(0, t - k)
-            window = list(range(start, t))
-            me = d.speakers[t]
-            columns["context"].append(
-                [base + i for i in window] + [-1] * (k - len(window))
-            )
-            columns["floors"].append(
-                [int(d.speakers[i] == me) for i in window] + [0] * (k - len(window))
-            )
-            columns["context_lens"].append(len(window))
-            columns["response"].append(base + t)
-            columns["topic"].append(topic_ids.get(d.topic, 0))
-            columns["my_meta"].append(d.meta[me])
-            columns["other_meta"].append(d.meta[1 - me])
-            columns["dialog"].append(number)
-    if not columns["response"]:
+            window = range(max(0, t - k), t)
+            me, pad = d.speakers[t], k - len(window)
+            ctx = [base + i for i in window] + [-1] * pad
+            floors = [int(d.speakers[i] == me) for i in window] + [0] * pad
+            topic = topic_ids.get(d.topic, 0)
+            examples.append((ctx, len(window), floors, base + t, topic, number))
+            metas.append((d.meta[me], d.meta[1 - me]))
+    if not examples:
         raise DataError("no (context, response) example in the split")
-    ints = {
-        k_: np.asarray(v, np.int32) for k_, v in columns.items() if "meta" not in k_
-    }
     return DialogSplit(
-        utterances=np.stack(utts).astype(np.int32),
-        utt_lens=np.asarray(lens, np.int32),
-        my_meta=np.asarray(columns["my_meta"], np.float32),
-        other_meta=np.asarray(columns["other_meta"], np.float32),
-        topics=tuple(topics),
-        **ints,
+        np.stack([np.pad(r, (0, utt_len - len(r))) for r in rows]),
+        np.asarray([len(r) for r in rows], np.int32),
+        *(np.asarray(column, np.int32) for column in zip(*examples)),
+        *(np.asarray(column, np.float32) for column in zip(*metas)),
+        tuple(topics),
     )
 
 
@@ -350,9 +317,13 @@ class ContextBatch(NamedTuple):
     unknown_words: tuple[str, ...]
 
 
-def _context_turns(contexts) -> list[Sequence[str]]:
-    """``contexts`` checked: a non-empty list of non-empty lists of strings."""
-    if isinstance(contexts, (str, bytes)) or not isinstance(contexts, Sequence):
+def _check_contexts(contexts) -> None:
+    """ValueError unless ``contexts`` is a non-empty list of non-empty string lists."""
+
+    def is_list(value) -> bool:
+        return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+    if not is_list(contexts):
         raise ValueError(
             "contexts must be a list of contexts, each a list of utterance "
             f"strings; got {type(contexts).__name__}"
@@ -360,7 +331,7 @@ def _context_turns(contexts) -> list[Sequence[str]]:
     if not contexts:
         raise ValueError("contexts is empty: give at least one context")
     for i, turns in enumerate(contexts):
-        if isinstance(turns, (str, bytes)) or not isinstance(turns, Sequence):
+        if not is_list(turns):
             raise ValueError(
                 f"contexts[{i}] must be a list of utterance strings (oldest "
                 f"first), got {type(turns).__name__}; for one context pass "
@@ -373,30 +344,25 @@ def _context_turns(contexts) -> list[Sequence[str]]:
                 raise ValueError(
                     f"contexts[{i}][{j}] must be a string, got {type(turn).__name__}"
                 )
-    return list(contexts)
 
 
 def _context_topics(topic, count: int) -> list[str]:
     """One topic name per context (``UNKNOWN_TOPIC`` for None)."""
-
-    def name(value, where: str) -> str:
-        if value is None:
-            return UNKNOWN_TOPIC
-        if not isinstance(value, str):
+    many = isinstance(topic, (list, tuple))
+    if many and len(topic) != count:
+        raise ValueError(
+            f"topic lists {len(topic)} topics for {count} contexts (give one "
+            "per context, or one name for all)"
+        )
+    names = []
+    for i, value in enumerate(topic if many else [topic] * count):
+        if value is not None and not isinstance(value, str):
             raise ValueError(
-                f"{where} must be a topic name (str) or None, got "
-                f"{type(value).__name__}"
+                f"{f'topic[{i}]' if many else 'topic'} must be a topic name (str) "
+                f"or None, got {type(value).__name__}"
             )
-        return _clean(value) or UNKNOWN_TOPIC
-
-    if isinstance(topic, (list, tuple)):
-        if len(topic) != count:
-            raise ValueError(
-                f"topic lists {len(topic)} topics for {count} contexts (give one "
-                "per context, or one name for all)"
-            )
-        return [name(t, f"topic[{i}]") for i, t in enumerate(topic)]
-    return [name(topic, "topic")] * count
+        names.append(UNKNOWN_TOPIC if value is None else _clean(value) or UNKNOWN_TOPIC)
+    return names
 
 
 def context_batch(
@@ -450,7 +416,7 @@ def context_batch(
         not a string, a ``topic`` that is not a string, None or a list of
         them, or sizes out of range.
     """
-    contexts = _context_turns(contexts)
+    _check_contexts(contexts)
     names = _context_topics(topic, len(contexts))
     for what, value, least in (
         ("max_utt_len", max_utt_len, 2),
@@ -460,44 +426,25 @@ def context_batch(
         if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
             raise ValueError(f"{what} must be an integer >= {least}, got {value!r}")
     count = len(contexts)
-    if batch_size is None:
-        batch_size = count
+    batch_size = count if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
         raise ValueError(f"batch_size must be an integer, got {batch_size!r}")
     if batch_size < count:
         raise ValueError(f"{count} contexts do not fit a batch of {batch_size}")
-
-    def tokens(turn: str) -> tuple[str, ...]:
-        if turn.strip() == MULTI_REF_START:
-            return DIALOG_START
-        return wrap(tokenize(turn), max_utt_len)
-
+    kept = [
+        [_turn_tokens(t, max_utt_len) for t in turns[-(context_size - 1) :]]
+        for turns in contexts
+    ]
     response = wrap([], max_utt_len)
-    dialogs = [
-        dataclasses.replace(
-            _alternating_dialog(
-                (*(tokens(t) for t in turns[-(context_size - 1) :]), response)
-            ),
-            topic=name,
-        )
-        for turns, name in zip(contexts, names)
-    ]
+    dialogs = [_alternating_dialog([*k, response], n) for k, n in zip(kept, names)]
     longest = max(len(u) for d in dialogs for u in d.utts)
-    cap = max(max_utt_len, longest)
-    width = min(-(-longest // width_multiple) * width_multiple, cap)
-    split = make_split(dialogs, vocab, topics, context_size=context_size, utt_len=width)
-    unknown = [
-        word
-        for d in dialogs
-        for utt in d.utts[:-1]  # the kept turns, not the dummy response
-        for word in utt
-        if vocab.id(word) == UNK
-    ]
-    return ContextBatch(
-        split.batch(np.arange(count), batch_size),
-        len(unknown),
-        tuple(dict.fromkeys(unknown)),
+    width = min(
+        -(-longest // width_multiple) * width_multiple, max(max_utt_len, longest)
     )
+    split = make_split(dialogs, vocab, topics, context_size=context_size, utt_len=width)
+    batch = split.batch(np.arange(count), batch_size)
+    unknown = [w for turns in kept for u in turns for w in u if vocab.id(w) == UNK]
+    return ContextBatch(batch, len(unknown), tuple(dict.fromkeys(unknown)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,7 +455,6 @@ class DialogData:
     topics: tuple[str, ...]
     splits: dict[str, DialogSplit]
     dialogs: dict[str, list[Dialog]]
-    files: dict[str, str]
 
 
 def load_dialog_data(
@@ -524,22 +470,14 @@ def load_dialog_data(
     Raises:
       DataError: a missing file or a malformed line.
     """
-    dialogs = {
-        split: read_dialogs(path, file_format, max_utt_len)
-        for split, path in files.items()
-    }
+    dialogs = {s: read_dialogs(p, file_format, max_utt_len) for s, p in files.items()}
     vocab = build_vocab(dialogs["train"], max_vocab)
     topics = build_topics(dialogs["train"])
     utt_len = max(len(u) for ds in dialogs.values() for d in ds for u in d.utts)
-    splits = {}
-    for split, ds in dialogs.items():
-        try:
-            splits[split] = make_split(
-                ds, vocab, topics, context_size=context_size, utt_len=utt_len
-            )
-        except DataError as e:
-            raise DataError(f"{files[split]}: {e}") from None
-    return DialogData(vocab, topics, splits, dialogs, dict(files))
+    sizes = {"context_size": context_size, "utt_len": utt_len}
+    # Every file has a dialog and every dialog a response: no split is empty.
+    splits = {s: make_split(ds, vocab, topics, **sizes) for s, ds in dialogs.items()}
+    return DialogData(vocab, topics, splits, dialogs)
 
 
 # -- Zhao et al.'s multi-reference test file -----------------------------------
@@ -555,8 +493,6 @@ def load_dialog_data(
 # ``speaker`` is the responder. The file has no topic and no speaker metadata;
 # items that do carry "topic" or "A"/"B" (as in the JSONL dialogs) keep them.
 
-MULTI_REF_START = "<s> <d> </s>"  # the dialog-start turn as the file writes it
-SPEAKER_LETTERS = ("A", "B")
 _TURN = re.compile(r"\s*([AB])\s*:(.*)", re.DOTALL)
 
 
@@ -596,10 +532,7 @@ def _context_turn(turn, max_utt_len: int, where: str) -> tuple[int, tuple[str, .
     if match is None:
         raise DataError(f"{where} must start with its speaker, 'A:' or 'B:'")
     speaker = SPEAKER_LETTERS.index(match.group(1))
-    text = match.group(2).strip()
-    if text == MULTI_REF_START:
-        return speaker, DIALOG_START
-    return speaker, wrap(tokenize(text), max_utt_len)
+    return speaker, _turn_tokens(match.group(2), max_utt_len)
 
 
 def parse_multi_ref_item(record, max_utt_len: int, where: str) -> MultiRefItem:
@@ -612,11 +545,8 @@ def parse_multi_ref_item(record, max_utt_len: int, where: str) -> MultiRefItem:
     context, responses = record["context"], record["responses"]
     if not isinstance(context, list) or not context:
         raise DataError(f"{where}: 'context' must be a non-empty list of turns")
-    if (
-        not isinstance(responses, list)
-        or not responses
-        or not all(isinstance(r, str) for r in responses)
-    ):
+    strings = isinstance(responses, list) and all(isinstance(r, str) for r in responses)
+    if not strings or not responses:
         raise DataError(f"{where}: 'responses' must be a non-empty list of strings")
     speaker = record["speaker"]
     if not isinstance(speaker, str) or speaker.strip() not in SPEAKER_LETTERS:
@@ -628,15 +558,12 @@ def parse_multi_ref_item(record, max_utt_len: int, where: str) -> MultiRefItem:
         _context_turn(turn, max_utt_len, f"{where}: context[{i}]")
         for i, turn in enumerate(context)
     ]
-    return MultiRefItem(
-        context=tuple(tokens for _, tokens in turns),
-        context_speakers=tuple(s for s, _ in turns),
-        speaker=SPEAKER_LETTERS.index(speaker.strip()),
-        responses=tuple(wrap(tokenize(r), max_utt_len) for r in responses),
-        resp_dialog_acts=tuple(str(a) for a in acts),
-        topic=_clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC,
-        meta=_dialog_meta(record, where),
-    )
+    speakers, context = zip(*turns)
+    responses = tuple(wrap(tokenize(r), max_utt_len) for r in responses)
+    responder, acts = SPEAKER_LETTERS.index(speaker.strip()), tuple(map(str, acts))
+    topic = _clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC
+    meta = _dialog_meta(record, where)
+    return MultiRefItem(context, speakers, responder, responses, acts, topic, meta)
 
 
 def read_multi_ref(path: str, max_utt_len: int) -> list[MultiRefItem]:
@@ -649,15 +576,8 @@ def read_multi_ref(path: str, max_utt_len: int) -> list[MultiRefItem]:
       DataError: a missing or unreadable file, text that is not a JSON list,
         or a malformed item (one line naming the file and the item index).
     """
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise DataError(f"{path}: file not found")
     try:
-        text = file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
-    try:
-        records = json.loads(text)
+        records = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(records, list):
@@ -680,9 +600,9 @@ def multi_ref_split(
 ) -> tuple[DialogSplit, list[list[list[str]]]]:
     """One example per item, and its reference word lists.
 
-    The example's context is the item's last ``context_size - 1`` turns (as in
-    ``make_split``), its floors 1 for the responder's turns, its response the
-    item's first (the dialog's own) response; ``dialog`` is the item index.
+    The example is ``make_split``'s for a dialog of the item's last
+    ``context_size - 1`` turns followed by its first (the dialog's own)
+    response, said by the item's responder; ``dialog`` is the item index.
 
     Args:
       items: parsed items (``read_multi_ref``).
@@ -701,50 +621,17 @@ def multi_ref_split(
         raise DataError("no multi-reference item")
     if utt_len is None:
         utt_len = max(len(u) for it in items for u in (*it.context, *it.responses))
-    topic_ids = {t: i for i, t in enumerate(topics)}
-    k = context_size - 1
-    special = (PAD, BOS, EOS)
-
-    def ids(tokens: Sequence[str]) -> np.ndarray:
-        return vocab.encode(tokens)[:utt_len]
-
-    utts, lens, references = [], [], []
-    columns = collections.defaultdict(list)
-    for number, item in enumerate(items):
-        count = len(item.context)
-        kept = range(max(0, count - k), count)
-        base = len(utts)
-        for tokens in [*(item.context[i] for i in kept), item.responses[0]]:
-            row = ids(tokens)
-            utts.append(np.pad(row, (0, utt_len - len(row))))
-            lens.append(len(row))
-        pad = [-1] * (k - len(kept))
-        columns["context"].append([base + j for j in range(len(kept))] + pad)
-        columns["floors"].append(
-            [int(item.context_speakers[i] == item.speaker) for i in kept]
-            + [0] * len(pad)
-        )
-        columns["context_lens"].append(len(kept))
-        columns["response"].append(base + len(kept))
-        columns["topic"].append(topic_ids.get(item.topic, 0))
-        columns["my_meta"].append(item.meta[item.speaker])
-        columns["other_meta"].append(item.meta[1 - item.speaker])
-        columns["dialog"].append(number)
-        references.append(
-            [
-                [vocab.words[i] for i in ids(r).tolist() if i not in special]
-                for r in item.responses
-            ]
-        )
-    ints = {
-        k_: np.asarray(v, np.int32) for k_, v in columns.items() if "meta" not in k_
-    }
-    split = DialogSplit(
-        utterances=np.stack(utts).astype(np.int32),
-        utt_lens=np.asarray(lens, np.int32),
-        my_meta=np.asarray(columns["my_meta"], np.float32),
-        other_meta=np.asarray(columns["other_meta"], np.float32),
-        topics=tuple(topics),
-        **ints,
+    dialogs = []
+    for it in items:
+        start = max(0, len(it.context) - (context_size - 1))
+        utts = (*it.context[start:], it.responses[0])
+        speakers = (*it.context_speakers[start:], it.speaker)
+        dialogs.append(Dialog(it.topic, it.meta, speakers, utts, (len(utts) - 1,)))
+    split = make_split(
+        dialogs, vocab, topics, context_size=context_size, utt_len=utt_len
     )
-    return split, references
+    # <s>, </s> and <pad> are the only special ids a tokenised response has.
+    refs = [
+        [vocab.decode(vocab.encode(r)[:utt_len]) for r in it.responses] for it in items
+    ]
+    return split, refs

@@ -28,80 +28,52 @@ Tokens = Sequence[str]
 SMOOTHING_K = 5  # NLTK SmoothingFunction(k=5), method 4's constant
 
 
-def ngram_counts(tokens: Tokens, n: int) -> collections.Counter:
-    return collections.Counter(
-        tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)
-    )
-
-
 def modified_precision(reference: Tokens, hypothesis: Tokens, n: int):
     """(clipped matches, max(1, hypothesis n-grams)) of order ``n``: BLEU's p_n."""
-    hyp = ngram_counts(hypothesis, n)
-    ref = ngram_counts(reference, n)
+    hyp, ref = (
+        collections.Counter(zip(*(t[i:] for i in range(n))))
+        for t in (hypothesis, reference)
+    )
     matches = sum(min(count, ref[gram]) for gram, count in hyp.items())
     return matches, max(1, sum(hyp.values()))
 
 
-def brevity_penalty(ref_len: int, hyp_len: int) -> float:
-    if hyp_len > ref_len:
-        return 1.0
-    if hyp_len == 0:
-        return 0.0
-    return math.exp(1.0 - ref_len / hyp_len)
+def sentence_bleu(reference: Tokens, hypothesis: Tokens, order: int) -> float:
+    """Smoothed sentence BLEU-``order`` of ``hypothesis`` against one reference.
 
-
-def smoothed_precisions(reference: Tokens, hypothesis: Tokens, order: int):
-    """p_1..p_order after Chen & Cherry's method 4 then method 5 (NLTK method7).
-
-    Method 4: the i-th zero-match order (counting from 1) gets
-    ``1 / (2^i · k / ln|h|) / denominator`` when |h| > 1. Method 5: each p_n
-    becomes the mean of the previous smoothed value (p_1 + 1 before the
-    first), itself, and the next order's value, where the order after the last
-    is always the unsmoothed 5-gram precision (NLTK's behaviour, even for
-    BLEU-1..3).
+    Zero without a hypothesis or a unigram match. Otherwise p_1..p_order after
+    Chen & Cherry's method 4 then method 5 (NLTK's method7). Method 4: the i-th
+    zero-match order (counting from 1) gets ``1 / (2^i · k / ln|h|) /
+    denominator`` when |h| > 1. Method 5: each p_n becomes the mean of the
+    previous smoothed value (p_1 + 1 before the first), itself, and the next
+    order's value, where the order after the last is always the unsmoothed
+    5-gram precision (NLTK's behaviour, even for BLEU-1..3).
     """
-    hyp_len = len(hypothesis)
-    raw = [modified_precision(reference, hypothesis, n) for n in range(1, order + 1)]
-    p = []
-    zeros_seen = 1
-    for matches, total in raw:
+    counts = [
+        modified_precision(reference, hypothesis, n) for n in (*range(1, order + 1), 5)
+    ]
+    if not hypothesis or counts[0][0] == 0:
+        return 0.0
+    hyp_len, ref_len = len(hypothesis), len(reference)
+    p, zeros_seen = [], 1
+    for matches, total in counts[:-1]:
         if matches == 0 and hyp_len > 1:
             p.append(1.0 / (2**zeros_seen * SMOOTHING_K / math.log(hyp_len)) / total)
             zeros_seen += 1
         else:
             p.append(matches / total)
-    five_matches, five_total = modified_precision(reference, hypothesis, 5)
-    following = p[1:] + [five_matches / five_total]
-    previous = p[0] + 1.0
-    smoothed = []
-    for value, nxt in zip(p, following):
+    smoothed, previous = [], p[0] + 1.0
+    for value, nxt in zip(p, [*p[1:], counts[-1][0] / counts[-1][1]]):
         previous = (previous + value + nxt) / 3.0
         smoothed.append(previous)
-    return smoothed
-
-
-def sentence_bleu(reference: Tokens, hypothesis: Tokens, order: int) -> float:
-    """Smoothed sentence BLEU-``order`` of ``hypothesis`` against one reference."""
-    if not hypothesis or modified_precision(reference, hypothesis, 1)[0] == 0:
-        return 0.0
-    p = smoothed_precisions(reference, hypothesis, order)
-    log_mean = math.fsum(math.log(v) / order for v in p if v > 0)
-    return brevity_penalty(len(reference), len(hypothesis)) * math.exp(log_mean)
+    log_mean = math.fsum(math.log(v) / order for v in smoothed if v > 0)
+    brevity = 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
+    return brevity * math.exp(log_mean)
 
 
 def precision_recall(similarity: np.ndarray) -> tuple[float, float]:
     """Precision and recall of a <float>[M refs, N hyps] similarity matrix."""
     return float(similarity.max(0).mean()), float(similarity.max(1).mean())
-
-
-def bleu_scores(
-    references: Sequence[Tokens], hypotheses: Sequence[Tokens], order: int
-) -> tuple[float, float]:
-    """(precision, recall) of BLEU-``order`` for one context."""
-    sims = np.array(
-        [[sentence_bleu(r, h, order) for h in hypotheses] for r in references]
-    )
-    return precision_recall(sims)
 
 
 # -- bag-of-words embedding similarity ----------------------------------------
@@ -124,21 +96,21 @@ def load_glove(path: str, words: set[str] | None = None) -> dict[str, np.ndarray
     dim = None
     with open(file, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, start=1):
-            parts = line.rstrip().split(" ")
-            if len(parts) < 2:
+            word, *values = line.rstrip().split(" ")
+            if not values:
                 continue
-            if dim is None:
-                dim = len(parts) - 1
-            if len(parts) - 1 != dim:
+            dim = dim or len(values)
+            if len(values) != dim:
                 raise DataError(
-                    f"{path}:{number}: {len(parts) - 1} values, expected {dim}"
+                    f"{path}:{number}: {len(values)} values, expected {dim}"
                 )
-            if words is not None and parts[0] not in words:
-                continue
-            try:
-                vectors[parts[0]] = np.asarray(parts[1:], np.float64)
-            except ValueError:
-                raise DataError(f"{path}:{number}: a value is not a number") from None
+            if words is None or word in words:
+                try:
+                    vectors[word] = np.asarray(values, np.float64)
+                except ValueError:
+                    raise DataError(
+                        f"{path}:{number}: a value is not a number"
+                    ) from None
     if dim is None:
         raise DataError(f"{path}: no vectors")
     return vectors
@@ -163,14 +135,14 @@ def glove_table(path: str, vocab: Vocab, table: np.ndarray) -> np.ndarray:
       UserError: the file's vectors are not D wide.
     """
     glove = load_glove(path, set(vocab.words))
+    width = next((len(v) for v in glove.values()), table.shape[1])
+    if width != table.shape[1]:
+        raise UserError(
+            f"{path}: vectors have {width} values but model.emb_dim is {table.shape[1]}"
+        )
     table = np.array(table)
     for i, word in enumerate(vocab.words):
         if word in glove:
-            if glove[word].shape[0] != table.shape[1]:
-                raise UserError(
-                    f"{path}: vectors have {glove[word].shape[0]} values but "
-                    f"model.emb_dim is {table.shape[1]}"
-                )
             table[i] = glove[word]
     table[PAD] = 0.0
     return table
@@ -187,32 +159,29 @@ def extrema_embedding(tokens: Tokens, glove) -> np.ndarray | None:
     vecs = [glove[w] for w in tokens if w in glove]
     if not vecs:
         return None
-    stack = np.stack(vecs)
-    hi, lo = stack.max(0), stack.min(0)
+    hi, lo = np.max(vecs, 0), np.min(vecs, 0)
     return np.where(np.abs(lo) <= hi, hi, lo)
-
-
-def cosine_similarity_01(a: np.ndarray, b: np.ndarray) -> float:
-    """(cos(a, b) + 1) / 2, with 0/0 taken as cosine 0."""
-    denom = np.linalg.norm(a) * np.linalg.norm(b)
-    cos = float(a @ b / denom) if denom > 0 else 0.0
-    return (cos + 1.0) / 2.0
 
 
 def embedding_scores(
     references: Sequence[Tokens], hypotheses: Sequence[Tokens], glove, embed
 ) -> tuple[float, float] | None:
-    """(precision, recall) with sentence vectors from ``embed``.
+    """(precision, recall) with sentence vectors from ``embed``; d = (cos + 1) / 2.
 
-    Sentences without any GloVe word are dropped; None when no reference or
-    no hypothesis is left (the context is then not counted).
+    A zero vector has cosine 0. Sentences without any GloVe word are dropped;
+    None when no reference or no hypothesis is left (the context is then not
+    counted).
     """
     refs = [v for v in (embed(r, glove) for r in references) if v is not None]
     hyps = [v for v in (embed(h, glove) for h in hypotheses) if v is not None]
     if not refs or not hyps:
         return None
-    sims = np.array([[cosine_similarity_01(r, h) for h in hyps] for r in refs])
-    return precision_recall(sims)
+
+    def similarity(a: np.ndarray, b: np.ndarray) -> float:
+        denom = np.linalg.norm(a) * np.linalg.norm(b)
+        return ((float(a @ b / denom) if denom > 0 else 0.0) + 1.0) / 2.0
+
+    return precision_recall(np.array([[similarity(r, h) for h in hyps] for r in refs]))
 
 
 def score_contexts(
@@ -231,21 +200,21 @@ def score_contexts(
       ``bleu{k}_precision``/``_recall`` (k = 1..4), ``bleu{k}_f1``, and with
       GloVe ``abow_*`` and ``ebow_*``, plus ``num_contexts``; values in [0, 1].
     """
+    embeds = {"abow": average_embedding, "ebow": extrema_embedding}
     sums: dict[str, list[float]] = collections.defaultdict(list)
     for refs, hyps in zip(references, hypotheses, strict=True):
-        for k in range(1, 5):
-            p, r = bleu_scores(refs, hyps, k)
-            sums[f"bleu{k}_precision"].append(p)
-            sums[f"bleu{k}_recall"].append(r)
-        if glove is not None:
-            for name, embed in (
-                ("abow", average_embedding),
-                ("ebow", extrema_embedding),
-            ):
-                scores = embedding_scores(refs, hyps, glove, embed)
-                if scores is not None:
-                    sums[f"{name}_precision"].append(scores[0])
-                    sums[f"{name}_recall"].append(scores[1])
+        scores = {
+            f"bleu{k}": precision_recall(
+                np.array([[sentence_bleu(r, h, k) for h in hyps] for r in refs])
+            )
+            for k in range(1, 5)
+        }
+        for name, embed in embeds.items() if glove is not None else ():
+            scores[name] = embedding_scores(refs, hyps, glove, embed)
+        for name, score in scores.items():
+            if score is not None:
+                sums[f"{name}_precision"].append(score[0])
+                sums[f"{name}_recall"].append(score[1])
     results = {k: float(np.mean(v)) for k, v in sums.items()}
     for k in [k.removesuffix("_precision") for k in list(results) if "precision" in k]:
         p, r = results[f"{k}_precision"], results[f"{k}_recall"]

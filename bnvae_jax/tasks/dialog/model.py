@@ -37,12 +37,16 @@ class DialogModelConfig:
     topic_dim: int = 30
     prior_hidden: int = 400
     bow_hidden: int = 400
-    meta_dim: int = 4
     init_scale: float = 0.08
     head: str = "gaussian"
     gamma: float = 0.5
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
+
+
+def _gate_bias(key, shape, dtype=jnp.float32):
+    """TF's GRU bias [r; u; c]: 1 on the reset and update gates, 0 on the candidate."""
+    return (jnp.arange(shape[0]) < 2 * (shape[0] // 3)).astype(dtype)
 
 
 class GRU(nn.Module):
@@ -64,11 +68,7 @@ class GRU(nn.Module):
         self.w_x = self.param("gate_x", init, (self.in_dim, 3 * h_dim))
         self.w_hg = self.param("gate_h", init, (h_dim, 2 * h_dim))
         self.w_hc = self.param("cand_h", init, (h_dim, h_dim))
-        self.bias = self.param(
-            "bias",
-            lambda k, s: jnp.concatenate([jnp.ones(2 * h_dim), jnp.zeros(h_dim)]),
-            (3 * h_dim,),
-        )
+        self.bias = self.param("bias", _gate_bias, (3 * h_dim,))
 
     def input_gates(self, xs):
         """The input half of every gate, <float32>[..., 3H] (hoisted out of scans)."""
@@ -93,15 +93,10 @@ class GRU(nn.Module):
         gx = self.input_gates(xs).swapaxes(0, 1)  # [T, B, 3H]
         valid = (t[:, None] < lengths[None, :])[..., None]
         h = jnp.zeros((batch, self.hidden), xs.dtype) if h0 is None else h0
-        w = (self.w_hg, self.w_hc)
-        h_dim = self.hidden
 
         def body(h, inputs):
             g_x, keep = inputs
-            gates = jax.nn.sigmoid(g_x[:, : 2 * h_dim] + h @ w[0])
-            r, u = gates[:, :h_dim], gates[:, h_dim:]
-            c = jnp.tanh(g_x[:, 2 * h_dim :] + (r * h) @ w[1])
-            new = jnp.where(keep, u * h + (1.0 - u) * c, h)
+            new = jnp.where(keep, self.step(h, g_x), h)
             return new, new
 
         h, outs = jax.lax.scan(body, h, (gx, valid))
@@ -115,11 +110,7 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(
-            self.features,
-            kernel_init=nn.initializers.xavier_uniform(),
-            bias_init=nn.initializers.zeros,
-        )(x)
+        return nn.Dense(self.features, kernel_init=nn.initializers.xavier_uniform())(x)
 
 
 class CVAEOutput(NamedTuple):
@@ -148,18 +139,11 @@ def gaussian_kl_between(q: posteriors.Posterior, p: posteriors.Posterior) -> jax
 
     ½ [log σ_p² − log σ_q² + (σ_q² + (μ_q − μ_p)²)/σ_p² − 1].
     """
-    return 0.5 * (
-        p.logvar
-        - q.logvar
-        + (jnp.exp(q.logvar) + jnp.square(q.mu - p.mu)) * jnp.exp(-p.logvar)
-        - 1.0
-    )
-
-
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """−log softmax(logits)[target] <float32>[...]."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    logvar_ratio = (
+        p.logvar - q.logvar
+    )  # first, as ever: the order fixes the gradient's rounding
+    spread = (jnp.exp(q.logvar) + jnp.square(q.mu - p.mu)) * jnp.exp(-p.logvar)
+    return 0.5 * (logvar_ratio + spread - 1.0)
 
 
 def bow_loss(bow_logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
@@ -195,57 +179,32 @@ class DialogCVAE(nn.Module):
         self.recog = Dense(2 * cfg.latent_dim)
         self.prior_fc = Dense(cfg.prior_hidden)
         self.prior_out = Dense(2 * cfg.latent_dim)
-        self.head = posteriors.make_head(
-            cfg.head,
-            gamma=cfg.gamma,
-            momentum=cfg.bn_momentum,
-            eps=cfg.bn_eps,
-            axis_name=self.axis_name,
-        )
+        bn = {"gamma": cfg.gamma, "momentum": cfg.bn_momentum, "eps": cfg.bn_eps}
+        self.head = posteriors.make_head(cfg.head, **bn, axis_name=self.axis_name)
         self.bow_fc = Dense(cfg.bow_hidden)
         self.bow_out = Dense(cfg.vocab_size)
         self.dec_init = Dense(cfg.dec_hidden)
         self.decoder = GRU(cfg.emb_dim, cfg.dec_hidden, cfg.init_scale)
-        self.dec_out = nn.Dense(
-            cfg.vocab_size, kernel_init=init, bias_init=nn.initializers.zeros
-        )
+        self.dec_out = nn.Dense(cfg.vocab_size, kernel_init=init)  # zero bias
 
     def encode_utterances(self, tokens, lengths):
         """<int32>[..., U] → <float32>[..., 2·utt_hidden] (final fw; final bw)."""
-        lead = tokens.shape[:-1]
-        flat = tokens.reshape(-1, tokens.shape[-1])
-        lens = lengths.reshape(-1)
+        flat, lens = tokens.reshape(-1, tokens.shape[-1]), lengths.reshape(-1)
         x = self.embed(flat)
-        h_fw, _ = self.utt_fw(x, lens)
-        h_bw, _ = self.utt_bw(x, lens)
-        return jnp.concatenate([h_fw, h_bw], -1).reshape(*lead, -1)
+        h_fw, h_bw = self.utt_fw(x, lens)[0], self.utt_bw(x, lens)[0]
+        return jnp.concatenate([h_fw, h_bw], -1).reshape(*tokens.shape[:-1], -1)
 
     def condition(self, batch):
         """The condition [topic; my meta; other meta; context] <float32>[B, C]."""
         utt = self.encode_utterances(batch["context"], batch["context_utt_lens"])
         floor = jax.nn.one_hot(batch["floors"], 2, dtype=utt.dtype)
         ctx, _ = self.ctx_rnn(jnp.concatenate([utt, floor], -1), batch["context_lens"])
-        return jnp.concatenate(
-            [
-                self.topic_embed(batch["topic"]),
-                batch["my_meta"],
-                batch["other_meta"],
-                ctx,
-            ],
-            -1,
-        )
+        topic = self.topic_embed(batch["topic"])
+        return jnp.concatenate([topic, batch["my_meta"], batch["other_meta"], ctx], -1)
 
     def prior(self, c) -> posteriors.Posterior:
         mu, logvar = jnp.split(self.prior_out(jnp.tanh(self.prior_fc(c))), 2, -1)
         return posteriors.Posterior(mu, logvar)
-
-    def recognition(self, c, batch, *, train: bool) -> posteriors.Posterior:
-        y = self.encode_utterances(batch["response"], batch["response_lens"])
-        mu, logvar = jnp.split(self.recog(jnp.concatenate([c, y], -1)), 2, -1)
-        return self.head(mu, logvar, batch["mask"], train=train)
-
-    def bow_logits(self, c, z):
-        return self.bow_out(jnp.tanh(self.bow_fc(jnp.concatenate([c, z], -1))))
 
     def decode_logits(self, c, z, inputs, lengths):
         """Teacher-forced logits <float32>[B, T, V] for input tokens <int32>[B, T]."""
@@ -257,19 +216,24 @@ class DialogCVAE(nn.Module):
         """All loss terms with z ~ q(z|c, y) (the ``sample`` rng stream)."""
         c = self.condition(batch)
         prior = self.prior(c)
-        post = self.recognition(c, batch, train=train)
-        z = posteriors.gaussian_sample(post, self.make_rng("sample"))
         response, lens = batch["response"], batch["response_lens"]
+        y = self.encode_utterances(response, lens)
+        mu, logvar = jnp.split(self.recog(jnp.concatenate([c, y], -1)), 2, -1)
+        post = self.head(mu, logvar, batch["mask"], train=train)
+        z = posteriors.gaussian_sample(post, self.make_rng("sample"))
         inputs, targets = response[:, :-1], response[:, 1:]
         steps = jnp.arange(targets.shape[1])
         target_mask = (steps[None] < (lens - 1)[:, None]).astype(jnp.float32)
         logits = self.decode_logits(c, z, inputs, lens - 1)
-        rec = jnp.sum(token_nll(logits, targets) * target_mask, -1)
-        bow = bow_loss(self.bow_logits(c, z), targets, target_mask)
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        rec = jnp.sum(nll * target_mask, -1)
+        bow_logits = self.bow_out(jnp.tanh(self.bow_fc(jnp.concatenate([c, z], -1))))
+        bow = bow_loss(bow_logits, targets, target_mask)
         return CVAEOutput(
             rec=rec,
             kl=jnp.sum(gaussian_kl_between(post, prior), -1),
-            prior_kl=jnp.sum(posteriors.gaussian_kl(prior.mu, prior.logvar), -1),
+            prior_kl=jnp.sum(posteriors.gaussian_kl(*prior), -1),
             bow=bow,
             tokens=jnp.sum(target_mask, -1),
             posterior=post,
@@ -307,41 +271,34 @@ class DialogCVAE(nn.Module):
         Raises:
           ValueError: a concrete ``temperature`` that is not > 0.
         """
-        if temperature is not None and not isinstance(temperature, jax.Array):
-            if not temperature > 0:
-                raise ValueError(
-                    f"temperature must be > 0 (None: greedy), got {temperature!r}"
-                )
+        concrete = temperature is not None and not isinstance(temperature, jax.Array)
+        if concrete and not temperature > 0:
+            raise ValueError(
+                f"temperature must be > 0 (None: greedy), got {temperature!r}"
+            )
         c = self.condition(batch)
         prior = self.prior(c)
         z = posteriors.gaussian_sample(prior, self.make_rng("sample"), num_samples)
-        b = c.shape[0]
-        c_rep = jnp.repeat(c[:, None], num_samples, 1).reshape(b * num_samples, -1)
-        z = z.reshape(b * num_samples, -1)
-        h = self.dec_init(jnp.concatenate([c_rep, z], -1))
+        b, rows = c.shape[0], c.shape[0] * num_samples
+        c_rep = jnp.repeat(c[:, None], num_samples, 1).reshape(rows, -1)
+        h = self.dec_init(jnp.concatenate([c_rep, z.reshape(rows, -1)], -1))
         table = self.embed.embedding
         w_out = self.dec_out.variables["params"]
         gru = self.decoder
-
-        def pick(logits, key):
-            if temperature is None:
-                return jnp.argmax(logits, -1).astype(jnp.int32)
-            return jax.random.categorical(key, logits / temperature, -1).astype(
-                jnp.int32
-            )
 
         def body(carry, key):
             h, token, done = carry
             h = gru.step(h, gru.input_gates(jnp.take(table, token, axis=0)))
             logits = h @ w_out["kernel"] + w_out["bias"]
-            token = pick(logits, key)
-            emitted = jnp.where(done, PAD, token)
-            return (h, token, done | (token == EOS)), emitted
+            if temperature is None:
+                token = jnp.argmax(logits, -1).astype(jnp.int32)
+            else:
+                token = jax.random.categorical(key, logits / temperature, -1)
+                token = token.astype(jnp.int32)
+            return (h, token, done | (token == EOS)), jnp.where(done, PAD, token)
 
-        keys = None
-        if temperature is not None:
-            keys = jax.random.split(self.make_rng("sample"), max_len)
-        start = jnp.full((b * num_samples,), BOS, jnp.int32)
-        carry = (h, start, jnp.zeros((b * num_samples,), bool))
+        sampled = temperature is not None
+        keys = jax.random.split(self.make_rng("sample"), max_len) if sampled else None
+        carry = (h, jnp.full((rows,), BOS, jnp.int32), jnp.zeros((rows,), bool))
         _, out = jax.lax.scan(body, carry, keys, length=max_len)
         return out.T.reshape(b, num_samples, max_len)

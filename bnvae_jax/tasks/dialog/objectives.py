@@ -14,12 +14,10 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
 from bnvae_jax.errors import ConfigError
+from bnvae_jax.training.objectives import masked_mean
 
-# Extra terms a method may add to the annealed ELBO.
-EXTRA_TERMS = ("bow", "prior_kl")
 # How the extra prior KL is weighted: by the KL annealing weight, or always 1.
 PRIOR_KL_SCHEDULES = ("annealed", "constant")
 
@@ -30,25 +28,17 @@ class DialogMethod:
 
     Attributes:
       head: ``models.posteriors.HEADS`` key for q(z|c, y)'s mean.
-      terms: entries of ``EXTRA_TERMS`` added to the loss.
-      description: one line for listings.
+      terms: extra terms added to the loss, of ``bow`` and ``prior_kl``.
     """
 
     head: str
     terms: tuple[str, ...] = ()
-    description: str = ""
 
 
 DIALOG_METHODS: dict[str, DialogMethod] = {
-    "cvae": DialogMethod("gaussian", (), "CVAE with KL annealing (Zhao et al.)"),
-    "cvae_bow": DialogMethod(
-        "gaussian", ("bow",), "CVAE + bag-of-words loss (Zhao et al.)"
-    ),
-    "bn_cvae": DialogMethod(
-        "bn_gaussian",
-        ("prior_kl",),
-        "BN-CVAE: BN on the recognition mean + KL(p(z|c)||N(0,I)) (paper §4)",
-    ),
+    "cvae": DialogMethod("gaussian"),
+    "cvae_bow": DialogMethod("gaussian", ("bow",)),
+    "bn_cvae": DialogMethod("bn_gaussian", ("prior_kl",)),
 }
 
 
@@ -72,15 +62,6 @@ class LossTerms:
     mask: jax.Array
 
 
-def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def elbo(terms: LossTerms) -> jax.Array:
-    """The CVAE's negative ELBO, mean over real examples: rec + KL(q‖p)."""
-    return masked_mean(terms.rec + terms.kl, terms.mask)
-
-
 def method_loss(
     method: DialogMethod,
     terms: LossTerms,
@@ -101,18 +82,3 @@ def method_loss(
     if "prior_kl" in method.terms:
         per_example = per_example + prior_kl_weight * terms.prior_kl
     return masked_mean(per_example, terms.mask)
-
-
-def bn_cvae_kl(mu_q, logvar_q, mu_p, logvar_p) -> jax.Array:
-    """Paper Eq. 12 with the constant −2: KL(q‖p) + KL(p‖N(0, I)), <float32>[...].
-
-    ½ Σ_j [(σ_q² + (μ_q − μ_p)²)/σ_p² + σ_p² + μ_p² − log σ_q² − 2].
-    """
-    return 0.5 * jnp.sum(
-        (jnp.exp(logvar_q) + jnp.square(mu_q - mu_p)) * jnp.exp(-logvar_p)
-        + jnp.exp(logvar_p)
-        + jnp.square(mu_p)
-        - logvar_q
-        - 2.0,
-        axis=-1,
-    )
