@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -31,15 +32,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bnvae_jax.config import ParallelConfig, check_parallel
 from bnvae_jax.errors import ConfigError, HostError
 
 AXIS = "data"  # the mesh / pmap axis the batch is split over
-# Keys that may differ between the hosts of one run.
-HOST_LOCAL_KEYS = ("parallel.process_id",)
 
 
 def initialize_distributed(cfg: ParallelConfig) -> None:
@@ -71,22 +69,19 @@ def first_host_then_others(fn: Callable[[], Any], what: str) -> Any:
     """
     if jax.process_count() == 1:
         return fn()
-    me, result, error = jax.process_index(), None, None
-    for turn in ("first", "rest"):
-        if (me == 0) == (turn == "first"):
+    result = error = None
+    for first in (True, False):
+        if (jax.process_index() == 0) == first:
             try:
                 result = fn()
             except Exception as e:  # every host must hear of it first
                 error = e
-        failed = np.flatnonzero(
-            np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
-        )
+        flags = multihost_utils.process_allgather(np.int32(error is not None))
         if error is not None:
             raise error
-        if failed.size:
-            raise HostError(
-                f"process(es) {failed.tolist()} failed while {what}; see their logs"
-            )
+        if np.any(flags):
+            failed = np.flatnonzero(np.asarray(flags)).tolist()
+            raise HostError(f"process(es) {failed} failed while {what}; see their logs")
     return result
 
 
@@ -113,8 +108,7 @@ class Parallel:
 
     @property
     def local_devices(self) -> tuple:
-        me = jax.process_index()
-        return tuple(d for d in self.devices if d.process_index == me)
+        return tuple(d for d in self.devices if d.process_index == jax.process_index())
 
     @property
     def num_hosts(self) -> int:
@@ -125,27 +119,17 @@ class Parallel:
         """The named axis the step and the BN head reduce over (pmap only)."""
         return AXIS if self.mode == "pmap" else None
 
-    @property
-    def one_device(self) -> bool:
-        """Nothing to split: arguments stay as they are, programs unannotated.
+    def sharding(self, *spec) -> NamedSharding:
+        """``PartitionSpec(*spec)`` on the mesh: ``()`` replicated, ``(AXIS,)`` rows.
 
-        Measured on CPU: a sharding annotation on the batch, even over one
-        device, made the PTB-size step 4x slower (650 vs 145 ms).
+        With one device nothing is annotated: measured on CPU, a sharding on
+        the batch, even over one device, made the PTB-size step 4x slower.
         """
-        return self.num_devices == 1
-
-    @property
-    def replicated(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P())
-
-    @property
-    def rows(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P(AXIS))
+        return NamedSharding(self.mesh, PartitionSpec(*spec))
 
     def describe(self, batch_size: int) -> str:
         """One line: which devices, how the batch is split, and a hint if thin."""
-        rows = batch_size // self.num_devices
-        platform = self.devices[0].platform
+        rows, platform = batch_size // self.num_devices, self.devices[0].platform
         line = (
             f"devices: {self.num_devices} {platform} ({self.num_hosts} host(s), "
             f"mode {self.mode}), {rows} rows of each batch of {batch_size} per device"
@@ -172,9 +156,9 @@ class Parallel:
 
     def replicate(self, tree):
         """Every leaf replicated over the mesh (a no-op for leaves already so)."""
-        if self.one_device:
+        if self.num_devices == 1:
             return tree
-        target = self.replicated
+        target = self.sharding()
 
         def one(x):
             if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
@@ -195,21 +179,11 @@ class Parallel:
         """The tree on this host's first device (for work every host repeats)."""
         if self.num_devices == 1:
             return tree
-        device = self.local_devices[0]
 
-        def one(x):
-            shard = x.addressable_shards[0].data if isinstance(x, jax.Array) else x
-            return jax.device_put(shard, device)
+        def first_shard(x):
+            return x.addressable_shards[0].data if isinstance(x, jax.Array) else x
 
-        return jax.tree.map(one, tree)
-
-    def _host_rows(self, x: np.ndarray) -> np.ndarray:
-        """This host's rows of a global batch array."""
-        if self.num_hosts == 1:
-            return x
-        per_host = x.shape[0] // self.num_hosts
-        start = jax.process_index() * per_host
-        return x[start : start + per_host]
+        return jax.device_put(jax.tree.map(first_shard, tree), self.local_devices[0])
 
     def shard_batch(self, arrays: Mapping[str, np.ndarray]) -> dict:
         """A global batch (every host passes the same one) placed on the devices.
@@ -217,34 +191,20 @@ class Parallel:
         jit: global arrays sharded over ``data``; pmap: this host's rows as
         ``[local devices, rows per device, ...]``.
         """
-        out = {}
+        out, rows, me = {}, self.sharding(AXIS), jax.process_index()
         for name, x in arrays.items():
             x = np.asarray(x)
-            local = self._host_rows(x)
+            local = np.split(x, self.num_hosts)[me] if self.num_hosts > 1 else x
             if self.mode == "pmap":
                 n = len(self.local_devices)
-                out[name] = local.reshape(n, local.shape[0] // n, *local.shape[1:])
-            elif self.one_device:
+                out[name] = local.reshape(n, len(local) // n, *local.shape[1:])
+            elif self.num_devices == 1:
                 out[name] = local
             elif self.num_hosts == 1:
-                out[name] = jax.device_put(local, self.rows)
+                out[name] = jax.device_put(local, rows)
             else:
-                out[name] = jax.make_array_from_process_local_data(
-                    self.rows, local, x.shape
-                )
+                out[name] = jax.make_array_from_process_local_data(rows, local, x.shape)
         return out
-
-    def to_host(self, x) -> np.ndarray:
-        """A row-sharded result as one numpy array with the global rows, everywhere."""
-        if self.mode == "pmap":
-            local = np.asarray(x)
-            local = local.reshape(-1, *local.shape[2:])
-            if self.num_hosts == 1:
-                return local
-            return np.asarray(multihost_utils.process_allgather(local, tiled=True))
-        if not isinstance(x, jax.Array) or x.is_fully_addressable:
-            return np.asarray(x)
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
     # -- mapped functions ------------------------------------------------------
 
@@ -287,31 +247,30 @@ class Parallel:
             return fn(variables, jax.random.wrap_key_data(key_data), *rows)
 
         if self.mode == "pmap":
-            mapped = jax.pmap(
-                with_key_data,
-                axis_name=AXIS,
-                in_axes=(None, None) + (0,) * num_rows,
-                devices=self.devices,
-            )
-        elif self.one_device:
+            axes = (None, None) + (0,) * num_rows
+            mapped = jax.pmap(with_key_data, AXIS, in_axes=axes, devices=self.devices)
+        elif self.num_devices == 1:
             mapped = jax.jit(with_key_data)
         else:
-            mapped = jax.jit(
-                with_key_data,
-                in_shardings=(self.replicated, self.replicated)
-                + (self.rows,) * num_rows,
-                out_shardings=self.rows,
-            )
+            both, rows = self.sharding(), self.sharding(AXIS)
+            ins = (both, both) + (rows,) * num_rows
+            mapped = jax.jit(with_key_data, in_shardings=ins, out_shardings=rows)
 
         def place(variables, key, *rows):
             rows = [_pad_rows(np.asarray(r), self.padded(len(r))) for r in rows]
             placed = self.shard_batch(dict(enumerate(rows)))
-            key_data = np.asarray(jax.random.key_data(key))
-            return (variables, key_data, *placed.values())
+            return (variables, np.asarray(jax.random.key_data(key)), *placed.values())
+
+        def to_host(x) -> np.ndarray:  # the global rows, the same on every host
+            if self.mode == "pmap":  # this host's rows as [local devices, rows, ...]
+                x = np.asarray(x).reshape(-1, *x.shape[2:])
+            if self.num_hosts == 1 or getattr(x, "is_fully_addressable", False):
+                return np.asarray(x)
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
         def run(variables, key, *rows):
             out = mapped(*place(variables, key, *rows))
-            return tuple(self.to_host(o)[: len(rows[0])] for o in out)
+            return tuple(to_host(o)[: len(rows[0])] for o in out)
 
         # The compiled program for these arguments (to inspect its collectives).
         run.lower = lambda *args: mapped.lower(*place(*args))
@@ -323,11 +282,8 @@ class Parallel:
         """Raises on every host when the hosts were given different configs."""
         if self.num_hosts == 1:
             return
-        digest = config_digest(config)
-        every = np.asarray(multihost_utils.process_allgather(digest))
-        differ = [
-            p for p in range(len(every)) if not np.array_equal(every[p], every[0])
-        ]
+        every = np.asarray(multihost_utils.process_allgather(config_digest(config)))
+        differ = np.flatnonzero(np.any(every != every[0], axis=1)).tolist()
         if differ:
             raise ConfigError(
                 f"hosts disagree on the config: process(es) {differ} differ from "
@@ -337,17 +293,13 @@ class Parallel:
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     """``x`` with zero rows appended up to ``rows``; ``run`` drops their results."""
-    if x.shape[0] == rows:
-        return x
-    return np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
+    return np.pad(x, [(0, rows - len(x))] + [(0, 0)] * (x.ndim - 1))
 
 
 def config_digest(config: ml_collections.ConfigDict) -> np.ndarray:
     """<uint32>[8]: SHA-256 of the config without the keys that are per host."""
     values = json.loads(config.to_json_best_effort())
-    for dotted in HOST_LOCAL_KEYS:
-        section, _, key = dotted.rpartition(".")
-        values.get(section, {}).pop(key, None)
+    values.get("parallel", {}).pop("process_id", None)  # may differ between hosts
     text = json.dumps(values, sort_keys=True).encode()
     return np.frombuffer(hashlib.sha256(text).digest(), np.uint32).copy()
 
@@ -369,12 +321,8 @@ def auto_devices(available: int, host_batch: int, platform: str) -> int:
     """
     if platform == "cpu":
         return available
-    fits = [
-        n
-        for n in range(1, available + 1)
-        if host_batch % n == 0 and host_batch // n >= MIN_ROWS_PER_DEVICE
-    ]
-    return max(fits, default=1)
+    fits = range(1, min(available, host_batch // MIN_ROWS_PER_DEVICE) + 1)
+    return max((n for n in fits if host_batch % n == 0), default=1)
 
 
 def build(cfg: ParallelConfig, batch_size: int = 0) -> Parallel:
@@ -388,24 +336,17 @@ def build(cfg: ParallelConfig, batch_size: int = 0) -> Parallel:
     """
     check_parallel(cfg)
     local = jax.local_devices()
-    host_batch = batch_size // jax.process_count()
-    per_host = cfg.num_devices or (
-        auto_devices(len(local), host_batch, local[0].platform)
-        if batch_size
-        else len(local)
-    )
-    if per_host > len(local):
+    n, platform = len(local), local[0].platform
+    auto = auto_devices(n, batch_size // jax.process_count(), platform)
+    per_host = cfg.num_devices or (auto if batch_size else n)
+    if per_host > n:
         raise ConfigError(
             f"parallel.num_devices={cfg.num_devices} but this host has "
-            f"{len(local)} {local[0].platform} device(s)"
+            f"{n} {platform} device(s)"
         )
-    chosen = [
-        d
-        for p in range(jax.process_count())
-        for d in sorted(
-            (d for d in jax.devices() if d.process_index == p), key=lambda d: d.id
-        )[:per_host]
-    ]
+    ordered = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    hosts = itertools.groupby(ordered, key=lambda d: d.process_index)
+    chosen = [d for _, devices in hosts for d in list(devices)[:per_host]]
     return Parallel(mode=cfg.mode, mesh=Mesh(np.array(chosen), (AXIS,)))
 
 
@@ -426,43 +367,29 @@ def single_device() -> Parallel:
 _THREEFRY = jex_random.threefry_prng_impl
 
 
-def _offset_seed(seed):
-    return jnp.concatenate([_THREEFRY.seed(seed), jnp.zeros((1,), jnp.uint32)])
-
-
-def _offset_split(key, shape):
-    children = _THREEFRY.split(key[:2], shape)
-    offset = jnp.broadcast_to(key[2], (*shape, 1))
-    return jnp.concatenate([children, offset], -1)
-
-
-def _offset_fold_in(key, data):
-    return jnp.concatenate([_THREEFRY.fold_in(key[:2], data), key[2:]])
-
-
 def _offset_random_bits(key, bit_width, shape):
-    size = math.prod(shape)
-    per_row = math.prod(shape[1:]) if len(shape) > 1 else 1
-    start = key[2] * jnp.uint32(per_row)
-    lo = jax.lax.iota(np.uint32, size) + start
+    start = key[2] * jnp.uint32(math.prod(shape[1:]))  # elements before row o
+    lo = jax.lax.iota(np.uint32, math.prod(shape)) + start
     hi = (lo < start).astype(np.uint32)  # the carry into threefry's high word
     bits1, bits2 = jex_random.threefry2x32_p.bind(
         key[0], key[1], hi.reshape(shape), lo.reshape(shape)
     )
     if bit_width == 64:
-        return jax.lax.shift_left(
-            bits1.astype(np.uint64), jnp.asarray(32, np.uint64)
-        ) | bits2.astype(np.uint64)
+        return bits1.astype(np.uint64) << 32 | bits2.astype(np.uint64)
     bits = bits1 ^ bits2
     return bits if bit_width == 32 else bits.astype(f"uint{bit_width}")
 
 
 ROW_OFFSET_THREEFRY = jex_random.define_prng_impl(
     key_shape=(3,),
-    seed=_offset_seed,
-    split=_offset_split,
+    seed=lambda s: jnp.concatenate([_THREEFRY.seed(s), jnp.zeros((1,), jnp.uint32)]),
+    split=lambda key, shape: jnp.concatenate(
+        [_THREEFRY.split(key[:2], shape), jnp.broadcast_to(key[2], (*shape, 1))], -1
+    ),
     random_bits=_offset_random_bits,
-    fold_in=_offset_fold_in,
+    fold_in=lambda key, data: jnp.concatenate(
+        [_THREEFRY.fold_in(key[:2], data), key[2:]]
+    ),
     name="row_offset_threefry",
     tag="rof",
 )
@@ -484,9 +411,9 @@ def split_rows(key: jax.Array, axis_name: str | None, rows: int) -> jax.Array:
     """Per-row keys <key>[rows]: this device's rows of ``split(key, global rows)``."""
     if axis_name is None:
         return jax.random.split(key, rows)
-    total = rows * jax.lax.axis_size(axis_name)
+    keys = jax.random.split(key, rows * jax.lax.axis_size(axis_name))
     start = jax.lax.axis_index(axis_name) * rows
-    return jax.lax.dynamic_slice_in_dim(jax.random.split(key, total), start, rows)
+    return jax.lax.dynamic_slice_in_dim(keys, start, rows)
 
 
 def psum(tree: Any, axis_name: str | None) -> Any:

@@ -14,17 +14,13 @@ import math
 from collections.abc import Mapping, Sequence
 
 import jax
+from flax import traverse_util
 
 # Values of model.bn_remedy (models.posteriors implements them).
 REMEDIES = ("none", "relative_eps", "weight_norm")
 # Train-row names (metrics.jsonl / TensorBoard) of the head's BNHealth fields.
-SCALARS = {
-    "gamma_eff_min": "train/bn_gamma_eff_min",
-    "gamma_eff_mean": "train/bn_gamma_eff_mean",
-    "gamma_eff_ratio_min": "train/bn_gamma_eff_ratio_min",
-    "var_min": "train/bn_var_min",
-    "kl_bound": "train/bn_kl_bound",
-}
+_FIELDS = "gamma_eff_min gamma_eff_mean gamma_eff_ratio_min var_min kl_bound"
+SCALARS = {field: f"train/bn_{field}" for field in _FIELDS.split()}
 # Warn when some dimension keeps less than this fraction of its scale γ ...
 GAMMA_RATIO = 0.9
 # ... or when the train KL is below the bound by more than this relative slack
@@ -33,10 +29,6 @@ KL_SLACK = 0.01
 # Validation warns when the raw means are estimated to start with a variance
 # below this many eps (γ_eff < 0.95 γ from the first step on).
 START_MARGIN = 10.0
-
-
-def _uniform_var(scale: float) -> float:
-    return scale * scale / 3.0
 
 
 def initial_mu_variance(
@@ -58,29 +50,26 @@ def initial_mu_variance(
     """
     from bnvae_jax.models import layers  # jax-heavy; only needed here
 
-    scheme = layers.INIT_SCHEMES[enc_init]
+    def uniform_var(scale):  # of U(-scale, scale)
+        return scale * scale / 3.0
+
+    scheme, default = layers.INIT_SCHEMES[enc_init], 1.0 / math.sqrt(enc_hidden)
     if scheme.embedding_uniform is not None:
-        var_emb = _uniform_var(scheme.embedding_uniform)
+        var_emb = uniform_var(scheme.embedding_uniform)
     else:
         var_emb = scheme.embedding_std**2
-    lstm = scheme.lstm_uniform or 1.0 / math.sqrt(enc_hidden)
-    linear = scheme.linear_uniform or 1.0 / math.sqrt(enc_hidden)
-    var_h = emb_dim * _uniform_var(lstm) * var_emb / 12.0
+    var_h = emb_dim * uniform_var(scheme.lstm_uniform or default) * var_emb / 12.0
     if unit_norm_mu:
         return var_h
-    return enc_hidden * _uniform_var(linear) * var_h
+    return enc_hidden * uniform_var(scheme.linear_uniform or default) * var_h
 
 
 def start_warning(model) -> str | None:
     """One line when a bn_gaussian model (a ModelConfig section) starts below eps."""
     if model.bn_remedy == "relative_eps":
         return None  # the bound does not depend on the scale of v
-    v = initial_mu_variance(
-        model.emb_dim,
-        model.enc_hidden,
-        model.enc_init,
-        unit_norm_mu=model.bn_remedy == "weight_norm",
-    )
+    unit_norm = model.bn_remedy == "weight_norm"
+    v = initial_mu_variance(model.emb_dim, model.enc_hidden, model.enc_init, unit_norm)
     if v >= START_MARGIN * model.bn_eps:
         return None
     ratio = math.sqrt(v / (v + model.bn_eps))
@@ -99,19 +88,11 @@ def step_metrics(updates: Mapping) -> dict[str, jax.Array]:
     Empty for models without a BN head. Statistics are of the global batch
     (the head reduces over the data axis), so every device reports the same.
     """
-    found = []
-
-    def walk(tree):
-        for name, value in tree.items():
-            if name == "bn_health":
-                found.extend(value)
-            elif isinstance(value, Mapping):
-                walk(value)
-
-    walk(updates.get("intermediates", {}))
+    sown = traverse_util.flatten_dict(dict(updates.get("intermediates", {})))
+    found = [v for path, v in sown.items() if path[-1] == "bn_health"]
     if not found:
         return {}
-    return {f"bn_{k}": v for k, v in found[-1]._asdict().items()}
+    return {f"bn_{k}": v for k, v in found[-1][-1]._asdict().items()}
 
 
 def host_scalars(host: Sequence[Mapping]) -> dict[str, float]:
@@ -123,67 +104,48 @@ def host_scalars(host: Sequence[Mapping]) -> dict[str, float]:
     """
     if not host or "bn_kl_bound" not in host[-1]:
         return {}
-    last = host[-1]
-    out = {
-        name: float(last[f"bn_{field}"])
-        for field, name in SCALARS.items()
-        if field != "kl_bound"
-    }
+    out = {name: float(host[-1][f"bn_{field}"]) for field, name in SCALARS.items()}
     count = sum(float(m["count"]) for m in host)
     bound = sum(float(m["bn_kl_bound"]) * float(m["count"]) for m in host)
     out[SCALARS["kl_bound"]] = bound / max(count, 1.0)
     return out
 
 
-def problems(scalars: Mapping[str, float]) -> tuple[str, ...]:
-    """What is wrong with the bound in one train row, as stable short keys."""
-    if SCALARS["gamma_eff_ratio_min"] not in scalars:
-        return ()
-    found = []
-    if scalars[SCALARS["gamma_eff_ratio_min"]] < GAMMA_RATIO:
-        found.append("gamma_eff")
-    bound = scalars[SCALARS["kl_bound"]]
-    if scalars["train/kl"] < (1.0 - KL_SLACK) * bound:
-        found.append("kl_below_bound")
-    return tuple(found)
-
-
-def describe(scalars: Mapping[str, float], found: tuple[str, ...]) -> str:
-    """The warning line for ``found`` (non-empty)."""
-    parts = []
-    if "gamma_eff" in found:
-        parts.append(
-            f"gamma_eff_min/gamma = {scalars[SCALARS['gamma_eff_ratio_min']]:.3g} "
-            f"< {GAMMA_RATIO} (smallest pre-BN variance "
-            f"{scalars[SCALARS['var_min']]:.2g})"
-        )
-    if "kl_below_bound" in found:
-        parts.append(
-            f"train KL {scalars['train/kl']:.4g} < bound "
-            f"n(gamma^2+beta^2)/2 = {scalars[SCALARS['kl_bound']]:.4g}"
-        )
-    cause = (
-        " (the pre-BN variance of mu is near or below model.bn_eps; see "
-        "model.bn_remedy)"
-        if "gamma_eff" in found
-        else ""
-    )
-    return "BN-VAE's KL bound does not hold: " + "; ".join(parts) + cause
-
-
 def monitor(scalars: Mapping[str, float], last: str) -> tuple[str, str | None]:
     """Warn once per state: returns the new state key and a line to log, if any.
 
-    ``last`` is the key of the previous train row ('' when healthy). A line
-    comes when the set of problems changes: a new problem, or recovery.
+    The state key names the problems of this train row ('' when healthy, or
+    without a BN head); ``last`` is the previous row's. A line comes when the
+    set of problems changes: a new problem, or recovery.
     """
-    found = problems(scalars)
+    found, parts = [], []
+    ratio = scalars.get(SCALARS["gamma_eff_ratio_min"])
+    if ratio is not None and ratio < GAMMA_RATIO:
+        found.append("gamma_eff")
+        var = scalars[SCALARS["var_min"]]
+        parts.append(
+            f"gamma_eff_min/gamma = {ratio:.3g} < {GAMMA_RATIO} (smallest pre-BN "
+            f"variance {var:.2g})"
+        )
+    bound = scalars.get(SCALARS["kl_bound"])
+    if ratio is not None and scalars["train/kl"] < (1.0 - KL_SLACK) * bound:
+        found.append("kl_below_bound")
+        parts.append(
+            f"train KL {scalars['train/kl']:.4g} < bound "
+            f"n(gamma^2+beta^2)/2 = {bound:.4g}"
+        )
     key = ",".join(found)
     if key == last:
         return key, None
     if not found:
         return key, "BN-VAE's KL bound holds again (gamma_eff and train KL)"
-    return key, describe(scalars, found)
+    line = "BN-VAE's KL bound does not hold: " + "; ".join(parts)
+    if "gamma_eff" in found:
+        line += (
+            " (the pre-BN variance of mu is near or below model.bn_eps; see "
+            "model.bn_remedy)"
+        )
+    return key, line
 
 
 def warn(scalars: Mapping[str, float], last: str) -> str:

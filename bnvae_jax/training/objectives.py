@@ -20,28 +20,23 @@ def kl_identity(kl_dim: jax.Array) -> jax.Array:
     return jnp.sum(kl_dim, axis=-1)
 
 
+def _above(kl: jax.Array, target: float) -> jax.Array:
+    """``kl`` where it exceeds ``target``, else 0 (so no gradient below it)."""
+    return jnp.where(kl > target, kl, 0.0)
+
+
 def free_bits_total(target: float) -> KLTransform:
     """Free bits on the whole KL (reference ``fb=1``).
 
     ``1[KL_i > λ] · KL_i``: below the target the KL term is dropped, so its
     gradient is zero (gradient-equivalent to ``max(λ, KL_i)``).
     """
-
-    def transform(kl_dim):
-        kl = jnp.sum(kl_dim, axis=-1)
-        return jnp.where(kl > target, kl, 0.0)
-
-    return transform
+    return lambda kl_dim: _above(kl_identity(kl_dim), target)
 
 
 def free_bits_per_dim(target: float) -> KLTransform:
     """Free bits per dimension (reference ``fb=2``, Li et al.): λ/n per dimension."""
-
-    def transform(kl_dim):
-        per_dim = target / max(kl_dim.shape[-1], 1)
-        return jnp.sum(jnp.where(kl_dim > per_dim, kl_dim, 0.0), axis=-1)
-
-    return transform
+    return lambda kl_dim: kl_identity(_above(kl_dim, target / max(kl_dim.shape[-1], 1)))
 
 
 # Every entry builds a transform from the target KL λ (ignored by 'none').
@@ -57,12 +52,10 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def vae_loss(
-    rec: jax.Array,
-    kl_dim: jax.Array,
-    mask: jax.Array,
-    kl_weight: jax.Array,
-    kl_transform: KLTransform = kl_identity,
-) -> jax.Array:
-    """Mean over real examples of rec + β · transform(KL)."""
+def vae_loss(rec, kl_dim, mask, kl_weight, kl_transform: KLTransform = kl_identity):
+    """Mean over real examples of rec + β · transform(KL).
+
+    ``rec`` <float32>[B], ``kl_dim`` [B, n], ``mask`` [B], ``kl_weight`` β (a
+    scalar); returns a scalar.
+    """
     return masked_mean(rec + kl_weight * kl_transform(kl_dim), mask)

@@ -42,11 +42,7 @@ class ScheduleSpec:
 
 def constant(value: float) -> Schedule:
     """β(step) = value for every step (β-VAE; 0 is an autoencoder)."""
-
-    def schedule(step):
-        return jnp.full(jnp.shape(step), value, jnp.float32)
-
-    return schedule
+    return lambda step: jnp.full(jnp.shape(step), value, jnp.float32)
 
 
 def linear(kl_start: float, warmup_steps: float) -> Schedule:
@@ -65,16 +61,14 @@ def linear(kl_start: float, warmup_steps: float) -> Schedule:
     return schedule
 
 
-def cyclic(
-    kl_start: float, total_steps: int, num_cycles: int, ratio: float
-) -> Schedule:
-    """Fu et al.'s cyclical annealing: M cycles over the whole run.
+def cyclic(kl_start: float, total_steps: int, cycles: int, ratio: float) -> Schedule:
+    """Fu et al.'s cyclical annealing: ``cycles`` (M) cycles over the whole run.
 
-    Within each cycle of ``total_steps / num_cycles`` steps the weight rises
+    Within each cycle of ``total_steps / cycles`` steps the weight rises
     linearly from ``kl_start`` to 1 over the first ``ratio`` of the cycle, then
     stays at 1. Step 0 has weight ``kl_start``.
     """
-    period = max(total_steps / num_cycles, 1.0)
+    period = max(total_steps / cycles, 1.0)
     ramp = max(period * ratio, 1e-9)
 
     def schedule(step):
@@ -95,8 +89,7 @@ def cyclic_epoch_reset(
     Before the fix the weight stayed at ``kl_start`` for the whole reset epoch;
     that bug is not reproduced.
     """
-    rate = 0.0 if warmup_steps <= 0 else (1.0 - kl_start) / warmup_steps
-    spe = max(int(steps_per_epoch), 1)
+    ramp, spe = linear(kl_start, warmup_steps), max(int(steps_per_epoch), 1)
 
     def schedule(step):
         step = jnp.asarray(step, jnp.int32)
@@ -104,8 +97,7 @@ def cyclic_epoch_reset(
         # The last reset epoch at or before ``epoch`` (none during epoch 0).
         last_reset = 1 + ((epoch - 1) // cycle_epochs) * cycle_epochs
         start = jnp.where(epoch >= 1, last_reset * spe, 0)
-        since = (step - start).astype(jnp.float32)
-        return jnp.minimum(1.0, kl_start + (since + 1.0) * rate)
+        return ramp((step - start).astype(jnp.float32))
 
     return schedule
 

@@ -39,10 +39,8 @@ def make_optimizer(learning_rate: float, clip_norm: float, kind: str = "sgd"):
     """
 
     def factory(learning_rate):
-        update = (
-            optax.adam(learning_rate) if kind == "adam" else optax.sgd(learning_rate)
-        )
-        return optax.chain(optax.clip_by_global_norm(clip_norm), update)
+        update = optax.adam if kind == "adam" else optax.sgd
+        return optax.chain(optax.clip_by_global_norm(clip_norm), update(learning_rate))
 
     return optax.inject_hyperparams(factory)(learning_rate=learning_rate)
 
@@ -60,14 +58,9 @@ def create_train_state(
     model: nn.Module, key: jax.Array, batch: Batch, tx
 ) -> TrainState:
     """Initialises parameters and running statistics from one example batch."""
-    params_key, sample_key, dropout_key = jax.random.split(key, 3)
-    variables = model.init(
-        {"params": params_key, "sample": sample_key, "dropout": dropout_key},
-        batch["tokens"],
-        batch["lengths"],
-        batch["mask"],
-        train=False,
-    )
+    rngs = dict(zip(("params", "sample", "dropout"), jax.random.split(key, 3)))
+    args = batch["tokens"], batch["lengths"], batch["mask"]
+    variables = model.init(rngs, *args, train=False)
     state = TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -116,10 +109,6 @@ class StepFns:
 UPDATES = ("all", "encoder", "decoder")
 
 
-def is_decoder(path) -> bool:
-    return path[0].key == "decoder"
-
-
 def _mask_update(grads, keep: str, clip_norm: float):
     """Clips by the global norm of *all* gradients, then zeroes the other side.
 
@@ -130,15 +119,10 @@ def _mask_update(grads, keep: str, clip_norm: float):
     factor = jnp.minimum(1.0, clip_norm / jnp.maximum(norm, 1e-12))
 
     def one(path, g):
-        moves = is_decoder(path) == (keep == "decoder")
+        moves = (path[0].key == "decoder") == (keep == "decoder")
         return g * factor if moves else jnp.zeros_like(g)
 
     return jax.tree_util.tree_map_with_path(one, grads)
-
-
-def _row_keys(keys, fns: StepFns, rows: int):
-    """The step's keys for batch-shaped draws of this device's rows."""
-    return [parallel.row_offset_key(k, fns.axis_name, rows) for k in keys]
 
 
 def global_mean(loss, mask, axis_name):
@@ -149,85 +133,51 @@ def global_mean(loss, mask, axis_name):
     if axis_name is None:
         return loss
     count = jnp.sum(mask)
-    return (
-        loss
-        * jnp.maximum(count, 1.0)
-        / jnp.maximum(parallel.psum(count, axis_name), 1.0)
-    )
+    total = jnp.maximum(parallel.psum(count, axis_name), 1.0)
+    return loss * jnp.maximum(count, 1.0) / total
 
 
-def _joint_loss(state, params, batch, keys, kl_weight, fns):
-    mask = batch["mask"]
-    sample_key, dropout_key = _row_keys(keys, fns, len(mask))
-    out, updates = state.apply_fn(
-        {"params": params, "batch_stats": state.batch_stats},
-        batch["tokens"],
-        batch["lengths"],
-        mask,
-        train=True,
-        rngs={"sample": sample_key, "dropout": dropout_key},
-        mutable=["batch_stats", "intermediates"],
-    )
-    loss = objectives.vae_loss(out.rec, out.kl, mask, kl_weight, fns.kl_transform)
-    return global_mean(loss, mask, fns.axis_name), (out.rec, out.kl, updates)
+def _loss(state, params, batch, keys, kl_weight, fns):
+    """The batch's loss (its share under pmap), with (rec, per-dim KL, updates).
 
-
-def _svi_loss(state, params, batch, keys, kl_weight, fns):
-    """SA-VAE: the loss at λ_K, with λ_K a differentiable function of the encoder.
-
-    The SVI steps see the decoder through ``stop_gradient``, so the decoder's
-    gradient is ∂loss/∂θ at λ_K and the encoder's flows through the trajectory.
+    SA-VAE (``fns.svi``) takes the loss at λ_K, a differentiable function of the
+    encoder: the SVI steps see the decoder through ``stop_gradient``, so the
+    decoder's gradient is ∂loss/∂θ at λ_K and the encoder's flows through the
+    trajectory.
     """
-    cfg, mask = fns.svi, batch["mask"]
-    sample_key, dropout_key = _row_keys(keys, fns, len(mask))
-    tokens, lengths = batch["tokens"], batch["lengths"]
-    post, updates = state.apply_fn(
-        {"params": params, "batch_stats": state.batch_stats},
-        tokens,
-        lengths,
-        mask,
-        train=True,
-        method="encode",
-        mutable=["batch_stats", "intermediates"],
-    )
-    fixed = {"params": jax.lax.stop_gradient(params), "batch_stats": {}}
-
-    def rec_fn(z, k):
-        return state.apply_fn(
-            fixed,
-            tokens,
-            lengths,
-            z,
-            train=True,
-            method="reconstruction",
-            rngs={"dropout": jax.random.fold_in(dropout_key, k + 1)},
+    tokens, lengths, mask = batch["tokens"], batch["lengths"], batch["mask"]
+    sample_key, dropout_key = [
+        parallel.row_offset_key(k, fns.axis_name, len(mask)) for k in keys
+    ]
+    model_vars = {"params": params, "batch_stats": state.batch_stats}
+    apply = functools.partial(state.apply_fn, train=True)
+    mutable = ["batch_stats", "intermediates"]
+    if fns.svi is None:
+        rngs = {"sample": sample_key, "dropout": dropout_key}
+        out, updates = apply(
+            model_vars, tokens, lengths, mask, rngs=rngs, mutable=mutable
         )
+        rec, kl = out.rec, out.kl
+    else:
+        post, updates = apply(
+            model_vars, tokens, lengths, mask, method="encode", mutable=mutable
+        )
+        fixed = {"params": jax.lax.stop_gradient(params), "batch_stats": {}}
 
-    example_keys = parallel.split_rows(
-        jax.random.fold_in(keys[0], 1), fns.axis_name, len(mask)
-    )
-    post = svi.refine(
-        post,
-        rec_fn,
-        example_keys,
-        kl_weight=kl_weight,
-        steps=cfg.svi_steps,
-        lr=cfg.svi_lr,
-        momentum=cfg.svi_momentum,
-        clip=cfg.svi_clip,
-        scale=cfg.svi_scale,
-    )
-    z = posteriors.gaussian_sample(post, sample_key)
-    rec = state.apply_fn(
-        {"params": params, "batch_stats": state.batch_stats},
-        tokens,
-        lengths,
-        z,
-        train=True,
-        method="reconstruction",
-        rngs={"dropout": dropout_key},
-    )
-    kl = posteriors.gaussian_kl(*post)
+        def rec_fn(z, k):
+            rngs = {"dropout": jax.random.fold_in(dropout_key, k + 1)}
+            return apply(fixed, tokens, lengths, z, method="reconstruction", rngs=rngs)
+
+        example_keys = parallel.split_rows(
+            jax.random.fold_in(keys[0], 1), fns.axis_name, len(mask)
+        )
+        names = ("steps", "lr", "momentum", "clip", "scale")
+        hyper = {name: getattr(fns.svi, f"svi_{name}") for name in names}
+        post = svi.refine(post, rec_fn, example_keys, kl_weight=kl_weight, **hyper)
+        z = posteriors.gaussian_sample(post, sample_key)
+        rngs = {"dropout": dropout_key}
+        rec = apply(model_vars, tokens, lengths, z, method="reconstruction", rngs=rngs)
+        kl = posteriors.gaussian_kl(*post)
     loss = objectives.vae_loss(rec, kl, mask, kl_weight, fns.kl_transform)
     return global_mean(loss, mask, fns.axis_name), (rec, kl, updates)
 
@@ -265,10 +215,9 @@ def train_step(
     keys = jax.random.split(key)
     kl_weight = fns.kl_schedule(state.step)
     mask = batch["mask"]
-    loss_of = _svi_loss if fns.svi is not None else _joint_loss
 
     def loss_fn(params):
-        return loss_of(state, params, batch, keys, kl_weight, fns)
+        return _loss(state, params, batch, keys, kl_weight, fns)
 
     grads, (rec, kl_dim, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = parallel.psum(grads, fns.axis_name)

@@ -1,7 +1,7 @@
 """Metric writers without TensorFlow: JSONL + TensorBoard (tensorboardX) + logging.
 
 The method names follow ``clu.metric_writers`` so CLU's writers could be dropped in.
-``create_writer`` combines three sinks:
+The writer of ``create_writer`` writes to three sinks:
 
 * ``workdir/metrics.jsonl``: one JSON object a write, appended (a resumed run
   appends to the same file; ``read_metrics`` drops the replayed duplicates);
@@ -31,7 +31,7 @@ import tensorboardX
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _LOG = logging.getLogger("bnvae_jax.file.metrics")
-_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_NON_FINITE = ("nan", "inf", "-inf")
 
 
 def _to_float(key: str, value: Any) -> float:
@@ -46,15 +46,7 @@ def _to_float(key: str, value: Any) -> float:
 
 
 def _json_float(value: float) -> float | str:
-    if math.isfinite(value):
-        return value
-    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-
-
-def _from_json_float(value: Any) -> Any:
-    if isinstance(value, str) and value in _NON_FINITE:
-        return _NON_FINITE[value]
-    return value
+    return value if math.isfinite(value) else str(value)  # 'nan', 'inf', '-inf'
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,134 +67,77 @@ def _jsonable(value: Any) -> Any:
 
 
 class MetricWriter:
-    """Writes metrics; this base class is the no-op writer (``enabled=False``)."""
+    """Writes metrics to the three sinks; without a workdir it writes nothing."""
+
+    def __init__(self, workdir: pathlib.Path | None = None, purge_step=None):
+        self._file = self._tb = None
+        if workdir is None:
+            return
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._file = open(workdir / METRICS_FILE, "a", encoding="utf-8")
+        # A unique suffix: two writers opened in the same second (a quick
+        # restart) must not truncate each other's event file.
+        self._tb = tensorboardX.SummaryWriter(
+            logdir=str(workdir / TENSORBOARD_DIR),
+            purge_step=purge_step,
+            flush_secs=30,
+            filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}",
+        )
+
+    def _append(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
+        record = {"step": int(step), "time": time.time(), "kind": kind}
+        record["values"] = dict(values)
+        self._file.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
+        self._file.flush()  # a killed run keeps every line it wrote
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         """Writes scalar metrics of ``step`` (Python, numpy or JAX scalars)."""
+        if self._file is None:
+            return
+        values = {k: _to_float(k, v) for k, v in scalars.items()}
+        self._append(step, "scalars", {k: _json_float(v) for k, v in values.items()})
+        for key, value in values.items():
+            self._tb.add_scalar(key, value, global_step=int(step))
+        parts = [f"{k}={v:.6g}" for k, v in values.items()]
+        _LOG.info("[%d] %s", int(step), ", ".join(parts))
 
     def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
         """Writes text summaries of ``step``."""
+        if self._file is None:
+            return
+        self._append(step, "texts", {k: str(v) for k, v in texts.items()})
+        for key, value in texts.items():
+            self._tb.add_text(key, str(value), global_step=int(step))
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
         """Writes the run's hyperparameters (a possibly nested mapping)."""
+        if self._file is None:
+            return
+        values = _jsonable(hparams)
+        self._append(0, "hparams", values)
+        text = json.dumps(values, indent=2, sort_keys=True)
+        # Markdown code block: TensorBoard's text plugin renders markdown.
+        indented = "\n".join("    " + line for line in text.splitlines())
+        self._tb.add_text("hparams", indented, global_step=0)
+        _LOG.info("hparams: %s", json.dumps(values, sort_keys=True))
 
     def flush(self) -> None:
         """Pushes buffered writes to disk."""
+        if self._file is not None:
+            self._file.flush()
+            self._tb.flush()
 
     def close(self) -> None:
         """Flushes and releases files; the writer is not used afterwards."""
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+            self._tb.close()
 
     def __enter__(self) -> MetricWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _JsonlWriter(MetricWriter):
-    """Appends one JSON object a write to ``workdir/metrics.jsonl``."""
-
-    def __init__(self, workdir: pathlib.Path):
-        workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(workdir / METRICS_FILE, "a", encoding="utf-8")
-
-    def _write(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
-        record = {"step": int(step), "time": time.time(), "kind": kind}
-        record["values"] = dict(values)
-        self._file.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
-        self._file.flush()  # a killed run keeps every line it wrote
-
-    def write_scalars(self, step, scalars):
-        self._write(
-            step,
-            "scalars",
-            {k: _json_float(_to_float(k, v)) for k, v in scalars.items()},
-        )
-
-    def write_texts(self, step, texts):
-        self._write(step, "texts", {k: str(v) for k, v in texts.items()})
-
-    def write_hparams(self, hparams):
-        self._write(0, "hparams", _jsonable(hparams))
-
-    def flush(self):
-        self._file.flush()
-
-    def close(self):
-        if not self._file.closed:
-            self._file.close()
-
-
-class _TensorBoardWriter(MetricWriter):
-    """Event files under ``workdir/tensorboard/`` through tensorboardX."""
-
-    def __init__(self, logdir: pathlib.Path, purge_step: int | None):
-        # A unique suffix: two writers opened in the same second (a quick
-        # restart) must not truncate each other's event file.
-        self._writer = tensorboardX.SummaryWriter(
-            logdir=str(logdir),
-            purge_step=purge_step,
-            flush_secs=30,
-            filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}",
-        )
-
-    def write_scalars(self, step, scalars):
-        for key, value in scalars.items():
-            self._writer.add_scalar(key, _to_float(key, value), global_step=int(step))
-
-    def write_texts(self, step, texts):
-        for key, value in texts.items():
-            self._writer.add_text(key, str(value), global_step=int(step))
-
-    def write_hparams(self, hparams):
-        text = json.dumps(_jsonable(hparams), indent=2, sort_keys=True)
-        # Markdown code block: TensorBoard's text plugin renders markdown.
-        indented = "\n".join("    " + line for line in text.splitlines())
-        self._writer.add_text("hparams", indented, global_step=0)
-
-    def flush(self):
-        self._writer.flush()
-
-    def close(self):
-        self._writer.close()
-
-
-class _LoggingWriter(MetricWriter):
-    """One log record for each ``write_scalars`` (the log file, not the console)."""
-
-    def write_scalars(self, step, scalars):
-        parts = [f"{k}={_to_float(k, v):.6g}" for k, v in scalars.items()]
-        _LOG.info("[%d] %s", int(step), ", ".join(parts))
-
-    def write_hparams(self, hparams):
-        _LOG.info("hparams: %s", json.dumps(_jsonable(hparams), sort_keys=True))
-
-
-class MultiWriter(MetricWriter):
-    """Forwards every call to each of ``writers`` in order."""
-
-    def __init__(self, writers: list[MetricWriter]):
-        self._writers = list(writers)
-
-    def write_scalars(self, step, scalars):
-        for writer in self._writers:
-            writer.write_scalars(step, scalars)
-
-    def write_texts(self, step, texts):
-        for writer in self._writers:
-            writer.write_texts(step, texts)
-
-    def write_hparams(self, hparams):
-        for writer in self._writers:
-            writer.write_hparams(hparams)
-
-    def flush(self):
-        for writer in self._writers:
-            writer.flush()
-
-    def close(self):
-        for writer in self._writers:
-            writer.close()
 
 
 def create_writer(
@@ -223,16 +158,7 @@ def create_writer(
     Returns:
         The writer; ``close()`` it at the end of the run.
     """
-    if not enabled:
-        return MetricWriter()
-    workdir = pathlib.Path(workdir)
-    return MultiWriter(
-        [
-            _JsonlWriter(workdir),
-            _TensorBoardWriter(workdir / TENSORBOARD_DIR, purge_step),
-            _LoggingWriter(),
-        ]
-    )
+    return MetricWriter(pathlib.Path(workdir) if enabled else None, purge_step)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
@@ -272,9 +198,9 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
             if (step, kind, key) in seen:
                 continue
             seen.add((step, kind, key))
-            values[key] = _from_json_float(value) if kind == "scalars" else value
+            if kind == "scalars" and value in _NON_FINITE:
+                value = float(value)
+            values[key] = value
         if values:
             kept.append({**record, "values": values})
-    kept.reverse()
-    kept.sort(key=lambda r: r["step"])
-    return kept
+    return sorted(reversed(kept), key=lambda r: r["step"])
