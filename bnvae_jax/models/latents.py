@@ -75,7 +75,7 @@ def _gaussian_rows(post: posteriors.Posterior, keys: jax.Array) -> jax.Array:
 
 GAUSSIAN = LatentFamily(
     name="gaussian",
-    sample=lambda post, key: posteriors.gaussian_sample(post, key),
+    sample=posteriors.gaussian_sample,
     sample_rows=_gaussian_rows,
     log_prob=posteriors.gaussian_log_prob,
     prior_log_prob=posteriors.standard_normal_log_prob,
@@ -86,15 +86,10 @@ GAUSSIAN = LatentFamily(
 )
 
 
-def _zeros_rows(post, keys):
-    del keys
-    return post.mu[:, :0]
-
-
 NONE = LatentFamily(
     name="none",
     sample=lambda post, key: post.mu[:, :0],
-    sample_rows=_zeros_rows,
+    sample_rows=lambda post, keys: post.mu[:, :0],
     log_prob=lambda post, z: jnp.zeros(z.shape[:-1], jnp.float32),
     prior_log_prob=lambda z: jnp.zeros(z.shape[:-1], jnp.float32),
     prior_sample=lambda key, num, dim: jnp.zeros((num, 0), jnp.float32),
