@@ -31,9 +31,7 @@ class DirectionHead(nn.Module):
     The second half (the encoder's 'logvar' slot) is unused, as in the reference.
     """
 
-    @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> DirectionPosterior:
-        del logvar, mask, train
         return DirectionPosterior(vmf.normalize_direction(mu))
 
 
@@ -103,18 +101,11 @@ def vmf_family(kappa: float, dim: int, kl_formula: str) -> LatentFamily:
     """VMF posterior with fixed κ and the uniform prior on the sphere S^{n−1}."""
     kl_value = float(vmf.VMF_KL[kl_formula](kappa, dim))
 
-    def sample(post, key):
-        return vmf.sample_vmf(key, post.mu_dir, kappa)
-
-    def sample_rows(post, keys):
-        return jax.vmap(lambda k, m: vmf.sample_vmf(k, m[None], kappa)[0])(
-            keys, post.mu_dir
-        )
-
+    row = jax.vmap(lambda k, m: vmf.sample_vmf(k, m[None], kappa)[0])
     return LatentFamily(
         name="vmf",
-        sample=sample,
-        sample_rows=sample_rows,
+        sample=lambda post, key: vmf.sample_vmf(key, post.mu_dir, kappa),
+        sample_rows=lambda post, keys: row(keys, post.mu_dir),
         log_prob=lambda post, z: vmf.vmf_log_prob(z, post.mu_dir, kappa),
         prior_log_prob=vmf.uniform_sphere_log_prob,
         prior_sample=lambda key, num, d: vmf.prior_sample(key, (num,), d),

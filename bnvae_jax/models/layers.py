@@ -43,12 +43,9 @@ class InitScheme:
             return uniform(self.embedding_uniform)
         return jax.nn.initializers.normal(self.embedding_std)
 
-    def lstm(self, hidden: int) -> Initializer:
-        scale = self.lstm_uniform
-        return uniform(1.0 / math.sqrt(hidden) if scale is None else scale)
-
-    def linear(self, fan_in: int) -> Initializer:
-        scale = self.linear_uniform
+    def weights(self, layer: str, fan_in: int) -> Initializer:
+        """'lstm' (fan_in = H) or 'linear' weights: U(±scale) or PyTorch's."""
+        scale = self.lstm_uniform if layer == "lstm" else self.linear_uniform
         return uniform(1.0 / math.sqrt(fan_in) if scale is None else scale)
 
 
@@ -93,7 +90,7 @@ class Linear(nn.Module):
         fan_in = x.shape[-1]
         kernel = self.param(
             "kernel",
-            INIT_SCHEMES[self.init_scheme].linear(fan_in),
+            INIT_SCHEMES[self.init_scheme].weights("linear", fan_in),
             (fan_in, self.features),
         )
         if self.unit_mu:
@@ -121,7 +118,7 @@ class LSTM(nn.Module):
     matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
 
     def setup(self):
-        init = INIT_SCHEMES[self.init_scheme].lstm(self.hidden)
+        init = INIT_SCHEMES[self.init_scheme].weights("lstm", self.hidden)
         gates = 4 * self.hidden
         self.w_ih = self.param("w_ih", init, (self.input_size, gates))
         self.w_hh = self.param("w_hh", init, (self.hidden, gates))

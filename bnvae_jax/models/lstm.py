@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -53,12 +53,8 @@ class Matmul:
     def general(self, a: jax.Array, b: jax.Array, dims) -> jax.Array:
         """``lax.dot_general`` under this policy; float32 result."""
         if self.bfloat16:
-            return lax.dot_general(
-                self.operand(a),
-                self.operand(b),
-                dims,
-                preferred_element_type=jnp.float32,
-            )
+            a, b = self.operand(a), self.operand(b)
+            return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
         return lax.dot_general(a, b, dims, precision=lax.Precision(self.precision))
 
     def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -120,7 +116,7 @@ def _step(params, scale, shift, gx_t, h, c, mm):
     return acts, o * jnp.tanh(c), c
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
 def lstm(
     params: LSTMParams,
     xs: jax.Array,
@@ -179,13 +175,9 @@ def _lstm_fwd(params, xs, h0, c0, mm):
         gates = lax.dynamic_update_index_in_dim(gates, acts, t, 0)
         return (h, c, gates), c
 
-    steps = xs.shape[1]
-    (h_t, c_t, acts), cs = lax.scan(
-        step,
-        (h0, c0, _input_projection(cast, xs, mm)),
-        jnp.arange(steps),
-        unroll=_FORWARD_UNROLL,
-    )
+    init = (h0, c0, _input_projection(cast, xs, mm))
+    steps = jnp.arange(xs.shape[1])
+    (h_t, c_t, acts), cs = lax.scan(step, init, steps, unroll=_FORWARD_UNROLL)
     # Rebuilt in one vectorised pass rather than stored from inside the loop,
     # which saves a per-step write; equal to the in-loop h bit for bit.
     hs = acts[..., 3 * hidden :] * jnp.tanh(cs)
@@ -219,13 +211,9 @@ def _lstm_bwd(mm: Matmul, res, cotangents):
         d_gates = d_acts * (k0 + k1 * acts_t - acts_t * acts_t)
         return (mm(d_gates, w_hh_t), dc * f), d_gates
 
-    (dh0, dc0), d_gates = lax.scan(
-        step,
-        (d_ht, d_ct),
-        (jnp.swapaxes(d_hs, 0, 1), acts, cs, c_prev),
-        reverse=True,
-        unroll=_BACKWARD_UNROLL,
-    )
+    per_step = (jnp.swapaxes(d_hs, 0, 1), acts, cs, c_prev)
+    scan = partial(lax.scan, reverse=True, unroll=_BACKWARD_UNROLL)
+    (dh0, dc0), d_gates = scan(step, (d_ht, d_ct), per_step)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], 0)
     # The weight gradients contract over time and batch at once. Both stay
     # separate axes of the contraction: merging them into one T*B axis would,

@@ -165,12 +165,8 @@ class FixedScaleBatchNorm(nn.Module):
         features = x.shape[-1]
         gamma = self.scale(features)
         beta = self.param("beta", nn.initializers.zeros, (features,))
-        ra_mean = self.variable(
-            "batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32)
-        )
-        ra_var = self.variable(
-            "batch_stats", "var", lambda: jnp.ones((features,), jnp.float32)
-        )
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
         if train:
             mean, var, count = masked_moments(x, mask, self.axis_name)
             if not self.is_initializing():
@@ -207,9 +203,7 @@ def masked_moments(x: jax.Array, mask: jax.Array, axis_name: str | None = None):
 class GaussianHead(nn.Module):
     """Plain diagonal Gaussian: the encoder's outputs are the posterior."""
 
-    @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        del mask, train
         return Posterior(mu, logvar)
 
 
@@ -303,21 +297,13 @@ class DeltaGaussianHead(nn.Module):
 
     delta: float
 
-    @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        del mask, train
         v_l, v_u = delta_variance_bounds(self.delta)
         s_l, s_u = math.sqrt(v_l), math.sqrt(v_u)
         sigma = s_l + (s_u - s_l) / jnp.clip(1.0 + jnp.exp(-logvar), 1.0, 50.0)
         new_logvar = 2.0 * jnp.log(sigma)
-        inner = (
-            2.0 * self.delta
-            + 1.0
-            + new_logvar
-            - jnp.square(sigma)
-            + jax.nn.relu(mu)
-            + 1e-6
-        )
+        d = self.delta
+        inner = 2.0 * d + 1.0 + new_logvar - jnp.square(sigma) + jax.nn.relu(mu) + 1e-6
         # ln v − v + 1 <= 0 with equality at v = 1: clamp rounding below zero.
         return Posterior(jnp.sqrt(jnp.maximum(inner, 0.0)), new_logvar)
 
@@ -325,9 +311,7 @@ class DeltaGaussianHead(nn.Module):
 class NoLatentHead(nn.Module):
     """No latent at all (the LSTM language model): a zero-width posterior."""
 
-    @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        del mask, train
         return Posterior(mu[:, :0], logvar[:, :0])
 
 

@@ -42,11 +42,9 @@ def log_bessel_iv(nu: float, x: float) -> float:
         return math.log(scaled) + x
     # I_ν(x) = Σ_k (x/2)^{2k+ν} / (k! Γ(k+ν+1)); the terms peak near k ≈ x/2.
     k = np.arange(int(2.0 * x) + 200, dtype=np.float64)
-    log_terms = (
-        (2.0 * k + nu) * math.log(x / 2.0)
-        - scipy.special.gammaln(k + 1.0)
-        - scipy.special.gammaln(k + nu + 1.0)
-    )
+    gammaln = scipy.special.gammaln
+    log_terms = (2.0 * k + nu) * math.log(x / 2.0) - gammaln(k + 1.0)
+    log_terms = log_terms - gammaln(k + nu + 1.0)
     return float(scipy.special.logsumexp(log_terms))
 
 
@@ -70,11 +68,8 @@ def log_vmf_normalizer(kappa: float, dim: int) -> float:
     if kappa == 0.0:  # the uniform distribution
         return -log_sphere_area(dim)
     nu = 0.5 * dim - 1.0
-    return (
-        nu * math.log(kappa)
-        - 0.5 * dim * math.log(2.0 * math.pi)
-        - log_bessel_iv(nu, kappa)
-    )
+    log_c = nu * math.log(kappa) - 0.5 * dim * math.log(2.0 * math.pi)
+    return log_c - log_bessel_iv(nu, kappa)
 
 
 def vmf_mean_cosine(kappa: float, dim: int) -> float:
@@ -94,11 +89,8 @@ def vmf_kl_uniform(kappa: float, dim: int) -> float:
     kappa, dim = _check(kappa, dim)
     if kappa == 0.0:
         return 0.0
-    kl = (
-        log_vmf_normalizer(kappa, dim)
-        + kappa * vmf_mean_cosine(kappa, dim)
-        + log_sphere_area(dim)
-    )
+    kl = log_vmf_normalizer(kappa, dim) + kappa * vmf_mean_cosine(kappa, dim)
+    kl = kl + log_sphere_area(dim)
     return max(kl, 0.0)  # only rounding can take it below zero
 
 
@@ -117,13 +109,8 @@ def vmf_kl_guu(kappa: float, dim: int) -> float:
     half = 0.5 * dim
     log_i = log_bessel_iv(half, kappa)
     ratio = math.exp(log_bessel_iv(half + 1.0, kappa) - log_i)
-    return (
-        kappa * ratio
-        + half * math.log(kappa)
-        - log_i
-        - math.lgamma(half + 1.0)
-        - half * math.log(2.0)
-    )
+    kl = kappa * ratio + half * math.log(kappa) - log_i
+    return kl - math.lgamma(half + 1.0) - half * math.log(2.0)
 
 
 VMF_KL = {"guu": vmf_kl_guu, "uniform": vmf_kl_uniform}
