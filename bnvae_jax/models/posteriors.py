@@ -340,9 +340,9 @@ def make_head(
     du_alpha: float = 1.0,
 ) -> nn.Module:
     """Builds the head named ``name`` with the hyper-parameters it uses."""
-    bn = partial(
-        FixedScaleBatchNorm, momentum=momentum, eps=eps, axis_name=axis_name, name="bn"
-    )
+    # Unbound (parent=None): the head adopts it as its 'bn' wherever this runs.
+    kw = dict(momentum=momentum, eps=eps, axis_name=axis_name, parent=None)
+    bn = partial(FixedScaleBatchNorm, **kw)
     if name == "du_gaussian":
         return DUGaussianHead(
             bn(du_gamma, rms_gamma=True), du_dropout, du_alpha, name="head"
