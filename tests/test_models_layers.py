@@ -33,8 +33,8 @@ def test_linear_cross_entropy_value_and_gradients_match_autodiff():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_vocab_projection_logits_and_nll_share_the_kernel():
-    proj = layers.VocabProjection(vocab_size=9, init_scheme="uniform")
+def test_linear_logits_and_nll_share_the_kernel():
+    proj = layers.Linear(features=9, init_scheme="uniform")
     h = jax.random.normal(jax.random.key(1), (2, 3, 4))
     targets = jnp.array([[1, 2, 3], [4, 5, 6]])
     variables = proj.init(jax.random.key(0), h)

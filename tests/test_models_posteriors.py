@@ -160,7 +160,9 @@ def test_du_head_mean_is_bn_with_a_scale_held_at_rms_gamma():
 
 def test_du_head_scale_gradient_is_orthogonal_to_the_scale():
     # The rescaling is differentiated through: no step can change RMS(γ).
-    head = posteriors.DUGaussianHead(0.5, dropout=0.0)
+    head = posteriors.make_head(
+        "du_gaussian", gamma=0.0, momentum=0.1, eps=1e-5, du_dropout=0.0
+    )
     x = jax.random.normal(jax.random.key(2), (16, 3)) + jnp.array([0.0, 5.0, -1.0])
     variables = _du_variables(head, x, np.array([0.4, 0.5, 0.9]), np.zeros(3))
 
@@ -248,7 +250,9 @@ def test_du_head_floor_scales_with_alpha_and_zero_alpha_is_no_floor():
     mu = jnp.ones((3, 2)) * jnp.arange(3.0)[:, None]
     logvar = jnp.array([[-30.0, 0.0], [2.0, -1.0], [60.0, -5.0]])
     for alpha, log_floor in ((0.0, -np.inf), (2.5, np.log(2.5 * DU_FLOOR))):
-        head = posteriors.DUGaussianHead(0.5, dropout=0.0, alpha=alpha)
+        head = posteriors.make_head(
+            "du_gaussian", gamma=0, momentum=0.1, eps=1e-5, du_dropout=0, du_alpha=alpha
+        )
         variables = head.init(jax.random.key(0), mu, logvar, jnp.ones(3), train=False)
         post = head.apply(variables, mu, logvar, jnp.ones(3), train=False)
         expected = np.logaddexp(np.asarray(logvar), log_floor)

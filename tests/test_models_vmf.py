@@ -7,7 +7,7 @@ import pytest
 import scipy.integrate
 import scipy.special
 
-from bnvae_jax.models import vmf
+from bnvae_jax.models import latents, vmf
 
 # One compiled sampler per shape, shared by the tests.
 _sample = jax.jit(vmf.sample_vmf, static_argnames=("num_proposals", "max_rounds"))
@@ -257,57 +257,41 @@ def test_prior_sample_is_uniform_on_the_sphere():
     np.testing.assert_allclose(zn.T @ zn / N, np.eye(4) / 4, atol=0.01)
 
 
-# -- Head and posterior ---------------------------------------------------------------
+# -- Head and family -----------------------------------------------------------------
 
 
-def test_vmf_head_shapes_and_kappa_is_not_a_parameter():
-    head = vmf.VMFHead(features=5, kappa=13.0)
-    h = jax.random.normal(jax.random.key(0), (4, 7))
-    variables = head.init(jax.random.key(1), h)
-    leaves = jax.tree_util.tree_leaves_with_path(variables)
-    assert [(jax.tree_util.keystr(p), x.shape) for p, x in leaves] == [
-        ("['params']['linear']['kernel']", (7, 10))
-    ]
-    # The reference's uniform scheme: U(±0.01).
-    assert float(jnp.abs(variables["params"]["linear"]["kernel"]).max()) <= 0.01
-    post = head.apply(variables, h, jnp.ones(4), train=True)
-    assert isinstance(post, vmf.VMFPosterior) and post.kappa == 13.0
-    assert post.mu_dir.shape == (4, 5)
-    np.testing.assert_allclose(jnp.linalg.norm(post.mu_dir, axis=-1), 1.0, atol=1e-6)
-    # Only the first half of the projection is used.
-    kernel = variables["params"]["linear"]["kernel"]
-    expected = (h @ kernel)[:, :5]
-    expected = expected / jnp.linalg.norm(expected, axis=-1, keepdims=True)
+def test_direction_head_has_no_parameters_and_normalises_the_mean_half():
+    head = latents.DirectionHead()
+    mu = jax.random.normal(jax.random.key(0), (4, 5))
+    variables = head.init(jax.random.key(1), mu, -mu, jnp.ones(4), train=True)
+    assert jax.tree_util.tree_leaves(variables) == []
+    post = head.apply(variables, mu, -mu, jnp.ones(4), train=True)
+    expected = mu / jnp.linalg.norm(mu, axis=-1, keepdims=True)
     np.testing.assert_allclose(post.mu_dir, expected, atol=1e-6)
 
 
-def test_posterior_helpers_pass_through_jit():
-    head = vmf.VMFHead(features=4, kappa=20.0)
-    h = jax.random.normal(jax.random.key(0), (3, 6))
-    variables = head.init(jax.random.key(1), h)
+def test_vmf_family_passes_through_jit():
+    family = latents.vmf_family(20.0, 4, "uniform")
+    mu = jax.random.normal(jax.random.key(0), (3, 4))
+    post = latents.DirectionPosterior(vmf.normalize_direction(mu))
 
     @jax.jit
-    def run(variables, key):
-        post = head.apply(variables, h)
-        zs = post.sample(key, num=5)
-        log_q = post.log_prob(zs.swapaxes(0, 1))  # [5, 3, n] against [3, n]
-        return post, zs, log_q, post.kl(), post.kl("uniform")
+    def run(post, key):
+        z = family.sample(post, key)
+        rows = family.sample_rows(post, jax.random.split(key, 3))
+        return z, rows, family.log_prob(post, z), family.kl(post)
 
-    post, zs, log_q, kl_guu, kl_exact = run(variables, jax.random.key(2))
-    z = jax.eval_shape(post.sample, jax.random.key(0))
-    assert isinstance(post, vmf.VMFPosterior) and post.kappa == 20.0
-    assert z.shape == (3, 4) and zs.shape == (3, 5, 4) and log_q.shape == (5, 3)
-    expected = vmf.vmf_log_prob(zs, post.mu_dir[:, None], 20.0)
-    np.testing.assert_allclose(log_q.T, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(kl_guu, vmf.vmf_kl_guu(20.0, 4), rtol=1e-6)
-    np.testing.assert_allclose(kl_exact, vmf.vmf_kl_uniform(20.0, 4), rtol=1e-6)
-    assert kl_guu.shape == (3,)
+    z, rows, log_q, kl = run(post, jax.random.key(2))
+    assert z.shape == rows.shape == (3, 4) and log_q.shape == (3,)
+    np.testing.assert_allclose(jnp.linalg.norm(rows, axis=-1), 1.0, atol=1e-5)
+    expected = vmf.vmf_log_prob(z, post.mu_dir, 20.0)
+    np.testing.assert_allclose(log_q, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kl, vmf.vmf_kl_uniform(20.0, 4), rtol=1e-6)
+    assert kl.shape == (3, 1)
 
-    def kl_sum(params):
-        return jnp.sum(head.apply({"params": params}, h).kl())
-
-    grads = jax.grad(kl_sum)(variables["params"])
-    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grads))
+    # The KL is a constant: no gradient reaches the encoder through it.
+    grad = jax.grad(lambda m: jnp.sum(family.kl(latents.DirectionPosterior(m))))(mu)
+    np.testing.assert_array_equal(grad, 0.0)
 
 
 def test_invalid_arguments_raise():

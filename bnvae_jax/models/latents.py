@@ -31,9 +31,7 @@ class DirectionHead(nn.Module):
     The second half (the encoder's 'logvar' slot) is unused, as in the reference.
     """
 
-    @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> DirectionPosterior:
-        del logvar, mask, train
         return DirectionPosterior(vmf.normalize_direction(mu))
 
 
@@ -75,7 +73,7 @@ def _gaussian_rows(post: posteriors.Posterior, keys: jax.Array) -> jax.Array:
 
 GAUSSIAN = LatentFamily(
     name="gaussian",
-    sample=lambda post, key: posteriors.gaussian_sample(post, key),
+    sample=posteriors.gaussian_sample,
     sample_rows=_gaussian_rows,
     log_prob=posteriors.gaussian_log_prob,
     prior_log_prob=posteriors.standard_normal_log_prob,
@@ -86,15 +84,10 @@ GAUSSIAN = LatentFamily(
 )
 
 
-def _zeros_rows(post, keys):
-    del keys
-    return post.mu[:, :0]
-
-
 NONE = LatentFamily(
     name="none",
     sample=lambda post, key: post.mu[:, :0],
-    sample_rows=_zeros_rows,
+    sample_rows=lambda post, keys: post.mu[:, :0],
     log_prob=lambda post, z: jnp.zeros(z.shape[:-1], jnp.float32),
     prior_log_prob=lambda z: jnp.zeros(z.shape[:-1], jnp.float32),
     prior_sample=lambda key, num, dim: jnp.zeros((num, 0), jnp.float32),
@@ -108,18 +101,11 @@ def vmf_family(kappa: float, dim: int, kl_formula: str) -> LatentFamily:
     """VMF posterior with fixed κ and the uniform prior on the sphere S^{n−1}."""
     kl_value = float(vmf.VMF_KL[kl_formula](kappa, dim))
 
-    def sample(post, key):
-        return vmf.sample_vmf(key, post.mu_dir, kappa)
-
-    def sample_rows(post, keys):
-        return jax.vmap(lambda k, m: vmf.sample_vmf(k, m[None], kappa)[0])(
-            keys, post.mu_dir
-        )
-
+    row = jax.vmap(lambda k, m: vmf.sample_vmf(k, m[None], kappa)[0])
     return LatentFamily(
         name="vmf",
-        sample=sample,
-        sample_rows=sample_rows,
+        sample=lambda post, key: vmf.sample_vmf(key, post.mu_dir, kappa),
+        sample_rows=lambda post, keys: row(keys, post.mu_dir),
         log_prob=lambda post, z: vmf.vmf_log_prob(z, post.mu_dir, kappa),
         prior_log_prob=vmf.uniform_sphere_log_prob,
         prior_sample=lambda key, num, d: vmf.prior_sample(key, (num,), d),

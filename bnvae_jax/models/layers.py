@@ -43,12 +43,9 @@ class InitScheme:
             return uniform(self.embedding_uniform)
         return jax.nn.initializers.normal(self.embedding_std)
 
-    def lstm(self, hidden: int) -> Initializer:
-        scale = self.lstm_uniform
-        return uniform(1.0 / math.sqrt(hidden) if scale is None else scale)
-
-    def linear(self, fan_in: int) -> Initializer:
-        scale = self.linear_uniform
+    def weights(self, layer: str, fan_in: int) -> Initializer:
+        """'lstm' (fan_in = H) or 'linear' weights: U(±scale) or PyTorch's."""
+        scale = self.lstm_uniform if layer == "lstm" else self.linear_uniform
         return uniform(1.0 / math.sqrt(fan_in) if scale is None else scale)
 
 
@@ -65,44 +62,47 @@ def matmul_of(cfg) -> lstm_lib.Matmul:
     return lstm_lib.Matmul(cfg.matmul_precision, cfg.mixed_precision)
 
 
-class Embed(nn.Module):
-    """Token embedding table."""
-
-    vocab_size: int
-    features: int
-    init_scheme: str
-
-    @nn.compact
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        """Maps <int32>[...] token ids to <float32>[..., features]."""
-        table = self.param(
-            "embedding",
-            INIT_SCHEMES[self.init_scheme].embedding(),
-            (self.vocab_size, self.features),
-        )
-        return jnp.take(table, tokens, axis=0)
+def embed(vocab_size: int, features: int, init_scheme: str, **kwargs) -> nn.Embed:
+    """Token embedding table (``nn.Embed``) initialised by ``init_scheme``."""
+    init = INIT_SCHEMES[init_scheme].embedding()
+    return nn.Embed(vocab_size, features, embedding_init=init, **kwargs)
 
 
 class Linear(nn.Module):
-    """Dense layer without bias (the reference's projections have none)."""
+    """Dense layer without bias (the reference's projections have none).
+
+    Called with ``targets`` (the output layer to vocabulary logits) it returns
+    the targets' cross-entropies through the fused ``linear_cross_entropy``.
+
+    With ``unit_mu`` (the ``bn_remedy='weight_norm'`` projection) each of the first
+    ``features // 2`` columns (μ) is divided by its L2 norm at use, so the scale of
+    μ cannot shrink with its weights; the parameter is the plain layer's.
+    """
 
     features: int
     init_scheme: str
     matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
+    unit_mu: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, targets: jax.Array | None = None) -> jax.Array:
+        """<float32>[..., features] from x [..., K], or NLLs [...] given targets."""
         fan_in = x.shape[-1]
         kernel = self.param(
             "kernel",
-            INIT_SCHEMES[self.init_scheme].linear(fan_in),
+            INIT_SCHEMES[self.init_scheme].weights("linear", fan_in),
             (fan_in, self.features),
         )
-        return self.matmul(x, self.used_kernel(kernel))
-
-    def used_kernel(self, kernel: jax.Array) -> jax.Array:
-        """The product's weights made from the parameter (subclasses reshape it)."""
-        return kernel
+        if self.unit_mu:
+            half = self.features // 2
+            w_mu = kernel[:, :half]
+            w_mu = w_mu * jax.lax.rsqrt(jnp.sum(jnp.square(w_mu), 0, keepdims=True))
+            kernel = jnp.concatenate([w_mu, kernel[:, half:]], axis=1)
+        if targets is None:
+            return self.matmul(x, kernel)
+        flat = x.reshape(-1, fan_in)
+        nll = linear_cross_entropy(flat, kernel, targets.reshape(-1), self.matmul)
+        return nll.reshape(x.shape[:-1])
 
 
 class LSTM(nn.Module):
@@ -118,7 +118,7 @@ class LSTM(nn.Module):
     matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
 
     def setup(self):
-        init = INIT_SCHEMES[self.init_scheme].lstm(self.hidden)
+        init = INIT_SCHEMES[self.init_scheme].weights("lstm", self.hidden)
         gates = 4 * self.hidden
         self.w_ih = self.param("w_ih", init, (self.input_size, gates))
         self.w_hh = self.param("w_hh", init, (self.hidden, gates))
@@ -156,12 +156,8 @@ class LSTM(nn.Module):
         return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-def linear_cross_entropy(
-    h: jax.Array,
-    kernel: jax.Array,
-    targets: jax.Array,
-    matmul: lstm_lib.Matmul = lstm_lib.FLOAT32,
-):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def linear_cross_entropy(h, kernel, targets, matmul=lstm_lib.FLOAT32):
     """−log softmax(h @ kernel)[target] for every row, with a GEMM-friendly backward.
 
     Args:
@@ -173,11 +169,6 @@ def linear_cross_entropy(
     Returns:
       <float32>[N] token cross-entropies.
     """
-    return _linear_cross_entropy(h, kernel, targets, matmul)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _linear_cross_entropy(h, kernel, targets, matmul):
     return _lce_fwd(h, kernel, targets, matmul)[0]
 
 
@@ -200,28 +191,4 @@ def _lce_bwd(matmul, res, g):
     return matmul(d_logits, kernel_t), matmul(h_t, d_logits), None
 
 
-_linear_cross_entropy.defvjp(_lce_fwd, _lce_bwd)
-
-
-class VocabProjection(nn.Module):
-    """Output layer to vocabulary logits (no bias), with a fused loss path."""
-
-    vocab_size: int
-    init_scheme: str
-    matmul: lstm_lib.Matmul = lstm_lib.FLOAT32
-
-    @nn.compact
-    def __call__(self, h: jax.Array, targets: jax.Array | None = None) -> jax.Array:
-        """Logits <float32>[..., V], or token NLLs [...] when ``targets`` is given."""
-        kernel = self.param(
-            "kernel",
-            INIT_SCHEMES[self.init_scheme].linear(h.shape[-1]),
-            (h.shape[-1], self.vocab_size),
-        )
-        if targets is None:
-            return self.matmul(h, kernel)
-        lead = h.shape[:-1]
-        nll = linear_cross_entropy(
-            h.reshape(-1, h.shape[-1]), kernel, targets.reshape(-1), self.matmul
-        )
-        return nll.reshape(lead)
+linear_cross_entropy.defvjp(_lce_fwd, _lce_bwd)

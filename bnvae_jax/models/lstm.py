@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -17,11 +18,6 @@ _FORWARD_UNROLL = 1
 _BACKWARD_UNROLL = 1
 
 
-def _on_cpu() -> bool:
-    """Whether programs traced now run on XLA:CPU (the default backend)."""
-    return jax.default_backend() == "cpu"
-
-
 def row_major(x: jax.Array, perm: tuple[int, ...]) -> jax.Array:
     """``x`` transposed by ``perm``, materialised on XLA:CPU.
 
@@ -31,7 +27,7 @@ def row_major(x: jax.Array, perm: tuple[int, ...]) -> jax.Array:
     transposed operands at no cost, so elsewhere XLA is left to fold it.
     """
     x = jnp.transpose(x, perm)
-    return lax.optimization_barrier(x) if _on_cpu() else x
+    return lax.optimization_barrier(x) if jax.default_backend() == "cpu" else x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +53,8 @@ class Matmul:
     def general(self, a: jax.Array, b: jax.Array, dims) -> jax.Array:
         """``lax.dot_general`` under this policy; float32 result."""
         if self.bfloat16:
-            return lax.dot_general(
-                self.operand(a),
-                self.operand(b),
-                dims,
-                preferred_element_type=jnp.float32,
-            )
+            a, b = self.operand(a), self.operand(b)
+            return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
         return lax.dot_general(a, b, dims, precision=lax.Precision(self.precision))
 
     def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -79,18 +71,6 @@ class LSTMParams(NamedTuple):
     w_ih: jax.Array  # <float32>[I, 4H]
     w_hh: jax.Array  # <float32>[H, 4H]
     b: jax.Array  # <float32>[4H], PyTorch's b_ih + b_hh
-
-
-class _Residuals(NamedTuple):
-    """What the backward pass needs; sequences are time-major except xs."""
-
-    params: LSTMParams
-    xs: jax.Array  # <float32>[B, T, I], as given
-    acts: jax.Array  # <float32>[T, B, 4H]: σ(i), σ(f), tanh(g), σ(o)
-    cs: jax.Array  # <float32>[T, B, H]: c_1 .. c_T
-    hs: jax.Array  # <float32>[T, B, H]: h_1 .. h_T
-    h0: jax.Array  # <float32>[B, H]
-    c0: jax.Array  # <float32>[B, H]
 
 
 def _gate_constants(hidden: int, dtype) -> tuple[jax.Array, ...]:
@@ -111,11 +91,8 @@ def _gate_constants(hidden: int, dtype) -> tuple[jax.Array, ...]:
     Returns:
       scale, shift, k0, k1, each <dtype>[4H].
     """
-    half = jnp.full((hidden,), 0.5, dtype)
-    one = jnp.ones((hidden,), dtype)
-    zero = jnp.zeros((hidden,), dtype)
-    scale = jnp.concatenate([half, half, one, half])
-    shift = jnp.concatenate([half, half, zero, half])
+    scale = jnp.repeat(jnp.array([0.5, 0.5, 1.0, 0.5], dtype), hidden)
+    shift = jnp.repeat(jnp.array([0.5, 0.5, 0.0, 0.5], dtype), hidden)
     return scale, shift, 1.0 - 2.0 * shift, 2.0 * shift
 
 
@@ -139,18 +116,40 @@ def _step(params, scale, shift, gx_t, h, c, mm):
     return acts, o * jnp.tanh(c), c
 
 
-def _lstm(params, xs, h0, c0, mm):
-    """Primal without residuals: the forward-only (evaluation) path.
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lstm(
+    params: LSTMParams,
+    xs: jax.Array,
+    h0: jax.Array,
+    c0: jax.Array,
+    mm: Matmul = FLOAT32,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Runs a one-layer LSTM over a batch-major sequence.
 
-    On CPU this projects x_t inside the step, unlike the training path.
-    Without a backward pass there is nothing to batch up, and at batch 500
-    (importance-weighted NLL) the hoisted [T, B, 4H] buffer outgrows the caches
-    and made the forward ~1.4x slower; at batch 32 the two are equally fast.
-    Elsewhere the projection is one large product ahead of the recurrence.
+    Gates are x_t W_ih + h W_hh + b split as (i, f, g, o); c' = σ(f) c + σ(i)
+    tanh(g) and h' = σ(o) tanh(c'), as in PyTorch. The input projection is one
+    GEMM over all steps, and differentiation uses a custom VJP whose weight
+    gradients are single GEMMs over all B*T rows.
+
+    Without a backward pass, on CPU x_t is projected inside the step: at batch
+    500 (importance-weighted NLL) the hoisted [T, B, 4H] buffer outgrows the
+    caches and made the forward ~1.4x slower; at batch 32 the two are equally
+    fast. Elsewhere the projection is one large product ahead of the recurrence.
+
+    Args:
+      params: the weights, see `LSTMParams`.
+      xs: <float32>[B, T, I] inputs, T >= 1.
+      h0: <float32>[B, H] initial hidden state.
+      c0: <float32>[B, H] initial cell state.
+      mm: how products are computed (float32 or mixed precision).
+
+    Returns:
+      hs <float32>[B, T, H] (the hidden state after every step) and the final
+      state (h_T, c_T), each <float32>[B, H].
     """
     scale, shift, _, _ = _gate_constants(h0.shape[-1], xs.dtype)
     params = params._replace(w_ih=mm.operand(params.w_ih), w_hh=mm.operand(params.w_hh))
-    hoisted = not _on_cpu()
+    hoisted = jax.default_backend() != "cpu"
 
     def step(carry, x_t):
         gx_t = x_t if hoisted else mm(x_t, params.w_ih)
@@ -159,7 +158,7 @@ def _lstm(params, xs, h0, c0, mm):
 
     inputs = _input_projection(params, xs, mm) if hoisted else jnp.swapaxes(xs, 0, 1)
     (h_t, c_t), hs = lax.scan(step, (h0, c0), inputs, unroll=_FORWARD_UNROLL)
-    return jnp.swapaxes(hs, 0, 1), h_t, c_t
+    return jnp.swapaxes(hs, 0, 1), (h_t, c_t)
 
 
 def _lstm_fwd(params, xs, h0, c0, mm):
@@ -176,23 +175,20 @@ def _lstm_fwd(params, xs, h0, c0, mm):
         gates = lax.dynamic_update_index_in_dim(gates, acts, t, 0)
         return (h, c, gates), c
 
-    steps = xs.shape[1]
-    (h_t, c_t, acts), cs = lax.scan(
-        step,
-        (h0, c0, _input_projection(cast, xs, mm)),
-        jnp.arange(steps),
-        unroll=_FORWARD_UNROLL,
-    )
+    init = (h0, c0, _input_projection(cast, xs, mm))
+    steps = jnp.arange(xs.shape[1])
+    (h_t, c_t, acts), cs = lax.scan(step, init, steps, unroll=_FORWARD_UNROLL)
     # Rebuilt in one vectorised pass rather than stored from inside the loop,
     # which saves a per-step write; equal to the in-loop h bit for bit.
     hs = acts[..., 3 * hidden :] * jnp.tanh(cs)
-    residuals = _Residuals(params, xs, acts, cs, hs, h0, c0)
-    return (jnp.swapaxes(hs, 0, 1), h_t, c_t), residuals
+    # Residuals: xs [B, T, I] as given; time-major acts [T, B, 4H] (σ(i), σ(f),
+    # tanh(g), σ(o)), cs and hs [T, B, H] (steps 1 .. T); h0, c0 [B, H].
+    return (jnp.swapaxes(hs, 0, 1), (h_t, c_t)), (params, xs, acts, cs, hs, h0, c0)
 
 
-def _lstm_bwd(mm: Matmul, res: _Residuals, cotangents):
+def _lstm_bwd(mm: Matmul, res, cotangents):
     params, xs, acts, cs, hs, h0, c0 = res
-    d_hs, d_ht, d_ct = cotangents
+    d_hs, (d_ht, d_ct) = cotangents
     hidden = h0.shape[-1]
     _, _, k0, k1 = _gate_constants(hidden, acts.dtype)
     c_prev = jnp.concatenate([c0[None], cs[:-1]], 0)
@@ -215,13 +211,9 @@ def _lstm_bwd(mm: Matmul, res: _Residuals, cotangents):
         d_gates = d_acts * (k0 + k1 * acts_t - acts_t * acts_t)
         return (mm(d_gates, w_hh_t), dc * f), d_gates
 
-    (dh0, dc0), d_gates = lax.scan(
-        step,
-        (d_ht, d_ct),
-        (jnp.swapaxes(d_hs, 0, 1), acts, cs, c_prev),
-        reverse=True,
-        unroll=_BACKWARD_UNROLL,
-    )
+    per_step = (jnp.swapaxes(d_hs, 0, 1), acts, cs, c_prev)
+    scan = partial(lax.scan, reverse=True, unroll=_BACKWARD_UNROLL)
+    (dh0, dc0), d_gates = scan(step, (d_ht, d_ct), per_step)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], 0)
     # The weight gradients contract over time and batch at once. Both stay
     # separate axes of the contraction: merging them into one T*B axis would,
@@ -241,37 +233,7 @@ def _lstm_bwd(mm: Matmul, res: _Residuals, cotangents):
     return grads, jnp.swapaxes(d_xs, 0, 1), dh0, dc0
 
 
-_lstm_vjp = jax.custom_vjp(_lstm, nondiff_argnums=(4,))
-_lstm_vjp.defvjp(_lstm_fwd, _lstm_bwd)
-
-
-def lstm(
-    params: LSTMParams,
-    xs: jax.Array,
-    h0: jax.Array,
-    c0: jax.Array,
-    matmul: Matmul = FLOAT32,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Runs a one-layer LSTM over a batch-major sequence.
-
-    Gates are x_t W_ih + h W_hh + b split as (i, f, g, o); c' = σ(f) c + σ(i)
-    tanh(g) and h' = σ(o) tanh(c'), as in PyTorch. The input projection is one
-    GEMM over all steps, and differentiation uses a custom VJP whose weight
-    gradients are single GEMMs over all B*T rows.
-
-    Args:
-      params: the weights, see `LSTMParams`.
-      xs: <float32>[B, T, I] inputs, T >= 1.
-      h0: <float32>[B, H] initial hidden state.
-      c0: <float32>[B, H] initial cell state.
-      matmul: how products are computed (float32 or mixed precision).
-
-    Returns:
-      hs <float32>[B, T, H] (the hidden state after every step) and the final
-      state (h_T, c_T), each <float32>[B, H].
-    """
-    hs, h_t, c_t = _lstm_vjp(params, xs, h0, c0, matmul)
-    return hs, (h_t, c_t)
+lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 def lstm_reference(

@@ -8,6 +8,7 @@ contribution is the ``bn_gaussian`` entry: batch normalisation of the mean with 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -79,15 +80,6 @@ class BNHealth(NamedTuple):
     kl_bound: jax.Array  # Σ_j (γ_j² + β_j²)/2, the paper's bound on E[KL]
 
 
-def effective_scale(gamma, var, eps: float, remedy: str = "none") -> jax.Array:
-    """γ_eff per dimension: the batch std of γ(x − m)/sqrt(denominator) + β.
-
-    ``var`` is the biased batch variance v <float32>[n]; for the paper's head this
-    is γ·sqrt(v/(v + eps)).
-    """
-    return gamma * jnp.sqrt(var / _denominator(var, eps, remedy))
-
-
 def _denominator(var, eps: float, remedy: str):
     if remedy == "relative_eps":
         return var * (1.0 + eps) + _TINY
@@ -95,9 +87,13 @@ def _denominator(var, eps: float, remedy: str):
 
 
 def bn_health(gamma, beta, var, eps: float, remedy: str = "none") -> BNHealth:
-    """The head's ``BNHealth`` from γ (scalar or [n]), β [n] and v [n]."""
+    """The head's ``BNHealth`` from γ (scalar or [n]), β [n] and v [n].
+
+    γ_eff, the batch std of γ(x − m)/sqrt(denominator) + β, is γ·sqrt(v/(v + eps))
+    for the paper's head (v: the biased batch variance).
+    """
     gamma_vec = jnp.broadcast_to(jnp.asarray(gamma, jnp.float32), var.shape)
-    g_eff = effective_scale(gamma_vec, var, eps, remedy)
+    g_eff = gamma_vec * jnp.sqrt(var / _denominator(var, eps, remedy))
     return BNHealth(
         gamma_eff_min=jnp.min(g_eff),
         gamma_eff_mean=jnp.mean(g_eff),
@@ -156,7 +152,8 @@ class FixedScaleBatchNorm(nn.Module):
             return self.gamma * w * jax.lax.rsqrt(jnp.mean(jnp.square(w)))
         if not self.learn_gamma:
             return self.gamma
-        start = inverse_softplus(self.gamma - self.gamma_min)
+        y = self.gamma - self.gamma_min  # softplus(start) = y
+        start = y + math.log(-math.expm1(-y))
         raw = self.param(
             "gamma_raw", nn.initializers.constant(start), (features,), jnp.float32
         )
@@ -168,12 +165,8 @@ class FixedScaleBatchNorm(nn.Module):
         features = x.shape[-1]
         gamma = self.scale(features)
         beta = self.param("beta", nn.initializers.zeros, (features,))
-        ra_mean = self.variable(
-            "batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32)
-        )
-        ra_var = self.variable(
-            "batch_stats", "var", lambda: jnp.ones((features,), jnp.float32)
-        )
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
         if train:
             mean, var, count = masked_moments(x, mask, self.axis_name)
             if not self.is_initializing():
@@ -192,75 +185,46 @@ class FixedScaleBatchNorm(nn.Module):
         return gamma * (x - mean) * jax.lax.rsqrt(denom) + beta
 
 
-def inverse_softplus(y: float) -> float:
-    """X with softplus(x) = y > 0."""
-    return y + math.log(-math.expm1(-y))
-
-
 def masked_moments(x: jax.Array, mask: jax.Array, axis_name: str | None = None):
     """Per-feature mean and biased variance over examples with mask 1.
 
     Returns:
       (mean <float32>[n], var <float32>[n], count <float32>[]).
     """
+    psum = partial(jax.lax.psum, axis_name=axis_name) if axis_name else lambda t: t
     w = mask.astype(x.dtype)[:, None]
-    sums = jnp.stack([jnp.sum(w * x, 0), jnp.sum(w * jnp.square(x), 0)])
-    count = jnp.sum(w)
-    if axis_name is not None:
-        sums, count = jax.lax.psum((sums, count), axis_name)
+    total, count = psum((jnp.sum(w * x, 0), jnp.sum(w)))
     count = jnp.maximum(count, 1.0)
-    mean = sums[0] / count
+    mean = total / count
     # E[x²] − E[x]² loses precision when |mean| ≫ std; a second pass keeps it exact.
-    centred = w * jnp.square(x - mean)
-    sq = jnp.sum(centred, 0)
-    if axis_name is not None:
-        sq = jax.lax.psum(sq, axis_name)
-    return mean, sq / count, count
+    return mean, psum(jnp.sum(w * jnp.square(x - mean), 0)) / count, count
 
 
 class GaussianHead(nn.Module):
     """Plain diagonal Gaussian: the encoder's outputs are the posterior."""
 
-    @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        del mask, train
         return Posterior(mu, logvar)
 
 
 class BNGaussianHead(nn.Module):
-    """BN-VAE: the mean goes through ``FixedScaleBatchNorm``; logvar is untouched."""
+    """BN-VAE: μ goes through ``bn`` (a ``FixedScaleBatchNorm``), logvar untouched."""
 
-    gamma: float
-    momentum: float = 0.1
-    eps: float = 1e-5
-    axis_name: str | None = None
-    learn_gamma: bool = False
-    gamma_min: float = 0.0
-    remedy: str = "none"
+    bn: FixedScaleBatchNorm
 
     @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        bn = FixedScaleBatchNorm(
-            self.gamma,
-            self.momentum,
-            self.eps,
-            self.axis_name,
-            self.learn_gamma,
-            self.gamma_min,
-            self.remedy,
-            name="bn",
-        )
-        return Posterior(bn(mu, mask, train=train), logvar)
+        return Posterior(self.bn(mu, mask, train=train), logvar)
 
 
-class DUGaussianHead(nn.Module):
+class DUGaussianHead(BNGaussianHead):
     """DU-VAE (Shen et al., IJCAI 2021): BN on the mean, dropout on the variance.
 
     From the encoder's raw outputs (m, l), per example and dimension j:
 
-    - μ = γ_j (m − mean)/sqrt(var + eps) + β_j: ``FixedScaleBatchNorm`` as in
-      BN-VAE (batch statistics in train mode, running ones in eval mode), except
-      that γ is learnt and rescaled at every use to RMS ``gamma``
+    - μ = γ_j (m − mean)/sqrt(var + eps) + β_j: ``bn`` as in BN-VAE (batch
+      statistics in train mode, running ones in eval mode), except that with
+      ``rms_gamma`` γ is learnt and rescaled at every use to RMS ``gamma``
       (γ_j = gamma·w_j/RMS(w), w starts at ``gamma``); β is learnt, starts at 0.
     - σ² = exp(l)·d_j/(1 − p) + δ², δ² = ``alpha``/(2πe). In train mode d_j is a
       Bernoulli(1 − p) draw from the 'dropout' stream (p = ``dropout``), so a
@@ -274,9 +238,10 @@ class DUGaussianHead(nn.Module):
     BN-VAE's batch bound E[KL] >= (n·gamma² + Σ_j β_j²)/2 holds here too, and
     the BN health checks, precise BN and the lag report apply unchanged.
 
-    Defaults (gamma 0.5, p 0.2, α 1) are the public code's README recipe for
-    text (``--gamma 0.5 --p_drop 0.2 --delta_rate 1``, KL weight 0 -> 1 over 10
-    epochs); its argparse defaults are gamma 1.0, p_drop 0.5, delta_rate 1.
+    ``make_head``'s defaults (gamma 0.5, p 0.2, α 1) are the public code's
+    README recipe for text (``--gamma 0.5 --p_drop 0.2 --delta_rate 1``, KL
+    weight 0 -> 1 over 10 epochs); its argparse defaults are gamma 1.0, p_drop
+    0.5, delta_rate 1.
     Where the public code (SmilesDZgk/DU-VAE) differs:
 
     - it adds the floor and drops variances only once the KL weight is 1, so
@@ -292,23 +257,11 @@ class DUGaussianHead(nn.Module):
       (BN removes it from μ; in l it is a learnt offset).
     """
 
-    gamma: float = 0.5
     dropout: float = 0.2
     alpha: float = 1.0
-    momentum: float = 0.1
-    eps: float = 1e-5
-    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        bn = FixedScaleBatchNorm(
-            self.gamma,
-            self.momentum,
-            self.eps,
-            self.axis_name,
-            rms_gamma=True,
-            name="bn",
-        )
         # Without a 'dropout' stream (a classifier fine-tuning μ) nothing is dropped.
         if train and self.dropout > 0 and self.has_rng("dropout"):
             keep = jax.random.bernoulli(
@@ -317,7 +270,7 @@ class DUGaussianHead(nn.Module):
             logvar = jnp.where(keep, logvar - math.log1p(-self.dropout), -jnp.inf)
         # log(σ² + δ²) without overflow; α = 0 (no floor) leaves logvar as it is.
         floor = jnp.log(jnp.float32(self.alpha / (2.0 * math.pi * math.e)))
-        return Posterior(bn(mu, mask, train=train), jnp.logaddexp(logvar, floor))
+        return Posterior(self.bn(mu, mask, train=train), jnp.logaddexp(logvar, floor))
 
 
 def delta_variance_bounds(delta: float) -> tuple[float, float]:
@@ -344,21 +297,13 @@ class DeltaGaussianHead(nn.Module):
 
     delta: float
 
-    @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        del mask, train
         v_l, v_u = delta_variance_bounds(self.delta)
         s_l, s_u = math.sqrt(v_l), math.sqrt(v_u)
         sigma = s_l + (s_u - s_l) / jnp.clip(1.0 + jnp.exp(-logvar), 1.0, 50.0)
         new_logvar = 2.0 * jnp.log(sigma)
-        inner = (
-            2.0 * self.delta
-            + 1.0
-            + new_logvar
-            - jnp.square(sigma)
-            + jax.nn.relu(mu)
-            + 1e-6
-        )
+        d = self.delta
+        inner = 2.0 * d + 1.0 + new_logvar - jnp.square(sigma) + jax.nn.relu(mu) + 1e-6
         # ln v − v + 1 <= 0 with equality at v = 1: clamp rounding below zero.
         return Posterior(jnp.sqrt(jnp.maximum(inner, 0.0)), new_logvar)
 
@@ -366,9 +311,7 @@ class DeltaGaussianHead(nn.Module):
 class NoLatentHead(nn.Module):
     """No latent at all (the LSTM language model): a zero-width posterior."""
 
-    @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        del mask, train
         return Posterior(mu[:, :0], logvar[:, :0])
 
 
@@ -397,21 +340,16 @@ def make_head(
     du_alpha: float = 1.0,
 ) -> nn.Module:
     """Builds the head named ``name`` with the hyper-parameters it uses."""
+    # Unbound (parent=None): the head adopts it as its 'bn' wherever this runs.
+    kw = dict(momentum=momentum, eps=eps, axis_name=axis_name, parent=None)
+    bn = partial(FixedScaleBatchNorm, **kw)
     if name == "du_gaussian":
         return DUGaussianHead(
-            du_gamma, du_dropout, du_alpha, momentum, eps, axis_name, name="head"
+            bn(du_gamma, rms_gamma=True), du_dropout, du_alpha, name="head"
         )
     if name == "bn_gaussian":
-        return BNGaussianHead(
-            gamma,
-            momentum,
-            eps,
-            axis_name,
-            learn_gamma,
-            gamma_min,
-            bn_remedy,
-            name="head",
-        )
+        bn = bn(gamma, learn_gamma=learn_gamma, gamma_min=gamma_min, remedy=bn_remedy)
+        return BNGaussianHead(bn, name="head")
     if name == "delta_gaussian":
         return DeltaGaussianHead(delta, name="head")
     return HEADS[name](name="head")

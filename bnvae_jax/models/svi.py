@@ -24,11 +24,6 @@ from bnvae_jax.models import latents, posteriors
 from bnvae_jax.models.posteriors import Posterior
 
 
-def _clip_rows(g: jax.Array, clip: float) -> jax.Array:
-    norm = jnp.sqrt(jnp.sum(jnp.square(g), axis=-1, keepdims=True))
-    return g * jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12))
-
-
 def refine(
     post: Posterior,
     rec_fn: Callable[[jax.Array, jax.Array], jax.Array],
@@ -63,18 +58,20 @@ def refine(
         kl = jnp.sum(posteriors.gaussian_kl(*lam), -1)
         return rec_fn(z, k) + kl_weight * kl
 
+    def clip_rows(g):
+        norm = jnp.sqrt(jnp.sum(jnp.square(g), axis=-1, keepdims=True))
+        return g * jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12))
+
     def step(carry, k):
         lam, velocity = carry
         # Examples are independent: the gradient of the sum is per example.
         grads = jax.grad(lambda p: scale * jnp.sum(example_losses(p, k)))(lam)
-        grads = Posterior(*(_clip_rows(g, clip) for g in grads))
-        velocity = Posterior(
-            *(momentum * v - g for v, g in zip(velocity, grads, strict=True))
+        velocity = jax.tree.map(
+            lambda v, g: momentum * v - clip_rows(g), velocity, grads
         )
-        lam = Posterior(*(p + lr * v for p, v in zip(lam, velocity, strict=True)))
-        return (lam, velocity), None
+        return (jax.tree.map(lambda p, v: p + lr * v, lam, velocity), velocity), None
 
-    zeros = Posterior(jnp.zeros_like(post.mu), jnp.zeros_like(post.logvar))
+    zeros = jax.tree.map(jnp.zeros_like, post)
     (final, _), _ = jax.lax.scan(step, (post, zeros), jnp.arange(steps))
     return final
 
@@ -91,21 +88,12 @@ def eval_posterior(model, variables, tokens, lengths, mask, keys):
         return post
     variables = jax.lax.stop_gradient(variables)
 
-    def rec_fn(z, step):
-        del step
+    def rec_fn(z, step):  # eval mode: no dropout to vary with ``step``
         return model.apply(
             variables, tokens, lengths, z, train=False, method="reconstruction"
         )
 
     svi_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5F1))(keys)
-    return refine(
-        post,
-        rec_fn,
-        svi_keys,
-        kl_weight=1.0,
-        steps=cfg.svi_steps,
-        lr=cfg.svi_lr,
-        momentum=cfg.svi_momentum,
-        clip=cfg.svi_clip,
-        scale=cfg.svi_scale,
-    )
+    names = ("steps", "lr", "momentum", "clip", "scale")
+    hp = {name: getattr(cfg, f"svi_{name}") for name in names}
+    return refine(post, rec_fn, svi_keys, kl_weight=1.0, **hp)

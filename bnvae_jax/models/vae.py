@@ -34,21 +34,6 @@ def target_mask(lengths: jax.Array, width: int) -> jax.Array:
     return (jnp.arange(width)[None, :] < (lengths[:, None] - 1)).astype(jnp.float32)
 
 
-class NormalisedMuLinear(layers.Linear):
-    """``layers.Linear`` whose first ``features // 2`` columns (μ) have unit norm.
-
-    The ``bn_remedy='weight_norm'`` projection: the same parameter as the plain
-    layer (so checkpoints and ``init_from`` carry over), each μ column divided by
-    its L2 norm at use, so the scale of μ cannot shrink with its weights.
-    """
-
-    def used_kernel(self, kernel: jax.Array) -> jax.Array:
-        half = self.features // 2
-        w_mu = kernel[:, :half]
-        w_mu = w_mu * jax.lax.rsqrt(jnp.sum(jnp.square(w_mu), 0, keepdims=True))
-        return jnp.concatenate([w_mu, kernel[:, half:]], axis=1)
-
-
 class Encoder(nn.Module):
     """Embedding -> LSTM -> state at the true last token -> Linear to (mu, logvar)."""
 
@@ -62,32 +47,23 @@ class Encoder(nn.Module):
           raw mean and log-variance, each <float32>[B, n].
         """
         cfg = self.cfg
-        emb = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.enc_init, name="embed")
-        x = emb(tokens)
-        batch = tokens.shape[0]
-        zeros = jnp.zeros((batch, cfg.enc_hidden), x.dtype)
-        lstm = layers.LSTM(
-            cfg.emb_dim,
-            cfg.enc_hidden,
-            cfg.enc_init,
-            layers.matmul_of(cfg),
-            name="lstm",
+        mm = layers.matmul_of(cfg)
+        x = layers.embed(cfg.vocab_size, cfg.emb_dim, cfg.enc_init, name="embed")(
+            tokens
         )
+        zeros = jnp.zeros((tokens.shape[0], cfg.enc_hidden), x.dtype)
+        lstm = layers.LSTM(cfg.emb_dim, cfg.enc_hidden, cfg.enc_init, mm, name="lstm")
         hs, _ = lstm(x, zeros, zeros)
         last = jnp.clip(lengths - 1, 0, tokens.shape[1] - 1)
         # A gather along time within each row: with the batch sharded over
         # devices it stays local (indexing with (row, step) pairs gathered
         # every device's rows, and its backward every device's gradients).
         h_last = jnp.take_along_axis(hs, last[:, None, None], axis=1)[:, 0]
-        project = (
-            NormalisedMuLinear
-            if cfg.head == "bn_gaussian" and cfg.bn_remedy == "weight_norm"
-            else layers.Linear
+        unit_mu = cfg.head == "bn_gaussian" and cfg.bn_remedy == "weight_norm"
+        project = layers.Linear(
+            2 * cfg.latent_dim, cfg.enc_init, mm, unit_mu, name="to_latent"
         )
-        out = project(
-            2 * cfg.latent_dim, cfg.enc_init, layers.matmul_of(cfg), name="to_latent"
-        )(h_last)
-        return jnp.split(out, 2, axis=-1)
+        return jnp.split(project(h_last), 2, axis=-1)
 
 
 class Decoder(nn.Module):
@@ -101,14 +77,14 @@ class Decoder(nn.Module):
 
     def setup(self):
         cfg = self.cfg
-        self.embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, cfg.dec_init)
+        self.embed = layers.embed(cfg.vocab_size, cfg.emb_dim, cfg.dec_init)
         mm = layers.matmul_of(cfg)
         if cfg.latent_dim:
             self.init_state = layers.Linear(cfg.dec_hidden, cfg.dec_init, mm)
         self.lstm = layers.LSTM(
             cfg.emb_dim + cfg.latent_dim, cfg.dec_hidden, cfg.dec_init, mm
         )
-        self.out = layers.VocabProjection(cfg.vocab_size, cfg.dec_init, mm)
+        self.out = layers.Linear(cfg.vocab_size, cfg.dec_init, mm)
         self.drop_in = nn.Dropout(cfg.dec_dropout_in)
         self.drop_out = nn.Dropout(cfg.dec_dropout_out)
 
@@ -191,28 +167,24 @@ class TextVAE(nn.Module):
         if cfg.head == "vmf":
             self.head = latents.DirectionHead(name="head")
         else:
+            names = ("gamma", "learn_gamma", "gamma_min", "delta", "bn_remedy")
+            names += ("du_gamma", "du_dropout", "du_alpha")
+            hp = {name: getattr(cfg, name) for name in names}
             self.head = posteriors.make_head(
                 cfg.head,
-                gamma=cfg.gamma,
                 momentum=cfg.bn_momentum,
                 eps=cfg.bn_eps,
                 axis_name=self.axis_name,
-                learn_gamma=cfg.learn_gamma,
-                gamma_min=cfg.gamma_min,
-                delta=cfg.delta,
-                bn_remedy=cfg.bn_remedy,
-                du_gamma=cfg.du_gamma,
-                du_dropout=cfg.du_dropout,
-                du_alpha=cfg.du_alpha,
+                **hp,
             )
         self.decoder = Decoder(cfg)
 
     def encode(self, tokens, lengths, mask, *, train: bool):
         """Posterior parameters for rows <int32>[B, T]; ``mask`` <float32>[B]."""
-        if not self.cfg.latent_dim:
-            empty = jnp.zeros((tokens.shape[0], 0), jnp.float32)
-            return self.head(empty, empty, mask, train=train)
-        mu, logvar = self.encoder(tokens, lengths)
+        if self.cfg.latent_dim:
+            mu, logvar = self.encoder(tokens, lengths)
+        else:  # the language model: a zero-width posterior
+            mu = logvar = jnp.zeros((tokens.shape[0], 0), jnp.float32)
         return self.head(mu, logvar, mask, train=train)
 
     def reconstruction(self, tokens, lengths, z, *, train: bool) -> jax.Array:

@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
-from flax import struct
-
-from bnvae_jax.models.layers import Linear
 
 # -- Host-side constants (float64, κ and d concrete) --------------------------------
 
@@ -46,11 +42,9 @@ def log_bessel_iv(nu: float, x: float) -> float:
         return math.log(scaled) + x
     # I_ν(x) = Σ_k (x/2)^{2k+ν} / (k! Γ(k+ν+1)); the terms peak near k ≈ x/2.
     k = np.arange(int(2.0 * x) + 200, dtype=np.float64)
-    log_terms = (
-        (2.0 * k + nu) * math.log(x / 2.0)
-        - scipy.special.gammaln(k + 1.0)
-        - scipy.special.gammaln(k + nu + 1.0)
-    )
+    gammaln = scipy.special.gammaln
+    log_terms = (2.0 * k + nu) * math.log(x / 2.0) - gammaln(k + 1.0)
+    log_terms = log_terms - gammaln(k + nu + 1.0)
     return float(scipy.special.logsumexp(log_terms))
 
 
@@ -74,11 +68,8 @@ def log_vmf_normalizer(kappa: float, dim: int) -> float:
     if kappa == 0.0:  # the uniform distribution
         return -log_sphere_area(dim)
     nu = 0.5 * dim - 1.0
-    return (
-        nu * math.log(kappa)
-        - 0.5 * dim * math.log(2.0 * math.pi)
-        - log_bessel_iv(nu, kappa)
-    )
+    log_c = nu * math.log(kappa) - 0.5 * dim * math.log(2.0 * math.pi)
+    return log_c - log_bessel_iv(nu, kappa)
 
 
 def vmf_mean_cosine(kappa: float, dim: int) -> float:
@@ -98,11 +89,8 @@ def vmf_kl_uniform(kappa: float, dim: int) -> float:
     kappa, dim = _check(kappa, dim)
     if kappa == 0.0:
         return 0.0
-    kl = (
-        log_vmf_normalizer(kappa, dim)
-        + kappa * vmf_mean_cosine(kappa, dim)
-        + log_sphere_area(dim)
-    )
+    kl = log_vmf_normalizer(kappa, dim) + kappa * vmf_mean_cosine(kappa, dim)
+    kl = kl + log_sphere_area(dim)
     return max(kl, 0.0)  # only rounding can take it below zero
 
 
@@ -121,13 +109,8 @@ def vmf_kl_guu(kappa: float, dim: int) -> float:
     half = 0.5 * dim
     log_i = log_bessel_iv(half, kappa)
     ratio = math.exp(log_bessel_iv(half + 1.0, kappa) - log_i)
-    return (
-        kappa * ratio
-        + half * math.log(kappa)
-        - log_i
-        - math.lgamma(half + 1.0)
-        - half * math.log(2.0)
-    )
+    kl = kappa * ratio + half * math.log(kappa) - log_i
+    return kl - math.lgamma(half + 1.0) - half * math.log(2.0)
 
 
 VMF_KL = {"guu": vmf_kl_guu, "uniform": vmf_kl_uniform}
@@ -202,15 +185,6 @@ def _wood_proposals(key, kappa, dp: int, shape):
     return w, sin_w, log_ratio >= jnp.log(u)
 
 
-def _first_accepted(key, kappa, dp: int, batch_shape, num_proposals: int):
-    """The first accepted proposal of a pool per example (any, if none accepted)."""
-    shape = (*batch_shape, num_proposals)
-    w, sin_w, ok = _wood_proposals(key, kappa[..., None], dp, shape)
-    idx = jnp.argmax(ok, axis=-1)[..., None]
-    pick = lambda x: jnp.take_along_axis(x, idx, axis=-1)[..., 0]  # noqa: E731
-    return pick(w), pick(sin_w), jnp.any(ok, axis=-1)
-
-
 def sample_vmf(
     key: jax.Array,
     mu_dir: jax.Array,
@@ -250,6 +224,7 @@ def sample_vmf(
         jnp.broadcast_to(jnp.asarray(kappa, jnp.float32), batch_shape)
     )
     k_pool, k_dir = jax.random.split(key)
+    pool_shape = (*batch_shape, num_proposals)
 
     # One loop whose first round is the pool every example draws: the (costly to
     # compile) Beta sampler appears once in the program.
@@ -260,7 +235,13 @@ def sample_vmf(
     def body(carry):
         key, w, sin_w, done, rounds = carry
         key, sub = jax.random.split(key)
-        w_new, sin_new, ok = _first_accepted(sub, kappa, dp, batch_shape, num_proposals)
+        # Each row's first accepted proposal of its pool (any, if none accepted).
+        w_new, sin_new, oks = _wood_proposals(sub, kappa[..., None], dp, pool_shape)
+        idx = jnp.argmax(oks, axis=-1)[..., None]
+        w_new, sin_new = (
+            jnp.take_along_axis(x, idx, -1)[..., 0] for x in (w_new, sin_new)
+        )
+        ok = jnp.any(oks, axis=-1)
         # Round 0 fills every row, so a row never accepted still holds a proposal.
         take = jnp.logical_and(jnp.logical_not(done), jnp.logical_or(ok, rounds == 0))
         w = jnp.where(take, w_new, w)
@@ -281,69 +262,3 @@ def sample_vmf(
     v = v - jnp.sum(v * mu_dir, axis=-1, keepdims=True) * mu_dir
     v = v * jax.lax.rsqrt(jnp.sum(jnp.square(v), axis=-1, keepdims=True) + 1e-30)
     return w * mu_dir + sin_w * v
-
-
-# -- Posterior struct and head ------------------------------------------------------
-
-
-@struct.dataclass
-class VMFPosterior:
-    """VMF posterior: unit mean directions <float32>[B, n] and the fixed κ (static)."""
-
-    mu_dir: jax.Array
-    kappa: float = struct.field(pytree_node=False)
-
-    def sample(self, key: jax.Array, num: int | None = None, **kwargs) -> jax.Array:
-        """Samples <float32>[B, n], or [B, num, n] when ``num`` is given."""
-        return vmf_posterior_sample(self, key, num, **kwargs)
-
-    def log_prob(self, z: jax.Array) -> jax.Array:
-        """Log q(z|x) for z <float32>[..., n] broadcast against [B, n]."""
-        return vmf_log_prob(z, self.mu_dir, self.kappa)
-
-    def kl(self, formula: str = "guu") -> jax.Array:
-        """The constant KL per example: <float32>[B], no gradient."""
-        return vmf_posterior_kl(self, formula)
-
-
-def vmf_posterior_sample(
-    post: VMFPosterior, key: jax.Array, num: int | None = None, **kwargs
-) -> jax.Array:
-    """Samples from ``post``: <float32>[B, n], or [B, num, n] when ``num`` is given.
-
-    ``kwargs`` go to ``sample_vmf`` (``num_proposals``, ``max_rounds``).
-    """
-    mu = post.mu_dir
-    if num is not None:
-        mu = jnp.broadcast_to(mu[..., None, :], (*mu.shape[:-1], num, mu.shape[-1]))
-    return sample_vmf(key, mu, post.kappa, **kwargs)
-
-
-def vmf_posterior_kl(post: VMFPosterior, formula: str = "guu") -> jax.Array:
-    """KL(q || uniform) by ``VMF_KL[formula]``, broadcast to <float32>[B]."""
-    value = VMF_KL[formula](post.kappa, post.mu_dir.shape[-1])
-    return jnp.full(post.mu_dir.shape[:-1], value, jnp.float32)
-
-
-class VMFHead(nn.Module):
-    """VMF encoder head: Linear(hidden → 2n) without bias, first half normalised.
-
-    As in the reference's ``VMFLSTMEncoder`` the second half of the projection is
-    unused and κ is a fixed attribute, never a parameter.
-
-    Attributes:
-      features: the latent dimension n (>= 2).
-      kappa: the fixed concentration.
-      init_scheme: key of ``layers.INIT_SCHEMES`` (the reference: 'uniform').
-    """
-
-    features: int
-    kappa: float
-    init_scheme: str = "uniform"
-
-    @nn.compact
-    def __call__(self, h: jax.Array, mask=None, *, train: bool = False) -> VMFPosterior:
-        """Maps encoder features <float32>[B, H] to a ``VMFPosterior`` over [B, n]."""
-        del mask, train
-        out = Linear(2 * self.features, self.init_scheme, name="linear")(h)
-        return VMFPosterior(normalize_direction(out[..., : self.features]), self.kappa)
