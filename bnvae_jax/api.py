@@ -488,7 +488,7 @@ class DialogModel(_Model):
         )
         if topic is not None and not isinstance(topic, str):
             raise TypeError(f"topic must be a string, got {type(topic).__name__}")
-        sizes = {k: int(self.run.data[k]) for k in ("max_utt_len", "context_size")}
+        sizes = {k: getattr(self.run.data, k) for k in ("max_utt_len", "context_size")}
         try:
             read = dialog_data.context_batch(
                 [context_turns], self.vocab, self.topics, topic=topic, **sizes

@@ -38,9 +38,9 @@ from collections.abc import Callable, Mapping, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from bnvae_jax import cli, fileio
+from bnvae_jax import cli, fileio, methods
+from bnvae_jax import config as config_lib
 from bnvae_jax.errors import UserError
-from bnvae_jax.training import config_lib, methods
 
 PAPER_SEEDS = (783435, 101, 202, 303, 404)
 RESULTS_FILE, MANIFEST_FILE = "results.json", "sweep.json"

@@ -18,7 +18,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bnvae_jax.analysis import plots
-from bnvae_jax.errors import WorkdirError
 from bnvae_jax.training import writers
 
 
@@ -69,21 +68,9 @@ def curves_from_records(records: Sequence[dict], split: str = "valid") -> Curves
     )
 
 
-def read_rows(workdir, split: str, from_records, missing: str):
-    """``from_records(records, split)`` of the run in ``workdir``.
-
-    Raises:
-      WorkdirError: the result has no rows; the message says ``missing``.
-    """
-    got = from_records(writers.read_metrics(workdir), split)
-    if getattr(got, dataclasses.fields(got)[0].name).size == 0:
-        raise WorkdirError(f"{workdir}: no {missing} in {writers.METRICS_FILE}")
-    return got
-
-
 def read_curves(workdir: str | pathlib.Path, split: str = "valid") -> Curves:
     """The curves of the run in ``workdir`` (WorkdirError before its first epoch)."""
-    return read_rows(
+    return writers.read_rows(
         workdir,
         split,
         curves_from_records,

@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from bnvae_jax.analysis import curves
+from bnvae_jax.training import writers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ def series_from_records(records: list[dict], split: str = "valid") -> Series:
 
 def read_series(workdir: str | pathlib.Path, split: str = "valid") -> Series:
     """The curves of the run in ``workdir`` (WorkdirError before any validation)."""
-    return curves.read_rows(
+    return writers.read_rows(
         workdir,
         split,
         series_from_records,
