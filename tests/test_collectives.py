@@ -89,11 +89,13 @@ def _worker(out_path: str) -> None:
 
 @pytest.fixture(scope="module")
 def gathers(tmp_path_factory):
+    from conftest import xla_flags
+
     out = tmp_path_factory.mktemp("collectives") / "report.json"
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+        "XLA_FLAGS": xla_flags(DEVICES),
     }
     proc = subprocess.run(
         [sys.executable, __file__, str(out)],

@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import start_child, tail, wait_child
+from conftest import start_child, tail, wait_child, xla_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEVICES = 8
@@ -102,7 +102,7 @@ def report(tmp_path_factory):
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+        "XLA_FLAGS": xla_flags(DEVICES),
     }
     proc = start_child(
         [sys.executable, __file__, str(out)], tmp / "worker.log", cwd=ROOT, env=env

@@ -17,14 +17,14 @@ import time
 
 import numpy as np
 import pytest
-from conftest import python_module, start_child, tail, wait_child
+from conftest import python_module, start_child, tail, wait_child, xla_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEVICES = 8
 ENV = {
     **os.environ,
     "JAX_PLATFORMS": "cpu",
-    "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+    "XLA_FLAGS": xla_flags(DEVICES),
 }
 TOL = 1e-5
 EVAL_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "mi", "au", "ppl", "iw_ppl")
@@ -287,7 +287,7 @@ PEER_LOST_TIMEOUT = 120
 def _main_process(workdir, devices, *extra, log, cwd=ROOT):
     env = {
         **ENV,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": xla_flags(devices),
         "PYTHONPATH": str(ROOT),
     }
     return start_child(

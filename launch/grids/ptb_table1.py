@@ -47,6 +47,8 @@ def sweep(add):
     entry("agg_vae", "agg_vae", **{"train.kl_start": 0.1})
     entry("sa_vae", "sa_vae")
     entry("skip_vae", "skip_vae")
+    # Shen et al. 2021: model.du_gamma 0.5, du_dropout 0.2, du_alpha 1 (defaults).
+    entry("du_vae", "du_vae")
     # Li et al.'s recipe: an autoencoder, then its encoder with a fresh decoder.
     entry("ae", "ae")
     entry("ae_fb_6", "free_bits_dim", **{"train.target_kl": 6.0}, init_from="{run:ae}")
