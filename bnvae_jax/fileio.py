@@ -1,5 +1,7 @@
-"""Small file helpers: UTF-8 reads with one-line errors, and atomic writes so that an
-interrupted run never leaves half a file."""
+"""Small file helpers: UTF-8 reads with one-line errors, atomic writes.
+
+An atomic write never leaves half a file behind an interrupted run.
+"""
 
 from __future__ import annotations
 
