@@ -1,14 +1,47 @@
-"""Small file helpers: atomic writes so an interrupted run never leaves half a file."""
+"""Small file helpers: UTF-8 reads with one-line errors, atomic writes.
+
+An atomic write never leaves half a file behind an interrupted run.
+"""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import math
 import os
 import pathlib
+import re
 import sys
 import tempfile
+
+from bnvae_jax.errors import DataError
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of the file ``path``, without a leading byte order mark.
+
+    Raises:
+        DataError: the file is missing, a directory or unreadable, or it is not
+            UTF-8 (the message names the line and column).
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a text file")
+    try:
+        data = path.read_bytes()
+        return data.decode("utf-8").removeprefix(codecs.BOM_UTF8.decode("utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        breaks = list(re.finditer(rb"\r\n|\r|\n", data[: e.start]))
+        line_start = breaks[-1].end() if breaks else 0
+        raise DataError(
+            f"{path} line {len(breaks) + 1}: not valid UTF-8 "
+            f"(byte 0x{data[e.start]:02x} at column {e.start - line_start + 1})"
+        ) from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -25,11 +58,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` as JSON holds it: numpy scalars as Python ones, NaN/inf as strings."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -39,9 +73,7 @@ def _jsonable(value):
 
 def write_json_atomic(path: str | os.PathLike, data) -> None:
     """Writes ``data`` as indented JSON (numpy scalars converted, NaN as a string)."""
-    write_text_atomic(
-        path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n"
-    )
+    write_text_atomic(path, json.dumps(jsonable(data), indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
@@ -55,3 +87,13 @@ def quiet_broken_pipe():
         # not try (and fail) to flush it once more.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+
+
+class Closing:
+    """A base for objects a ``with`` block closes: ``__exit__`` calls ``close()``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -110,11 +110,9 @@ def format_stat(stat: dict | None, decimals: int, n: int = 0) -> str:
 
 def format_duration(stat: dict | None) -> str:
     """The mean of ``stat`` (seconds) as ``h:mm:ss``."""
-    return (
-        MISSING
-        if stat is None
-        else str(datetime.timedelta(seconds=round(stat["mean"])))
-    )
+    if stat is None:
+        return MISSING
+    return str(datetime.timedelta(seconds=round(stat["mean"])))
 
 
 def _values(results: dict) -> dict[str, float | None]:

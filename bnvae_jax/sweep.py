@@ -210,8 +210,8 @@ def _start(run: Run, env: Mapping, slots: Sequence, i: int):
     return run, proc, time.monotonic(), logs
 
 
-def _settle(active, interrupted: bool = False) -> dict:
-    """The record of a run whose process has ended."""
+def _settle(active, records: dict, notify, interrupted: bool = False) -> None:
+    """Records (and notifies) the end of a run whose process has ended."""
     run, proc, started, logs = active
     for f in logs:
         f.close()
@@ -224,9 +224,10 @@ def _settle(active, interrupted: bool = False) -> dict:
     elif not is_finished(run):
         status, message = "failed", f"exited 0 without {RESULTS_FILE}"
     wall = round(time.monotonic() - started, 1)
-    return dict(
+    records[run.name] |= dict(
         status=status, returncode=proc.returncode, wall_seconds=wall, message=message
     )
+    notify(run, records)
 
 
 def _next(runs: Sequence[Run], records: dict, notify) -> Run | None:
@@ -273,8 +274,7 @@ def execute(
         while not stop:
             for i, a in list(active.items()):
                 if a[1].poll() is not None:
-                    records[a[0].name] |= _settle(active.pop(i))
-                    notify(a[0], records)
+                    _settle(active.pop(i), records, notify)
             for i in (i for i in range(len(slots)) if i not in active):
                 if (run := _next(runs, records, notify)) is None:
                     break
@@ -294,8 +294,7 @@ def execute(
         except subprocess.TimeoutExpired:
             a[1].kill()
             a[1].wait()
-        records[a[0].name] |= _settle(a, interrupted=True)
-        notify(a[0], records)
+        _settle(a, records, notify, interrupted=True)
     raise KeyboardInterrupt
 
 
@@ -331,9 +330,7 @@ def run_sweep(head: dict, runs, slots, env, poll_seconds=0.5) -> int:
             note = f" (exit {r['returncode']}; logs in {run.workdir}): {r['message']}"
         elif r["status"] == "blocked":
             note = f": {r['message']}"
-        settled = sum(
-            r["status"] not in ("pending", "running") for r in records.values()
-        )
+        settled = sum(x["status"] in _READY + _BROKEN for x in records.values())
         print(f"[{settled}/{len(runs)}] {r['status']} {run.name}{note}", flush=True)
 
     with open(out / ".sweep.lock", "w") as lock:
@@ -387,13 +384,8 @@ def main(argv):
                     done = "# finished, skipped: " if is_finished(run) else ""
                     print(done + shlex.join(run.command))
             return 0
-        head = {
-            "config": config,
-            "grid": F.grid,
-            "out": out,
-            "seeds": seeds,
-            "entries": [{"name": n, "overrides": o} for n, o in entries.items()],
-        }
+        listed = [{"name": n, "overrides": o} for n, o in entries.items()]
+        head = dict(config=config, grid=F.grid, out=out, seeds=seeds, entries=listed)
         return run_sweep(head, runs, slots, os.environ)
 
 

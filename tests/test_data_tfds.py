@@ -1,5 +1,6 @@
 """TFDS builders: built from small files written here, read back without TensorFlow."""
 
+import dataclasses
 import json
 import sys
 
@@ -200,9 +201,11 @@ def test_tfds_config_validation():
         )
     with pytest.raises(ConfigError, match="not a sentence corpus"):
         tb.load_corpora(
-            tb.TfdsSource("switchboard", "/nonexistent"),
-            labelled=False,
-            max_tokens=None,
+            dataclasses.replace(
+                config_lib.resolve(_data_config()).data,
+                tfds_name="switchboard",
+                tfds_data_dir="/nonexistent",
+            )
         )
 
 

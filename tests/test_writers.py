@@ -45,7 +45,6 @@ def _strict_json(line):
 
 def test_jsonl_round_trip(tmp_path):
     with writers.create_writer(tmp_path) as writer:
-        writer.write_hparams({"model": {"latent_dim": np.int64(32)}, "lr": 1.0})
         writer.write_scalars(
             1,
             {
@@ -57,30 +56,23 @@ def test_jsonl_round_trip(tmp_path):
                 "small": -math.inf,
             },
         )
-        writer.write_texts(2, {"sample": "w1 w2 w3"})
         writer.write_scalars(2, {"loss": 1.5})
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 2
     raw = [_strict_json(line) for line in lines]
-    assert raw[1]["values"]["bad"] == "nan"
-    assert raw[1]["values"]["big"] == "inf"
-    assert {r["kind"] for r in raw} == {"hparams", "scalars", "texts"}
+    assert raw[0]["values"]["bad"] == "nan"
+    assert raw[0]["values"]["big"] == "inf"
+    assert {r["kind"] for r in raw} == {"scalars"}
 
     records = writers.read_metrics(tmp_path)
-    assert [(r["step"], r["kind"]) for r in records] == [
-        (0, "hparams"),
-        (1, "scalars"),
-        (2, "texts"),
-        (2, "scalars"),
-    ]
-    assert records[0]["values"] == {"model": {"latent_dim": 32}, "lr": 1.0}
-    scalars = records[1]["values"]
+    assert [(r["step"], r["kind"]) for r in records] == [(1, "scalars"), (2, "scalars")]
+    scalars = records[0]["values"]
     assert scalars["loss"] == 2.5 and scalars["kl"] == 0.25 and scalars["au"] == 3.0
     assert all(type(v) is float for v in scalars.values())
     assert math.isnan(scalars["bad"])
     assert scalars["big"] == math.inf and scalars["small"] == -math.inf
-    assert records[2]["values"] == {"sample": "w1 w2 w3"}
-    assert isinstance(records[1]["time"], float)
+    assert records[1]["values"] == {"loss": 1.5}
+    assert isinstance(records[0]["time"], float)
 
 
 def test_read_metrics_without_file(tmp_path):
@@ -118,30 +110,22 @@ def test_resumed_run_keeps_the_last_value(tmp_path):
 
 def test_tensorboard_event_files(tmp_path):
     with writers.create_writer(tmp_path) as writer:
-        writer.write_hparams({"lr": 0.5})
         writer.write_scalars(7, {"train/loss": np.float32(1.25), "lr": 0.5})
-        writer.write_texts(7, {"sample": "w3 w4"})
     files, events = _read_events(tmp_path / "tensorboard")
     assert files
-    scalars, texts = {}, {}
-    for event in events:
-        for value in event.summary.value:
-            if value.HasField("simple_value"):
-                scalars[(value.tag, event.step)] = value.simple_value
-            elif value.HasField("tensor"):
-                texts[value.tag] = b"".join(value.tensor.string_val).decode()
+    scalars = {
+        (value.tag, event.step): value.simple_value
+        for event in events
+        for value in event.summary.value
+        if value.HasField("simple_value")
+    }
     assert scalars == {("train/loss", 7): 1.25, ("lr", 7): 0.5}
-    assert texts["sample/text_summary"] == "w3 w4"
-    assert '"lr": 0.5' in texts["hparams/text_summary"]
 
 
 def test_noop_writer_writes_nothing(tmp_path):
     workdir = tmp_path / "run"
     with writers.create_writer(workdir, enabled=False) as writer:
-        writer.write_hparams({"a": 1})
         writer.write_scalars(1, {"loss": 1.0})
-        writer.write_texts(1, {"t": "x"})
-        writer.flush()
     assert not workdir.exists()
     assert writers.read_metrics(workdir) == []
 
@@ -156,6 +140,4 @@ def test_logging_line(tmp_path, caplog):
 def test_no_tensorflow_import(tmp_path):
     with writers.create_writer(tmp_path) as writer:
         writer.write_scalars(0, {"x": 1.0})
-        writer.write_texts(0, {"t": "y"})
-        writer.write_hparams({"h": 1})
     assert "tensorflow" not in sys.modules

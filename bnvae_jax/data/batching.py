@@ -101,9 +101,8 @@ class BatchPlan:
     def padded_time(self, i: int) -> int:
         """T of batch ``i``: its longest row rounded up to the bucket width."""
         longest = max(len(self.rows[j]) for j in self.groups[i])
-        return (
-            max(1, -(-longest // self.config.bucket_width)) * self.config.bucket_width
-        )
+        width = self.config.bucket_width
+        return max(1, -(-longest // width)) * width
 
     def make_batch(self, i: int) -> Batch:
         """Batch ``i`` of the plan (plan order), padded to ``(batch_size, T)``."""

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import os
-import pathlib
 import re
 from collections.abc import Iterable, Sequence
 from itertools import repeat
 
 import numpy as np
 
+from bnvae_jax import fileio
 from bnvae_jax.data.vocab import BOS, EOS, Vocab
 from bnvae_jax.errors import ConfigError, DataError
 
 # Line ends as Python's universal newlines see them (what the reference's
 # ``for line in open(...)`` splits on): LF, CRLF, CR.
-_TEXT_EOL = re.compile(r"\r\n|\r|\n")
-_BYTES_EOL = re.compile(rb"\r\n|\r|\n")
+_EOL = re.compile(r"\r\n|\r|\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,20 +67,6 @@ class Corpus:
         return f"{self.path}: {self.stats.summary()}"
 
 
-def _decode(path: pathlib.Path, data: bytes) -> str:
-    """UTF-8 text of ``data`` without a leading BOM; errors name line and column."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        breaks = list(_BYTES_EOL.finditer(data, 0, e.start))
-        line_start = breaks[-1].end() if breaks else 0
-        raise DataError(
-            f"{path} line {len(breaks) + 1}: not valid UTF-8 "
-            f"(byte 0x{data[e.start]:02x} at column {e.start - line_start + 1})"
-        ) from None
-    return text.removeprefix(codecs.BOM_UTF8.decode("utf-8"))
-
-
 def read_corpus(
     path: str | os.PathLike, *, labelled: bool = False, max_tokens: int | None = None
 ) -> Corpus:
@@ -107,16 +91,7 @@ def read_corpus(
     """
     if max_tokens is not None and max_tokens < 1:
         raise ConfigError(f"max_tokens must be >= 1 or None, got {max_tokens}")
-    path = pathlib.Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a text file")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
-    lines = _TEXT_EOL.split(_decode(path, data))
+    lines = _EOL.split(fileio.read_text(path))
     if lines[-1] == "":
         lines.pop()
     labels = [""] * len(lines)
@@ -179,10 +154,4 @@ def encode_corpus(
         One <int32>[L+2] row per sentence.
     """
     sentences = corpus.sentences if isinstance(corpus, Corpus) else corpus
-    rows = []
-    for sentence in sentences:
-        row = np.empty(len(sentence) + 2, dtype=np.int32)
-        row[0], row[-1] = BOS, EOS
-        row[1:-1] = vocab.encode(sentence)
-        rows.append(row)
-    return rows
+    return [np.array([BOS, *vocab.encode(s), EOS], np.int32) for s in sentences]

@@ -10,7 +10,7 @@ import pathlib
 
 import numpy as np
 
-from bnvae_jax.config import DataConfig, SyntheticConfig
+from bnvae_jax.config import DataConfig
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.data import synthetic
 from bnvae_jax.data.vocab import Vocab
@@ -34,11 +34,6 @@ class Datasets:
         return getattr(self, name)
 
 
-def synthetic_spec(cfg: SyntheticConfig) -> synthetic.SyntheticSpec:
-    """The generator spec of the ``data.synthetic`` section."""
-    return synthetic.SyntheticSpec(**dataclasses.asdict(cfg))
-
-
 def data_files(data_cfg: DataConfig, workdir: str) -> dict[str, str]:
     """Paths of the three splits: the given files, or the generated corpus."""
     given = {s: getattr(data_cfg, f"{s}_file") for s in SPLITS}
@@ -55,7 +50,7 @@ def data_files(data_cfg: DataConfig, workdir: str) -> dict[str, str]:
             f"data.source={data_cfg.source!r} needs --config.data.train_file=..., "
             "--config.data.valid_file=... and --config.data.test_file=..."
         )
-    spec = synthetic_spec(data_cfg.synthetic)
+    spec = synthetic.SyntheticSpec(**dataclasses.asdict(data_cfg.synthetic))
     # One folder per spec: a changed spec never overwrites a run's corpus.
     digest = hashlib.sha256(
         json.dumps(dataclasses.asdict(spec), sort_keys=True).encode()
@@ -66,46 +61,30 @@ def data_files(data_cfg: DataConfig, workdir: str) -> dict[str, str]:
     return {s: str(paths[s]) for s in SPLITS}
 
 
-def read_corpora(
-    data_cfg: DataConfig, workdir: str
-) -> tuple[dict[str, str], dict[str, corpus_lib.Corpus]]:
-    """Where each split comes from, and its sentences."""
-    if data_cfg.source == "tfds":
-        # Imported here: TFDS stays out of the import path of file-based runs.
-        from bnvae_jax.data import tfds_builders
-
-        source = tfds_builders.TfdsSource(
-            name=data_cfg.tfds_name,
-            data_dir=data_cfg.tfds_data_dir,
-            manual_dir=data_cfg.tfds_manual_dir,
-        )
-        corpora = tfds_builders.load_corpora(
-            source, labelled=data_cfg.labelled, max_tokens=data_cfg.max_tokens
-        )
-        return {s: c.path for s, c in corpora.items()}, corpora
-    files = data_files(data_cfg, workdir)
-    corpora = {
-        s: corpus_lib.read_corpus(
-            files[s], labelled=data_cfg.labelled, max_tokens=data_cfg.max_tokens
-        )
-        for s in SPLITS
-    }
-    return files, corpora
-
-
 def load_datasets(
     data_cfg: DataConfig, workdir: str, vocab: Vocab | None = None
 ) -> Datasets:
     """Reads the splits; the vocabulary comes from the training file unless given."""
-    files, corpora = read_corpora(data_cfg, workdir)
+    if data_cfg.source == "tfds":
+        # Imported here: TFDS stays out of the import path of file-based runs.
+        from bnvae_jax.data import tfds_builders
+
+        corpora = tfds_builders.load_corpora(data_cfg)
+    else:
+        files = data_files(data_cfg, workdir)
+        corpora = {
+            s: corpus_lib.read_corpus(
+                files[s], labelled=data_cfg.labelled, max_tokens=data_cfg.max_tokens
+            )
+            for s in SPLITS
+        }
     for split, corpus in corpora.items():
         logging.info("%s: %s", split, corpus.summary())
     if vocab is None:
         vocab = Vocab.from_sentences(corpora["train"].sentences)
-    rows = {s: tuple(corpus_lib.encode_corpus(corpora[s], vocab)) for s in SPLITS}
     return Datasets(
         vocab=vocab,
-        files=files,
+        files={s: c.path for s, c in corpora.items()},
         stats={s: c.stats for s, c in corpora.items()},
-        **rows,
+        **{s: tuple(corpus_lib.encode_corpus(c, vocab)) for s, c in corpora.items()},
     )

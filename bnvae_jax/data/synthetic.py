@@ -28,6 +28,7 @@ the default 24k sentences take about two seconds on one CPU core.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -251,14 +252,12 @@ def write_corpus(
     paths = {split: directory / f"synthetic.{split}.txt" for split in SPLITS}
     paths |= {"latents": directory / LATENTS_FILE, "spec": directory / SPEC_FILE}
     record = {"format_version": _FORMAT_VERSION, "spec": dataclasses.asdict(spec)}
-    try:
+    with contextlib.suppress(OSError, ValueError):
         if all(p.is_file() for p in paths.values()) and record == json.loads(
             paths["spec"].read_text(encoding="utf-8")
         ):
             logging.info("reusing the synthetic corpus in %s", directory)
             return paths
-    except (OSError, ValueError):
-        pass
     logging.info("generating the synthetic corpus in %s: %s", directory, spec)
     paths["spec"].unlink(missing_ok=True)
     means, splits = _sample(spec)
@@ -270,7 +269,5 @@ def write_corpus(
     tmp = paths["latents"].with_name(f".{LATENTS_FILE}.tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(paths["latents"])
-    fileio.write_text_atomic(
-        paths["spec"], json.dumps(record, indent=2, sort_keys=True) + "\n"
-    )
+    fileio.write_json_atomic(paths["spec"], record)
     return paths

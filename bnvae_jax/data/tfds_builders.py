@@ -12,7 +12,7 @@ no state and cannot collide with TFDS's own datasets of the same name (snli).
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import json
 import pathlib
 from collections.abc import Mapping
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bnvae_jax.config import DataConfig
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.errors import ConfigError, DataError
 
@@ -74,11 +75,6 @@ class _ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         ]
         return (present or cls.LAYOUTS)[0]
 
-    @classmethod
-    def required_files(cls, manual_dir: pathlib.Path) -> list[pathlib.Path]:
-        """The files ``manual_dir`` must hold for a build."""
-        return _files(cls._layout(manual_dir), manual_dir)
-
     def _split_generators(self, dl_manager):
         manual = pathlib.Path(dl_manager.manual_dir)
         return {
@@ -99,15 +95,14 @@ class _SentenceCorpus(_ManualBuilder, skip_registration=True):
         return {name: tfds.features.Text() for name in names}
 
     def _generate_examples(self, sources):
-        key = 0
+        keys = itertools.count()
         for path, label in sources:
             corpus = corpus_lib.read_corpus(path, labelled=self.LABELLED and not label)
             for i, tokens in enumerate(corpus.sentences):
                 example = {"text": " ".join(tokens)}
                 if self.LABELLED:
                     example["label"] = label or corpus.labels[i]
-                yield key, example
-                key += 1
+                yield next(keys), example
 
 
 _HE = "https://github.com/jxhe/vae-lagging-encoder"
@@ -288,7 +283,8 @@ def prepare(
             f"data.tfds_manual_dir to a directory holding its files"
         )
     manual = pathlib.Path(manual_dir)
-    missing = [p.name for p in cls.required_files(manual) if not p.is_file()]
+    required = _files(cls._layout(manual), manual)
+    missing = [p.name for p in required if not p.is_file()]
     if missing:
         raise DataError(
             f"{manual}: missing {', '.join(missing)} for TFDS corpus {name!r} "
@@ -325,36 +321,27 @@ def _decoded(value):
     return np.stack(items) if arrays else items
 
 
-@dataclasses.dataclass(frozen=True)
-class TfdsSource:
-    """Where a run's corpus comes from when ``data.source='tfds'``."""
+def load_corpora(d: DataConfig) -> dict[str, corpus_lib.Corpus]:
+    """train/valid/test corpora of the text builder ``d.tfds_name``.
 
-    name: str
-    data_dir: str
-    manual_dir: str = ""
-
-
-def load_corpora(
-    source: TfdsSource, *, labelled: bool, max_tokens: int | None
-) -> dict[str, corpus_lib.Corpus]:
-    """train/valid/test corpora of a text builder, prepared on first use."""
-    if source.name not in TEXT_CORPORA:
+    The corpus is prepared on first use; ``d.labelled`` and ``d.max_tokens``
+    apply as to plain files.
+    """
+    name = d.tfds_name
+    if name not in TEXT_CORPORA:
         raise ConfigError(
-            f"TFDS corpus {source.name!r} is not a sentence corpus; "
+            f"TFDS corpus {name!r} is not a sentence corpus; "
             f"a VAE run takes one of {', '.join(TEXT_CORPORA)}"
         )
-    builder = prepare(
-        source.name, data_dir=source.data_dir, manual_dir=source.manual_dir
-    )
+    builder = prepare(name, data_dir=d.tfds_data_dir, manual_dir=d.tfds_manual_dir)
     corpora = {}
     for split, tfds_split in SPLIT_NAMES.items():
-        examples, where = read_split(builder, split), f"tfds:{source.name}/{tfds_split}"
-        if labelled and examples and "label" not in examples[0]:
+        examples, where = read_split(builder, split), f"tfds:{name}/{tfds_split}"
+        if d.labelled and examples and "label" not in examples[0]:
             raise ConfigError(f"{where} has no labels but data.labelled is true")
+        labels = [e.get("label", "") for e in examples] if d.labelled else None
+        texts = [e["text"] for e in examples]
         corpora[split] = corpus_lib.make_corpus(
-            [e["text"] for e in examples],
-            [e.get("label", "") for e in examples] if labelled else None,
-            where=where,
-            max_tokens=max_tokens,
+            texts, labels, where=where, max_tokens=d.max_tokens
         )
     return corpora

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from bnvae_jax import fileio
 from bnvae_jax.errors import DataError
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -109,20 +110,7 @@ class Vocab:
             DataError: the file is missing, not UTF-8, has an empty or repeated
                 word, or does not start with the special tokens.
         """
-        path = pathlib.Path(path)
-        if not path.is_file():
-            what = "is a directory" if path.is_dir() else "file not found"
-            raise DataError(f"{path}: {what}")
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(
-                f"{path}: not valid UTF-8 (byte offset {e.start})"
-            ) from None
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        words = [line.removesuffix("\r") for line in lines]
+        words = fileio.read_text(path).splitlines()
         seen: dict[str, int] = {}
         for number, word in enumerate(words, start=1):
             if not word or word != word.strip() or len(word.split()) != 1:
@@ -159,7 +147,5 @@ class Vocab:
         Returns:
             The vocabulary.
         """
-        words = itertools.chain(
-            SPECIAL_TOKENS, itertools.chain.from_iterable(sentences)
-        )
+        words = itertools.chain(SPECIAL_TOKENS, *sentences)
         return cls(tuple(dict.fromkeys(words)))

@@ -38,7 +38,6 @@ import contextlib
 import gc
 import json
 import logging as pylogging
-import math
 import os
 import pathlib
 import sys
@@ -97,21 +96,19 @@ def _complete_steps(manager: ocp.CheckpointManager) -> list[int]:
     return sorted(done, reverse=True)
 
 
-def _save(manager: ocp.CheckpointManager, step: int, **items) -> None:
-    """Saves the orbax ``items`` as ``step`` of ``manager``; returns when written."""
-    if not manager.save(step, args=ocp.args.Composite(**items), force=True):
+def _save(manager: ocp.CheckpointManager, step: int, state, meta, **info) -> None:
+    """Saves ``state``, JSON ``meta`` and ``info`` as ``step``; returns when written."""
+    items = {k: ocp.args.JsonSave(v) for k, v in {"meta": meta, **info}.items()}
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), **items)
+    if not manager.save(step, args=args, force=True):
         raise RuntimeError(f"orbax skipped the save of {manager.directory}/{step}")
     manager.wait_until_finished()
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, template: Any) -> dict:
     """The ``state`` and ``meta`` of ``manager``'s checkpoint ``step``."""
-    return manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()
-        ),
-    )
+    state, meta = ocp.args.StandardRestore(template), ocp.args.JsonRestore()
+    return manager.restore(step, args=ocp.args.Composite(state=state, meta=meta))
 
 
 def _readable(manager: ocp.CheckpointManager, step: int) -> bool:
@@ -170,7 +167,7 @@ def _free_path(path: pathlib.Path) -> pathlib.Path:
     return candidate
 
 
-class Checkpointer:
+class Checkpointer(fileio.Closing):
     """The run's "latest" and "best" checkpoints under ``workdir/checkpoints/``.
 
     Each checkpoint holds a state pytree (restored onto a template with the same
@@ -194,8 +191,7 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         """The step of the newest complete "latest" checkpoint, None if none."""
-        steps = _complete_steps(self._latest)
-        return steps[0] if steps else None
+        return next(iter(_complete_steps(self._latest)), None)
 
     def save_latest(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
         """Saves ``state`` and ``meta`` as checkpoint ``step``; returns when written.
@@ -213,20 +209,11 @@ class Checkpointer:
         step, meta = int(step), _jsonable(meta)
         for old in self._latest.all_steps():
             if old > step:
-                logging.warning(
-                    "deleting checkpoint %s/%d: this run saves step %d after it",
-                    self.directory,
-                    old,
-                    step,
-                )
+                msg = "deleting checkpoint %s/%d: this run saves step %d after it"
+                logging.warning(msg, self.directory, old, step)
             if old >= step:
                 self._latest.delete(old)
-        _save(
-            self._latest,
-            step,
-            state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave(meta),
-        )
+        _save(self._latest, step, state, meta)
 
     def restore_latest(self, template: Any) -> tuple[Any, dict] | None:
         """The newest readable "latest" checkpoint, None when there is none.
@@ -251,13 +238,8 @@ class Checkpointer:
             state: A pytree of arrays and scalars.
             meta: A JSON-able dict (numpy/JAX scalars are converted).
         """
-        _save(
-            self._best,
-            max(self._best.all_steps(), default=-1) + 1,
-            state=ocp.args.StandardSave(state),
-            meta=ocp.args.JsonSave(_jsonable(meta)),
-            info=ocp.args.JsonSave({"step": int(step)}),
-        )
+        count = max(self._best.all_steps(), default=-1) + 1
+        _save(self._best, count, state, _jsonable(meta), info={"step": int(step)})
 
     def restore_best(self, template: Any) -> tuple[Any, dict]:
         """The best checkpoint (the newest readable one).
@@ -319,13 +301,8 @@ class Checkpointer:
             )
         return None
 
-    def _move_aside(
-        self,
-        manager: ocp.CheckpointManager,
-        unreadable: list[tuple[pathlib.Path, str]],
-        restored: pathlib.Path,
-    ) -> None:
-        """Moves ``unreadable`` folders into ``workdir/checkpoints_corrupt/``."""
+    def _move_aside(self, manager, unreadable: list, restored: pathlib.Path) -> None:
+        """Moves ``unreadable`` ``(folder, reason)`` into ``checkpoints_corrupt/``."""
         if not unreadable:
             return
         if jax.process_index() == 0:
@@ -334,13 +311,9 @@ class Checkpointer:
                 dest = _free_path(self.directory.parent / CORRUPT_DIR / name)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 folder.rename(dest)
-                logging.warning(
-                    "checkpoint %s is unreadable (%s); moved to %s, restored %s",
-                    name,
-                    reason,
-                    dest,
-                    restored.relative_to(self.directory),
-                )
+                msg = "checkpoint %s is unreadable (%s); moved to %s, restored %s"
+                done = restored.relative_to(self.directory)
+                logging.warning(msg, name, reason, dest, done)
         ocp.multihost.sync_global_processes(f"moved aside before {restored}")
         manager.reload()
 
@@ -348,12 +321,6 @@ class Checkpointer:
         """Waits for pending operations and releases the managers."""
         self._latest.close()
         self._best.close()
-
-    def __enter__(self) -> Checkpointer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # -- run_info.json -----------------------------------------------------------
@@ -412,10 +379,7 @@ def _lookup(info: Mapping[str, Any], key: str) -> Any:
             if not isinstance(value, Mapping) or part not in value:
                 return _MISSING
             value = value[part]
-    value = _jsonable(value, "info")
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return json.loads(json.dumps(value))
+    return fileio.jsonable(_jsonable(value, "info"))
 
 
 def check_run_info(

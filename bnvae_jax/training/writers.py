@@ -7,8 +7,7 @@ The writer of ``create_writer`` writes to three sinks:
   appends to the same file; ``read_metrics`` drops the replayed duplicates);
   non-finite scalars are written as the strings ``"nan"``, ``"inf"``, ``"-inf"``
   so every line is valid JSON;
-* TensorBoard event files under ``workdir/tensorboard/`` (scalars; texts and
-  hyperparameters as text summaries);
+* TensorBoard event files under ``workdir/tensorboard/``;
 * one log record for each ``write_scalars`` (logger ``bnvae_jax.file.metrics``:
   the run's log file, not the console).
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import pathlib
 import time
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 import tensorboardX
 
+from bnvae_jax import fileio
 from bnvae_jax.errors import WorkdirError
 
 METRICS_FILE = "metrics.jsonl"
@@ -48,28 +47,7 @@ def _to_float(key: str, value: Any) -> float:
     return float(array.reshape(()))
 
 
-def _json_float(value: float) -> float | str:
-    return value if math.isfinite(value) else str(value)  # 'nan', 'inf', '-inf'
-
-
-def _jsonable(value: Any) -> Any:
-    """Hyperparameters as JSON: numpy/JAX scalars to Python, odd values to str."""
-    if callable(getattr(value, "to_dict", None)):  # ml_collections.ConfigDict
-        value = value.to_dict()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | bool | int | None):
-        return value
-    if isinstance(value, float):
-        return _json_float(value)
-    if hasattr(value, "item") and getattr(value, "size", None) == 1:
-        return _jsonable(value.item())
-    return str(value)
-
-
-class MetricWriter:
+class MetricWriter(fileio.Closing):
     """Writes metrics to the three sinks; without a workdir it writes nothing."""
 
     def __init__(self, workdir: pathlib.Path | None = None, purge_step=None):
@@ -87,60 +65,24 @@ class MetricWriter:
             filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}",
         )
 
-    def _append(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
-        record = {"step": int(step), "time": time.time(), "kind": kind}
-        record["values"] = dict(values)
-        self._file.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
-        self._file.flush()  # a killed run keeps every line it wrote
-
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         """Writes scalar metrics of ``step`` (Python, numpy or JAX scalars)."""
         if self._file is None:
             return
-        values = {k: _to_float(k, v) for k, v in scalars.items()}
-        self._append(step, "scalars", {k: _json_float(v) for k, v in values.items()})
+        step, values = int(step), {k: _to_float(k, v) for k, v in scalars.items()}
+        record = {"step": step, "time": time.time(), "kind": "scalars"}
+        record["values"] = {k: fileio.jsonable(v) for k, v in values.items()}
+        self._file.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
+        self._file.flush()  # a killed run keeps every line it wrote
         for key, value in values.items():
-            self._tb.add_scalar(key, value, global_step=int(step))
-        parts = [f"{k}={v:.6g}" for k, v in values.items()]
-        _LOG.info("[%d] %s", int(step), ", ".join(parts))
-
-    def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
-        """Writes text summaries of ``step``."""
-        if self._file is None:
-            return
-        self._append(step, "texts", {k: str(v) for k, v in texts.items()})
-        for key, value in texts.items():
-            self._tb.add_text(key, str(value), global_step=int(step))
-
-    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        """Writes the run's hyperparameters (a possibly nested mapping)."""
-        if self._file is None:
-            return
-        values = _jsonable(hparams)
-        self._append(0, "hparams", values)
-        text = json.dumps(values, indent=2, sort_keys=True)
-        # Markdown code block: TensorBoard's text plugin renders markdown.
-        indented = "\n".join("    " + line for line in text.splitlines())
-        self._tb.add_text("hparams", indented, global_step=0)
-        _LOG.info("hparams: %s", json.dumps(values, sort_keys=True))
-
-    def flush(self) -> None:
-        """Pushes buffered writes to disk."""
-        if self._file is not None:
-            self._file.flush()
-            self._tb.flush()
+            self._tb.add_scalar(key, value, global_step=step)
+        _LOG.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
 
     def close(self) -> None:
         """Flushes and releases files; the writer is not used afterwards."""
         if self._file is not None and not self._file.closed:
             self._file.close()
             self._tb.close()
-
-    def __enter__(self) -> MetricWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def create_writer(
@@ -196,14 +138,12 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
     kept = []
     for record in reversed(records):
         step, kind = record["step"], record["kind"]
-        values = {}
-        for key, value in record["values"].items():
-            if (step, kind, key) in seen:
-                continue
-            seen.add((step, kind, key))
-            if kind == "scalars" and value in _NON_FINITE:
-                value = float(value)
-            values[key] = value
+        values = {
+            key: float(value) if kind == "scalars" and value in _NON_FINITE else value
+            for key, value in record["values"].items()
+            if (step, kind, key) not in seen
+        }
+        seen.update((step, kind, key) for key in values)
         if values:
             kept.append({**record, "values": values})
     return sorted(reversed(kept), key=lambda r: r["step"])
