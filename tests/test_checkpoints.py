@@ -17,6 +17,8 @@ import numpy as np
 import optax
 import pytest
 from conftest import ROOT, python_module, run_child
+from tensorboardX.proto import event_pb2
+from test_writers import _read_events
 
 from bnvae_jax.errors import WorkdirError
 from bnvae_jax.training import checkpoints
@@ -317,6 +319,15 @@ def test_a_run_saves_each_step_once_and_resumes_past_a_damaged_checkpoint(
     assert warning.startswith("warning: checkpoint 16 is unreadable (ValueError")
     assert "Traceback" not in output and "resuming from step 8" in output
     assert (tmp_path / checkpoints.CORRUPT_DIR / "16").is_dir()
+    # TensorBoard hides the first run's events after step 8, the checkpoint
+    # restored, not after the damaged step 16.
+    purges = [
+        e.step
+        for e in _read_events(tmp_path / "tensorboard")[1]
+        if e.HasField("session_log")
+        and e.session_log.status == event_pb2.SessionLog.START
+    ]
+    assert purges == [9]
     # Steps 9-16 again from step 8: the uninterrupted run's model.
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["steps"] == 16

@@ -151,12 +151,8 @@ def open_context(
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints.check_run_info(workdir, info, keys=list(info))
     ckpt = checkpoints.Checkpointer(workdir)
-    resume_step = ckpt.latest_step()
-    # TensorBoard hides events a killed run logged after its last checkpoint.
     writer = writers.create_writer(
-        str(workdir),
-        enabled=write and jax.process_index() == 0,
-        purge_step=None if resume_step is None else resume_step + 1,
+        str(workdir), enabled=write and jax.process_index() == 0
     )
     return Context(workdir, ckpt, writer, par, settings)
 
@@ -181,6 +177,9 @@ def restore(ctx: Context, state, loop_class: type[LoopState] = LoopState):
         return None
     tree, meta = restored
     logging.info("resuming from step %d", int(tree["step"]))
+    # TensorBoard hides what a killed run logged after the checkpoint restored
+    # (the newest readable one: a damaged newer one was moved aside).
+    ctx.writer.purge_step = int(tree["step"]) + 1
     return ctx.par.replicate(state.replace(**tree)), loop_class.from_json(meta)
 
 

@@ -51,19 +51,26 @@ class MetricWriter(fileio.Closing):
     """Writes metrics to the three sinks; without a workdir it writes nothing."""
 
     def __init__(self, workdir: pathlib.Path | None = None, purge_step=None):
-        self._file = self._tb = None
+        self._dir, self._file, self._tb = workdir, None, None
+        # Read when the first scalars are written: a resumed run sets it once it
+        # knows which checkpoint it restored.
+        self.purge_step = purge_step
         if workdir is None:
             return
         workdir.mkdir(parents=True, exist_ok=True)
         self._file = open(workdir / METRICS_FILE, "a", encoding="utf-8")
-        # A unique suffix: two writers opened in the same second (a quick
-        # restart) must not truncate each other's event file.
-        self._tb = tensorboardX.SummaryWriter(
-            logdir=str(workdir / TENSORBOARD_DIR),
-            purge_step=purge_step,
-            flush_secs=30,
-            filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}",
-        )
+
+    def _board(self) -> tensorboardX.SummaryWriter:
+        if self._tb is None:
+            # A unique suffix: two writers opened in the same second (a quick
+            # restart) must not truncate each other's event file.
+            self._tb = tensorboardX.SummaryWriter(
+                logdir=str(self._dir / TENSORBOARD_DIR),
+                purge_step=self.purge_step,
+                flush_secs=30,
+                filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}",
+            )
+        return self._tb
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         """Writes scalar metrics of ``step`` (Python, numpy or JAX scalars)."""
@@ -75,14 +82,15 @@ class MetricWriter(fileio.Closing):
         self._file.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
         self._file.flush()  # a killed run keeps every line it wrote
         for key, value in values.items():
-            self._tb.add_scalar(key, value, global_step=step)
+            self._board().add_scalar(key, value, global_step=step)
         _LOG.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
 
     def close(self) -> None:
         """Flushes and releases files; the writer is not used afterwards."""
         if self._file is not None and not self._file.closed:
             self._file.close()
-            self._tb.close()
+            if self._tb is not None:
+                self._tb.close()
 
 
 def create_writer(
