@@ -228,32 +228,36 @@ class RunConfig:
         return dataclasses.replace(self, model=model)
 
 
+def config_fields(cls) -> list[tuple[dataclasses.Field, str]]:
+    """``(field, key)`` of each field of a typed config that is a config key."""
+    return [
+        (f, f.metadata.get("key", f.name))
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("derived")
+    ]
+
+
 def to_config(typed_config) -> ml_collections.ConfigDict:
     """The config keys of a typed config and their values (``typed``'s inverse)."""
     c = ml_collections.ConfigDict()
-    for f in dataclasses.fields(typed_config):
-        if not f.metadata.get("derived"):
-            value = getattr(typed_config, f.name)
-            if dataclasses.is_dataclass(value):
-                value = to_config(value)
-            c[f.metadata.get("key", f.name)] = value
+    for f, key in config_fields(typed_config):
+        value = getattr(typed_config, f.name)
+        c[key] = to_config(value) if dataclasses.is_dataclass(value) else value
     return c
 
 
 def typed(cls, section: Mapping | ml_collections.ConfigDict):
     """``cls`` (a typed config) from the keys of a config ``section``.
 
-    Keys ``cls`` lacks are ignored; derived fields keep their defaults; a field
-    whose key the section lacks (a config saved before the key existed) takes
-    its ``absent`` value where it has one, else its default.
+    Sections within are typed alike. Keys ``cls`` lacks are ignored; derived
+    fields keep their defaults; a field whose key the section lacks (a config
+    saved before the key existed) takes its ``absent`` value where it has one,
+    else its default.
     """
     values = {}
-    for f in dataclasses.fields(cls):
-        name = f.metadata.get("key", f.name)
-        if f.metadata.get("derived"):
-            continue
-        if name in section:
-            value = section[name]
+    for f, key in config_fields(cls):
+        if key in section:
+            value = section[key]
             if dataclasses.is_dataclass(f.default):
                 value = typed(type(f.default), value)
             values[f.name] = value
@@ -275,20 +279,19 @@ def key_docs(cls, prefix: str = "") -> dict[str, str]:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline)
         if tok.type == tokenize.COMMENT
     }
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    keyed = {f.name: (f, key) for f, key in config_fields(cls)}
     docs = {}
     for node in ast.parse(source).body[0].body:
-        f = fields.get(getattr(getattr(node, "target", None), "id", None))
-        if f is None or f.metadata.get("derived"):
+        if not isinstance(node, ast.AnnAssign) or node.target.id not in keyed:
             continue
+        f, key = keyed[node.target.id]
         above, row = [], node.lineno - 1
         while lines[row - 1].lstrip().startswith("#"):
             above.insert(0, comments[row])
             row -= 1
-        key = prefix + f.metadata.get("key", f.name)
-        docs[key] = comments.get(node.end_lineno) or " ".join(above)
+        docs[prefix + key] = comments.get(node.end_lineno) or " ".join(above)
         if dataclasses.is_dataclass(f.default):
-            docs |= key_docs(type(f.default), key + ".")
+            docs |= key_docs(type(f.default), prefix + key + ".")
     return docs
 
 
