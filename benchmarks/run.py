@@ -87,6 +87,7 @@ def model_config(size: dict, head: str) -> ModelConfig:
         dec_dropout_out=0.5,
         enc_init="torch_default",
         dec_init="uniform",
+        svi_steps=0,
     )
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
-import io
 import logging
 import os
 import pathlib
 import re
 import sys
-import tokenize
 from collections.abc import Sequence
 
 import tqdm
@@ -58,51 +55,12 @@ def _config_path(argv: Sequence[str], flag: str) -> str:
     return DEFAULT_CONFIG
 
 
-def _comment_docs(build, prefix: str = "") -> dict[str, str]:
-    """``{dotted key: its comment}`` from the source of a config-building function.
-
-    A key's doc is the trailing ``# ...`` of its assignment, else the comment
-    lines directly above it; ``c.data = d = ConfigDict()`` makes ``d.`` mean
-    ``data.``. The function's root variable (``c = ConfigDict()``) is ``prefix``.
-    """
-    docs, aliases, above, line, trailing, last = {}, {}, [], [], "", None
-    skip = (tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.ENDMARKER)
-    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(build)).readline):
-        if tok.type == tokenize.COMMENT:
-            text = tok.string.lstrip("#").strip()
-            trailing, above = (text, above) if line else ("", [*above, text])
-        elif tok.type == tokenize.NL and not line and last != tokenize.COMMENT:
-            above = []  # a blank line ends a comment block
-        elif tok.type == tokenize.NEWLINE:
-            targets, depth = [[]], 0  # the statement split at its top-level '='
-            for t in line:
-                depth += (t in ("(", "[", "{")) - (t in (")", "]", "}"))
-                if t == "=" and not depth:
-                    targets.append([])
-                else:
-                    targets[-1].append(t)
-            targets.pop()  # the assigned value
-            keys = [
-                aliases[t[0]] + t[2] for t in targets if len(t) == 3 and t[0] in aliases
-            ]
-            if keys:
-                docs[keys[0]] = trailing or " ".join(above)
-            for t in (t for t in targets if len(t) == 1):
-                aliases[t[0]] = f"{keys[0]}." if keys else prefix
-            line, trailing, above = [], "", []
-        elif tok.type not in skip:
-            line.append(tok.string)
-        last = tok.type
-    return docs
-
-
 def config_docs(task: str = "") -> dict[str, str]:
-    """One-line docs of the config keys: the comments of the default configs."""
+    """One-line docs of the config keys: the comments of their typed fields."""
     from bnvae_jax.tasks.dialog import config as dialog_config
 
-    build = dialog_config.default_config if task == "dialog" else None
-    docs = _comment_docs(build or config_lib.default_config)
-    return docs | _comment_docs(config_lib.parallel_section, "parallel.")
+    run = dialog_config.DialogRunConfig if task == "dialog" else config_lib.RunConfig
+    return config_lib.key_docs(run)
 
 
 def format_config(config) -> str:

@@ -1,16 +1,24 @@
-"""The default config, its validation, and the typed frozen objects built from it.
+"""The typed config: frozen dataclasses whose fields are the config's keys.
 
-A base module (it imports no other layer of the package): the library never reads a
-``ConfigDict`` past ``resolve``, which validates one once and turns it into
-``RunConfig`` (frozen dataclasses); every error a user can make in a config is raised
-here as one ``ConfigError`` line. Loaded as a config file (``--config`` unset), this
-module's ``get_config`` is the default run.
+A base module (it imports no other layer of the package). Each key is declared
+once, as a field with its default and its ``# doc``; ``default_config`` is the
+``ConfigDict`` of those defaults, and ``resolve`` validates a ``ConfigDict`` once
+and turns it back into the frozen objects (``RunConfig``), so the library never
+reads a ``ConfigDict`` past it. Fields marked ``derived`` are set by ``resolve``
+(from the method or the data), never by a user. Every error a user can make in a
+config is raised here as one ``ConfigError`` line. Loaded as a config file
+(``--config`` unset), this module's ``get_config`` is the default run.
 """
 
 # No ``from __future__ import annotations``: dataclasses with string annotations
 # need their module in sys.modules, which a config file loaded by path is not.
+import ast
 import dataclasses
 import difflib
+import inspect
+import io
+import textwrap
+import tokenize
 from collections.abc import Iterable, Mapping
 
 import ml_collections
@@ -19,148 +27,282 @@ from bnvae_jax import methods as methods_lib
 from bnvae_jax.errors import ConfigError
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """Every knob of a run, with the reference's values unless noted."""
-    c = ml_collections.ConfigDict()
-    c.method = "bn_vae"  # a row of bnvae_jax.methods.METHODS
-    c.seed = 783435  # the reference's default seed
-    # Pretrained-encoder recipe (Li et al.): a finished run's directory whose best
-    # encoder initialises this run; the decoder and the head start afresh.
-    c.init_from = ""
-    # Persistent XLA cache: 'user' (~/.cache/bnvae_jax/xla), a directory, '' off.
-    c.compilation_cache = "user"
+def derived(default=None):
+    """A field ``resolve`` sets (from the method, other keys or the data): no key."""
+    return dataclasses.field(default=default, metadata={"derived": True})
 
-    c.data = d = ml_collections.ConfigDict()
-    d.source = "synthetic"  # 'synthetic' (embedded generator), 'files' or 'tfds'
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """The ``data.synthetic`` section: the embedded generator's settings.
+
+    ``data.datasets`` turns it into the generator's ``SyntheticSpec``.
+    """
+
+    num_train: int = 4000  # sentences generated for each split
+    num_valid: int = 500  # validation sentences
+    num_test: int = 500  # test sentences
+    vocab_size: int = 200  # words of the generating language model
+    length: int = 10  # tokens per sentence
+    latent_dim: int = 2  # latent of the generator (mixture of Gaussians)
+    num_components: int = 4  # Gaussian components of the latent mixture
+    emb_dim: int = 32  # word embedding size of the generating LSTM
+    hidden_dim: int = 32  # hidden size of the generating LSTM
+    temperature: float = 1.0  # softmax temperature of the word distribution
+    seed: int = 0  # seeds the generator's weights, mixture means and samples
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the text VAE's sentences come from and how they are batched."""
+
+    source: str = "synthetic"  # 'synthetic' (embedded generator), 'files' or 'tfds'
     # data.source='tfds': a builder of bnvae_jax.data.tfds_builders, prepared into
     # tfds_data_dir from the files in tfds_manual_dir on first use (no TensorFlow).
-    d.tfds_name = ""  # ptb, yahoo, yelp, short_yelp or snli
-    d.tfds_manual_dir = ""  # the corpus files the builder reads
-    d.tfds_data_dir = ""  # where the prepared array_record files live
-    d.train_file = ""  # plain-text corpus: one sentence a line, whitespace tokens
-    d.valid_file = ""  # validation corpus, same format
-    d.test_file = ""  # test corpus, same format
-    d.labelled = False  # lines are LABEL<TAB>TEXT (labels are ignored by the VAE)
-    d.max_tokens = 1000  # longer lines are dropped and counted
-    d.batch_size = 32  # sentences per training batch (global, over all devices)
-    d.eval_batch_size = 32  # sentences per evaluation batch
-    d.bucket_width = 8  # time axis padded to a multiple of this: few compiled shapes
-    d.batching = "same_length"  # 'same_length' (reference) or 'mixed'
-    d.synthetic = s = ml_collections.ConfigDict()
-    s.num_train = 4000  # sentences generated for each split
-    s.num_valid = 500  # validation sentences
-    s.num_test = 500  # test sentences
-    s.vocab_size = 200  # words of the generating language model
-    s.length = 10  # tokens per sentence
-    s.latent_dim = 2  # latent of the generator (mixture of Gaussians)
-    s.num_components = 4  # Gaussian components of the latent mixture
-    s.emb_dim = 32  # word embedding size of the generating LSTM
-    s.hidden_dim = 32  # hidden size of the generating LSTM
-    s.temperature = 1.0  # softmax temperature of the word distribution
-    s.seed = 0  # seeds the generator's weights, mixture means and samples
+    tfds_name: str = ""  # ptb, yahoo, yelp, short_yelp or snli
+    tfds_manual_dir: str = ""  # the corpus files the builder reads
+    tfds_data_dir: str = ""  # where the prepared array_record files live
+    train_file: str = ""  # plain-text corpus: one sentence a line, whitespace tokens
+    valid_file: str = ""  # validation corpus, same format
+    test_file: str = ""  # test corpus, same format
+    labelled: bool = False  # lines are LABEL<TAB>TEXT (labels are ignored by the VAE)
+    max_tokens: int = 1000  # longer lines are dropped and counted
+    batch_size: int = 32  # sentences per training batch (global, over all devices)
+    eval_batch_size: int = 32  # sentences per evaluation batch
+    bucket_width: int = 8  # time axis padded to a multiple of this: few compiled shapes
+    batching: str = "same_length"  # 'same_length' (reference) or 'mixed'
+    synthetic: SyntheticConfig = SyntheticConfig()
 
-    c.model = m = ml_collections.ConfigDict()
-    # Sizes of the default demo; the dataset configs set the paper's.
-    m.emb_dim = 64  # word embedding size (E)
-    m.enc_hidden = 128  # encoder LSTM size
-    m.dec_hidden = 128  # decoder LSTM size
-    m.latent_dim = 8  # n
-    m.gamma = 0.6  # fixed BN scale of the bn_gaussian head
-    m.learn_gamma = False  # beyond the paper: learnt per-dim scale >= gamma_min
-    m.gamma_min = 0.3  # floor of the learnt scale (KL >= n gamma_min^2 / 2)
-    m.du_gamma = 0.5  # du_vae: RMS of the learnt BN scale of the mean
-    m.du_dropout = 0.2  # du_vae: dropout rate on the posterior variance (train)
-    m.du_alpha = 1.0  # du_vae: variance floor alpha/(2 pi e) (entropy >= 0 at 1)
-    m.delta = 0.15  # delta_vae: KL >= delta in every dimension
-    m.kappa = 13.0  # vmf_vae: fixed concentration
-    m.vmf_kl = "guu"  # 'guu' (Guu et al., the paper's) or 'uniform' (exact)
-    m.svi_steps = 20  # sa_vae: SVI steps refining q (train and evaluation)
-    m.svi_lr = 1.0  # sa_vae: learning rate of the SVI steps
-    m.svi_momentum = 0.5  # sa_vae: momentum of the SVI steps
-    m.svi_clip = 5.0  # L2 clip of each example's mean / logvar gradient
-    m.bn_momentum = 0.1  # PyTorch convention: new = (1 - m) old + m batch
-    m.bn_eps = 1e-5  # added to the batch variance of BN
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and choices of the text VAE (hashable: bound statically into jit).
+
+    The defaults are the default demo's sizes; the dataset configs set the paper's.
+    """
+
+    vocab_size: int = derived(0)  # from the data
+    head: str = derived("gaussian")  # the method's posterior head
+    skip: bool = derived(False)  # z feeds the output layer (Skip-VAE)
+    svi_scale: float = derived(1.0)  # the SVI loss is the per-example loss times this
+    mixed_precision: bool = derived(False)  # train.mixed_precision, in training
+    emb_dim: int = 64  # word embedding size (E)
+    enc_hidden: int = 128  # encoder LSTM size
+    dec_hidden: int = 128  # decoder LSTM size
+    latent_dim: int = 8  # n
+    gamma: float = 0.6  # fixed BN scale of the bn_gaussian head
+    learn_gamma: bool = False  # beyond the paper: learnt per-dim scale >= gamma_min
+    gamma_min: float = 0.3  # floor of the learnt scale (KL >= n gamma_min^2 / 2)
+    du_gamma: float = 0.5  # du_vae: RMS of the learnt BN scale of the mean
+    du_dropout: float = 0.2  # du_vae: dropout rate on the posterior variance (train)
+    du_alpha: float = 1.0  # du_vae: variance floor alpha/(2 pi e) (entropy >= 0 at 1)
+    delta: float = 0.15  # delta_vae: KL >= delta in every dimension
+    kappa: float = 13.0  # vmf_vae: fixed concentration
+    vmf_kl: str = "guu"  # 'guu' (Guu et al., the paper's) or 'uniform' (exact)
+    svi_steps: int = 20  # sa_vae: SVI steps refining q (train and evaluation)
+    svi_lr: float = 1.0  # sa_vae: learning rate of the SVI steps
+    svi_momentum: float = 0.5  # sa_vae: momentum of the SVI steps
+    svi_clip: float = 5.0  # L2 clip of each example's mean / logvar gradient
+    bn_momentum: float = 0.1  # PyTorch convention: new = (1 - m) old + m batch
+    bn_eps: float = 1e-5  # added to the batch variance of BN
     # Beyond the paper: keep the KL bound when the pre-BN variance of μ is tiny
     # ('none' = the paper's v + eps; 'relative_eps'; 'weight_norm'; see
     # BN_REMEDIES).
-    m.bn_remedy = "none"
-    m.dec_dropout_in = 0.5  # dropout on decoder word embeddings (not on z)
-    m.dec_dropout_out = 0.5  # dropout on decoder LSTM outputs
-    m.enc_init = "torch_default"  # 'torch_default' ([BN]) or 'uniform' ([HE]/[LI])
-    m.dec_init = "uniform"  # 'uniform' (reference) or 'torch_default'
+    bn_remedy: str = "none"
+    dec_dropout_in: float = 0.5  # dropout on decoder word embeddings (not on z)
+    dec_dropout_out: float = 0.5  # dropout on decoder LSTM outputs
+    enc_init: str = "torch_default"  # 'torch_default' ([BN]) or 'uniform' ([HE]/[LI])
+    dec_init: str = "uniform"  # 'uniform' (reference) or 'torch_default'
     # Float32 matmul precision: 'highest' (true float32 everywhere, as the
     # reference; GPUs would otherwise use TF32), 'high' or 'default'.
-    m.matmul_precision = "highest"
+    matmul_precision: str = "highest"
 
-    c.train = t = ml_collections.ConfigDict()
-    t.epochs = 8  # upper bound on epochs (dataset configs: 100)
-    t.max_steps = 0  # stop after this many training steps (0: no limit)
-    t.learning_rate = 1.0  # plain SGD, momentum 0 (README of [BN]: 0.5)
-    t.clip_norm = 5.0  # global L2 norm over all parameters
-    t.kl_start = 0.0  # KL weight before the first step
-    t.kl_warmup_epochs = 2.0  # ramp to 1 over this many epochs (0: constant; paper 10)
-    t.beta = 1.0  # beta_vae: the constant KL weight
-    t.target_kl = 4.0  # free_bits / free_bits_dim: lambda (total over dims)
-    t.cycles = 4  # cyclic: M cycles over train.epochs
-    t.cycle_ratio = 0.5  # cyclic: ramp fraction R of each cycle
-    t.cycle_epochs = 10  # cyclic_epoch_reset: epochs per cycle C
-    t.agg_inner_steps = 100  # agg_vae: at most this many encoder steps - 1
-    t.agg_check_every = 15  # agg_vae: inner-loss check period
-    t.decay_epoch = 5  # plateau length (validation epochs) before an LR decay
-    t.lr_decay = 0.5  # factor applied to the learning rate at each decay
-    t.max_decay = 5  # stop training at this many decays
-    t.load_best_epoch = 15  # no decay before this epoch
-    t.min_batch = 2  # skip batches with fewer real sentences (BN needs 2)
-    t.checkpoint_every_steps = 500  # latest checkpoint cadence (plus every epoch end)
-    t.log_every_steps = 50  # training metrics logged every this many steps
-    t.test_every_epochs = 5  # test-set ELBO pass for the log (0: never)
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and schedule settings of the train loop."""
+
+    epochs: int = 8  # upper bound on epochs (dataset configs: 100)
+    max_steps: int = 0  # stop after this many training steps (0: no limit)
+    learning_rate: float = 1.0  # plain SGD, momentum 0 (README of [BN]: 0.5)
+    clip_norm: float = 5.0  # global L2 norm over all parameters
+    kl_start: float = 0.0  # KL weight before the first step
+    # ramp to 1 over this many epochs (0: constant; paper 10)
+    kl_warmup_epochs: float = 2.0
+    beta: float = 1.0  # beta_vae: the constant KL weight
+    target_kl: float = 4.0  # free_bits / free_bits_dim: lambda (total over dims)
+    cycles: int = 4  # cyclic: M cycles over train.epochs
+    cycle_ratio: float = 0.5  # cyclic: ramp fraction R of each cycle
+    cycle_epochs: int = 10  # cyclic_epoch_reset: epochs per cycle C
+    agg_inner_steps: int = 100  # agg_vae: at most this many encoder steps - 1
+    agg_check_every: int = 15  # agg_vae: inner-loss check period
+    decay_epoch: int = 5  # plateau length (validation epochs) before an LR decay
+    lr_decay: float = 0.5  # factor applied to the learning rate at each decay
+    max_decay: int = 5  # stop training at this many decays
+    load_best_epoch: int = 15  # no decay before this epoch
+    min_batch: int = 2  # skip batches with fewer real sentences (BN needs 2)
+    # latest checkpoint cadence (plus every epoch end)
+    checkpoint_every_steps: int = 500
+    log_every_steps: int = 50  # training metrics logged every this many steps
+    test_every_epochs: int = 5  # test-set ELBO pass for the log (0: never)
     # Train steps with bfloat16 matmul operands (float32 accumulation, gates,
     # softmax, BN statistics, KL); evaluation stays float32.
-    t.mixed_precision = False
+    mixed_precision: bool = False
 
-    c.eval = e = ml_collections.ConfigDict()
-    e.iw_samples = 500  # importance samples per sentence
-    e.iw_chunk = 100  # samples decoded together
-    e.iw_batch = 0  # sentences decoded together (0: from the devices; 4 on CPU)
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Settings of the evaluation package."""
+
+    iw_samples: int = 500  # importance samples per sentence
+    iw_chunk: int = 100  # samples decoded together
+    iw_batch: int = 0  # sentences decoded together (0: from the devices; 4 on CPU)
     # Memory bound per device: the chunk shrinks to keep logits below this
     # (0: from the device's memory; 2^26 on CPU).
-    e.iw_max_logits = 0
-    e.iw_max_sentences = 0  # evaluate IW-NLL on the first N sentences (0: all)
-    e.iw_splits = "valid,test"  # final IW-NLL on these splits (others: ELBO only)
-    e.au_threshold = 0.01  # active unit: Var_x E_q[z_j] >= this
-    e.num_reconstructions = 20  # sentences written per decoding strategy
-    e.num_prior_samples = 20  # sentences decoded from z ~ N(0, I) per strategy
-    e.beam_size = 5  # beam width of beam-search decoding
-    e.max_decode_len = 100  # most tokens a decoded sentence gets
-    e.seed = 0  # evaluation randomness (IW samples, MI, decoding)
+    iw_max_logits: int = 0
+    iw_max_sentences: int = 0  # evaluate IW-NLL on the first N sentences (0: all)
+    iw_splits: str = "valid,test"  # final IW-NLL on these splits (others: ELBO only)
+    au_threshold: float = 0.01  # active unit: Var_x E_q[z_j] >= this
+    num_reconstructions: int = 20  # sentences written per decoding strategy
+    num_prior_samples: int = 20  # sentences decoded from z ~ N(0, I) per strategy
+    beam_size: int = 5  # beam width of beam-search decoding
+    max_decode_len: int = 100  # most tokens a decoded sentence gets
+    seed: int = 0  # evaluation randomness (IW samples, MI, decoding)
     # The run's seed is folded into eval.seed, so runs of different seeds draw
     # different evaluation noise and their spread includes the estimators' noise.
-    # False: every run shares eval.seed's draws (the behaviour before).
-    e.fold_run_seed = True
+    # False: every run shares eval.seed's draws (the behaviour before, and that of
+    # a saved config from before the key existed).
+    fold_run_seed: bool = dataclasses.field(default=True, metadata={"absent": False})
 
+
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    """The ``parallel`` section of every task's config (``bnvae_jax.parallel``).
+
+    Unset multi-host values are read by JAX from the environment
+    (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI).
+    """
+
+    mode: str = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
+    num_devices: int = 0  # devices used on each host (0: parallel.auto_devices picks)
+    distributed: bool = False  # multi-host: call jax.distributed.initialize
+    coordinator_address: str = ""  # 'host:port' of process 0 ('': from the environment)
+    num_processes: int = 0  # hosts (0: from the environment)
+    process_id: int = -1  # this host (-1: from the environment)
+    heartbeat_timeout_s: int = 60  # a host silent this long is dead: all others stop
+    shutdown_timeout_s: int = 300  # a finished host waits this long for the others
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything the library needs, typed; ``resolve`` builds it once.
+
+    Attributes:
+      method: the row of ``methods.METHODS`` that ``method_name`` (the key
+        ``method``) names, its selection as ``resolve`` adapts it.
+      architecture: ``(key, value)`` of each ``ARCHITECTURE_KEYS`` entry as the
+        config gives it: what a workdir's checkpoints belong to.
+    """
+
+    method: methods_lib.Method = derived()
+    # a row of bnvae_jax.methods.METHODS
+    method_name: str = dataclasses.field(default="bn_vae", metadata={"key": "method"})
+    seed: int = 783435  # the reference's default seed
+    # Pretrained-encoder recipe (Li et al.): a finished run's directory whose best
+    # encoder initialises this run; the decoder and the head start afresh.
+    init_from: str = ""
+    # Persistent XLA cache: 'user' (~/.cache/bnvae_jax/xla), a directory, '' off.
+    compilation_cache: str = "user"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
     # Data parallelism (README "Scaling out"): data.batch_size is the global batch,
     # split over every device used; results do not depend on the device count.
-    c.parallel = parallel_section()
+    parallel: ParallelConfig = ParallelConfig()
+    architecture: tuple[tuple[str, object], ...] = derived(())
+
+    def with_vocab(self, vocab_size: int) -> "RunConfig":
+        """The run with its vocabulary size (known once the data is read)."""
+        model = dataclasses.replace(self.model, vocab_size=int(vocab_size))
+        return dataclasses.replace(self, model=model)
+
+
+def config_fields(cls) -> list[tuple[dataclasses.Field, str]]:
+    """``(field, key)`` of each field of a typed config that is a config key."""
+    return [
+        (f, f.metadata.get("key", f.name))
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("derived")
+    ]
+
+
+def to_config(typed_config) -> ml_collections.ConfigDict:
+    """The config keys of a typed config and their values (``typed``'s inverse)."""
+    c = ml_collections.ConfigDict()
+    for f, key in config_fields(typed_config):
+        value = getattr(typed_config, f.name)
+        c[key] = to_config(value) if dataclasses.is_dataclass(value) else value
     return c
+
+
+def typed(cls, section: Mapping | ml_collections.ConfigDict):
+    """``cls`` (a typed config) from the keys of a config ``section``.
+
+    Sections within are typed alike. Keys ``cls`` lacks are ignored; derived
+    fields keep their defaults; a field whose key the section lacks (a config
+    saved before the key existed) takes its ``absent`` value where it has one,
+    else its default.
+    """
+    values = {}
+    for f, key in config_fields(cls):
+        if key in section:
+            value = section[key]
+            if dataclasses.is_dataclass(f.default):
+                value = typed(type(f.default), value)
+            values[f.name] = value
+        elif "absent" in f.metadata:
+            values[f.name] = f.metadata["absent"]
+    return cls(**values)
+
+
+def key_docs(cls, prefix: str = "") -> dict[str, str]:
+    """``{dotted key: its doc}`` of a typed config, in the order of its fields.
+
+    A key's doc is the trailing ``# ...`` of its field, else the comment lines
+    directly above the field; a section's keys follow the section's own.
+    """
+    source = textwrap.dedent(inspect.getsource(cls))
+    lines = source.splitlines()
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
+    keyed = {f.name: (f, key) for f, key in config_fields(cls)}
+    docs = {}
+    for node in ast.parse(source).body[0].body:
+        if not isinstance(node, ast.AnnAssign) or node.target.id not in keyed:
+            continue
+        f, key = keyed[node.target.id]
+        above, row = [], node.lineno - 1
+        while lines[row - 1].lstrip().startswith("#"):
+            above.insert(0, comments[row])
+            row -= 1
+        docs[prefix + key] = comments.get(node.end_lineno) or " ".join(above)
+        if dataclasses.is_dataclass(f.default):
+            docs |= key_docs(type(f.default), prefix + key + ".")
+    return docs
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every knob of a run, with the reference's values unless noted."""
+    return to_config(RunConfig())
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The default run (this file is the config file of ``--config`` unset)."""
     return default_config()
-
-
-def parallel_section() -> ml_collections.ConfigDict:
-    """The ``parallel`` section of every task's config (``ParallelConfig``'s fields)."""
-    p = ml_collections.ConfigDict()
-    p.mode = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
-    p.num_devices = 0  # devices used on each host (0: parallel.auto_devices picks)
-    p.distributed = False  # multi-host: call jax.distributed.initialize
-    p.coordinator_address = ""  # 'host:port' of process 0 ('': from the environment)
-    p.num_processes = 0  # hosts (0: from the environment)
-    p.process_id = -1  # this host (-1: from the environment)
-    p.heartbeat_timeout_s = 60  # a host silent this long is dead: all others stop
-    p.shutdown_timeout_s = 300  # a finished host waits this long for the others
-    return p
 
 
 def corpus_config(
@@ -201,160 +343,6 @@ ARCHITECTURE_KEYS = (
     "model.learn_gamma",
 )
 
-
-@dataclasses.dataclass(frozen=True)
-class SyntheticConfig:
-    """The ``data.synthetic`` section: the embedded generator's settings.
-
-    ``data.datasets`` turns it into the generator's ``SyntheticSpec``.
-    """
-
-    num_train: int
-    num_valid: int
-    num_test: int
-    vocab_size: int
-    length: int
-    latent_dim: int
-    num_components: int
-    emb_dim: int
-    hidden_dim: int
-    temperature: float
-    seed: int
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Where the text VAE's sentences come from and how they are batched."""
-
-    source: str
-    train_file: str
-    valid_file: str
-    test_file: str
-    labelled: bool
-    max_tokens: int
-    batch_size: int
-    eval_batch_size: int
-    bucket_width: int
-    batching: str
-    synthetic: SyntheticConfig
-    tfds_name: str = ""
-    tfds_manual_dir: str = ""
-    tfds_data_dir: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Sizes and choices of the text VAE (hashable: bound statically into jit)."""
-
-    vocab_size: int
-    emb_dim: int
-    enc_hidden: int
-    dec_hidden: int
-    latent_dim: int
-    head: str
-    gamma: float
-    bn_momentum: float
-    bn_eps: float
-    dec_dropout_in: float
-    dec_dropout_out: float
-    enc_init: str
-    dec_init: str
-    learn_gamma: bool = False
-    gamma_min: float = 0.3
-    delta: float = 0.15
-    du_gamma: float = 0.5
-    du_dropout: float = 0.2
-    du_alpha: float = 1.0
-    kappa: float = 13.0
-    vmf_kl: str = "guu"
-    skip: bool = False  # z feeds the output layer (Skip-VAE)
-    svi_steps: int = 0  # > 0: SA-VAE posterior refinement
-    svi_lr: float = 1.0
-    svi_momentum: float = 0.5
-    svi_clip: float = 5.0
-    svi_scale: float = 1.0  # the SVI loss is the per-example loss times this
-    bn_remedy: str = "none"  # BN_REMEDIES
-    matmul_precision: str = "highest"  # lax.Precision of float32 products
-    mixed_precision: bool = False  # bfloat16 operands, float32 accumulation
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation and schedule settings of the train loop."""
-
-    epochs: int
-    max_steps: int
-    learning_rate: float
-    clip_norm: float
-    kl_start: float
-    kl_warmup_epochs: float
-    beta: float
-    target_kl: float
-    cycles: int
-    cycle_ratio: float
-    cycle_epochs: int
-    agg_inner_steps: int
-    agg_check_every: int
-    decay_epoch: int
-    lr_decay: float
-    max_decay: int
-    load_best_epoch: int
-    min_batch: int
-    checkpoint_every_steps: int
-    log_every_steps: int
-    test_every_epochs: int
-    mixed_precision: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """Settings of the evaluation package."""
-
-    iw_samples: int
-    iw_chunk: int
-    iw_batch: int
-    iw_max_sentences: int
-    iw_max_logits: int
-    au_threshold: float
-    num_reconstructions: int
-    num_prior_samples: int
-    beam_size: int
-    max_decode_len: int
-    seed: int
-    iw_splits: str = "valid,test"
-    # default_config sets True; a saved config without the key (a run from
-    # before the key existed) keeps the shared draws it was evaluated with.
-    fold_run_seed: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class ParallelConfig:
-    """The ``parallel`` section of a config (``bnvae_jax.parallel`` reads it).
-
-    Attributes:
-      mode: 'jit' (mesh + NamedSharding) or 'pmap'.
-      num_devices: devices used on each host; 0 lets ``parallel.auto_devices``
-        decide.
-      distributed: call ``jax.distributed.initialize`` (multi-host runs).
-      coordinator_address: 'host:port' of process 0; '' lets JAX read it from
-        the environment (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI).
-      num_processes: hosts in the run; 0 lets JAX detect it.
-      process_id: this host's index; -1 lets JAX detect it.
-      heartbeat_timeout_s: a host not heard from for this long counts as dead
-        and every other host stops with an error (JAX's default is 100 s).
-      shutdown_timeout_s: how long a finished host waits for the others.
-    """
-
-    mode: str = "jit"
-    num_devices: int = 0
-    distributed: bool = False
-    coordinator_address: str = ""
-    num_processes: int = 0
-    process_id: int = -1
-    heartbeat_timeout_s: int = 60
-    shutdown_timeout_s: int = 300
-
-
 # The values of the config's string choices (the models implement them).
 INIT_SCHEMES = ("torch_default", "uniform")  # models.layers.INIT_SCHEMES
 VMF_KL_FORMULAS = ("guu", "uniform")  # models.vmf.VMF_KL
@@ -391,28 +379,29 @@ def check_override_keys(config: ml_collections.ConfigDict, keys: Iterable[str]):
 
 
 def get_path(config: ml_collections.ConfigDict, dotted: str):
+    """The value of a dotted key of a (nested) config."""
     value = config
     for part in dotted.split("."):
         value = value[part]
     return value
 
 
-def typed(cls, section: Mapping | ml_collections.ConfigDict, **extra):
-    """``cls`` (a frozen dataclass) from the keys of ``section`` it has, and ``extra``.
-
-    Keys the dataclass lacks are ignored; fields the section lacks keep their
-    defaults (configs saved before a key existed).
-    """
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in section.items() if k in names}
-    values.update(extra)
-    return cls(**values)
+def architecture(
+    config: ml_collections.ConfigDict, keys: Iterable[str]
+) -> tuple[tuple[str, object], ...]:
+    """``(key, value)`` of each dotted key (``RunConfig.architecture``)."""
+    return tuple((key, get_path(config, key)) for key in keys)
 
 
 def require(condition: bool, message: str) -> None:
     """Raises ``ConfigError(message)`` unless ``condition``."""
     if not condition:
         raise ConfigError(message)
+
+
+def require_choice(key: str, value: str, choices: Iterable[str]) -> None:
+    """Raises a one-line ``ConfigError`` unless ``value`` is one of ``choices``."""
+    require(value in choices, f"{key}={value!r} is not one of {', '.join(choices)}")
 
 
 def parallel_config(config: ml_collections.ConfigDict) -> ParallelConfig:
@@ -422,10 +411,7 @@ def parallel_config(config: ml_collections.ConfigDict) -> ParallelConfig:
 
 def check_parallel(cfg: ParallelConfig) -> None:
     """One-line ``ConfigError`` for parallel values that are wrong on any machine."""
-    require(
-        cfg.mode in PARALLEL_MODES,
-        f"parallel.mode={cfg.mode!r} is not one of {', '.join(PARALLEL_MODES)}",
-    )
+    require_choice("parallel.mode", cfg.mode, PARALLEL_MODES)
     require(
         cfg.num_devices >= 0,
         f"parallel.num_devices must be >= 0 (0: all local devices), "
@@ -471,12 +457,15 @@ def check_settings(settings, section: str = "train") -> None:
 
 def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
     """Checks every value a user can get wrong; returns the method's row."""
-    method = methods_lib.get_method(config.method)
-    m, t, d, e = config.model, config.train, config.data, config.eval
+    run = typed(RunConfig, config)
+    method = methods_lib.get_method(run.method_name)
+    m, t, d, e = run.model, run.train, run.data, run.eval
     for name in ("emb_dim", "enc_hidden", "dec_hidden", "latent_dim"):
-        require(m[name] > 0, f"model.{name} must be positive, got {m[name]}")
+        value = getattr(m, name)
+        require(value > 0, f"model.{name} must be positive, got {value}")
     for name in ("dec_dropout_in", "dec_dropout_out"):
-        require(0.0 <= m[name] < 1.0, f"model.{name} must be in [0, 1), got {m[name]}")
+        value = getattr(m, name)
+        require(0.0 <= value < 1.0, f"model.{name} must be in [0, 1), got {value}")
     if method.head == "bn_gaussian" and m.learn_gamma:
         require(
             0 <= m.gamma_min < m.gamma,
@@ -497,10 +486,7 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
     if method.head == "vmf":
         require(m.kappa > 0, f"model.kappa must be positive, got {m.kappa}")
         require(m.latent_dim >= 2, "vmf_vae needs model.latent_dim >= 2")
-        require(
-            m.vmf_kl in VMF_KL_FORMULAS,
-            f"model.vmf_kl={m.vmf_kl!r} is not one of {', '.join(VMF_KL_FORMULAS)}",
-        )
+        require_choice("model.vmf_kl", m.vmf_kl, VMF_KL_FORMULAS)
     if method.procedure in ("svi", "aggressive"):
         require(
             method.head in ("gaussian", "bn_gaussian"),
@@ -527,7 +513,7 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
     if method.head == "bn_gaussian":
         require(
             m.gamma > 0,
-            f"method {config.method} needs model.gamma > 0 (the KL bound is "
+            f"method {run.method_name} needs model.gamma > 0 (the KL bound is "
             f"n*gamma^2/2), got {m.gamma}",
         )
     if method.head in ("bn_gaussian", "du_gaussian"):
@@ -538,23 +524,15 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
         )
         require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
         require(m.bn_eps > 0, "model.bn_eps must be positive")
-        require(
-            m.bn_remedy in BN_REMEDIES,
-            f"model.bn_remedy={m.bn_remedy!r} is not one of {', '.join(BN_REMEDIES)}",
-        )
-    for name in ("enc_init", "dec_init"):
-        require(
-            m[name] in INIT_SCHEMES,
-            f"model.{name}={m[name]!r} is not one of {', '.join(INIT_SCHEMES)}",
-        )
+        require_choice("model.bn_remedy", m.bn_remedy, BN_REMEDIES)
+    require_choice("model.enc_init", m.enc_init, INIT_SCHEMES)
+    require_choice("model.dec_init", m.dec_init, INIT_SCHEMES)
+    require_choice("model.matmul_precision", m.matmul_precision, MATMUL_PRECISIONS)
     require(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
     require(d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
     require(d.bucket_width >= 1, "data.bucket_width must be >= 1")
     require(d.max_tokens >= 1, "data.max_tokens must be >= 1")
-    require(
-        d.source in DATA_SOURCES,
-        f"data.source={d.source!r} is not one of {', '.join(DATA_SOURCES)}",
-    )
+    require_choice("data.source", d.source, DATA_SOURCES)
     if d.source == "tfds":
         require(
             bool(d.tfds_name) and bool(d.tfds_data_dir),
@@ -575,51 +553,13 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
     require(e.iw_chunk >= 1, "eval.iw_chunk must be >= 1")
     require(e.iw_batch >= 0, "eval.iw_batch must be >= 0 (0: from the devices)")
     require(e.iw_max_logits >= 0, "eval.iw_max_logits must be >= 0 (0: auto)")
-    require(
-        m.get("matmul_precision", "highest") in MATMUL_PRECISIONS,
-        f"model.matmul_precision={m.get('matmul_precision')!r} is not one of "
-        f"{', '.join(MATMUL_PRECISIONS)}",
-    )
     bad = set(e.iw_splits.split(",")) - {"valid", "test", ""}
     require(
         not bad, f"eval.iw_splits={e.iw_splits!r}: only 'valid' and 'test' are splits"
     )
     require(e.beam_size >= 1 and e.max_decode_len >= 1, "eval decoding sizes >= 1")
-    check_parallel(parallel_config(config))
+    check_parallel(run.parallel)
     return method
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything the library needs, typed; built once by ``resolve``.
-
-    Attributes:
-      architecture: ``(key, value)`` of each ``ARCHITECTURE_KEYS`` entry as the
-        config gives it: what a workdir's checkpoints belong to.
-    """
-
-    method_name: str
-    method: methods_lib.Method
-    seed: int
-    init_from: str
-    compilation_cache: str
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    eval: EvalConfig
-    parallel: ParallelConfig
-    architecture: tuple[tuple[str, object], ...]
-
-    def with_vocab(self, vocab_size: int) -> "RunConfig":
-        """The run with its vocabulary size (known once the data is read)."""
-        model = dataclasses.replace(self.model, vocab_size=int(vocab_size))
-        return dataclasses.replace(self, model=model)
-
-
-def data_config(config: ml_collections.ConfigDict) -> DataConfig:
-    """The typed ``data`` section of a text-VAE config."""
-    d = config.data
-    return typed(DataConfig, d, synthetic=typed(SyntheticConfig, d.synthetic))
 
 
 def resolve(config: ml_collections.ConfigDict, vocab_size: int = 0) -> RunConfig:
@@ -629,38 +569,24 @@ def resolve(config: ml_collections.ConfigDict, vocab_size: int = 0) -> RunConfig
     corpus, then sets it with ``RunConfig.with_vocab``.
     """
     method = validate(config)
-    model = typed(
-        ModelConfig,
-        config.model,
+    run = typed(RunConfig, config)
+    model = dataclasses.replace(
+        run.model,
         vocab_size=int(vocab_size),
         head=method.head,
         # The language model has no latent at all.
-        latent_dim=0 if method.head == "none" else config.model.latent_dim,
+        latent_dim=0 if method.head == "none" else run.model.latent_dim,
         skip=method.decoder == "lstm_skip",
-        svi_steps=config.model.svi_steps if method.procedure == "svi" else 0,
-        svi_scale=1.0 / config.data.batch_size,
+        svi_steps=run.model.svi_steps if method.procedure == "svi" else 0,
+        svi_scale=1.0 / run.data.batch_size,
     )
-    t = config.train
-    method = methods_lib.with_selection_for(
-        method, kl_start=t.kl_start, warmup_epochs=t.kl_warmup_epochs, beta=t.beta
-    )
-    return RunConfig(
-        method_name=config.method,
+    if methods_lib.kl_weight_always_zero(method, run.train):
+        # The reference's AE runs (KL weight 0 throughout) pick the best
+        # checkpoint by the reconstruction loss alone.
+        method = dataclasses.replace(method, selection="rec")
+    return dataclasses.replace(
+        run,
         method=method,
-        seed=int(config.seed),
-        init_from=config.get("init_from", ""),
-        compilation_cache=config.get("compilation_cache", "user"),
-        data=data_config(config),
         model=model,
-        train=typed(TrainConfig, config.train),
-        eval=typed(EvalConfig, config.eval),
-        parallel=parallel_config(config),
         architecture=architecture(config, ARCHITECTURE_KEYS),
     )
-
-
-def architecture(
-    config: ml_collections.ConfigDict, keys: Iterable[str]
-) -> tuple[tuple[str, object], ...]:
-    """``(key, value)`` of each dotted key (``RunConfig.architecture``)."""
-    return tuple((key, get_path(config, key)) for key in keys)

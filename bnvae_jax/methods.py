@@ -2,7 +2,8 @@
 
 The four axes are the posterior head (``models.posteriors.HEADS``), the KL transform
 (``objectives.KL_TRANSFORMS``), the KL-weight schedule (``schedules.SCHEDULES``) and
-the update procedure (``train.PROCEDURES``). Adding a method is adding a row here.
+the update procedure (``PROCEDURES``). Adding a method is adding a row here: the
+components in which it differs from the plain VAE.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from bnvae_jax.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """A method: which component to use on each axis.
+    """A method: which component to use on each axis (by default the VAE's).
 
     Attributes:
       head: posterior head, a key of ``models.posteriors.HEADS``.
@@ -23,9 +24,10 @@ class Method:
       procedure: how parameters are updated, one of ``PROCEDURES``.
       selection: validation loss for model selection, one of ``SELECTIONS``.
       decoder: 'lstm', or 'lstm_skip' (z also feeds the output layer).
+      description: one line for the reader.
     """
 
-    head: str
+    head: str = "gaussian"
     kl_transform: str = "none"
     schedule: str = "linear"
     procedure: str = "joint"
@@ -45,10 +47,7 @@ DECODERS = ("lstm", "lstm_skip")
 
 
 METHODS: dict[str, Method] = {
-    "vae": Method(
-        head="gaussian",
-        description="LSTM VAE with linear KL annealing (Bowman et al.)",
-    ),
+    "vae": Method(description="LSTM VAE with linear KL annealing (Bowman et al.)"),
     "bn_vae": Method(
         head="bn_gaussian",
         description="BN-VAE: batch norm with fixed scale gamma on the posterior mean "
@@ -61,36 +60,30 @@ METHODS: dict[str, Method] = {
         "floor model.du_alpha/(2 pi e) (Shen et al.)",
     ),
     "beta_vae": Method(
-        head="gaussian",
         schedule="constant",
         selection="beta",
         description="beta-VAE: constant KL weight train.beta, no annealing",
     ),
     "ae": Method(
-        head="gaussian",
         schedule="zero",
         selection="rec",
         description="autoencoder: KL weight 0 (z still sampled), selection on rec",
     ),
     "cyclic": Method(
-        head="gaussian",
         schedule="cyclic",
         description="cyclical annealing of Fu et al. (train.cycles, "
         "train.cycle_ratio over the whole run)",
     ),
     "cyclic_epoch_reset": Method(
-        head="gaussian",
         schedule="cyclic_epoch_reset",
         description="the reference's --cycle schedule (bug fixed): the linear ramp "
         "restarts every train.cycle_epochs epochs",
     ),
     "free_bits": Method(
-        head="gaussian",
         kl_transform="free_bits",
         description="free bits on the whole KL (target train.target_kl)",
     ),
     "free_bits_dim": Method(
-        head="gaussian",
         kl_transform="free_bits_dim",
         description="free bits per dimension, target_kl / n each (Li et al.)",
     ),
@@ -105,19 +98,16 @@ METHODS: dict[str, Method] = {
         "uniform prior on the sphere",
     ),
     "agg_vae": Method(
-        head="gaussian",
         procedure="aggressive",
         description="lagging-inference VAE: aggressive encoder inner loop until "
         "validation MI stops rising (He et al.)",
     ),
     "sa_vae": Method(
-        head="gaussian",
         procedure="svi",
         description="semi-amortised VAE: model.svi_steps of SVI refine q, trained "
         "through the unrolled loop (Kim et al.)",
     ),
     "skip_vae": Method(
-        head="gaussian",
         decoder="lstm_skip",
         description="Skip-VAE: z also feeds the output layer at every step",
     ),
@@ -129,37 +119,19 @@ METHODS: dict[str, Method] = {
 }
 
 
-def kl_weight_always_zero(
-    method: Method, *, kl_start: float, warmup_epochs: float, beta: float
-) -> bool:
+def kl_weight_always_zero(method: Method, train) -> bool:
     """Whether the method's schedule keeps the KL weight at 0 on every step.
 
-    'zero' always; 'constant' when β = 0; the linear ramps when there is no ramp
-    (warm-up 0) and they start at 0 (the reference's test: kl_start < 1e-6).
-    Cyclical annealing always rises to 1.
+    ``train`` is the run's ``config.TrainConfig`` (``kl_start``,
+    ``kl_warmup_epochs``, ``beta``). 'zero' always; 'constant' when β = 0; the
+    linear ramps when there is no ramp (warm-up 0) and they start at 0 (the
+    reference's test: kl_start < 1e-6). Cyclical annealing always rises to 1.
     """
-    if method.schedule == "zero":
-        return True
-    if method.schedule == "constant":
-        return beta == 0
     if method.schedule in ("linear", "cyclic_epoch_reset"):
-        return warmup_epochs <= 0 and kl_start < 1e-6
-    return False
-
-
-def with_selection_for(
-    method: Method, *, kl_start: float, warmup_epochs: float, beta: float
-) -> Method:
-    """The method, selecting on the reconstruction loss when the KL weight is 0.
-
-    The reference's AE runs (KL weight 0 throughout) pick the best checkpoint by
-    the reconstruction loss alone, whatever the script's usual selection.
-    """
-    if kl_weight_always_zero(
-        method, kl_start=kl_start, warmup_epochs=warmup_epochs, beta=beta
-    ):
-        return dataclasses.replace(method, selection="rec")
-    return method
+        return train.kl_warmup_epochs <= 0 and train.kl_start < 1e-6
+    return method.schedule == "zero" or (
+        method.schedule == "constant" and train.beta == 0
+    )
 
 
 def get_method(name: str) -> Method:

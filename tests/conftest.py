@@ -71,6 +71,7 @@ def make_model_config(**overrides):
         dec_dropout_out=0.5,
         enc_init="uniform",
         dec_init="uniform",
+        svi_steps=0,
     )
     values.update(overrides)
     return ModelConfig(**values)

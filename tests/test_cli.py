@@ -5,7 +5,6 @@ import os
 import pathlib
 import shlex
 
-import ml_collections
 import pytest
 from conftest import python_module, run_child
 
@@ -360,7 +359,7 @@ def test_print_config_shows_overrides_and_docs_without_training(tmp_path):
     assert not workdir.exists()
     lines = printed(out)
     doc = "fixed BN scale of the bn_gaussian head"
-    assert f"m.gamma = 0.6  # {doc}" in inspect.getsource(config_lib.default_config)
+    assert f"gamma: float = 0.6  # {doc}" in inspect.getsource(config_lib.ModelConfig)
     assert lines["model.gamma"].split()[1] == "0.7"
     assert lines["model.gamma"].endswith(f"# {doc}")
     assert lines["data.batch_size"].split()[1] == "16"  # tiny.py's value
@@ -419,29 +418,3 @@ def test_every_default_key_has_a_doc():
     keys = config_lib.flat_keys(config_lib.default_config())
     assert "parallel.mode" in keys
     assert [key for key in keys if not docs.get(key)] == []
-
-
-def _build_example():
-    c = ml_collections.ConfigDict()
-    c.a = 1  # trailing
-    # above,
-    # two lines
-    c.b = dict(x=2)
-
-    # not attached: a blank line follows
-
-    c.s = s = ml_collections.ConfigDict()
-    # ignored: a trailing comment wins
-    s.x = 3  # inner = x
-    s.y = 0
-    return c
-
-
-def test_comment_docs_reads_trailing_and_above_comments():
-    assert cli._comment_docs(_build_example, "top.") == {
-        "top.a": "trailing",
-        "top.b": "above, two lines",
-        "top.s": "",
-        "top.s.x": "inner = x",
-        "top.s.y": "",
-    }

@@ -1,5 +1,7 @@
+import dataclasses
 import pathlib
 
+import ml_collections
 import pytest
 
 from bnvae_jax import cli, methods
@@ -78,3 +80,86 @@ def test_every_corpus_config_names_its_tfds_builder(name):
     config = cli.load_config_file(str(ROOT / "configs" / f"{name}.py"))
     assert config.data.tfds_name == name
     assert tfds_builders.builder_class(config.data.tfds_name).__name__
+
+
+def test_default_config_is_the_typed_defaults_without_derived_fields():
+    config = config_lib.default_config()
+    model_keys = set(config.model)
+    assert {"vocab_size", "head", "skip", "svi_scale", "mixed_precision"}.isdisjoint(
+        model_keys
+    )
+    assert "method_name" not in config and config.method == "bn_vae"
+    assert config.model.gamma == config_lib.ModelConfig().gamma == 0.6
+    assert config.eval.fold_run_seed is True
+    # typed() is to_config()'s inverse on every key.
+    run = config_lib.typed(config_lib.RunConfig, config)
+    assert config_lib.to_config(run).to_dict() == config.to_dict()
+
+
+def test_saved_config_lacking_keys_takes_the_defaults():
+    saved = config_lib.default_config().to_dict()
+    del saved["model"]["matmul_precision"], saved["data"]["synthetic"]["seed"]
+    del saved["eval"]["fold_run_seed"], saved["parallel"], saved["init_from"]
+    saved["model"]["gamma"] = 0.9
+    saved["model"]["gone_key"] = 1  # a key from a later or older version
+    run = config_lib.resolve(ml_collections.ConfigDict(saved), 10)
+    assert run.model.gamma == 0.9 and run.model.matmul_precision == "highest"
+    assert run.data.synthetic.seed == 0 and run.init_from == ""
+    assert run.parallel == config_lib.ParallelConfig()
+    assert run.eval.fold_run_seed is False  # its value before the key existed
+
+
+def test_dialog_config_keys_and_docs_come_from_its_dataclasses():
+    from bnvae_jax.tasks.dialog import config as dialog_config
+
+    config = dialog_config.default_config()
+    assert config.task == "dialog" and config.method == "bn_cvae"
+    assert config.model.embedding_file == "" and "vocab_size" not in config.model
+    docs = cli.config_docs("dialog")
+    assert [k for k in config_lib.flat_keys(config) if not docs.get(k)] == []
+    assert docs["method"] == "cvae | cvae_bow | bn_cvae"
+    for split in ("train", "valid", "test"):
+        config.data[f"{split}_file"] = "x"
+    run = dialog_config.resolve(config, 50, 4)
+    assert (run.model.vocab_size, run.model.num_topics) == (50, 4)
+    assert run.model.head == "bn_gaussian" and run.method_name == "bn_cvae"
+    config.model.topic_dim = 0
+    with pytest.raises(ConfigError, match="model.topic_dim must be positive"):
+        dialog_config.validate(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    x: int = 3  # inner = x
+    y: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+    hidden: int = config_lib.derived(7)  # not a key
+    a: int = 1  # trailing
+    # above,
+    # two lines
+    b: str = "b"
+
+    # not attached: a blank line follows
+
+    s: _Inner = _Inner()
+    renamed: str = dataclasses.field(default="", metadata={"key": "name"})
+
+
+def test_key_docs_read_trailing_and_above_comments():
+    assert config_lib.key_docs(_Example, "top.") == {
+        "top.a": "trailing",
+        "top.b": "above, two lines",
+        "top.s": "",
+        "top.s.x": "inner = x",
+        "top.s.y": "",
+        "top.name": "",
+    }
+    assert config_lib.to_config(_Example()).to_dict() == {
+        "a": 1,
+        "b": "b",
+        "s": {"x": 3, "y": 0},
+        "name": "",
+    }

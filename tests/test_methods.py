@@ -81,12 +81,7 @@ def test_selection_on_rec_when_the_kl_weight_is_always_zero(
     assert run.method.selection == selection
     assert run.method_name == method
     row = methods.METHODS[method]
-    always_zero = methods.kl_weight_always_zero(
-        row,
-        kl_start=run.train.kl_start,
-        warmup_epochs=run.train.kl_warmup_epochs,
-        beta=run.train.beta,
-    )
+    always_zero = methods.kl_weight_always_zero(row, run.train)
     assert always_zero == (selection == "rec")
 
 

@@ -11,7 +11,6 @@ reference model is TensorFlow code.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -21,27 +20,7 @@ import jax.numpy as jnp
 from bnvae_jax.data.vocab import BOS, EOS, PAD
 from bnvae_jax.models import posteriors
 from bnvae_jax.models.layers import uniform
-
-
-@dataclasses.dataclass(frozen=True)
-class DialogModelConfig:
-    """Sizes and choices of the dialog CVAE (hashable: bound statically into jit)."""
-
-    vocab_size: int
-    num_topics: int
-    emb_dim: int = 200
-    utt_hidden: int = 300  # per direction
-    ctx_hidden: int = 600
-    dec_hidden: int = 400
-    latent_dim: int = 200
-    topic_dim: int = 30
-    prior_hidden: int = 400
-    bow_hidden: int = 400
-    init_scale: float = 0.08
-    head: str = "gaussian"
-    gamma: float = 0.5
-    bn_momentum: float = 0.1
-    bn_eps: float = 1e-5
+from bnvae_jax.tasks.dialog.config import DialogModelConfig
 
 
 def _gate_bias(key, shape, dtype=jnp.float32):

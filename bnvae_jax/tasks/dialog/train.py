@@ -155,7 +155,7 @@ def create_train_state(s: Setup, key: jax.Array) -> steps.TrainState:
     init = jax.jit(functools.partial(DialogCVAE(s.run.model).init, train=False))
     variables = init({"params": key, "sample": jax.random.fold_in(key, 1)}, example)
     params = variables["params"]
-    path = s.run.embedding_file
+    path = s.run.model.embedding_file
     if path:
         table = params["embed"]["embedding"]
         table = metrics_lib.glove_table(path, s.data.vocab, table)
