@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import inspect
@@ -11,6 +12,7 @@ import os
 import pathlib
 import re
 import sys
+import textwrap
 import tokenize
 from collections.abc import Sequence
 
@@ -65,34 +67,29 @@ def _comment_docs(build, prefix: str = "") -> dict[str, str]:
     lines directly above it; ``c.data = d = ConfigDict()`` makes ``d.`` mean
     ``data.``. The function's root variable (``c = ConfigDict()``) is ``prefix``.
     """
-    docs, aliases, above, line, trailing, last = {}, {}, [], [], "", None
-    skip = (tokenize.INDENT, tokenize.DEDENT, tokenize.NL, tokenize.ENDMARKER)
-    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(build)).readline):
-        if tok.type == tokenize.COMMENT:
-            text = tok.string.lstrip("#").strip()
-            trailing, above = (text, above) if line else ("", [*above, text])
-        elif tok.type == tokenize.NL and not line and last != tokenize.COMMENT:
-            above = []  # a blank line ends a comment block
-        elif tok.type == tokenize.NEWLINE:
-            targets, depth = [[]], 0  # the statement split at its top-level '='
-            for t in line:
-                depth += (t in ("(", "[", "{")) - (t in (")", "]", "}"))
-                if t == "=" and not depth:
-                    targets.append([])
-                else:
-                    targets[-1].append(t)
-            targets.pop()  # the assigned value
-            keys = [
-                aliases[t[0]] + t[2] for t in targets if len(t) == 3 and t[0] in aliases
-            ]
-            if keys:
-                docs[keys[0]] = trailing or " ".join(above)
-            for t in (t for t in targets if len(t) == 1):
-                aliases[t[0]] = f"{keys[0]}." if keys else prefix
-            line, trailing, above = [], "", []
-        elif tok.type not in skip:
-            line.append(tok.string)
-        last = tok.type
+    source = textwrap.dedent(inspect.getsource(build))
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    notes = [t for t in tokens if t.type == tokenize.COMMENT]
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in notes}
+    alone = {t.start[0] for t in notes if not t.line[: t.start[1]].strip()}
+    nodes = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Assign)]
+    docs, aliases = {}, {}
+    for node in sorted(nodes, key=lambda n: n.lineno):
+        keys = [
+            aliases[t.value.id] + t.attr
+            for t in node.targets
+            if isinstance(t, ast.Attribute) and getattr(t.value, "id", "") in aliases
+        ]
+        if keys:
+            span = range(node.lineno, node.end_lineno + 1)
+            trailing = [comments[i] for i in span if i in comments]
+            first = node.lineno
+            while first - 1 in alone:  # the comment lines right above
+                first -= 1
+            above = " ".join(comments[i] for i in range(first, node.lineno))
+            docs[keys[0]] = "".join(trailing[-1:]) or above
+        for name in (t.id for t in node.targets if isinstance(t, ast.Name)):
+            aliases[name] = f"{keys[0]}." if keys else prefix
     return docs
 
 
@@ -316,8 +313,8 @@ class _Console(logging.Handler):
 
 def verbosity() -> int:
     """The ``--verbosity`` flag (``-v``): -1 (default) warnings, 0 info, 1 debug."""
-    flag = flags.FLAGS["verbosity"] if "verbosity" in flags.FLAGS else None
-    return flag.value if flag is not None and flag.present else -1
+    present = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
+    return flags.FLAGS.verbosity if present else -1
 
 
 def setup_logging(level: int | None = None) -> None:
@@ -329,10 +326,9 @@ def setup_logging(level: int | None = None) -> None:
     verbose = verbosity() if level is None else level
     console_level = logging.WARNING if verbose < 0 else logging.INFO - 10 * verbose
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler):
-            continue
-        root.removeHandler(handler)
+    for handler in root.handlers[:]:
+        if not isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
     root.setLevel(min(logging.INFO, console_level))
     logging.getLogger("absl").setLevel(logging.NOTSET)
     root.addHandler(_Console(console_level))
@@ -341,12 +337,8 @@ def setup_logging(level: int | None = None) -> None:
 
 def log_to_file(directory: str | os.PathLike, name: str = LOG_FILE) -> None:
     """Appends every record (third-party INFO too) to ``directory/name``."""
-    path = pathlib.Path(directory) / name
-    root = logging.getLogger()
-    files = [
-        h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)
-    ]
-    if str(path.absolute()) in files:
+    path, root = pathlib.Path(directory) / name, logging.getLogger()
+    if str(path.absolute()) in (getattr(h, "baseFilename", 0) for h in root.handlers):
         return
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(
