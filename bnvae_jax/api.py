@@ -537,20 +537,18 @@ def _read_checkpoint(workdir: pathlib.Path, checkpoint) -> tuple[dict, int]:
         step = int(_read_json(folder / "info" / "metadata", "checkpoint info")["step"])
     elif not steps:
         raise LoadError(f"{workdir}: the run has no checkpoint yet")
-    elif checkpoint == "latest" or (
-        isinstance(checkpoint, int) and not isinstance(checkpoint, bool)
-    ):
+    else:
         step = steps[0] if checkpoint == "latest" else checkpoint
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(
+                f"checkpoint={checkpoint!r}: use 'best', 'latest' or a step number"
+            )
         if step not in steps:
             raise LoadError(
                 f"{workdir}: no checkpoint at step {step}; the run keeps "
                 f"steps {', '.join(map(str, sorted(steps)))} and 'best'"
             )
         folder = ckpts / str(step)
-    else:
-        raise ValueError(
-            f"checkpoint={checkpoint!r}: use 'best', 'latest' or a step number"
-        )
     try:
         tree = ocp.StandardCheckpointer().restore((folder / "state").absolute())
     except Exception as e:  # orbax's many error types: one line for the user
