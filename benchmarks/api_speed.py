@@ -9,7 +9,7 @@ sentences per second of the API call are printed beside those of the library
 passes it is built on, run on the same rows in the same process:
 
 - encode: the jitted eval-mode encoder over the evaluation batches;
-- decode: ``decoding.greedy_decode`` over batches of the codes;
+- decode: greedy ``decoding.sample_decode`` over batches of the codes;
 - score:  the evaluate command's passes (``passes.posterior_pass`` and
   ``passes.iw_log_likelihood``).
 
@@ -171,7 +171,7 @@ def main(argv=None) -> dict:
 
     def decode_pass():
         return [
-            decoding.greedy_decode(module, variables, c, max_len=max_len)
+            decoding.sample_decode(module, variables, c, None, max_len=max_len)
             for c in chunks
         ]
 

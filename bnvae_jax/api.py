@@ -136,6 +136,7 @@ class _Model:
     vocab: Vocab
     config: ml_collections.FrozenConfigDict
     info: dict  # the manifest: task, method, step, results, topics, source
+    run: object = None  # the typed RunConfig (DialogRunConfig for dialogs)
 
     def save(self, directory) -> pathlib.Path:
         """Writes the model as a self-contained folder (see the module docstring).
@@ -179,14 +180,12 @@ class TextModel(_Model):
       info: the manifest (method, step, test results, source).
     """
 
-    run: object = None  # the typed RunConfig
-
     # -- text -> arrays --------------------------------------------------------
 
     def _rows(self, texts) -> tuple[list[np.ndarray], np.ndarray]:
         """Id rows ``<s> w.. </s>`` as the run read its corpus, and OOV counts."""
         limit = int(self.run.data.max_tokens)
-        rows, oov, unknown, total = [], [], [], 0
+        rows, missing = [], []  # missing: each text's words read as <unk>
         for i, text in enumerate(_texts(texts)):
             words = text.split()
             if not words:
@@ -202,15 +201,12 @@ class TextModel(_Model):
                     f"text {i} contains one of <pad>, <s>, </s>: give the words "
                     "only (<s> and </s> are added)"
                 )
-            num_unk = int((row == UNK).sum())
-            if num_unk:  # rare: look at the words only then
-                unknown += [
-                    w for w in words if w != "<unk>" and self.vocab.id(w) == UNK
-                ]
+            unk = np.flatnonzero(row[1:-1] == UNK)
+            missing.append([words[j] for j in unk if words[j] != "<unk>"])
             rows.append(row)
-            oov.append(num_unk - words.count("<unk>"))
-            total += len(words)
+        unknown = [w for words in missing for w in words]
         if unknown:
+            total = sum(len(r) - 2 for r in rows)
             shown = ", ".join(repr(w) for w in dict.fromkeys(unknown[:5]))
             cased = any(
                 w != w.lower() and w.lower() in self.vocab._ids for w in unknown
@@ -221,7 +217,7 @@ class TextModel(_Model):
                 f"are read as <unk>: {shown}{hint if cased else ''}",
                 stacklevel=3,
             )
-        return rows, np.asarray(oov)
+        return rows, np.asarray([len(words) for words in missing])
 
     def arrays(self, texts) -> dict[str, np.ndarray]:
         """``texts`` as the arrays ``module.apply`` takes, padded to one batch.
@@ -268,10 +264,8 @@ class TextModel(_Model):
         key, batches = self._key(seed), self._batches(rows)
         # Every batch is dispatched before any result is read, so the device
         # works through them while the host waits once.
-        kernel = functools.partial(
-            _encode_kernel, module=self.module, sample=bool(sample)
-        )
-        codes = [kernel(self.variables, key, **batch) for batch in batches]
+        options = {"module": self.module, "sample": bool(sample)}
+        codes = [_encode_kernel(self.variables, key, **b, **options) for b in batches]
         out = np.zeros((len(rows), self.module.cfg.latent_dim), np.float32)
         for batch, z in zip(batches, codes, strict=True):
             real = batch["index"] >= 0
@@ -318,12 +312,11 @@ class TextModel(_Model):
             strategy, STRATEGIES, temperature, max_len, self.config
         )
         beam_size, key = _positive_int(beam_size, "beam_size"), self._key(seed)
-        size = int(self.run.data.eval_batch_size)
-        mv = (self.module, self.variables)
-        pending = []  # dispatched chunks, read once all are queued
-        for start in range(0, z.shape[0], size):
-            part = z[start : start + size]
-            chunk = np.concatenate([part, np.zeros((size - len(part), n), np.float32)])
+        size, num = int(self.run.data.eval_batch_size), z.shape[0]
+        z = np.concatenate([z, np.zeros((-num % size, n), np.float32)])
+        mv, pending = (self.module, self.variables), []
+        for start in range(0, num, size):  # all dispatched before any is read
+            chunk = z[start : start + size]
             if strategy == "beam":
                 ids = decoding.beam_search(
                     *mv, chunk, beam_size=beam_size, max_len=max_len, length_norm=True
@@ -333,8 +326,8 @@ class TextModel(_Model):
                 ids = decoding.sample_decode(
                     *mv, chunk, sub, max_len=max_len, temperature=temperature
                 )
-            pending.append((ids, len(part)))
-        rows = np.concatenate([np.asarray(ids)[:used] for ids, used in pending])
+            pending.append(ids)
+        rows = np.concatenate([np.asarray(ids) for ids in pending])[:num]
         return [" ".join(self.vocab.decode(r)) for r in rows]
 
     def reconstruct(self, texts, **decode_options) -> list[str]:
@@ -384,19 +377,12 @@ class TextModel(_Model):
         key = jax.random.fold_in(self._key(seed), 1)  # the test split's
         elbo_key, iw_key = jax.random.split(key)
         pass_key = jax.random.split(elbo_key, 3)[2]  # as eval_run.elbo_metrics
-        pp = passes.posterior_pass(
-            self.module, self.variables, self._batches(rows), pass_key
-        )
+        mv = (self.module, self.variables)
+        pp = passes.posterior_pass(*mv, self._batches(rows), pass_key)
         samples = iw_samples if self.module.cfg.latent_dim else 1
+        options = {"num_samples": samples, "progress": False}
         log_px, tokens = eval_run.iw_log_px(
-            self.module,
-            self.variables,
-            rows,
-            iw_key,
-            self.run.eval,
-            bucket_width=int(self.run.data.bucket_width),
-            num_samples=samples,
-            progress=False,
+            *mv, rows, iw_key, self.run.eval, self.run.data.bucket_width, **options
         )
         return Scores(-log_px, pp.rec + pp.kl, pp.rec, pp.kl, tokens, oov, samples)
 
@@ -411,12 +397,13 @@ class TextModel(_Model):
         if not bn_stats.has_bn_head(self.variables):
             return self
         rows, _ = self._rows(texts)
+        data = self.run.data
         variables = bn_stats.precise_batch_stats(
             self.module,
             self.variables,
             rows,
-            batch_size=int(self.run.data.eval_batch_size),
-            bucket_width=int(self.run.data.bucket_width),
+            batch_size=data.eval_batch_size,
+            bucket_width=data.bucket_width,
             max_sentences=max_sentences,
         )
         info = {**self.info, "precise_bn": len(rows)}
@@ -445,8 +432,6 @@ class DialogModel(_Model):
 
     Attributes: as ``TextModel``'s; ``topics`` names the topic ids.
     """
-
-    run: object = None  # the typed DialogRunConfig
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -502,20 +487,17 @@ class DialogModel(_Model):
                 f"read as <unk>: {shown}",
                 stacklevel=2,
             )
-        seed = _seed(seed)
-        key = jax.random.key(self.run.eval.seed if seed is None else seed)
+        key = jax.random.key(self.run.eval.seed if _seed(seed) is None else seed)
         sampled = None if strategy == "greedy" else temperature
         options = {"num_samples": n, "max_len": max_len, "temperature": sampled}
-        ids = _respond_kernel(
-            self.variables, key, read.batch, module=self.module, **options
-        )
+        ids = _respond_kernel(self.variables, key, read.batch, self.module, **options)
         return [" ".join(self.vocab.decode(r)) for r in np.asarray(ids)[0]]
 
 
 @functools.partial(
     jax.jit, static_argnames=("module", "num_samples", "max_len", "temperature")
 )
-def _respond_kernel(variables, key, batch, *, module, **options):
+def _respond_kernel(variables, key, batch, module, **options):
     return module.apply(
         variables, batch, **options, method="generate", rngs={"sample": key}
     )
@@ -555,20 +537,18 @@ def _read_checkpoint(workdir: pathlib.Path, checkpoint) -> tuple[dict, int]:
         step = int(_read_json(folder / "info" / "metadata", "checkpoint info")["step"])
     elif not steps:
         raise LoadError(f"{workdir}: the run has no checkpoint yet")
-    elif checkpoint == "latest" or (
-        isinstance(checkpoint, int) and not isinstance(checkpoint, bool)
-    ):
+    else:
         step = steps[0] if checkpoint == "latest" else checkpoint
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(
+                f"checkpoint={checkpoint!r}: use 'best', 'latest' or a step number"
+            )
         if step not in steps:
             raise LoadError(
                 f"{workdir}: no checkpoint at step {step}; the run keeps "
                 f"steps {', '.join(map(str, sorted(steps)))} and 'best'"
             )
         folder = ckpts / str(step)
-    else:
-        raise ValueError(
-            f"checkpoint={checkpoint!r}: use 'best', 'latest' or a step number"
-        )
     try:
         tree = ocp.StandardCheckpointer().restore((folder / "state").absolute())
     except Exception as e:  # orbax's many error types: one line for the user
@@ -675,7 +655,7 @@ def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
         module, cls = TextVAE(run.model), TextModel
     frozen = ml_collections.FrozenConfigDict(config)
     model = cls(module, variables, vocab, frozen, info, run=run)
-    bound = _kl_bound(model) if cls is TextModel else None
+    bound = bn_stats.promised_bound(module, variables) if cls is TextModel else None
     test = info.get("results", {}).get("test", {})
     if bound is not None and "kl" in test and test["kl"] < BOUND_SLACK * bound:
         warnings.warn(
@@ -688,19 +668,13 @@ def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
     return model
 
 
-def _kl_bound(model: TextModel) -> float | None:
-    """BN-VAE's promised Σ_j (γ_j² + β_j²)/2, None without a BN head."""
-    if not bn_stats.has_bn_head(model.variables):
-        return None
-    return bn_stats.promised_bound(model.module, model.variables)
-
-
 def _model_card(model: _Model) -> str:
     config, info = model.config, model.info
     lines = [f"# {info.get('method')} ({info.get('task')}), bnvae_jax export", ""]
     if info.get("task") == "text_vae":
         m = config.model
-        gamma = f", BN scale gamma {m.gamma}" if _kl_bound(model) is not None else ""
+        bn = bn_stats.has_bn_head(model.variables)
+        gamma = f", BN scale gamma {m.gamma}" if bn else ""
         lines.append(
             f"- model: embeddings {m.emb_dim}, encoder {m.enc_hidden}, decoder "
             f"{m.dec_hidden}, latent {m.latent_dim}{gamma}"

@@ -78,32 +78,30 @@ def _label_counts(values: Sequence[str]) -> list[int]:
 
 def main(argv):
     del argv
+    files = ("train_file", "valid_file", "test_file")
     for name in ("workdir", "train_file", "test_file"):
         if not FLAGS[name].value:
             cli.fail(f"--{name} is required")
     cli.setup_logging()
+    workdir = pathlib.Path(FLAGS.workdir)
     with cli.user_errors():
-        cli.check_dir(FLAGS.workdir, "--workdir", write=False)
-        cli.check_dir(FLAGS.workdir, "--workdir")  # the report is written there
-        for name in ("train_file", "valid_file", "test_file"):
-            if FLAGS[name].value:
-                cli.check_file(FLAGS[name].value, f"--{name}")
+        cli.check_dir(workdir, "--workdir", write=False)
+        cli.check_dir(workdir, "--workdir")  # the report is written there
+        for name in [n for n in files if FLAGS[n].value]:
+            cli.check_file(FLAGS[name].value, f"--{name}")
         cfg = ClassifierConfig(
             mode=FLAGS.mode,
             subsets=FLAGS.subsets,
             epochs=FLAGS.epochs,
             learning_rate=FLAGS.learning_rate,
         )
-        counts = _label_counts(FLAGS.labels)
-        seeds = seed_list(FLAGS.seeds)
+        counts, seeds = _label_counts(FLAGS.labels), seed_list(FLAGS.seeds)
         run = load_run(FLAGS.workdir)
         pool, classes = read_labelled(FLAGS.train_file, run.vocab)
-        valid = (
-            read_labelled(FLAGS.valid_file, run.vocab, classes)[0]
-            if FLAGS.valid_file
-            else None
+        valid, test = (
+            read_labelled(path, run.vocab, classes)[0] if path else None
+            for path in (FLAGS.valid_file, FLAGS.test_file)
         )
-        test, _ = read_labelled(FLAGS.test_file, run.vocab, classes)
         report = run_classification(
             run,
             pool,
@@ -113,17 +111,10 @@ def main(argv):
             label_counts=counts,
             seeds=seeds,
             cfg=cfg,
-            fits_dir=pathlib.Path(FLAGS.workdir) / FLAGS.output,
+            fits_dir=workdir / FLAGS.output,
         )
-    report.update(
-        classes=list(classes),
-        files={
-            "train": FLAGS.train_file,
-            "valid": FLAGS.valid_file,
-            "test": FLAGS.test_file,
-        },
-    )
-    workdir = pathlib.Path(FLAGS.workdir)
+    paths = {name.split("_")[0]: FLAGS[name].value for name in files}
+    report.update(classes=list(classes), files=paths)
     table = format_table(workdir.name, report)
     fileio.write_json_atomic(workdir / f"{FLAGS.output}.json", report)
     fileio.write_text_atomic(workdir / f"{FLAGS.output}.md", table + "\n")

@@ -274,8 +274,8 @@ class _Console(logging.Handler):
 
 def verbosity() -> int:
     """The ``--verbosity`` flag (``-v``): -1 (default) warnings, 0 info, 1 debug."""
-    flag = flags.FLAGS["verbosity"] if "verbosity" in flags.FLAGS else None
-    return flag.value if flag is not None and flag.present else -1
+    present = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
+    return flags.FLAGS.verbosity if present else -1
 
 
 def setup_logging(level: int | None = None) -> None:
@@ -287,10 +287,9 @@ def setup_logging(level: int | None = None) -> None:
     verbose = verbosity() if level is None else level
     console_level = logging.WARNING if verbose < 0 else logging.INFO - 10 * verbose
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler):
-            continue
-        root.removeHandler(handler)
+    for handler in root.handlers[:]:
+        if not isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
     root.setLevel(min(logging.INFO, console_level))
     logging.getLogger("absl").setLevel(logging.NOTSET)
     root.addHandler(_Console(console_level))
@@ -299,12 +298,8 @@ def setup_logging(level: int | None = None) -> None:
 
 def log_to_file(directory: str | os.PathLike, name: str = LOG_FILE) -> None:
     """Appends every record (third-party INFO too) to ``directory/name``."""
-    path = pathlib.Path(directory) / name
-    root = logging.getLogger()
-    files = [
-        h.baseFilename for h in root.handlers if isinstance(h, logging.FileHandler)
-    ]
-    if str(path.absolute()) in files:
+    path, root = pathlib.Path(directory) / name, logging.getLogger()
+    if str(path.absolute()) in (getattr(h, "baseFilename", 0) for h in root.handlers):
         return
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(

@@ -1,5 +1,6 @@
 """Greedy, sampled and beam decoding against step-by-step Python references."""
 
+import functools
 import types
 
 import jax
@@ -14,6 +15,28 @@ from bnvae_jax.models import vae as vae_lib
 
 MAX_LEN = 8
 BATCH = 3
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _sequence_log_prob(model, variables, z, seqs) -> jax.Array:
+    """Teacher-forced log p(seq | z) of decoded sequences.
+
+    Args:
+      model: the TextVAE (static).
+      variables: its variables.
+      z: <float32>[B, n] latent codes.
+      seqs: <int32>[B, T] generated tokens without ``<s>`` (decoder output); the
+        sum runs to the first ``</s>`` (included) or over all T tokens.
+
+    Returns:
+      <float32>[B] summed log-probabilities.
+    """
+    batch = seqs.shape[0]
+    tokens = jnp.concatenate([jnp.full((batch, 1), BOS, seqs.dtype), seqs], axis=1)
+    lengths = jnp.sum(decoding.valid_token_mask(seqs), axis=1, dtype=jnp.int32) + 1
+    return -model.apply(
+        variables, tokens, lengths, z, train=False, method="reconstruction"
+    )
 
 
 def _model(tiny_model_config, head="gaussian"):
@@ -125,7 +148,7 @@ def test_greedy_matches_python_loop(tiny_model_config, seed):
     model = _model(tiny_model_config)
     variables = _variables(model, seed)
     z = _z(seed)
-    got = np.asarray(decoding.greedy_decode(model, variables, z, max_len=MAX_LEN))
+    got = np.asarray(decoding.sample_decode(model, variables, z, None, max_len=MAX_LEN))
     assert got.shape == (BATCH, MAX_LEN) and got.dtype == np.int32
     np.testing.assert_array_equal(got, _reference_greedy(model, variables, z, MAX_LEN))
     _assert_pad_after_eos(got)
@@ -156,7 +179,7 @@ def test_low_temperature_sampling_is_greedy(tiny_model_config):
     cold = decoding.sample_decode(
         model, variables, z, jax.random.key(5), max_len=MAX_LEN, temperature=1e-4
     )
-    greedy = decoding.greedy_decode(model, variables, z, max_len=MAX_LEN)
+    greedy = decoding.sample_decode(model, variables, z, None, max_len=MAX_LEN)
     np.testing.assert_array_equal(cold, greedy)
 
 
@@ -168,7 +191,7 @@ def test_beam_one_is_greedy(tiny_model_config, seed):
     beam = decoding.beam_search(
         model, variables, z, beam_size=1, max_len=MAX_LEN
     ).tokens
-    greedy = decoding.greedy_decode(model, variables, z, max_len=MAX_LEN)
+    greedy = decoding.sample_decode(model, variables, z, None, max_len=MAX_LEN)
     np.testing.assert_array_equal(beam, greedy)
 
 
@@ -184,10 +207,10 @@ def test_beam_matches_reference_and_beats_greedy(tiny_model_config, seed):
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-4)
     _assert_pad_after_eos(tokens)
 
-    beam_lp = decoding.sequence_log_prob(model, variables, z, result.tokens)
+    beam_lp = _sequence_log_prob(model, variables, z, result.tokens)
     np.testing.assert_allclose(beam_lp, scores, rtol=1e-5, atol=1e-4)
-    greedy = decoding.greedy_decode(model, variables, z, max_len=MAX_LEN)
-    greedy_lp = decoding.sequence_log_prob(model, variables, z, greedy)
+    greedy = decoding.sample_decode(model, variables, z, None, max_len=MAX_LEN)
+    greedy_lp = _sequence_log_prob(model, variables, z, greedy)
     assert np.all(np.asarray(beam_lp) >= np.asarray(greedy_lp) - 1e-5)
 
 
@@ -208,7 +231,7 @@ def test_sequence_log_prob_matches_steps(tiny_model_config):
             if t <= 2 or b == 1:
                 want[b] += lp[b, seqs[b, t]]
         token = jnp.asarray(seqs[:, t])
-    got = decoding.sequence_log_prob(model, variables, z, jnp.asarray(seqs))
+    got = _sequence_log_prob(model, variables, z, jnp.asarray(seqs))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
@@ -228,7 +251,7 @@ def test_eos_preferring_model_stops_at_first_step(tiny_model_config):
     want = np.full((BATCH, MAX_LEN), PAD, np.int32)
     want[:, 0] = EOS
     outputs = [
-        decoding.greedy_decode(model, variables, z, max_len=MAX_LEN),
+        decoding.sample_decode(model, variables, z, None, max_len=MAX_LEN),
         decoding.sample_decode(model, variables, z, jax.random.key(0), max_len=MAX_LEN),
         decoding.beam_search(model, variables, z, beam_size=5, max_len=MAX_LEN).tokens,
     ]

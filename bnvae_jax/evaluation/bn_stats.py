@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnvae_jax.data import batching
+from bnvae_jax.evaluation import run as eval_run
 from bnvae_jax.models import posteriors
 
 # A dimension's eval-mode scale ratio outside this range, or an eval-mode bound
@@ -60,24 +60,26 @@ def head_scale_and_shift(model: nn.Module, variables: Mapping):
     return np.broadcast_to(np.asarray(gamma, np.float64), beta.shape), beta
 
 
-def promised_bound(model: nn.Module, variables: Mapping) -> float:
-    """BN-VAE's bound Σ_j (γ_j² + β_j²)/2 on E[KL] with batch statistics."""
+def promised_bound(model: nn.Module, variables: Mapping) -> float | None:
+    """BN-VAE's bound Σ_j (γ_j² + β_j²)/2 on E[KL]; None without a BN head."""
+    if not has_bn_head(variables):
+        return None
     gamma, beta = head_scale_and_shift(model, variables)
     return float(np.sum(gamma**2 + beta**2) / 2)
 
 
-def _moments_kernel(variables, tokens, lengths, mask, *, model):
-    def raw_mu(module, *arrays):  # before the head
-        return module.encoder(*arrays)[0]
-
-    mu = model.apply(variables, tokens, lengths, method=raw_mu)
-    return posteriors.masked_moments(mu, mask)
-
-
 @functools.lru_cache(maxsize=8)
 def _jitted(model: nn.Module):
-    """One jitted kernel per model; each batch shape compiles once."""
-    return jax.jit(functools.partial(_moments_kernel, model=model))
+    """Jitted mean and biased variance of the raw μ (before the head), per model."""
+
+    def raw_mu(module, *arrays):
+        return module.encoder(*arrays)[0]
+
+    def moments(variables, tokens, lengths, mask):
+        mu = model.apply(variables, tokens, lengths, method=raw_mu)
+        return posteriors.masked_moments(mu, mask)
+
+    return jax.jit(moments)
 
 
 def _population_moments(
@@ -93,15 +95,11 @@ def _population_moments(
     rows = list(rows[:max_sentences] if max_sentences > 0 else rows)
     if not rows:
         raise ValueError("no rows to estimate the statistics of μ from")
-    plan = batching.plan_batches(
-        rows, batching.BatchingConfig(batch_size, bucket_width)
-    )
+    plan, kernel = eval_run.plan_batches(rows, batch_size, bucket_width), _jitted(model)
     count, mean, m2 = 0.0, 0.0, 0.0
     for i in range(len(plan)):
         batch = plan.make_batch(i)
-        b_mean, b_var, _ = _jitted(model)(
-            variables, batch.tokens, batch.lengths, batch.mask
-        )
+        b_mean, b_var, _ = kernel(variables, batch.tokens, batch.lengths, batch.mask)
         n_b, b_mean = float(batch.num_real), np.asarray(b_mean, np.float64)
         delta, total = b_mean - mean, count + n_b
         mean = mean + delta * n_b / total
@@ -193,13 +191,9 @@ def lag_report(
     shift = beta + gamma * (mean - m_r) / np.sqrt(d_r)
     eval_bound = float(np.sum(gamma**2 * biased / d_r + shift**2) / 2)
     promised = promised_bound(model, variables)
-    low, high = RATIO_RANGE
     message = None
-    if (
-        ratio.min() < low
-        or ratio.max() > high
-        or eval_bound < BOUND_FRACTION * promised
-    ):
+    lagging = ratio.min() < RATIO_RANGE[0] or ratio.max() > RATIO_RANGE[1]
+    if lagging or eval_bound < BOUND_FRACTION * promised:
         message = (
             f"BN running statistics lag the population statistics of the raw "
             f"posterior means over {int(count)} sentences: eval-mode scale ratio "
@@ -208,7 +202,7 @@ def lag_report(
             "recompute them with precise BN (evaluate --precise_bn, or "
             "model.recompute_bn(training_sentences) in Python)"
         )
-        if np.sqrt(unbiased / denominator(unbiased)).min() < low:
+        if np.sqrt(unbiased / denominator(unbiased)).min() < RATIO_RANGE[0]:
             message += "; μ's variance is near eps too, see model.bn_remedy"
     ratios = float(ratio.min()), float(ratio.max())
     return LagReport(int(count), *ratios, eval_bound, promised, message)

@@ -54,7 +54,7 @@ def sample_decode(
       variables: its variables ({'params', 'batch_stats'}).
       z: <float32>[B, n] latent codes.
       key: PRNG key; the same key gives the same sentences. None: argmax
-        decoding (``greedy_decode``; the temperature is then unused).
+        (greedy) decoding; the temperature is then unused.
       max_len: number of generated positions (static).
       temperature: softmax temperature (1: the model's distribution).
 
@@ -85,13 +85,6 @@ def sample_decode(
     token = jnp.full((batch,), BOS, jnp.int32)
     carry = (jnp.int32(0), state, token, out, jnp.zeros((batch,), bool))
     return lax.while_loop(cond, body, carry)[3]
-
-
-def greedy_decode(
-    model: nn.Module, variables: Variables, z: jax.Array, *, max_len: int
-) -> jax.Array:
-    """Argmax decoding: ``sample_decode`` without a key."""
-    return sample_decode(model, variables, z, None, max_len=max_len)
 
 
 class _Beam(NamedTuple):
@@ -221,30 +214,6 @@ def valid_token_mask(seqs: jax.Array) -> jax.Array:
     return before == 0
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def sequence_log_prob(
-    model: nn.Module, variables: Variables, z: jax.Array, seqs: jax.Array
-) -> jax.Array:
-    """Teacher-forced log p(seq | z) of decoded sequences.
-
-    Args:
-      model: the TextVAE (static).
-      variables: its variables.
-      z: <float32>[B, n] latent codes.
-      seqs: <int32>[B, T] generated tokens without ``<s>`` (decoder output); the
-        sum runs to the first ``</s>`` (included) or over all T tokens.
-
-    Returns:
-      <float32>[B] summed log-probabilities.
-    """
-    batch = seqs.shape[0]
-    tokens = jnp.concatenate([jnp.full((batch, 1), BOS, seqs.dtype), seqs], axis=1)
-    lengths = jnp.sum(valid_token_mask(seqs), axis=1, dtype=jnp.int32) + 1
-    return -model.apply(
-        variables, tokens, lengths, z, train=False, method="reconstruction"
-    )
-
-
 def pad_rows(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Right-pads rows with ``PAD``: (<int32>[B, T_max], lengths <int32>[B])."""
     lengths = np.asarray([len(r) for r in rows], np.int32)
@@ -294,20 +263,17 @@ def write_outputs(
       {'reconstructions', 'prior_samples', 'prior_samples_sampled'} -> path.
     """
     k_post, k_sample, k_prior, k_prior_sample = jax.random.split(key, 4)
-    max_len = cfg.max_decode_len
+    mv, max_len = (model, variables), cfg.max_decode_len
 
     def text(ids) -> str:
         return " ".join(data.vocab.decode(ids))
 
     def decoded(z, sample_key, beam=False):  # name -> <int32>[B, max_len]
-        out = {
-            "greedy": greedy_decode(model, variables, z, max_len=max_len),
-            "sample": sample_decode(model, variables, z, sample_key, max_len=max_len),
-        }
+        keys = {"greedy": None, "sample": sample_key}
+        out = {k: sample_decode(*mv, z, s, max_len=max_len) for k, s in keys.items()}
         if beam:
-            out["beam"] = beam_search(
-                model, variables, z, beam_size=cfg.beam_size, max_len=max_len
-            ).tokens
+            best = beam_search(*mv, z, beam_size=cfg.beam_size, max_len=max_len)
+            out["beam"] = best.tokens
         return {name: np.asarray(ids) for name, ids in out.items()}
 
     lines = {"reconstructions": [], "prior_samples": [], "prior_samples_sampled": []}
@@ -315,7 +281,7 @@ def write_outputs(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         sub = jax.random.fold_in(k_post, start)
-        z = _posterior_sample(model, variables, *pad_rows(chunk), sub)
+        z = _posterior_sample(*mv, *pad_rows(chunk), sub)
         out = decoded(z, jax.random.fold_in(k_sample, start), beam=True)
         for i, row in enumerate(chunk):
             block = [f"x: {text(row)}"] + [f"{k}: {text(v[i])}" for k, v in out.items()]

@@ -169,10 +169,9 @@ def _jitted(
     The kernel takes ``(variables, key, tokens, lengths, mask, index)`` as numpy
     batches of any size and returns numpy per-row results.
     """
-    kernel = _elbo_kernel
-    if kind != "elbo":
-        kernel = functools.partial(_iw_kernel, num_samples=num_samples, chunk=chunk)
-    return par.map_rows(functools.partial(kernel, model=model), 4)
+    options = {} if kind == "elbo" else {"num_samples": num_samples, "chunk": chunk}
+    kernel = _elbo_kernel if kind == "elbo" else _iw_kernel
+    return par.map_rows(functools.partial(kernel, model=model, **options), 4)
 
 
 def iw_log_likelihood(

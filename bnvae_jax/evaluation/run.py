@@ -97,8 +97,8 @@ def iw_log_px(
     rows: Sequence[np.ndarray],
     key: jax.Array,
     cfg: EvalConfig,
-    *,
     bucket_width: int,
+    *,
     num_samples: int,
     progress: bool = True,
     par: parallel.Parallel | None = None,
@@ -133,8 +133,7 @@ def iw_metrics(
 
     ``kw``: ``bucket_width``, ``progress`` and ``par``, as for ``iw_log_px``.
     """
-    if cfg.iw_max_sentences > 0:
-        rows = rows[: cfg.iw_max_sentences]
+    rows = rows[: cfg.iw_max_sentences] if cfg.iw_max_sentences > 0 else rows
     # Without a latent, log p(x) is exact with one "sample".
     samples = cfg.iw_samples if model.cfg.latent_dim else 1
     log_px, tokens = iw_log_px(

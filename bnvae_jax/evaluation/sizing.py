@@ -46,13 +46,8 @@ def iw_sizes(iw_batch: int, iw_max_logits: int, par: parallel.Parallel) -> IWSiz
     """
     device = par.local_devices[0]
     if device.platform == "cpu":
-        per_device, logits = CPU_IW_BATCH, CPU_MAX_LOGITS
-        batch = max(per_device, par.num_devices)
+        batch, logits = max(CPU_IW_BATCH, par.num_devices), CPU_MAX_LOGITS
     else:
-        per_device = ACCELERATOR_IW_BATCH
+        batch = ACCELERATOR_IW_BATCH * par.num_devices
         logits = device_memory(device) // (4 * ACCELERATOR_LOGITS_SHARE)
-        batch = per_device * par.num_devices
-    return IWSizes(
-        batch=iw_batch or par.padded(batch),
-        max_logits=iw_max_logits or logits,
-    )
+    return IWSizes(iw_batch or par.padded(batch), iw_max_logits or logits)
