@@ -15,7 +15,6 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from bnvae_jax.analysis import plots
 from bnvae_jax.errors import WorkdirError
@@ -80,16 +79,11 @@ def curves_figure(
     """
     if not runs:
         raise ValueError("curves_figure needs at least one run")
-    fig = Figure(figsize=(7.4, 2.8), dpi=90)
-    ax_elbo, ax_kl = fig.subplots(1, 2)
+    fig, (ax_elbo, ax_kl) = plots.line_panels(2, (7.4, 2.8), "epoch")
     for label, c in runs:
         ax_elbo.plot(c.epoch + 1, c.elbo_nll, "-o", ms=2.5, label=label)
         ax_kl.plot(c.epoch + 1, c.kl, "-o", ms=2.5, label=label)
     ax_elbo.set_ylabel("validation −ELBO (nats / sentence)", fontsize=8)
     ax_kl.set_ylabel("validation KL (nats)", fontsize=8)
-    for ax in (ax_elbo, ax_kl):
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
     ax_elbo.legend(fontsize=7)
     return plots.save_png(fig, path, pad=0.4)

@@ -169,12 +169,9 @@ def sample_subset(
         raise ConfigError(f"{num} labels asked, the training file has {len(labels)}")
     if not balanced:
         return np.sort(rng.choice(len(labels), size=num, replace=False))
-    classes = np.unique(labels)
-    per_class = [
-        num // len(classes) + (i < num % len(classes)) for i in range(len(classes))
-    ]
-    picked = []
-    for c, k in zip(classes, per_class, strict=True):
+    classes, picked = np.unique(labels), []
+    for i, c in enumerate(classes):
+        k = num // len(classes) + (i < num % len(classes))
         members = np.flatnonzero(labels == c)
         if k > len(members):
             raise ConfigError(
@@ -438,12 +435,9 @@ def epoch_batches(s: FitSetup, epoch: int, start: int):
 def make_step(s: FitSetup):
     """``step(state, arrays, loop, step) -> (state, metrics)`` of the fit."""
     model = None if s.vae is None else s.vae.model
-    dropout = s.fit.cfg.dropout
-
-    def step(state, arrays, loop, step):
-        return _train_step(state, arrays, s.rng, s.frozen, model=model, dropout=dropout)
-
-    return step
+    return lambda state, arrays, loop, step: _train_step(
+        state, arrays, s.rng, s.frozen, model=model, dropout=s.fit.cfg.dropout
+    )
 
 
 def summarize(host: list, loop: FitLoop) -> dict:
@@ -495,20 +489,16 @@ def rule(s: FitSetup, state, loop: FitLoop, val: dict, improved: bool):
         state = rules.reload_best(s.ctx, state, loop.learning_rate)
     loop.done = action == "stop"
     logging.info(
-        "%s: valid loss %.4f accuracy %.4f lr %g",
-        head,
-        val["loss"],
-        val["accuracy"],
-        loop.learning_rate,
+        f"{head}: valid loss {val['loss']:.4f} accuracy {val['accuracy']:.4f} "
+        f"lr {loop.learning_rate:g}"
     )
     return state, {"lr": loop.learning_rate, "decays": loop.decays}
 
 
 def final(s: FitSetup, state, loop: FitLoop) -> dict:
     """Validation and test scores of the selected state."""
-    valid = {} if s.data.valid is None else split_scores(s, state, "valid")
     return {
-        "valid": valid,
+        "valid": evaluate(s, state)[0],
         "test": split_scores(s, state, "test"),
         "labels": s.fit.num_labels,
         "seed": s.fit.seed,
@@ -593,11 +583,8 @@ def build_fit(
     info = fit_info(fit, data)
     ctx = loop_lib.open_context(workdir, info, parallel.single_device(), settings)
     checkpoints.write_run_info(ctx.workdir, info)
-    config = ml_collections.ConfigDict(
-        dict(
-            info, classifier=dataclasses.asdict(cfg), loop=dataclasses.asdict(settings)
-        )
-    )
+    classifier, loop = dataclasses.asdict(cfg), dataclasses.asdict(settings)
+    config = ml_collections.ConfigDict(dict(info, classifier=classifier, loop=loop))
     return FitSetup(fit, data, vae, frozen, plan, ctx, config, step_key), state
 
 
@@ -668,14 +655,8 @@ def run_classification(
             acc = train_fit(*build_fit(fit, data, workdir, vae=run))["test"]["accuracy"]
             logging.info("labels %d seed %d: test accuracy %.4f", num, seed, acc)
             accs.append(acc)
-        results.append(
-            {
-                "labels": num,
-                "accuracies": accs,
-                "mean": float(np.mean(accs)),
-                "std": float(np.std(accs)),
-            }
-        )
+        mean, std = float(np.mean(accs)), float(np.std(accs))
+        results.append(dict(labels=num, accuracies=accs, mean=mean, std=std))
     return {
         "results": results,
         "seeds": list(seeds),

@@ -112,19 +112,15 @@ class Snapshot:
 
     def summary(self) -> dict:
         """Scalars of the scatter plot: the gap to the diagonal and the spreads."""
-        gap = np.abs(self.mu_theta - self.mu_phi)
-        spread_theta, spread_phi = np.std(self.mu_theta), np.std(self.mu_phi)
-        corr = (
-            float(np.corrcoef(self.mu_theta, self.mu_phi)[0, 1])
-            if spread_theta > 0 and spread_phi > 0
-            else 0.0
-        )
+        theta, phi = self.mu_theta, self.mu_phi
+        spread_theta, spread_phi = float(np.std(theta)), float(np.std(phi))
+        corr = np.corrcoef(theta, phi)[0, 1] if min(spread_theta, spread_phi) > 0 else 0
         return {
             "step": self.step,
-            "mean_abs_gap": float(np.mean(gap)),
-            "spread_mu_theta": float(spread_theta),
-            "spread_mu_phi": float(spread_phi),
-            "corr": corr,
+            "mean_abs_gap": float(np.mean(np.abs(theta - phi))),
+            "spread_mu_theta": spread_theta,
+            "spread_mu_phi": spread_phi,
+            "corr": float(corr),
             "kl": self.kl,
             "mi": self.mi,
         }

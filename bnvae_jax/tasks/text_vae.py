@@ -330,14 +330,12 @@ def rule(s: Setup, state, loop: LoopState, val: dict, improved: bool):
             loop.aggressive = False
             logging.info("epoch %d: aggressive training switched off", epoch)
         loop.pre_mi = val["mi_batch"]
-        scalars["aggressive"] = float(loop.aggressive)
-        scalars["inner_steps"] = loop.inner_steps
+        scalars.update(aggressive=float(loop.aggressive), inner_steps=loop.inner_steps)
     if rules.plateau(loop, selection_loss(s.run, val), epoch, cfg):
         state = rules.reload_best(s.ctx, state, loop.learning_rate)
         logging.info("epoch %d: learning rate decayed to %g", epoch, loop.learning_rate)
     scalars["lr"] = loop.learning_rate
-    if loop.decay_count >= cfg.max_decay:
-        loop.done = True
+    loop.done = loop.decay_count >= cfg.max_decay
     mi = "-" if val["mi"] is None else f"{val['mi']:.3f}"
     logging.info(
         f"epoch {epoch}: valid nll {val['elbo_nll']:.3f}  kl {val['kl']:.3f}  "
@@ -361,17 +359,11 @@ def final(s: Setup, state, loop: LoopState) -> dict:
         samples_dir=s.ctx.workdir / "samples",
     )
     results.update(
-        {
-            "train_tokens_per_second": loop.train_tokens
-            / max(loop.train_seconds, 1e-9),
-            "init_from": s.run.init_from or None,
-            "aggressive_inner_steps": loop.inner_steps,
-            # Lines read, kept, and dropped as empty or over data.max_tokens.
-            "data": {
-                split: dataclasses.asdict(stats)
-                for split, stats in s.data.stats.items()
-            },
-        }
+        train_tokens_per_second=loop.train_tokens / max(loop.train_seconds, 1e-9),
+        init_from=s.run.init_from or None,
+        aggressive_inner_steps=loop.inner_steps,
+        # Lines read, kept, and dropped as empty or over data.max_tokens.
+        data={k: dataclasses.asdict(v) for k, v in s.data.stats.items()},
     )
     return results
 
@@ -431,15 +423,14 @@ def init_from_run(state, source: str, vocab: Vocab):
       WorkdirError: ``source`` is not a finished run with this vocabulary and
         encoder shape.
     """
-    source_dir = pathlib.Path(source)
-    if not (source_dir / checkpoints.RUN_INFO_FILE).is_file():
+    info = checkpoints.read_run_info(source)
+    if info is None:
         raise WorkdirError(f"init_from={source}: not a run directory (no run info)")
-    info = checkpoints.read_run_info(source_dir)
     if info.get("vocab_fingerprint") != vocab.fingerprint():
         raise WorkdirError(
             f"init_from={source}: that run was trained with another vocabulary"
         )
-    loaded = checkpoints.Checkpointer(source_dir).restore_best_params()
+    loaded = checkpoints.Checkpointer(source).restore_best_params()
     if "encoder" not in loaded:
         raise WorkdirError(f"init_from={source}: its checkpoint has no encoder")
     fresh = state.params["encoder"]
