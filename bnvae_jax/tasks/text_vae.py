@@ -82,21 +82,27 @@ class Setup:
     eval_key: jax.Array
 
 
-def setup(
-    config: ml_collections.ConfigDict, workdir: str, write: bool = True
-) -> tuple[Setup, steps.TrainState]:
-    """Reads the data, checks the workdir, builds the run and a fresh state.
-
-    Warns in one line when a BN head starts below eps. The run's key
-    ``key(run.seed)`` gives the initial parameters (``fold_in(key, 0)``) and
-    the train steps' randomness (``fold_in(key, 1)``). With ``write``
-    (training), records the vocabulary, run info and config in the workdir.
-    """
+def resolve(config: ml_collections.ConfigDict) -> RunConfig:
+    """The typed run; one warning line when a BN head starts below eps."""
     run = config_lib.resolve(config)
     if run.method.head in ("bn_gaussian", "du_gaussian") and (
         line := bn_health.start_warning(run.model)
     ):
         logging.warning("%s", line)
+    return run
+
+
+def setup(
+    config: ml_collections.ConfigDict, workdir: str, write: bool = True
+) -> tuple[Setup, steps.TrainState]:
+    """Reads the data, checks the workdir, builds the run and a fresh state.
+
+    The run's key ``key(run.seed)`` gives the initial parameters
+    (``fold_in(key, 0)``) and the train steps' randomness (``fold_in(key, 1)``).
+    With ``write`` (training), records the vocabulary, run info and config in
+    the workdir.
+    """
+    run = resolve(config)
     par = loop_lib.setup_devices(run, config)
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     # Process 0 first: it may write prepared data into the shared workdir.
