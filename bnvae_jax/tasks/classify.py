@@ -497,8 +497,9 @@ def rule(s: FitSetup, state, loop: FitLoop, val: dict, improved: bool):
 
 def final(s: FitSetup, state, loop: FitLoop) -> dict:
     """Validation and test scores of the selected state."""
+    valid = {} if s.data.valid is None else split_scores(s, state, "valid")
     return {
-        "valid": evaluate(s, state)[0],
+        "valid": valid,
         "test": split_scores(s, state, "test"),
         "labels": s.fit.num_labels,
         "seed": s.fit.seed,
