@@ -54,7 +54,6 @@ def main(argv):
         import bnvae_jax
         from bnvae_jax import config as config_lib
         from bnvae_jax.data import datasets
-        from bnvae_jax.evaluation import run as eval_run
         from bnvae_jax.tasks import text_vae
         from bnvae_jax.training import loop
 
@@ -82,10 +81,7 @@ def main(argv):
             par.replicate(model.variables),
             data,
             run,
-            eval_run.root_key(run.eval, run.seed),
-            batch_size=run.data.eval_batch_size,
-            bucket_width=run.data.bucket_width,
-            par=par,
+            par,
             samples_dir=workdir / "samples",
         )
         results.update(

@@ -18,7 +18,6 @@ from bnvae_jax.errors import ConfigError, DataError, WorkdirError
 from bnvae_jax.models.vae import TextVAE
 from bnvae_jax.tasks import classify
 from bnvae_jax.training import checkpoints, rules
-from bnvae_jax.training import loop as loop_lib
 
 POSITIVE = ("good", "great", "nice", "fine")
 NEGATIVE = ("bad", "awful", "poor", "rude")
@@ -136,31 +135,27 @@ def _frozen_fit(epochs, **cfg):
     return classify.Fit(cfg=cfg, num_labels=90, seed=0, num_classes=3)
 
 
-def _train(s, state, **fns):
-    """``loop.train`` of the fit ``s`` from its start, with ``fns`` replaced."""
-    return loop_lib.train(
-        s.ctx, *classify.resume(s, state), **{**classify.loop_fns(s), **fns}
-    )
-
-
-def test_plateau_rule_on_the_loop_reloads_the_best_and_stops(tmp_path):
+def test_plateau_rule_on_the_loop_reloads_the_best_and_stops(tmp_path, monkeypatch):
     data = _separable(0)
     s, state = classify.build_fit(_frozen_fit(20, max_decay=2), data, tmp_path / "fit")
     losses = (1.0, 0.9, 0.95, 0.91, 0.8, 0.85, 0.86)
-    seen, after = [], []
+    seen, after, real_rule = [], [], classify.rule
 
-    def scripted_validation(state):
+    def scripted_validation(s, state):
         seen.append(np.array(state.params["clf"]["w"]))
         loss = losses[len(seen) - 1]
         return {"loss": loss, "accuracy": 0.0}, loss
 
-    def recorded_rule(state, loop, val, improved):
-        state, scalars = classify.rule(s, state, loop, val, improved)
+    def recorded_rule(s, state, loop, val, improved):
+        state, scalars = real_rule(s, state, loop, val, improved)
         lr = float(state.opt_state.hyperparams["learning_rate"])
         after.append((np.array(state.params["clf"]["w"]), lr))
         return state, scalars
 
-    results = _train(s, state, evaluate=scripted_validation, rule=recorded_rule)
+    # The fit's loop reads the module's functions when it starts.
+    monkeypatch.setattr(classify, "evaluate", scripted_validation)
+    monkeypatch.setattr(classify, "rule", recorded_rule)
+    results = classify.train_fit(s, state)
     # Epochs 0..6: best, best, keep, decay (reload epoch 1), best, keep, stop.
     assert results["epochs_run"] == 7 and results["best_epoch"] == 4
     assert results["stopped"] and results["decays"] == 2
@@ -175,18 +170,19 @@ def test_plateau_rule_on_the_loop_reloads_the_best_and_stops(tmp_path):
     np.testing.assert_array_equal(best["w"], seen[4])
     assert not np.array_equal(seen[6], seen[4])
     xt, yt = data.features["test"], data.test.labels
-    assert results["test"]["accuracy"] == classify.accuracy(best, xt, yt)
+    assert results["test"] == classify.scores(best, xt, yt)
 
 
 def test_linear_classifier_learns_separable_features(tmp_path):
     data = _separable(0)
     untrained = classify.init_linear(jax.random.key(0), 3, 3)
     xt, yt = data.features["test"], data.test.labels
-    assert classify.accuracy(untrained, xt, yt) < 0.8
+    assert classify.scores(untrained, xt, yt)["accuracy"] < 0.8
     for name, valid in (("valid", data.valid), ("none", None)):
         features = {k: v for k, v in data.features.items() if valid or k != "valid"}
         fit_data = dataclasses.replace(data, valid=valid, features=features)
-        results = classify.train_fit(_frozen_fit(5), fit_data, tmp_path / name)
+        built = classify.build_fit(_frozen_fit(5), fit_data, tmp_path / name)
+        results = classify.train_fit(*built)
         assert results["test"]["accuracy"] > 0.95
         assert results["steps"] == 5 * 6  # 90 examples in batches of 16
         # Without validation no epoch is selected: the last state is scored.
@@ -268,7 +264,7 @@ def test_frozen_and_finetuned_runs(run_dir, tmp_path):
     assert table.splitlines()[0] == "| run | 10 labels | 40 labels |"
 
     fit, data = _finetune_fit(pool, valid, test, epochs=2)
-    results = classify.train_fit(fit, data, tmp_path / "ft", vae=run)
+    results = classify.train_fit(*classify.build_fit(fit, data, tmp_path / "ft", run))
     tree, _ = checkpoints.Checkpointer(tmp_path / "ft").restore_best(None)
     before, after = run.variables["params"], tree["params"]["encoder_and_head"]
     changed = jax.tree_util.tree_map(
@@ -287,16 +283,16 @@ def test_frozen_and_finetuned_runs(run_dir, tmp_path):
         "batch_stats": tree["batch_stats"],
     }
     x = classify.posterior_means(run, variables, test.rows, 128)
-    assert results["test"]["accuracy"] == classify.accuracy(
-        tree["params"]["clf"], x, test.labels
-    )
+    assert results["test"] == classify.scores(tree["params"]["clf"], x, test.labels)
 
 
 def test_interrupted_fit_resumes_to_the_same_result(run_dir, tmp_path, monkeypatch):
     run, pool, valid, test, _ = _splits(run_dir)
     fit, data = _finetune_fit(pool, valid, test, epochs=3)
     settings = classify.FitSettings(epochs=3, log_every_steps=1)
-    straight = classify.train_fit(fit, data, tmp_path / "straight", run, settings)
+    straight = classify.train_fit(
+        *classify.build_fit(fit, data, tmp_path / "straight", run, settings)
+    )
     per_epoch = straight["steps"] // 3
     assert per_epoch >= 3
     stop = per_epoch + 2  # inside the second epoch
@@ -311,12 +307,12 @@ def test_interrupted_fit_resumes_to_the_same_result(run_dir, tmp_path, monkeypat
 
     monkeypatch.setattr(s.ctx.writer, "write_scalars", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        _train(s, state)
+        classify.train_fit(s, state)
     ckpt = checkpoints.Checkpointer(workdir)
     assert ckpt.latest_step() == stop
     ckpt.close()
     assert not (workdir / "results.json").exists()
-    resumed = classify.train_fit(fit, data, workdir, run, settings)
+    resumed = classify.train_fit(*classify.build_fit(fit, data, workdir, run, settings))
     for key in ("test", "valid", "steps", "best_epoch", "learning_rate"):
         assert resumed[key] == straight[key]
     trees = []

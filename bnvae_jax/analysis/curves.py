@@ -15,9 +15,9 @@ import pathlib
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from bnvae_jax.analysis import plots
+from bnvae_jax.errors import WorkdirError
 from bnvae_jax.training import writers
 
 
@@ -40,42 +40,29 @@ class Curves:
     lr: np.ndarray
 
 
-def curves_from_records(records: Sequence[dict], split: str = "valid") -> Curves:
-    """The end-of-epoch rows of ``split`` among ``writers.read_metrics`` records.
+def read_curves(workdir: str | pathlib.Path, split: str = "valid") -> Curves:
+    """The end-of-epoch rows of ``split`` of the run in ``workdir``.
 
     An epoch validated twice (a run resumed inside its end-of-epoch work) keeps
     its last row.
+
+    Raises:
+      WorkdirError: the run has not finished an epoch.
     """
-    rows: dict[int, tuple[float, float, float, float]] = {}
-    for r in records:
-        v = r["values"]
-        if r["kind"] != "scalars" or "epoch" not in v or f"{split}/elbo_nll" not in v:
-            continue
-        rows[int(v["epoch"])] = (
-            float(v[f"{split}/elbo_nll"]),
-            float(v.get(f"{split}/kl", np.nan)),
-            float(v.get(f"{split}/mi", np.nan)),
-            float(v.get("lr", np.nan)),
+    keys = (f"{split}/elbo_nll", f"{split}/kl", f"{split}/mi", "lr")
+    rows = {
+        int(r["values"]["epoch"]): [r["values"].get(k, np.nan) for k in keys]
+        for r in writers.read_metrics(workdir)
+        if r["kind"] == "scalars" and {"epoch", keys[0]} <= r["values"].keys()
+    }
+    if not rows:
+        raise WorkdirError(
+            f"{workdir}: no end-of-epoch {split}/elbo_nll in {writers.METRICS_FILE} "
+            "(has the run finished an epoch?)"
         )
     epochs = sorted(rows)
-    cols = np.asarray([rows[e] for e in epochs], np.float64).reshape(-1, 4)
-    return Curves(
-        epoch=np.asarray(epochs, np.int64),
-        elbo_nll=cols[:, 0],
-        kl=cols[:, 1],
-        mi=cols[:, 2],
-        lr=cols[:, 3],
-    )
-
-
-def read_curves(workdir: str | pathlib.Path, split: str = "valid") -> Curves:
-    """The curves of the run in ``workdir`` (WorkdirError before its first epoch)."""
-    return writers.read_rows(
-        workdir,
-        split,
-        curves_from_records,
-        f"end-of-epoch {split}/elbo_nll (has the run finished an epoch?)",
-    )
+    elbo_nll, kl, mi, lr = np.asarray([rows[e] for e in epochs], np.float64).T
+    return Curves(np.asarray(epochs, np.int64), elbo_nll, kl, mi, lr)
 
 
 def curves_figure(
@@ -92,16 +79,11 @@ def curves_figure(
     """
     if not runs:
         raise ValueError("curves_figure needs at least one run")
-    fig = Figure(figsize=(7.4, 2.8), dpi=90)
-    ax_elbo, ax_kl = fig.subplots(1, 2)
+    fig, (ax_elbo, ax_kl) = plots.line_panels(2, (7.4, 2.8), "epoch")
     for label, c in runs:
         ax_elbo.plot(c.epoch + 1, c.elbo_nll, "-o", ms=2.5, label=label)
         ax_kl.plot(c.epoch + 1, c.kl, "-o", ms=2.5, label=label)
     ax_elbo.set_ylabel("validation −ELBO (nats / sentence)", fontsize=8)
     ax_kl.set_ylabel("validation KL (nats)", fontsize=8)
-    for ax in (ax_elbo, ax_kl):
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
     ax_elbo.legend(fontsize=7)
     return plots.save_png(fig, path, pad=0.4)

@@ -13,6 +13,7 @@ import pathlib
 
 import numpy as np
 
+from bnvae_jax.errors import WorkdirError
 from bnvae_jax.training import writers
 
 
@@ -35,41 +36,25 @@ class Series:
     kl_aggregate: np.ndarray
 
 
-def series_from_records(records: list[dict], split: str = "valid") -> Series:
-    """The curves of ``split`` from ``writers.read_metrics`` records.
+def read_series(workdir: str | pathlib.Path, split: str = "valid") -> Series:
+    """The curves of ``split`` of the run in ``workdir``.
 
     Records without both ``{split}/kl`` and ``{split}/mi`` are skipped (training
     scalars, or methods without an MI, such as vMF).
+
+    Raises:
+      WorkdirError: the run has not validated yet.
     """
-    kl_key, mi_key = f"{split}/kl", f"{split}/mi"
+    keys = (f"{split}/kl", f"{split}/mi")
     rows = [
-        (
-            r["step"],
-            r["values"].get("epoch", -1),
-            r["values"][kl_key],
-            r["values"][mi_key],
-        )
-        for r in records
-        if r["kind"] == "scalars" and kl_key in r["values"] and mi_key in r["values"]
+        (r["step"], r["values"].get("epoch", -1), *(r["values"][k] for k in keys))
+        for r in writers.read_metrics(workdir)
+        if r["kind"] == "scalars" and set(keys) <= r["values"].keys()
     ]
-    step, epoch, kl, mi = (
-        (np.asarray(c) for c in zip(*rows)) if rows else [np.zeros(0)] * 4
-    )
-    kl, mi = kl.astype(np.float64), mi.astype(np.float64)
-    return Series(
-        step=step.astype(np.int64),
-        epoch=epoch.astype(np.int64),
-        kl=kl,
-        mi=mi,
-        kl_aggregate=kl - mi,
-    )
-
-
-def read_series(workdir: str | pathlib.Path, split: str = "valid") -> Series:
-    """The curves of the run in ``workdir`` (WorkdirError before any validation)."""
-    return writers.read_rows(
-        workdir,
-        split,
-        series_from_records,
-        f"{split}/kl and {split}/mi (has the run validated yet?)",
-    )
+    if not rows:
+        raise WorkdirError(
+            f"{workdir}: no {split}/kl and {split}/mi in {writers.METRICS_FILE} "
+            "(has the run validated yet?)"
+        )
+    step, epoch, kl, mi = np.asarray(rows, np.float64).T
+    return Series(step.astype(np.int64), epoch.astype(np.int64), kl, mi, kl - mi)

@@ -93,8 +93,9 @@ def grid_posterior(log_lik: np.ndarray, grid: np.ndarray) -> GridPosterior:
     return GridPosterior(mean=mean, std=np.sqrt(var), log_px=log_px)
 
 
-def _log_lik_kernel(variables, tokens, lengths, grid_chunks, *, model):
-    """<float32>[B, C * G]: log p(x_b | z = grid_chunks[c, g]) (decoder in eval mode).
+@functools.partial(jax.jit, static_argnames="model")
+def _log_lik_kernel(variables, tokens, lengths, *, chunks, model):
+    """<float32>[B, C * G]: log p(x_b | z = chunks[c, g]) (decoder in eval mode).
 
     Each chunk decodes the ``B * G`` pairs (sentence, grid point) as one batch.
     """
@@ -110,13 +111,8 @@ def _log_lik_kernel(variables, tokens, lengths, grid_chunks, *, model):
         )
         return -rec.reshape(batch, g)
 
-    out = jax.lax.map(one_chunk, grid_chunks)  # [C, B, G]
+    out = jax.lax.map(one_chunk, chunks)  # [C, B, G]
     return jnp.moveaxis(out, 0, 1).reshape(batch, -1)
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_kernel(model: nn.Module):
-    return jax.jit(functools.partial(_log_lik_kernel, model=model))
 
 
 def log_likelihood_grid(
@@ -154,11 +150,8 @@ def log_likelihood_grid(
         return np.zeros((0, num_points))
     pad = (-num_points) % grid_chunk
     chunks = np.pad(grid, (0, pad), mode="edge").reshape(-1, grid_chunk)
-    kernel = _jitted_kernel(model)
-    log_lik = _map_chunks(
-        lambda tok, lens: kernel(variables, tok, lens, chunks), rows, sentence_chunk
-    )
-    return log_lik[:, :num_points]
+    kernel = functools.partial(_log_lik_kernel, variables, chunks=chunks, model=model)
+    return _map_chunks(kernel, rows, sentence_chunk)[:, :num_points]
 
 
 def _map_chunks(fn, rows: Sequence[np.ndarray], chunk: int):
@@ -178,16 +171,11 @@ def _map_chunks(fn, rows: Sequence[np.ndarray], chunk: int):
     return jax.tree.map(lambda *x: np.concatenate(x)[:n].astype(np.float64), *outs)
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_encode(model: nn.Module):
-    def encode(variables, tokens, lengths):
-        mask = jnp.ones(tokens.shape[:1], jnp.float32)
-        post = model.apply(
-            variables, tokens, lengths, mask, train=False, method="encode"
-        )
-        return post.mu, post.logvar
-
-    return jax.jit(encode)
+@functools.partial(jax.jit, static_argnames="model")
+def _encode(variables, tokens, lengths, *, model):
+    mask = jnp.ones(tokens.shape[:1], jnp.float32)
+    post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
+    return post.mu, post.logvar
 
 
 def inference_posterior(
@@ -202,7 +190,5 @@ def inference_posterior(
     Returns:
       (mu, logvar), each <float64>[N, n]; for BN-VAE the mean is after the BN head.
     """
-    encode = _jitted_encode(model)
-    return _map_chunks(
-        lambda tok, lens: encode(variables, tok, lens), rows, sentence_chunk
-    )
+    encode = functools.partial(_encode, variables, model=model)
+    return _map_chunks(encode, rows, sentence_chunk)

@@ -28,6 +28,17 @@ def save_png(fig: Figure, path: str | pathlib.Path, pad: float) -> pathlib.Path:
     return path
 
 
+def line_panels(count: int, size: tuple[float, float], xlabel: str):
+    """``(figure, axes)``: a row of ``count`` gridded panels sharing ``xlabel``."""
+    fig = Figure(figsize=size, dpi=90)
+    axes = fig.subplots(1, count, squeeze=False)[0]
+    for ax in axes:
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    return fig, axes
+
+
 def lagging_figure(
     rows: Sequence[tuple[str, Sequence[tuple[int, np.ndarray, np.ndarray]]]],
     path: str | pathlib.Path,
@@ -94,8 +105,7 @@ def dynamics_figure(
     """
     if not runs:
         raise ValueError("dynamics_figure needs at least one run")
-    fig = Figure(figsize=(3.2 * len(runs), 2.6), dpi=90)
-    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    fig, axes = line_panels(len(runs), (3.2 * len(runs), 2.6), "training step")
     for ax, (title, series) in zip(axes, runs, strict=True):
         ax.plot(series.step, series.kl, "-o", ms=2.5, label="KL in the ELBO")
         ax.plot(series.step, series.mi, "-s", ms=2.5, label=r"MI $I_q$")
@@ -103,9 +113,6 @@ def dynamics_figure(
             series.step, series.kl_aggregate, "-^", ms=2.5, label=r"KL$(q(z)\|p(z))$"
         )
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("training step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
     axes[0].set_ylabel("nats", fontsize=8)
     axes[0].legend(fontsize=7)
     return save_png(fig, path, pad=0.4)

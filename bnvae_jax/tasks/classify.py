@@ -169,12 +169,9 @@ def sample_subset(
         raise ConfigError(f"{num} labels asked, the training file has {len(labels)}")
     if not balanced:
         return np.sort(rng.choice(len(labels), size=num, replace=False))
-    classes = np.unique(labels)
-    per_class = [
-        num // len(classes) + (i < num % len(classes)) for i in range(len(classes))
-    ]
-    picked = []
-    for c, k in zip(classes, per_class, strict=True):
+    classes, picked = np.unique(labels), []
+    for i, c in enumerate(classes):
+        k = num // len(classes) + (i < num % len(classes))
         members = np.flatnonzero(labels == c)
         if k > len(members):
             raise ConfigError(
@@ -239,25 +236,20 @@ def init_linear(key: jax.Array, features: int, classes: int) -> dict:
     }
 
 
-def linear_logits(clf: Mapping, x: jax.Array) -> jax.Array:
-    """<float32>[B, C] logits of features <float32>[B, n]."""
-    return x @ clf["w"] + clf["b"]
+def scores(clf: Mapping, x: np.ndarray, y: np.ndarray) -> dict:
+    """Mean cross-entropy and accuracy of the linear classifier on features ``x``."""
+    logits = np.asarray(x @ clf["w"] + clf["b"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return {
+        "loss": float(jnp.mean(ce)),
+        "accuracy": float(np.mean(logits.argmax(-1) == y)),
+    }
 
 
-def masked_cross_entropy(logits, labels, mask) -> jax.Array:
-    """Mean cross-entropy over the real (mask 1) examples."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def accuracy(clf: Mapping, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(np.asarray(linear_logits(clf, x)), -1) == y))
-
-
-def _scores(clf: Mapping, x: np.ndarray, y: np.ndarray) -> dict:
-    """Mean cross-entropy and accuracy of the classifier on features ``x``."""
-    loss = masked_cross_entropy(linear_logits(clf, x), y, jnp.ones(len(y)))
-    return {"loss": float(loss), "accuracy": accuracy(clf, x, y)}
+def _vae_variables(frozen: Mapping, params: Mapping, batch_stats) -> dict:
+    """The VAE's variables: its frozen and its trained parameters, BN statistics."""
+    params = {**frozen, **params["encoder_and_head"]}
+    return {"params": params, "batch_stats": batch_stats}
 
 
 # -- one fit on the shared loop --------------------------------------------------
@@ -369,12 +361,8 @@ def _train_step(state, batch, rng, frozen, *, model, dropout):
         if model is None:
             x = batch["x"]
         else:
-            variables = {
-                "params": {**frozen, **params["encoder_and_head"]},
-                "batch_stats": stats,
-            }
             post, updates = model.apply(
-                variables,
+                _vae_variables(frozen, params, stats),
                 batch["tokens"],
                 batch["lengths"],
                 mask,
@@ -389,8 +377,10 @@ def _train_step(state, batch, rng, frozen, *, model, dropout):
                 jax.random.fold_in(rng, state.step), keep, x.shape
             )
             x = x * drop / keep
-        logits = linear_logits(params["clf"], x)
-        return masked_cross_entropy(logits, labels, mask), (logits, stats)
+        logits = x @ params["clf"]["w"] + params["clf"]["b"]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        loss = jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        return loss, (logits, stats)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (logits, stats)), grads = grad_fn(state.params)
@@ -427,20 +417,15 @@ def epoch_batches(s: FitSetup, epoch: int, start: int):
     for position in range(start, num_batches(s)):
         if s.plan is not None:
             batch = s.plan.make_batch(int(order[position]))
-            arrays = {
-                "tokens": batch.tokens,
-                "lengths": batch.lengths,
-                "mask": batch.mask,
-                "labels": labels[np.maximum(batch.index, 0)],
-            }
+            arrays = {k: getattr(batch, k) for k in ("tokens", "lengths", "mask")}
+            arrays["labels"] = labels[np.maximum(batch.index, 0)]
             real = batch.num_real
         else:
             index = order[position * size : (position + 1) * size]
-            slots = np.zeros(size, np.int64)
-            slots[: len(index)] = index
-            mask = (np.arange(size) < len(index)).astype(np.float32)
+            slots, real = np.pad(index, (0, size - len(index))), len(index)
+            mask = (np.arange(size) < real).astype(np.float32)
             x = s.data.features["train"][slots] * mask[:, None]
-            arrays, real = {"x": x, "labels": labels[slots], "mask": mask}, len(index)
+            arrays = {"x": x, "labels": labels[slots], "mask": mask}
         if real < s.ctx.settings.min_batch:
             yield position, None, 0
         else:
@@ -450,12 +435,9 @@ def epoch_batches(s: FitSetup, epoch: int, start: int):
 def make_step(s: FitSetup):
     """``step(state, arrays, loop, step) -> (state, metrics)`` of the fit."""
     model = None if s.vae is None else s.vae.model
-    dropout = s.fit.cfg.dropout
-
-    def step(state, arrays, loop, step):
-        return _train_step(state, arrays, s.rng, s.frozen, model=model, dropout=dropout)
-
-    return step
+    return lambda state, arrays, loop, step: _train_step(
+        state, arrays, s.rng, s.frozen, model=model, dropout=s.fit.cfg.dropout
+    )
 
 
 def summarize(host: list, loop: FitLoop) -> dict:
@@ -475,12 +457,9 @@ def split_scores(s: FitSetup, state, split: str) -> dict:
     if s.vae is None:
         x = s.data.features[split]
     else:
-        variables = {
-            "params": {**s.frozen, **state.params["encoder_and_head"]},
-            "batch_stats": state.batch_stats,
-        }
+        variables = _vae_variables(s.frozen, state.params, state.batch_stats)
         x = posterior_means(s.vae, variables, rows.rows, s.fit.cfg.eval_batch_size)
-    return _scores(state.params["clf"], x, rows.labels)
+    return scores(state.params["clf"], x, rows.labels)
 
 
 def evaluate(s: FitSetup, state) -> tuple[dict, float]:
@@ -510,11 +489,8 @@ def rule(s: FitSetup, state, loop: FitLoop, val: dict, improved: bool):
         state = rules.reload_best(s.ctx, state, loop.learning_rate)
     loop.done = action == "stop"
     logging.info(
-        "%s: valid loss %.4f accuracy %.4f lr %g",
-        head,
-        val["loss"],
-        val["accuracy"],
-        loop.learning_rate,
+        f"{head}: valid loss {val['loss']:.4f} accuracy {val['accuracy']:.4f} "
+        f"lr {loop.learning_rate:g}"
     )
     return state, {"lr": loop.learning_rate, "decays": loop.decays}
 
@@ -572,21 +548,19 @@ def build_fit(
         ConfigError: fine-tuning without a run, or without a usable batch.
         WorkdirError: ``workdir`` holds a fit with other settings.
     """
-    cfg = fit.cfg
-    finetune = cfg.mode == "finetune"
-    root = jax.random.key(fit.seed)
-    init_key, step_key = jax.random.split(root) if finetune else (root, root)
-    plan, params, frozen, batch_stats = None, {}, {}, {}
-    dim = None if finetune else data.features["train"].shape[1]
-    if finetune:
+    cfg, root = fit.cfg, jax.random.key(fit.seed)
+    if cfg.mode == "frozen":
+        vae, plan, frozen, params, batch_stats = None, None, {}, {}, {}
+        init_key = step_key = root
+        dim = data.features["train"].shape[1]
+    else:
         if vae is None:
             raise ConfigError("fine-tuning needs the trained run")
-        plan = batching.plan_batches(
-            data.train.rows,
-            batching.BatchingConfig(
-                batch_size=cfg.batch_size, bucket_width=vae.bucket_width, min_batch=2
-            ),
+        init_key, step_key = jax.random.split(root)
+        batches = batching.BatchingConfig(
+            batch_size=cfg.batch_size, bucket_width=vae.bucket_width, min_batch=2
         )
+        plan = batching.plan_batches(data.train.rows, batches)
         if len(plan) == 0:
             raise ConfigError(
                 "fine-tuning needs at least 2 labelled sentences of one length"
@@ -594,7 +568,7 @@ def build_fit(
         frozen = dict(vae.variables["params"])
         trainable = {k: frozen.pop(k) for k in ("encoder", "head") if k in frozen}
         # Copies: the step donates the state, the run's arrays must stay.
-        params["encoder_and_head"] = jax.tree.map(jnp.array, trainable)
+        params = {"encoder_and_head": jax.tree.map(jnp.array, trainable)}
         batch_stats = jax.tree.map(jnp.array, vae.variables.get("batch_stats", {}))
         dim = vae.model.cfg.latent_dim
     params["clf"] = init_linear(init_key, dim, fit.num_classes)
@@ -610,47 +584,26 @@ def build_fit(
     info = fit_info(fit, data)
     ctx = loop_lib.open_context(workdir, info, parallel.single_device(), settings)
     checkpoints.write_run_info(ctx.workdir, info)
-    config = ml_collections.ConfigDict(
-        dict(
-            info, classifier=dataclasses.asdict(cfg), loop=dataclasses.asdict(settings)
-        )
-    )
-    vae = vae if finetune else None
+    classifier, loop = dataclasses.asdict(cfg), dataclasses.asdict(settings)
+    config = ml_collections.ConfigDict(dict(info, classifier=classifier, loop=loop))
     return FitSetup(fit, data, vae, frozen, plan, ctx, config, step_key), state
 
 
-def loop_fns(s: FitSetup) -> dict:
-    """The fit's keyword arguments of ``loop.train``."""
-    return dict(
-        **loop_lib.task_fns(sys.modules[__name__], s),
+def train_fit(s: FitSetup, state) -> dict:
+    """Trains (or resumes) the fit ``s`` from its latest checkpoint; its results.
+
+    ``state`` is the fresh state ``build_fit`` gives. A finished fit reruns as a
+    no-op returning its saved results (``loop.train``).
+    """
+    restored = loop_lib.restore(s.ctx, state, FitLoop)
+    start = restored or (state, FitLoop(learning_rate=s.fit.cfg.learning_rate))
+    return loop_lib.train(
+        s.ctx,
+        *start,
         method=f"classifier_{s.fit.cfg.mode}",
         config=s.config,
+        **loop_lib.task_fns(sys.modules[__name__], s),
     )
-
-
-def resume(s: FitSetup, state) -> tuple[steps.TrainState, FitLoop]:
-    """The fit's latest checkpoint and loop state, or a fresh start."""
-    restored = loop_lib.restore(s.ctx, state, FitLoop)
-    return restored or (state, FitLoop(learning_rate=s.fit.cfg.learning_rate))
-
-
-def train_fit(
-    fit: Fit,
-    data: FitData,
-    workdir: str | os.PathLike,
-    vae: TrainedRun | None = None,
-    settings: FitSettings | None = None,
-) -> dict:
-    """Trains (or resumes) one fit in ``workdir``; its results (``loop.train``).
-
-    A finished fit reruns as a no-op returning its saved results.
-    """
-    s, state = build_fit(fit, data, workdir, vae, settings)
-    return loop_lib.train(s.ctx, *resume(s, state), **loop_fns(s))
-
-
-def fit_dir(fits_dir: str | os.PathLike, num_labels: int, seed: int) -> pathlib.Path:
-    return pathlib.Path(fits_dir) / f"labels{num_labels}_seed{seed}"
 
 
 # -- the experiment ------------------------------------------------------------
@@ -680,9 +633,9 @@ def run_classification(
         (std over seeds with ddof 0, as the reference prints it).
     """
     balanced = cfg.subsets == "balanced"
-    feats = {}
+    feats = {}  # frozen: the features of the pool ("train"), valid and test
     if cfg.mode == "frozen":
-        splits = {"pool": pool, "valid": valid, "test": test}
+        splits = {"train": pool, "valid": valid, "test": test}
         feats = {
             name: posterior_means(run, run.variables, rows.rows, cfg.eval_batch_size)
             for name, rows in splits.items()
@@ -696,23 +649,15 @@ def run_classification(
             train = LabelledRows(
                 tuple(pool.rows[i] for i in subset), pool.labels[subset]
             )
-            features = {k: v for k, v in feats.items() if k != "pool"}
-            if feats:
-                features["train"] = feats["pool"][subset]
+            features = dict(feats, train=feats["train"][subset]) if feats else {}
             fit = Fit(cfg=cfg, num_labels=num, seed=seed, num_classes=num_classes)
             data = FitData(train=train, valid=valid, test=test, features=features)
-            scores = train_fit(fit, data, fit_dir(fits_dir, num, seed), vae=run)
-            acc = scores["test"]["accuracy"]
+            workdir = pathlib.Path(fits_dir) / f"labels{num}_seed{seed}"
+            acc = train_fit(*build_fit(fit, data, workdir, vae=run))["test"]["accuracy"]
             logging.info("labels %d seed %d: test accuracy %.4f", num, seed, acc)
             accs.append(acc)
-        results.append(
-            {
-                "labels": num,
-                "accuracies": accs,
-                "mean": float(np.mean(accs)),
-                "std": float(np.std(accs)),
-            }
-        )
+        mean, std = float(np.mean(accs)), float(np.std(accs))
+        results.append(dict(labels=num, accuracies=accs, mean=mean, std=std))
     return {
         "results": results,
         "seeds": list(seeds),

@@ -33,6 +33,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from bnvae_jax import config as config_lib
 from bnvae_jax import fileio, methods
 from bnvae_jax.analysis import grid as grid_lib
 from bnvae_jax.analysis import plots
@@ -56,11 +57,6 @@ class Setting:
     method: str
     gamma: float | None
     batch_size: int
-
-    @property
-    def model(self) -> str:
-        """The ``study.models`` entry: ``method`` or ``method:gamma``."""
-        return self.method if self.gamma is None else f"{self.method}:{self.gamma:g}"
 
     @property
     def name(self) -> str:
@@ -87,8 +83,7 @@ class StudyConfig:
     sentence_chunk: int
     grid_chunk: int
     seed: int
-    fig1_models: tuple[tuple[str, float | None], ...]  # (method, gamma)
-    fig1_batch_size: int
+    fig1: tuple[Setting, ...]  # the rows of figure 1, in study.fig1_models' order
     axis_limit: float
 
 
@@ -117,19 +112,15 @@ class Snapshot:
 
     def summary(self) -> dict:
         """Scalars of the scatter plot: the gap to the diagonal and the spreads."""
-        gap = np.abs(self.mu_theta - self.mu_phi)
-        spread_theta, spread_phi = np.std(self.mu_theta), np.std(self.mu_phi)
-        corr = (
-            float(np.corrcoef(self.mu_theta, self.mu_phi)[0, 1])
-            if spread_theta > 0 and spread_phi > 0
-            else 0.0
-        )
+        theta, phi = self.mu_theta, self.mu_phi
+        spread_theta, spread_phi = float(np.std(theta)), float(np.std(phi))
+        corr = np.corrcoef(theta, phi)[0, 1] if min(spread_theta, spread_phi) > 0 else 0
         return {
             "step": self.step,
-            "mean_abs_gap": float(np.mean(gap)),
-            "spread_mu_theta": float(spread_theta),
-            "spread_mu_phi": float(spread_phi),
-            "corr": corr,
+            "mean_abs_gap": float(np.mean(np.abs(theta - phi))),
+            "spread_mu_theta": spread_theta,
+            "spread_mu_phi": spread_phi,
+            "corr": float(corr),
             "kl": self.kl,
             "mi": self.mi,
         }
@@ -158,10 +149,10 @@ def resolve_study(study: ml_collections.ConfigDict) -> StudyConfig:
     models = [parse_model(m) for m in study.models]
     if not models or not study.batch_sizes:
         raise ConfigError("study.models and study.batch_sizes must not be empty")
-    steps = tuple(int(s) for s in study.snapshot_steps)
-    if not steps or list(steps) != sorted(set(steps)) or steps[0] < 0:
+    wanted = tuple(int(s) for s in study.snapshot_steps)
+    if not wanted or list(wanted) != sorted(set(wanted)) or wanted[0] < 0:
         raise ConfigError(
-            f"study.snapshot_steps must be distinct, increasing and >= 0, got {steps}"
+            f"study.snapshot_steps must be distinct, increasing and >= 0, got {wanted}"
         )
     if study.num_points < 2:
         raise ConfigError(f"study.num_points must be >= 2, got {study.num_points}")
@@ -169,29 +160,20 @@ def resolve_study(study: ml_collections.ConfigDict) -> StudyConfig:
         raise ConfigError("study.sentence_chunk and study.grid_chunk must be >= 1")
     if study.axis_limit <= 0:
         raise ConfigError(f"study.axis_limit must be > 0, got {study.axis_limit}")
-    settings = tuple(
-        Setting(method, gamma, int(b))
-        for b in study.batch_sizes
-        for method, gamma in models
-    )
-    fig1 = tuple(parse_model(m) for m in study.fig1_models)
+    fig1 = [parse_model(m) for m in study.fig1_models]
     unknown = set(fig1) - set(models)
     if unknown or study.fig1_batch_size not in study.batch_sizes:
         raise ConfigError(
             f"study.fig1_models {sorted(unknown)} / fig1_batch_size "
             f"{study.fig1_batch_size} are not among study.models / study.batch_sizes"
         )
-    return StudyConfig(
-        settings=settings,
-        snapshot_steps=steps,
-        num_points=int(study.num_points),
+    return config_lib.typed(
+        StudyConfig,
+        study,
+        settings=tuple(Setting(*m, int(b)) for b in study.batch_sizes for m in models),
+        snapshot_steps=wanted,
         grid=grid_lib.Grid(study.grid_start, study.grid_stop, study.grid_step),
-        sentence_chunk=int(study.sentence_chunk),
-        grid_chunk=int(study.grid_chunk),
-        seed=int(study.seed),
-        fig1_models=fig1,
-        fig1_batch_size=int(study.fig1_batch_size),
-        axis_limit=float(study.axis_limit),
+        fig1=tuple(Setting(*m, int(study.fig1_batch_size)) for m in fig1),
     )
 
 
@@ -263,25 +245,11 @@ def _write_npz(path: pathlib.Path, **arrays) -> None:
     tmp.replace(path)
 
 
-def save_snapshot(path: pathlib.Path, snap: Snapshot, indices: np.ndarray) -> None:
-    """Writes ``snap`` (and the sentence ids) atomically as ``.npz``."""
-    _write_npz(path, indices=indices, **dataclasses.asdict(snap))
-
-
 def load_snapshot(path: pathlib.Path) -> Snapshot:
     with np.load(path) as data:
         values = {f.name: data[f.name] for f in dataclasses.fields(Snapshot)}
     # step, kl and mi as Python numbers, the point arrays as arrays.
     return Snapshot(**{k: v.item() if v.ndim == 0 else v for k, v in values.items()})
-
-
-def _train_to(s: text_vae.Setup, fns: dict, state, loop, step: int):
-    """Continues training until ``step`` (or until the run's own end)."""
-    if step == 0 or int(state.step) >= step or loop.done:
-        return state
-    settings = dataclasses.replace(s.ctx.settings, max_steps=step)
-    ctx = dataclasses.replace(s.ctx, settings=settings)
-    return loop_lib.train_epochs(ctx, state, loop, **fns)
 
 
 def run_setting(
@@ -291,13 +259,11 @@ def run_setting(
     run_dir: pathlib.Path,
 ) -> list[Snapshot]:
     """Trains one setting in stages and snapshots it at every study step."""
-    config = setting_config(base, setting)
-    s, state = text_vae.setup(config, str(run_dir))
+    s, state = text_vae.setup(setting_config(base, setting), str(run_dir))
     state, loop = text_vae.start(s, state)
     fns = loop_lib.task_fns(text_vae, s)
     indices = choose_points(len(s.data.train), study.num_points, study.seed)
     rows = [s.data.train[i] for i in indices]
-    key = jax.random.key(study.seed)
     snapshots = []
     try:
         for requested in study.snapshot_steps:
@@ -305,34 +271,27 @@ def run_setting(
             if path.is_file():
                 snapshots.append(load_snapshot(path))
                 continue
-            state = _train_to(s, fns, state, loop, requested)
-            if int(state.step) > requested:
+            if int(state.step) < requested and not loop.done:
+                # Train on until ``requested`` (or until the run's own end).
+                settings = dataclasses.replace(s.ctx.settings, max_steps=requested)
+                ctx = dataclasses.replace(s.ctx, settings=settings)
+                state = loop_lib.train_epochs(ctx, state, loop, **fns)
+            step = int(state.step)
+            if step > requested:
                 raise WorkdirError(
-                    f"{run_dir} is at step {int(state.step)} but has no snapshot for "
+                    f"{run_dir} is at step {step} but has no snapshot for "
                     f"step {requested}; use a new --workdir"
                 )
-            snap = take_snapshot(
-                s.model,
-                steps.variables(state),
-                rows,
-                study,
-                jax.random.fold_in(key, requested),
-                int(state.step),
-            )
-            save_snapshot(path, snap, indices)
+            key = jax.random.fold_in(jax.random.key(study.seed), requested)
+            variables = steps.variables(state)
+            snap = take_snapshot(s.model, variables, rows, study, key, step)
+            _write_npz(path, indices=indices, **dataclasses.asdict(snap))
             logging.info("%s step %d: %s", setting.name, snap.step, snap.summary())
             snapshots.append(snap)
     finally:
         s.ctx.writer.close()
         s.ctx.ckpt.close()
     return snapshots
-
-
-def _rows(results: dict, settings) -> list[tuple[str, list]]:
-    return [
-        (s.label, [(snap.step, snap.mu_theta, snap.mu_phi) for snap in results[s.name]])
-        for s in settings
-    ]
 
 
 def write_outputs(
@@ -351,16 +310,12 @@ def write_outputs(
         for name, snaps in results.items()
     }
     fileio.write_json_atomic(workdir / SUMMARY_FILE, summary)
-    fig1 = [
-        s
-        for m in study.fig1_models
-        for s in study.settings
-        if (s.method, s.gamma) == m and s.batch_size == study.fig1_batch_size
-    ]
-    plots.lagging_figure(_rows(results, fig1), workdir / FIG1_FILE, study.axis_limit)
-    plots.lagging_figure(
-        _rows(results, study.settings), workdir / FIG2_FILE, study.axis_limit
-    )
+    for file, settings in ((FIG1_FILE, study.fig1), (FIG2_FILE, study.settings)):
+        rows = [
+            (s.label, [(x.step, x.mu_theta, x.mu_phi) for x in results[s.name]])
+            for s in settings
+        ]
+        plots.lagging_figure(rows, workdir / file, study.axis_limit)
     return summary
 
 

@@ -41,9 +41,6 @@ from bnvae_jax.training import (
 from bnvae_jax.training import loop as loop_lib
 from bnvae_jax.training.loop import DivergedError
 
-# The arrays a train step reads; evaluation batches also carry sentence ids.
-TRAIN_KEYS = ("tokens", "lengths", "mask")
-
 
 @dataclasses.dataclass
 class LoopState(loop_lib.LoopState):
@@ -85,24 +82,6 @@ class Setup:
     eval_key: jax.Array
 
 
-def build_model(
-    run: RunConfig, axis_name: str | None = None, training: bool = False
-) -> TextVAE:
-    """The model; with ``training``, in the train steps' precision."""
-    cfg = run.model
-    if training and run.train.mixed_precision:
-        cfg = dataclasses.replace(cfg, mixed_precision=True)
-    return TextVAE(cfg, axis_name=axis_name)
-
-
-def run_info(run: RunConfig, vocab: Vocab) -> dict:
-    """What a workdir's checkpoints depend on (shapes, vocabulary)."""
-    info = dict(run.architecture)
-    info["vocab_size"] = len(vocab)
-    info["vocab_fingerprint"] = vocab.fingerprint()
-    return info
-
-
 def resolve(config: ml_collections.ConfigDict) -> RunConfig:
     """The typed run; one warning line when a BN head starts below eps."""
     run = config_lib.resolve(config)
@@ -131,37 +110,45 @@ def setup(
         lambda: datasets.load_datasets(run.data, str(workdir)), "reading the data"
     )
     run = run.with_vocab(len(data.vocab))
-    info = run_info(run, data.vocab)
-    ctx = loop_lib.open_context(workdir, info, par, run.train, write)
-    plan = batching.plan_batches(
-        data.train,
-        batching.BatchingConfig(
-            batch_size=run.data.batch_size,
-            bucket_width=run.data.bucket_width,
-            mode=run.data.batching,
-        ),
+    # What the workdir's checkpoints depend on (shapes, vocabulary).
+    info = dict(
+        run.architecture,
+        vocab_size=len(data.vocab),
+        vocab_fingerprint=data.vocab.fingerprint(),
     )
+    ctx = loop_lib.open_context(workdir, info, par, run.train, write)
+    batches = batching.BatchingConfig(
+        batch_size=run.data.batch_size,
+        bucket_width=run.data.bucket_width,
+        mode=run.data.batching,
+    )
+    plan = batching.plan_batches(data.train, batches)
     if len(plan) == 0:
         raise UserError(f"{data.files['train']} gives no training batch")
     root = jax.random.key(run.seed)
-    s = Setup(
-        config=config,
-        run=run,
-        data=data,
-        plan=plan,
-        model=build_model(run, par.axis_name),
-        ctx=ctx,
-        rng=par.replicate(jax.random.fold_in(root, 1)),
-        eval_key=eval_run.root_key(run.eval, run.seed),
+    # The train steps' model, in their precision.
+    mixed = run.model.mixed_precision or run.train.mixed_precision
+    train_model = TextVAE(
+        dataclasses.replace(run.model, mixed_precision=mixed), axis_name=par.axis_name
     )
     state = steps.create_train_state(
-        build_model(run, par.axis_name, training=True),
+        train_model,
         jax.random.fold_in(root, 0),
         eval_run.batch_arrays(plan.make_batch(0)),
         steps.make_optimizer(run.train.learning_rate, run.train.clip_norm),
     )
     if write:
         loop_lib.record_run(ctx.workdir, data.vocab, info, config)
+    s = Setup(
+        config=config,
+        run=run,
+        data=data,
+        plan=plan,
+        model=TextVAE(run.model, axis_name=par.axis_name),
+        ctx=ctx,
+        rng=par.replicate(jax.random.fold_in(root, 1)),
+        eval_key=eval_run.root_key(run.eval, run.seed),
+    )
     return s, par.replicate(state)
 
 
@@ -180,9 +167,12 @@ def epoch_batches(s: Setup, epoch: int, start: int):
 
 
 def train_arrays(batch: batching.Batch) -> dict:
-    """The numpy arrays of a host batch that the train step reads."""
+    """The numpy arrays of a host batch that the train step reads.
+
+    Evaluation batches also carry sentence ids.
+    """
     arrays = eval_run.batch_arrays(batch)
-    return {k: arrays[k] for k in TRAIN_KEYS}
+    return {k: arrays[k] for k in ("tokens", "lengths", "mask")}
 
 
 def schedule_spec(s: Setup) -> schedules.ScheduleSpec:
@@ -223,17 +213,14 @@ def compile_steps(s: Setup, updates=("all",)) -> list:
     fns, par = step_fns(s), s.ctx.par
     if par.mode == "jit":
         return [steps.jit_train_step(fns, update=u) for u in updates]
-    compiled = []
-    for u in updates:
-        mapped = par.pmap_step(
-            functools.partial(_sub_step, fns=fns, update=u), num_args=4
+
+    def mapped(update):
+        step = par.pmap_step(
+            functools.partial(_sub_step, fns=fns, update=update), num_args=4
         )
-        compiled.append(
-            lambda state, batch, rng, sub=0, f=mapped: f(
-                state, batch, rng, np.int32(sub)
-            )
-        )
-    return compiled
+        return lambda state, batch, rng, sub=0: step(state, batch, rng, np.int32(sub))
+
+    return [mapped(u) for u in updates]
 
 
 def _sub_step(state, batch, rng, sub, *, fns, update):
@@ -295,15 +282,12 @@ def _aggressive_encoder_steps(s: Setup, state, loop, first, enc_step, step: int)
 def summarize(host: list, loop: LoopState) -> dict:
     """The ``train/*`` scalars of the steps in ``host``; warns on BN problems."""
     count = max(sum(float(m["count"]) for m in host), 1.0)
-    last = host[-1]
     scalars = {
-        "train/rec": sum(float(m["rec_sum"]) for m in host) / count,
-        "train/kl": sum(float(m["kl_sum"]) for m in host) / count,
-        "train/kl_weight": float(last["kl_weight"]),
-        "train/grad_norm": float(last["grad_norm"]),
-        "train/param_norm": float(last["param_norm"]),
-        "train/learning_rate": float(last["learning_rate"]),
+        f"train/{k}": sum(float(m[f"{k}_sum"]) for m in host) / count
+        for k in ("rec", "kl")
     }
+    for k in ("kl_weight", "grad_norm", "param_norm", "learning_rate"):
+        scalars[f"train/{k}"] = float(host[-1][k])
     scalars["train/loss"] = (
         scalars["train/rec"] + scalars["train/kl_weight"] * scalars["train/kl"]
     )
@@ -352,14 +336,12 @@ def rule(s: Setup, state, loop: LoopState, val: dict, improved: bool):
             loop.aggressive = False
             logging.info("epoch %d: aggressive training switched off", epoch)
         loop.pre_mi = val["mi_batch"]
-        scalars["aggressive"] = float(loop.aggressive)
-        scalars["inner_steps"] = loop.inner_steps
+        scalars.update(aggressive=float(loop.aggressive), inner_steps=loop.inner_steps)
     if rules.plateau(loop, selection_loss(s.run, val), epoch, cfg):
         state = rules.reload_best(s.ctx, state, loop.learning_rate)
         logging.info("epoch %d: learning rate decayed to %g", epoch, loop.learning_rate)
     scalars["lr"] = loop.learning_rate
-    if loop.decay_count >= cfg.max_decay:
-        loop.done = True
+    loop.done = loop.decay_count >= cfg.max_decay
     mi = "-" if val["mi"] is None else f"{val['mi']:.3f}"
     logging.info(
         f"epoch {epoch}: valid nll {val['elbo_nll']:.3f}  kl {val['kl']:.3f}  "
@@ -379,24 +361,15 @@ def final(s: Setup, state, loop: LoopState) -> dict:
         steps.variables(state),
         s.data,
         s.run,
-        s.eval_key,
-        batch_size=s.run.data.eval_batch_size,
-        bucket_width=s.run.data.bucket_width,
-        par=s.ctx.par,
+        s.ctx.par,
         samples_dir=s.ctx.workdir / "samples",
     )
     results.update(
-        {
-            "train_tokens_per_second": loop.train_tokens
-            / max(loop.train_seconds, 1e-9),
-            "init_from": s.run.init_from or None,
-            "aggressive_inner_steps": loop.inner_steps,
-            # Lines read, kept, and dropped as empty or over data.max_tokens.
-            "data": {
-                split: dataclasses.asdict(stats)
-                for split, stats in s.data.stats.items()
-            },
-        }
+        train_tokens_per_second=loop.train_tokens / max(loop.train_seconds, 1e-9),
+        init_from=s.run.init_from or None,
+        aggressive_inner_steps=loop.inner_steps,
+        # Lines read, kept, and dropped as empty or over data.max_tokens.
+        data={k: dataclasses.asdict(v) for k, v in s.data.stats.items()},
     )
     return results
 
@@ -406,19 +379,18 @@ def evaluate_model(
     variables: dict,
     data: datasets.Datasets,
     run: RunConfig,
-    eval_key: jax.Array,
-    *,
-    batch_size: int,
-    bucket_width: int,
     par: parallel.Parallel,
     samples_dir: pathlib.Path | None = None,
 ) -> dict:
     """The ``valid`` and ``test`` entries of ``results.json``; decoded samples.
 
-    Split i draws from ``fold_in(eval_key, i)`` (``bnvae_jax.load(...).score``
-    repeats the test split's draws). Warns when a BN head's running statistics
-    lag behind its encoder on the validation sentences (``bn_stats``).
+    Split i draws from ``fold_in(eval_key, i)`` of the run's evaluation key
+    (``bnvae_jax.load(...).score`` repeats the test split's draws). Warns when
+    a BN head's running statistics lag behind its encoder on the validation
+    sentences (``bn_stats``).
     """
+    eval_key = eval_run.root_key(run.eval, run.seed)
+    batch_size, bucket_width = run.data.eval_batch_size, run.data.bucket_width
     results = {}
     for i, split in enumerate(("valid", "test")):
         results[split] = eval_run.evaluate_split(
@@ -457,32 +429,26 @@ def init_from_run(state, source: str, vocab: Vocab):
       WorkdirError: ``source`` is not a finished run with this vocabulary and
         encoder shape.
     """
-    source_dir = pathlib.Path(source)
-    if not (source_dir / checkpoints.RUN_INFO_FILE).is_file():
+    info = checkpoints.read_run_info(source)
+    if info is None:
         raise WorkdirError(f"init_from={source}: not a run directory (no run info)")
-    info = checkpoints.read_run_info(source_dir)
     if info.get("vocab_fingerprint") != vocab.fingerprint():
         raise WorkdirError(
             f"init_from={source}: that run was trained with another vocabulary"
         )
-    loaded = checkpoints.Checkpointer(source_dir).restore_best_params()
+    loaded = checkpoints.Checkpointer(source).restore_best_params()
     if "encoder" not in loaded:
         raise WorkdirError(f"init_from={source}: its checkpoint has no encoder")
     fresh = state.params["encoder"]
-    want = jax.tree_util.tree_map(np.shape, fresh)
-    got = jax.tree_util.tree_map(np.shape, loaded["encoder"])
-    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(
-        got
-    ) or jax.tree_util.tree_leaves(want) != jax.tree_util.tree_leaves(got):
+    if jax.tree.map(np.shape, fresh) != jax.tree.map(np.shape, loaded["encoder"]):
         raise WorkdirError(
             f"init_from={source}: its encoder has other sizes than this run's "
             "(model.emb_dim, enc_hidden and latent_dim must match)"
         )
-    encoder = jax.tree_util.tree_map(
+    encoder = jax.tree.map(
         lambda f, x: jax.numpy.asarray(x, f.dtype), fresh, loaded["encoder"]
     )
-    params = dict(state.params)
-    params["encoder"] = encoder
+    params = {**state.params, "encoder": encoder}
     state = state.replace(params=params, opt_state=state.tx.init(params))
     logging.info("encoder initialised from %s; decoder and head fresh", source)
     return state

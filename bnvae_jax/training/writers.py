@@ -14,7 +14,6 @@ The writer of ``create_writer`` writes to three sinks:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -28,7 +27,6 @@ import numpy as np
 import tensorboardX
 
 from bnvae_jax import fileio
-from bnvae_jax.errors import WorkdirError
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -155,15 +153,3 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
         if values:
             kept.append({**record, "values": values})
     return sorted(reversed(kept), key=lambda r: r["step"])
-
-
-def read_rows(workdir, split: str, from_records, missing: str):
-    """``from_records(records, split)`` of the run in ``workdir``.
-
-    Raises:
-      WorkdirError: the result has no rows; the message says ``missing``.
-    """
-    got = from_records(read_metrics(workdir), split)
-    if getattr(got, dataclasses.fields(got)[0].name).size == 0:
-        raise WorkdirError(f"{workdir}: no {missing} in {METRICS_FILE}")
-    return got
