@@ -125,6 +125,7 @@ def setup(
         batch_stats=variables.get("batch_stats", {}),
         tx=steps.make_optimizer(t.learning_rate, t.clip_norm, kind="adam"),
     )
+    # A strongly typed counter: a Python 0 would compile the step a second time.
     state = state.replace(step=jnp.zeros((), jnp.int32))
     if write:
         loop_lib.record_run(ctx.workdir, data.vocab, info, config)
