@@ -13,6 +13,7 @@ from conftest import python_module, run_child
 
 from bnvae_jax.errors import DataError
 from bnvae_jax.tasks.dialog import config as config_lib
+from bnvae_jax.tasks.dialog import data as data_lib
 from bnvae_jax.tasks.dialog import model as model_lib
 from bnvae_jax.tasks.dialog import train
 from bnvae_jax.training import checkpoints, steps
@@ -178,7 +179,7 @@ def test_bn_head_normalises_the_recognition_mean(files):
     config = tiny_config(files)
     config.model.bn_eps = 1e-12  # tiny initial means: eps would shrink their std
     run = config_lib.resolve(config)
-    data = train.load_data(run.data)
+    data = data_lib.load_dialog_data(run.data)
     run = run.with_sizes(len(data.vocab), len(data.topics))
     model = model_lib.DialogCVAE(run.model)
     batch = data.splits["train"].batch(np.arange(8), 8)
@@ -199,7 +200,7 @@ def test_malformed_training_file_is_a_one_line_cli_error(files, tmp_path):
     bad.write_text('{"utts": "nope"}\n')
     with pytest.raises(DataError, match="bad.jsonl:1"):
         config = tiny_config({**files, "train": str(bad)})
-        train.load_data(config_lib.resolve(config).data)
+        data_lib.load_dialog_data(config_lib.resolve(config).data)
     code, out = run_child(
         python_module(
             "bnvae_jax.main",

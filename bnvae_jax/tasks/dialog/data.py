@@ -457,24 +457,20 @@ class DialogData:
     dialogs: dict[str, list[Dialog]]
 
 
-def load_dialog_data(
-    files: dict[str, str],
-    *,
-    file_format: str,
-    max_vocab: int,
-    max_utt_len: int,
-    context_size: int,
-) -> DialogData:
-    """Reads train/valid/test, builds the vocabulary and topics from train.
+def load_dialog_data(d) -> DialogData:
+    """Reads the ``data`` section's train/valid/test files (``DialogDataConfig``).
+
+    The vocabulary and topics come from train.
 
     Raises:
       DataError: a missing file or a malformed line.
     """
-    dialogs = {s: read_dialogs(p, file_format, max_utt_len) for s, p in files.items()}
-    vocab = build_vocab(dialogs["train"], max_vocab)
+    files = {"train": d.train_file, "valid": d.valid_file, "test": d.test_file}
+    dialogs = {s: read_dialogs(p, d.format, d.max_utt_len) for s, p in files.items()}
+    vocab = build_vocab(dialogs["train"], d.max_vocab)
     topics = build_topics(dialogs["train"])
-    utt_len = max(len(u) for ds in dialogs.values() for d in ds for u in d.utts)
-    sizes = {"context_size": context_size, "utt_len": utt_len}
+    utt_len = max(len(u) for ds in dialogs.values() for g in ds for u in g.utts)
+    sizes = {"context_size": d.context_size, "utt_len": utt_len}
     # Every file has a dialog and every dialog a response: no split is empty.
     splits = {s: make_split(ds, vocab, topics, **sizes) for s, ds in dialogs.items()}
     return DialogData(vocab, topics, splits, dialogs)
@@ -614,8 +610,8 @@ def multi_ref_split(
     Returns:
       the split and, row by row, the words of every reference response
       without ``<s>``/``</s>``, cut to ``utt_len`` ids and with unknown words
-      as ``<unk>`` (what ``reference_words`` of the training loop gives for a
-      split's single reference).
+      as ``<unk>`` (what ``Vocab.decode`` gives for a split's single
+      reference).
     """
     if not items:
         raise DataError("no multi-reference item")

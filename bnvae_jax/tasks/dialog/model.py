@@ -118,9 +118,8 @@ def gaussian_kl_between(q: posteriors.Posterior, p: posteriors.Posterior) -> jax
 
     ½ [log σ_p² − log σ_q² + (σ_q² + (μ_q − μ_p)²)/σ_p² − 1].
     """
-    logvar_ratio = (
-        p.logvar - q.logvar
-    )  # first, as ever: the order fixes the gradient's rounding
+    # First, as ever: the order fixes the gradient's rounding.
+    logvar_ratio = p.logvar - q.logvar
     spread = (jnp.exp(q.logvar) + jnp.square(q.mu - p.mu)) * jnp.exp(-p.logvar)
     return 0.5 * (logvar_ratio + spread - 1.0)
 
@@ -270,10 +269,10 @@ class DialogCVAE(nn.Module):
             h = gru.step(h, gru.input_gates(jnp.take(table, token, axis=0)))
             logits = h @ w_out["kernel"] + w_out["bias"]
             if temperature is None:
-                token = jnp.argmax(logits, -1).astype(jnp.int32)
+                token = jnp.argmax(logits, -1)
             else:
                 token = jax.random.categorical(key, logits / temperature, -1)
-                token = token.astype(jnp.int32)
+            token = token.astype(jnp.int32)
             return (h, token, done | (token == EOS)), jnp.where(done, PAD, token)
 
         sampled = temperature is not None

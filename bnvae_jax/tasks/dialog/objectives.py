@@ -51,20 +51,10 @@ def get_method(name: str) -> DialogMethod:
     return DIALOG_METHODS[name]
 
 
-@dataclasses.dataclass(frozen=True)
-class LossTerms:
-    """Per-example terms <float32>[B] and the real-example mask <float32>[B]."""
-
-    rec: jax.Array
-    kl: jax.Array
-    prior_kl: jax.Array
-    bow: jax.Array
-    mask: jax.Array
-
-
 def method_loss(
     method: DialogMethod,
-    terms: LossTerms,
+    terms,
+    mask: jax.Array,
     kl_weight: jax.Array,
     prior_kl_weight: jax.Array,
 ) -> jax.Array:
@@ -72,7 +62,9 @@ def method_loss(
 
     Args:
       method: which extra terms to add.
-      terms: the model's per-example terms.
+      terms: the model's per-example terms <float32>[B] (``rec``, ``kl``,
+        ``prior_kl`` and ``bow``, as ``CVAEOutput`` has them).
+      mask: <float32>[B] 1 on real examples.
       kl_weight: annealing weight w(t) on KL(q‖p).
       prior_kl_weight: weight of KL(p‖N(0, I)) (used by ``prior_kl`` only).
     """
@@ -81,4 +73,4 @@ def method_loss(
         per_example = per_example + terms.bow
     if "prior_kl" in method.terms:
         per_example = per_example + prior_kl_weight * terms.prior_kl
-    return masked_mean(per_example, terms.mask)
+    return masked_mean(per_example, mask)

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from bnvae_jax import fileio, parallel
-from bnvae_jax.data.vocab import BOS, EOS, PAD
+from bnvae_jax.data.vocab import EOS, PAD
 from bnvae_jax.tasks.dialog import config as config_lib
 from bnvae_jax.tasks.dialog import data as data_lib
 from bnvae_jax.tasks.dialog import metrics as metrics_lib
@@ -37,17 +37,9 @@ from bnvae_jax.training import loop as loop_lib
 from bnvae_jax.training import rules, schedules, steps
 
 # The arrays of a batch, in the order the mapped evaluation functions take them.
-BATCH_KEYS = (
-    "context",
-    "context_utt_lens",
-    "context_lens",
-    "floors",
-    "response",
-    "response_lens",
-    "topic",
-    "my_meta",
-    "other_meta",
-    "mask",
+BATCH_KEYS = tuple(
+    "context context_utt_lens context_lens floors response response_lens topic "
+    "my_meta other_meta mask".split()
 )
 SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}  # evaluation key per split
 
@@ -86,88 +78,67 @@ class Setup:
 # -- building the run ----------------------------------------------------------
 
 
-def load_data(d: config_lib.DialogDataConfig) -> data_lib.DialogData:
-    """The three splits of the ``data`` section's files."""
-    return data_lib.load_dialog_data(
-        {"train": d.train_file, "valid": d.valid_file, "test": d.test_file},
-        file_format=d.format,
-        max_vocab=d.max_vocab,
-        max_utt_len=d.max_utt_len,
-        context_size=d.context_size,
-    )
-
-
-def _load_and_check(run: config_lib.DialogRunConfig) -> data_lib.DialogData:
-    data = load_data(run.data)
-    if run.eval.multi_ref_file:  # a broken file fails now, not after training
-        data_lib.read_multi_ref(run.eval.multi_ref_file, run.data.max_utt_len)
-    return data
-
-
-def run_info(run: config_lib.DialogRunConfig, data: data_lib.DialogData) -> dict:
-    """What a workdir's checkpoints depend on (shapes, vocabulary, topics)."""
-    info = dict(run.architecture)
-    info["vocab_size"] = len(data.vocab)
-    info["vocab_fingerprint"] = data.vocab.fingerprint()
-    info["topics"] = list(data.topics)
-    return info
-
-
 def setup(
     config: ml_collections.ConfigDict, workdir: str, write: bool = True
 ) -> tuple[Setup, steps.TrainState]:
     """The dialog run and its fresh state, built as ``text_vae.setup`` builds its own.
 
-    Parameters come from ``fold_in(key(run.seed), 0)``, the steps' noise from
-    ``fold_in(.., 1)``; ``write`` records vocabulary, run info and config.
+    Parameters (GloVe rows with ``model.embedding_file``; initialised without
+    the device axis) come from ``fold_in(key(run.seed), 0)``, the steps' noise
+    from ``fold_in(.., 1)``; ``write`` records vocabulary, run info and config.
     """
     run = config_lib.resolve(config)
     par = loop_lib.setup_devices(run, config)
-    data = parallel.first_host_then_others(
-        lambda: _load_and_check(run), "reading the data"
-    )
+
+    def read() -> data_lib.DialogData:
+        data = data_lib.load_dialog_data(run.data)
+        if run.eval.multi_ref_file:  # a broken file fails now, not after training
+            data_lib.read_multi_ref(run.eval.multi_ref_file, run.data.max_utt_len)
+        return data
+
+    data = parallel.first_host_then_others(read, "reading the data")
     run = run.with_sizes(len(data.vocab), len(data.topics))
-    info = run_info(run, data)
+    # What a workdir's checkpoints depend on (shapes, vocabulary, topics).
+    info = dict(
+        run.architecture,
+        vocab_size=len(data.vocab),
+        vocab_fingerprint=data.vocab.fingerprint(),
+        topics=list(data.topics),
+    )
     ctx = loop_lib.open_context(workdir, info, par, run.train, write)
     root = jax.random.key(run.seed)
-    s = Setup(
-        config=config,
-        run=run,
-        data=data,
-        model=DialogCVAE(run.model, axis_name=par.axis_name),
-        ctx=ctx,
-        rng=par.replicate(jax.random.fold_in(root, 1)),
-        eval_key=jax.random.key(run.eval.seed),
-    )
-    state = create_train_state(s, jax.random.fold_in(root, 0))
-    if write:
-        loop_lib.record_run(ctx.workdir, data.vocab, info, config)
-    return s, par.replicate(state)
-
-
-def create_train_state(s: Setup, key: jax.Array) -> steps.TrainState:
-    """Fresh parameters (GloVe rows with ``model.embedding_file``) and Adam state.
-
-    Parameters are initialised without the device axis (the same values).
-    """
-    split, size = s.data.splits["train"], s.run.data.batch_size
-    example = split.batch(np.arange(min(len(split), size)), size)
-    init = jax.jit(functools.partial(DialogCVAE(s.run.model).init, train=False))
+    key = jax.random.fold_in(root, 0)
+    train, size = data.splits["train"], run.data.batch_size
+    example = train.batch(np.arange(min(len(train), size)), size)
+    init = jax.jit(functools.partial(DialogCVAE(run.model).init, train=False))
     variables = init({"params": key, "sample": jax.random.fold_in(key, 1)}, example)
     params = variables["params"]
-    path = s.run.model.embedding_file
-    if path:
+    if run.model.embedding_file:
         table = params["embed"]["embedding"]
-        table = metrics_lib.glove_table(path, s.data.vocab, table)
+        table = metrics_lib.glove_table(run.model.embedding_file, data.vocab, table)
         params = {**params, "embed": {"embedding": jnp.asarray(table, jnp.float32)}}
-    t = s.run.train
+    model = DialogCVAE(run.model, axis_name=par.axis_name)
+    t = run.train
     state = steps.TrainState.create(
-        apply_fn=s.model.apply,
+        apply_fn=model.apply,
         params=params,
         batch_stats=variables.get("batch_stats", {}),
         tx=steps.make_optimizer(t.learning_rate, t.clip_norm, kind="adam"),
     )
-    return state.replace(step=jnp.zeros((), jnp.int32))
+    # A strongly typed counter: a Python 0 would compile the step a second time.
+    state = state.replace(step=jnp.zeros((), jnp.int32))
+    if write:
+        loop_lib.record_run(ctx.workdir, data.vocab, info, config)
+    s = Setup(
+        config=config,
+        run=run,
+        data=data,
+        model=model,
+        ctx=ctx,
+        rng=par.replicate(jax.random.fold_in(root, 1)),
+        eval_key=jax.random.key(run.eval.seed),
+    )
+    return s, par.replicate(state)
 
 
 # -- batches and steps ---------------------------------------------------------
@@ -208,8 +179,7 @@ def train_step(
     mask = batch["mask"]
     key = jax.random.fold_in(rng, state.step)
     key = parallel.row_offset_key(key, axis_name, mask.shape[0])
-    kl_weight = kl_schedule(state.step)
-    prior_weight = prior_schedule(state.step)
+    kl_weight, prior_weight = kl_schedule(state.step), prior_schedule(state.step)
 
     def loss_fn(params):
         out, updates = state.apply_fn(
@@ -219,8 +189,7 @@ def train_step(
             rngs={"sample": key},
             mutable=["batch_stats"],
         )
-        terms = objectives.LossTerms(out.rec, out.kl, out.prior_kl, out.bow, mask)
-        loss = objectives.method_loss(method, terms, kl_weight, prior_weight)
+        loss = objectives.method_loss(method, out, mask, kl_weight, prior_weight)
         return steps.global_mean(loss, mask, axis_name), (out, updates)
 
     grads, (out, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -267,96 +236,74 @@ def make_step(s: Setup):
 
 def summarize(host: list, loop: LoopState) -> dict:
     """The ``train/*`` scalars of the steps in ``host``."""
-    keys = ("rec_sum", "kl_sum", "prior_kl_sum", "bow_sum", "tokens", "count")
-    totals = {k: sum(float(m[k]) for m in host) for k in keys}
-    count = max(totals["count"], 1.0)
-    mean_nll = totals["rec_sum"] / max(totals["tokens"], 1.0)
-    return {
-        "train/rec": totals["rec_sum"] / count,
-        "train/kl": totals["kl_sum"] / count,
-        "train/prior_kl": totals["prior_kl_sum"] / count,
-        "train/bow": totals["bow_sum"] / count,
-        "train/ppl": math.exp(min(mean_nll, 50)),
-        "train/kl_weight": float(host[-1]["kl_weight"]),
-        "train/grad_norm": float(host[-1]["grad_norm"]),
-    }
+
+    def total(key: str) -> float:
+        return sum(float(m[key]) for m in host)
+
+    count = max(total("count"), 1.0)
+    terms = ("rec", "kl", "prior_kl", "bow")
+    scalars = {f"train/{k}": total(f"{k}_sum") / count for k in terms}
+    mean_nll = total("rec_sum") / max(total("tokens"), 1.0)
+    scalars["train/ppl"] = math.exp(min(mean_nll, 50))
+    for k in ("kl_weight", "grad_norm"):
+        scalars[f"train/{k}"] = float(host[-1][k])
+    return scalars
 
 
 # -- evaluation and the patience rule ------------------------------------------
 
 
-def eval_batches(s: Setup, n: int):
-    """Row indices of ``n`` rows in batches of ``data.eval_batch_size``.
-
-    The size is rounded up to a multiple of the devices; returns it too.
-    """
-    size = s.ctx.par.padded(s.run.data.eval_batch_size)
-    return size, [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _row_terms(model, variables, key, *rows, axis_name=None):
+def _terms(model, variables, batch, rngs):
     """Per-example terms with z ~ q (BN running statistics): tuple of [B]."""
-    batch = dict(zip(BATCH_KEYS, rows, strict=True))
-    key = parallel.row_offset_key(key, axis_name, batch["mask"].shape[0])
-    out = model.apply(variables, batch, train=False, rngs={"sample": key})
+    out = model.apply(variables, batch, train=False, rngs=rngs)
     return out.rec, out.kl, out.prior_kl, out.bow, out.tokens
 
 
-def _row_responses(model, variables, key, *rows, num_samples, max_len, axis_name):
+def _responses(model, variables, batch, rngs, *, num_samples, max_len):
     """Greedy responses from z ~ p(z|c): <int32>[B, num_samples, max_len]."""
-    batch = dict(zip(BATCH_KEYS, rows, strict=True))
-    key = parallel.row_offset_key(key, axis_name, batch["mask"].shape[0])
-    ids = model.apply(
-        variables,
-        batch,
-        num_samples=num_samples,
-        max_len=max_len,
-        method="generate",
-        rngs={"sample": key},
-    )
-    return (ids,)
+    kw = {"num_samples": num_samples, "max_len": max_len, "method": "generate"}
+    return (model.apply(variables, batch, rngs=rngs, **kw),)
 
 
 @functools.lru_cache(maxsize=8)
-def _mapped(model: DialogCVAE, par: parallel.Parallel, num_samples=0, max_len=0):
-    """One compiled per-row pass per (model, devices, sizes): terms or responses."""
-    if num_samples:
-        fn = functools.partial(
-            _row_responses,
-            model,
-            num_samples=num_samples,
-            max_len=max_len,
-            axis_name=par.axis_name,
-        )
-    else:
-        fn = functools.partial(_row_terms, model, axis_name=par.axis_name)
-    return par.map_rows(fn, len(BATCH_KEYS))
+def _mapped(fn, model: DialogCVAE, par: parallel.Parallel, **sizes):
+    """``fn(model, variables, batch, rngs, **sizes)`` over the devices."""
+
+    def rows_fn(variables, key, *rows):
+        batch = dict(zip(BATCH_KEYS, rows, strict=True))
+        key = parallel.row_offset_key(key, par.axis_name, batch["mask"].shape[0])
+        return fn(model, variables, batch, {"sample": key}, **sizes)
+
+    return par.map_rows(rows_fn, len(BATCH_KEYS))
+
+
+def _passes(s: Setup, state, split, rows, key, fn, **sizes):
+    """``(batch, fn's outputs)`` of ``split``'s ``rows``, batch by batch.
+
+    Batches hold ``data.eval_batch_size`` rows rounded up to a multiple of the
+    devices; batch i's key is ``fold_in(key, i)``.
+    """
+    mapped = _mapped(fn, s.model, s.ctx.par, **sizes)
+    size = s.ctx.par.padded(s.run.data.eval_batch_size)
+    for i, start in enumerate(range(0, len(rows), size)):
+        batch = split.batch(rows[start : start + size], size)
+        arrays = (batch[k] for k in BATCH_KEYS)
+        yield batch, mapped(steps.variables(state), jax.random.fold_in(key, i), *arrays)
 
 
 def evaluate_split(s: Setup, state, split_name: str) -> dict:
     """ELBO terms with z ~ q; PPL is exp(Σ rec / Σ target tokens)."""
     split = s.data.splits[split_name]
     key = jax.random.fold_in(s.eval_key, SPLIT_IDS[split_name])
-    terms_fn = _mapped(s.model, s.ctx.par)
-    size, batches = eval_batches(s, len(split))
     totals, count = np.zeros(5), 0.0
-    for i, rows in enumerate(batches):
-        batch = split.batch(rows, size)
-        terms = terms_fn(
-            steps.variables(state),
-            jax.random.fold_in(key, i),
-            *(batch[k] for k in BATCH_KEYS),
-        )
+    for batch, terms in _passes(s, state, split, np.arange(len(split)), key, _terms):
         mask = batch["mask"].astype(np.float64)
         totals += [float(np.sum(np.asarray(t, np.float64) * mask)) for t in terms]
         count += float(mask.sum())
-    rec_sum, kl_sum, prior_kl_sum, bow_sum, tokens = totals
+    rec_sum, kl_sum, _, _, tokens = totals
     n = max(count, 1.0)
-    return {
-        "rec": rec_sum / n,
-        "kl": kl_sum / n,
-        "prior_kl": prior_kl_sum / n,
-        "bow": bow_sum / n,
+    means = dict(zip(("rec", "kl", "prior_kl", "bow"), totals[:4] / n, strict=True))
+    return means | {
         "elbo": (rec_sum + kl_sum) / n,
         "ppl": math.exp(rec_sum / max(tokens, 1.0)),
         "examples": int(count),
@@ -388,18 +335,11 @@ def sample_responses(s: Setup, state, split: data_lib.DialogSplit, rows) -> list
     Randomness is fixed by ``eval.seed`` and the batch index.
     """
     cfg = s.run.eval
-    generate = _mapped(s.model, s.ctx.par, cfg.num_samples, cfg.max_decode_len)
     key = jax.random.fold_in(s.eval_key, 0x5A)
-    size, batches = eval_batches(s, len(rows))
+    sizes = {"num_samples": cfg.num_samples, "max_len": cfg.max_decode_len}
     outputs = []
-    for i, chunk in enumerate(batches):
-        batch = split.batch(rows[chunk], size)
-        (ids,) = generate(
-            steps.variables(state),
-            jax.random.fold_in(key, i),
-            *(batch[k] for k in BATCH_KEYS),
-        )
-        outputs.extend(ids[: len(chunk)])
+    for batch, (ids,) in _passes(s, state, split, rows, key, _responses, **sizes):
+        outputs.extend(ids[: int(batch["mask"].sum())])
     return outputs
 
 
@@ -408,43 +348,53 @@ def scored_contexts(s: Setup) -> tuple[data_lib.DialogSplit, np.ndarray, list]:
 
     The test split's eligible contexts with their one reference each, or,
     with ``eval.multi_ref_file``, that file's eligible contexts with all
-    their references (utterances padded as the test split's).
+    their references (utterances padded as the test split's). References are
+    words without ``<pad>``, ``<s>`` and ``</s>``.
     """
-    cfg, vocab = s.run.eval, s.data.vocab
-    test = s.data.splits["test"]
-    if not cfg.multi_ref_file:
-        rows = eligible_contexts(test, cfg)
-        refs = [reference_words(vocab, test.utterances[test.response[r]]) for r in rows]
-        return test, rows, [[ref] for ref in refs]
-    items = data_lib.read_multi_ref(cfg.multi_ref_file, s.run.data.max_utt_len)
-    split, refs = data_lib.multi_ref_split(
-        items,
-        vocab,
-        s.data.topics,
-        context_size=s.run.data.context_size,
-        utt_len=test.utterances.shape[1],
-    )
-    rows = eligible_contexts(split, cfg)
+    cfg, vocab, test = s.run.eval, s.data.vocab, s.data.splits["test"]
+    if cfg.multi_ref_file:
+        items = data_lib.read_multi_ref(cfg.multi_ref_file, s.run.data.max_utt_len)
+        split, refs = data_lib.multi_ref_split(
+            items,
+            vocab,
+            s.data.topics,
+            context_size=s.run.data.context_size,
+            utt_len=test.utterances.shape[1],
+        )
+    else:
+        split, refs = test, [[vocab.decode(test.utterances[r])] for r in test.response]
+    rows = np.flatnonzero(split.context_lens >= cfg.min_context_utts)
+    rows = rows[: cfg.max_contexts] if cfg.max_contexts else rows
     return split, rows, [refs[r] for r in rows]
 
 
 def final(s: Setup, state, loop: LoopState) -> dict:
     """Valid/test ELBO terms and test response scores of the selected state.
 
-    Process 0 writes ``samples.txt`` and ``human_rating.csv``.
+    Sampled responses are scored as words without ``<pad>`` and ``</s>`` (Zhao
+    et al.): BLEU, and A-bow/E-bow with ``eval.glove_file``. Process 0 writes
+    ``samples.txt`` and ``human_rating.csv``.
     """
+    cfg, words = s.run.eval, s.data.vocab.words
     results = {name: evaluate_split(s, state, name) for name in ("valid", "test")}
     split, rows, refs = scored_contexts(s)
-    outputs = sample_responses(s, state, split, rows)
-    results["test"].update(score_responses(s, refs, outputs))
+    hyps = [
+        [[words[i] for i in ids.tolist() if i not in (PAD, EOS)] for ids in sample]
+        for sample in sample_responses(s, state, split, rows)
+    ]
+    glove = None
+    if cfg.glove_file:
+        used = {w for group in refs + hyps for sentence in group for w in sentence}
+        glove = metrics_lib.load_glove(cfg.glove_file, used)
+    results["test"].update(metrics_lib.score_contexts(refs, hyps, glove))
     results["test"]["references"] = (
-        "multi_ref_file" if s.run.eval.multi_ref_file else "test_split"
+        "multi_ref_file" if cfg.multi_ref_file else "test_split"
     )
     if jax.process_index() == 0:
-        write_samples(s, split, rows, outputs)
+        write_samples(s, split, rows, hyps)
     results.update(
         early_stopped=loop.done,
-        num_samples=s.run.eval.num_samples,
+        num_samples=cfg.num_samples,
         data={
             name: {"dialogs": len(s.data.dialogs[name]), "examples": len(sp)}
             for name, sp in s.data.splits.items()
@@ -472,81 +422,39 @@ def fit(s: Setup, state) -> dict:
     )
 
 
-# -- scoring and outputs -------------------------------------------------------
+# -- outputs -------------------------------------------------------------------
 
-
-def hypothesis_words(vocab, ids) -> list[str]:
-    """Sampled tokens as words, without ``<pad>`` and ``</s>`` (Zhao et al.)."""
-    return [vocab.words[i] for i in np.asarray(ids).tolist() if i not in (PAD, EOS)]
-
-
-def reference_words(vocab, ids) -> list[str]:
-    """Reference tokens as words, without ``<pad>``, ``<s>`` and ``</s>``."""
-    return [
-        vocab.words[i] for i in np.asarray(ids).tolist() if i not in (PAD, BOS, EOS)
-    ]
-
-
-def eligible_contexts(split: data_lib.DialogSplit, cfg) -> np.ndarray:
-    rows = np.flatnonzero(split.context_lens >= cfg.min_context_utts)
-    return rows[: cfg.max_contexts] if cfg.max_contexts else rows
-
-
-def score_responses(s: Setup, refs: list, outputs: list) -> dict:
-    """BLEU and A-bow/E-bow of the sampled ``outputs`` against ``refs`` per context."""
-    hyps = [[hypothesis_words(s.data.vocab, h) for h in sample] for sample in outputs]
-    glove = None
-    if s.run.eval.glove_file:
-        words = {w for rs in refs for r in rs for w in r}
-        words |= {w for hs in hyps for h in hs for w in h}
-        glove = metrics_lib.load_glove(s.run.eval.glove_file, words)
-    return metrics_lib.score_contexts(refs, hyps, glove)
-
-
-def _context_lines(vocab, split, row: int) -> list[tuple[str, str]]:
-    lines = []
-    for j in range(int(split.context_lens[row])):
-        utt = split.utterances[split.context[row, j]]
-        who = "responder" if split.floors[row, j] else "other"
-        lines.append((who, " ".join(reference_words(vocab, utt))))
-    return lines
-
-
-RATING_COLUMNS = (
-    "context_id",
-    "topic",
-    "context",
-    "reference",
-    "method",
-    "sample",
-    "response",
-    "fluency",
-    "relevance",
-    "informativeness",
+RATING_COLUMNS = tuple(
+    "context_id topic context reference method sample response fluency relevance "
+    "informativeness".split()
 )
+SPEAKERS = ("other", "responder")  # of a context turn, by its floor
 
 
-def write_samples(s: Setup, split: data_lib.DialogSplit, rows, outputs) -> None:
-    """``samples.txt`` (every context) and ``human_rating.csv`` (a seeded subset)."""
+def write_samples(s: Setup, split: data_lib.DialogSplit, rows, hyps) -> None:
+    """``samples.txt`` (every context) and ``human_rating.csv`` (a seeded subset).
+
+    ``hyps``: per context, its sampled responses as words.
+    """
     vocab, cfg = s.data.vocab, s.run.eval
 
-    def reference(row):
-        return " ".join(reference_words(vocab, split.utterances[split.response[row]]))
+    def words(utt: int) -> str:
+        return " ".join(vocab.decode(split.utterances[utt]))
 
-    def response(ids):
-        return " ".join(hypothesis_words(vocab, ids))
+    def turns(row) -> list[tuple[str, str]]:  # (speaker, words), oldest first
+        said = split.context[row, : split.context_lens[row]]
+        return [(SPEAKERS[f], words(u)) for f, u in zip(split.floors[row], said)]
+
+    def topic(row) -> str:
+        return split.topics[int(split.topic[row])]
 
     text = io.StringIO()
-    for n, (row, sample) in enumerate(zip(rows, outputs)):
-        topic = split.topics[int(split.topic[row])]
-        text.write(
-            f"=== context {n} (dialog {int(split.dialog[row])}, topic {topic})\n"
-        )
-        for who, words in _context_lines(vocab, split, row):
-            text.write(f"  {who:>9}: {words}\n")
-        text.write(f"  {'target':>9}: {reference(row)}\n")
-        for i, ids in enumerate(sample, start=1):
-            text.write(f"  {'sample ' + str(i):>9}: {response(ids)}\n")
+    for n, (row, sample) in enumerate(zip(rows, hyps)):
+        dialog = int(split.dialog[row])
+        text.write(f"=== context {n} (dialog {dialog}, topic {topic(row)})\n")
+        lines = [*turns(row), ("target", words(split.response[row]))]
+        lines += [(f"sample {i}", " ".join(h)) for i, h in enumerate(sample, start=1)]
+        text.writelines(f"  {who:>9}: {said}\n" for who, said in lines)
         text.write("\n")
     fileio.write_text_atomic(s.ctx.workdir / "samples.txt", text.getvalue())
     picked = np.random.default_rng([cfg.seed, 0xC5]).permutation(len(rows))
@@ -555,25 +463,20 @@ def write_samples(s: Setup, split: data_lib.DialogSplit, rows, outputs) -> None:
     out.writerow(RATING_COLUMNS)
     for n in np.sort(picked[: cfg.rating_contexts]):
         row = rows[n]
-        context = " | ".join(w for _, w in _context_lines(vocab, split, row)[-3:])
-        topic = split.topics[int(split.topic[row])]
-        for i, ids in enumerate(outputs[n][: cfg.rating_samples], start=1):
-            out.writerow(
-                [int(n), topic, context, reference(row), s.run.method_name, i]
-                + [response(ids), "", "", ""]
-            )
+        context = " | ".join(said for _, said in turns(row)[-3:])
+        known = [int(n), topic(row), context, words(split.response[row])]
+        out.writerows(
+            [*known, s.run.method_name, i, " ".join(h), "", "", ""]
+            for i, h in enumerate(hyps[n][: cfg.rating_samples], start=1)
+        )
     fileio.write_text_atomic(s.ctx.workdir / "human_rating.csv", table.getvalue())
 
 
-TABLE_KEYS = (
-    ("ppl", "PPL", 1.0),
-    ("kl", "KL", 1.0),
-    ("bleu4_precision", "BLEU-4 P", 100.0),
-    ("bleu4_recall", "BLEU-4 R", 100.0),
-    ("abow_precision", "A-bow P", 100.0),
-    ("abow_recall", "A-bow R", 100.0),
-    ("ebow_precision", "E-bow P", 100.0),
-    ("ebow_recall", "E-bow R", 100.0),
+# (results key, column title, scale) of the Table-4 columns.
+TABLE_KEYS = (("ppl", "PPL", 1.0), ("kl", "KL", 1.0)) + tuple(
+    (f"{key}_{side}", f"{title} {side[0].upper()}", 100.0)
+    for key, title in (("bleu4", "BLEU-4"), ("abow", "A-bow"), ("ebow", "E-bow"))
+    for side in ("precision", "recall")
 )
 
 
