@@ -10,12 +10,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Scan unroll factors, chosen with benchmarks/lstm_kernels.py --unroll-sweep on
-# CPU: unrolling by 2, 4 or 8 made fwd+bwd 5-20% slower at the PTB and Yahoo
+# The scans are not unrolled: benchmarks/lstm_kernels.py --unroll-sweep found
+# unrolling by 2, 4 or 8 made fwd+bwd 5-20% slower on CPU at the PTB and Yahoo
 # sizes (the per-step GEMM dominates; bigger loop bodies only add overhead).
 # Not measured on GPUs, where the scan is left as lean as on CPU.
-_FORWARD_UNROLL = 1
-_BACKWARD_UNROLL = 1
 
 
 def row_major(x: jax.Array, perm: tuple[int, ...]) -> jax.Array:
@@ -157,7 +155,7 @@ def lstm(
         return (h, c), h
 
     inputs = _input_projection(params, xs, mm) if hoisted else jnp.swapaxes(xs, 0, 1)
-    (h_t, c_t), hs = lax.scan(step, (h0, c0), inputs, unroll=_FORWARD_UNROLL)
+    (h_t, c_t), hs = lax.scan(step, (h0, c0), inputs)
     return jnp.swapaxes(hs, 0, 1), (h_t, c_t)
 
 
@@ -177,7 +175,7 @@ def _lstm_fwd(params, xs, h0, c0, mm):
 
     init = (h0, c0, _input_projection(cast, xs, mm))
     steps = jnp.arange(xs.shape[1])
-    (h_t, c_t, acts), cs = lax.scan(step, init, steps, unroll=_FORWARD_UNROLL)
+    (h_t, c_t, acts), cs = lax.scan(step, init, steps)
     # Rebuilt in one vectorised pass rather than stored from inside the loop,
     # which saves a per-step write; equal to the in-loop h bit for bit.
     hs = acts[..., 3 * hidden :] * jnp.tanh(cs)
@@ -212,8 +210,7 @@ def _lstm_bwd(mm: Matmul, res, cotangents):
         return (mm(d_gates, w_hh_t), dc * f), d_gates
 
     per_step = (jnp.swapaxes(d_hs, 0, 1), acts, cs, c_prev)
-    scan = partial(lax.scan, reverse=True, unroll=_BACKWARD_UNROLL)
-    (dh0, dc0), d_gates = scan(step, (d_ht, d_ct), per_step)
+    (dh0, dc0), d_gates = lax.scan(step, (d_ht, d_ct), per_step, reverse=True)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], 0)
     # The weight gradients contract over time and batch at once. Both stay
     # separate axes of the contraction: merging them into one T*B axis would,
@@ -236,6 +233,13 @@ def _lstm_bwd(mm: Matmul, res, cotangents):
 lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
+def cell(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """PyTorch's cell update from gates <float32>[B, 4H] (i, f, g, o): (h', c')."""
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
 def lstm_reference(
     params: LSTMParams, xs: jax.Array, h0: jax.Array, c0: jax.Array
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
@@ -255,10 +259,7 @@ def lstm_reference(
 
     def step(carry, x_t):
         h, c = carry
-        gates = x_t @ params.w_ih + h @ params.w_hh + params.b
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        h, c = cell(x_t @ params.w_ih + h @ params.w_hh + params.b, c)
         return (h, c), h
 
     (h_t, c_t), hs = lax.scan(step, (h0, c0), jnp.swapaxes(xs, 0, 1))
