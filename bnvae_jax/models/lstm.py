@@ -10,10 +10,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# The scans are not unrolled: benchmarks/lstm_kernels.py --unroll-sweep found
-# unrolling by 2, 4 or 8 made fwd+bwd 5-20% slower on CPU at the PTB and Yahoo
-# sizes (the per-step GEMM dominates; bigger loop bodies only add overhead).
-# Not measured on GPUs, where the scan is left as lean as on CPU.
+# Scan unroll factors, chosen with benchmarks/lstm_kernels.py --unroll-sweep on
+# CPU (which sets them while it traces): unrolling by 2, 4 or 8 made fwd+bwd
+# 5-20% slower at the PTB and Yahoo sizes (the per-step GEMM dominates; bigger
+# loop bodies only add overhead). Not measured on GPUs, where the scan is left
+# as lean as on CPU.
+_FORWARD_UNROLL = 1
+_BACKWARD_UNROLL = 1
 
 
 def row_major(x: jax.Array, perm: tuple[int, ...]) -> jax.Array:
@@ -155,7 +158,7 @@ def lstm(
         return (h, c), h
 
     inputs = _input_projection(params, xs, mm) if hoisted else jnp.swapaxes(xs, 0, 1)
-    (h_t, c_t), hs = lax.scan(step, (h0, c0), inputs)
+    (h_t, c_t), hs = lax.scan(step, (h0, c0), inputs, unroll=_FORWARD_UNROLL)
     return jnp.swapaxes(hs, 0, 1), (h_t, c_t)
 
 
@@ -175,7 +178,7 @@ def _lstm_fwd(params, xs, h0, c0, mm):
 
     init = (h0, c0, _input_projection(cast, xs, mm))
     steps = jnp.arange(xs.shape[1])
-    (h_t, c_t, acts), cs = lax.scan(step, init, steps)
+    (h_t, c_t, acts), cs = lax.scan(step, init, steps, unroll=_FORWARD_UNROLL)
     # Rebuilt in one vectorised pass rather than stored from inside the loop,
     # which saves a per-step write; equal to the in-loop h bit for bit.
     hs = acts[..., 3 * hidden :] * jnp.tanh(cs)
@@ -210,7 +213,8 @@ def _lstm_bwd(mm: Matmul, res, cotangents):
         return (mm(d_gates, w_hh_t), dc * f), d_gates
 
     per_step = (jnp.swapaxes(d_hs, 0, 1), acts, cs, c_prev)
-    (dh0, dc0), d_gates = lax.scan(step, (d_ht, d_ct), per_step, reverse=True)
+    scan = partial(lax.scan, reverse=True, unroll=_BACKWARD_UNROLL)
+    (dh0, dc0), d_gates = scan(step, (d_ht, d_ct), per_step)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], 0)
     # The weight gradients contract over time and batch at once. Both stay
     # separate axes of the contraction: merging them into one T*B axis would,
