@@ -169,7 +169,8 @@ def _probe_variance(emb, hidden, init):
 @pytest.mark.parametrize("init", ["uniform", "torch_default"])
 def test_initial_variance_estimate_matches_a_probe(init):
     probe = _probe_variance(50, 50, init)
-    estimate = bn_health.initial_mu_variance(50, 50, init)
+    model = make_model_config(emb_dim=50, enc_hidden=50, enc_init=init)
+    estimate = bn_health.initial_mu_variance(model)
     assert probe / 3 < estimate < probe * 3, (probe, estimate)
 
 

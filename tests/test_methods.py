@@ -15,6 +15,7 @@ from conftest import make_model_config
 import bnvae_jax
 from bnvae_jax import cli, methods
 from bnvae_jax import config as config_lib
+from bnvae_jax.config import ModelConfig
 from bnvae_jax.errors import ConfigError, WorkdirError
 from bnvae_jax.evaluation import bn_stats
 from bnvae_jax.evaluation import run as eval_run
@@ -234,11 +235,7 @@ def test_svi_steps_lower_every_examples_loss_on_a_known_objective():
         lambda z, k: jnp.sum(jnp.square(z - target), -1),
         keys,
         kl_weight=1.0,
-        steps=60,
-        lr=0.05,
-        momentum=0.5,
-        clip=5.0,
-        scale=1.0,
+        cfg=ModelConfig(svi_steps=60, svi_lr=0.05, svi_momentum=0.5, svi_clip=5.0),
     )
     before, after = expected_loss(start), expected_loss(refined)
     assert bool(jnp.all(after < before - 0.5))
@@ -257,11 +254,7 @@ def test_svi_is_differentiable_through_the_unrolled_steps():
             lambda z, k: jnp.sum(jnp.square(z - target), -1),
             jax.random.split(jax.random.key(0), 1),
             kl_weight=1.0,
-            steps=3,
-            lr=0.1,
-            momentum=0.5,
-            clip=100.0,
-            scale=1.0,
+            cfg=ModelConfig(svi_steps=3, svi_lr=0.1, svi_momentum=0.5, svi_clip=100.0),
         )
         return jnp.sum(jnp.square(post.mu - target))
 

@@ -40,59 +40,46 @@ class LatentFamily:
     """Functions over one kind of posterior (all pure, jit- and vmap-safe).
 
     Attributes:
-      name: 'gaussian', 'vmf' or 'none'.
       sample: (post, key) -> z <float32>[B, n], one sample per row.
-      sample_rows: (post, keys <key>[B]) -> z [B, n], row i drawn from keys[i]
-        (evaluation: results do not depend on how rows are batched).
       log_prob: (post, z [B, n]) -> log q(z|x) <float32>[B].
       prior_log_prob: z [..., n] -> log p(z).
       prior_sample: (key, num, dim) -> z [num, dim].
       kl: post -> <float32>[B, k] KL(q || p) in k >= 0 parts that sum to the KL
         (k = n for diagonal Gaussians).
-      location: post -> <float32>[B, n] the posterior's location (AU, features).
       has_variance: whether the posterior has a diagonal log-variance (the
         MI estimators need one).
     """
 
-    name: str
     sample: Callable[[Any, jax.Array], jax.Array]
-    sample_rows: Callable[[Any, jax.Array], jax.Array]
     log_prob: Callable[[Any, jax.Array], jax.Array]
     prior_log_prob: Callable[[jax.Array], jax.Array]
     prior_sample: Callable[[jax.Array, int, int], jax.Array]
     kl: Callable[[Any], jax.Array]
-    location: Callable[[Any], jax.Array]
     has_variance: bool
 
+    def sample_rows(self, post, keys: jax.Array) -> jax.Array:
+        """Z [B, n] with row i drawn from keys[i] (<key>[B]).
 
-def _gaussian_rows(post: posteriors.Posterior, keys: jax.Array) -> jax.Array:
-    n = post.mu.shape[-1]
-    eps = jax.vmap(lambda k: jax.random.normal(k, (n,)))(keys)
-    return post.mu + jnp.exp(0.5 * post.logvar) * eps
+        Evaluation uses it: results do not depend on how rows are batched.
+        """
+
+        def row(p, key):
+            return self.sample(jax.tree.map(lambda x: x[None], p), key)[0]
+
+        return jax.vmap(row)(post, keys)
+
+    def location(self, post) -> jax.Array:
+        """The posterior's location <float32>[B, n] (AU, features): μ or μ̂."""
+        return post[0]
 
 
+# Also the family of the 'none' head, whose zero-width posterior it handles.
 GAUSSIAN = LatentFamily(
-    name="gaussian",
     sample=posteriors.gaussian_sample,
-    sample_rows=_gaussian_rows,
     log_prob=posteriors.gaussian_log_prob,
     prior_log_prob=posteriors.standard_normal_log_prob,
     prior_sample=lambda key, num, dim: jax.random.normal(key, (num, dim)),
     kl=lambda post: posteriors.gaussian_kl(*post),
-    location=lambda post: post.mu,
-    has_variance=True,
-)
-
-
-NONE = LatentFamily(
-    name="none",
-    sample=lambda post, key: post.mu[:, :0],
-    sample_rows=lambda post, keys: post.mu[:, :0],
-    log_prob=lambda post, z: jnp.zeros(z.shape[:-1], jnp.float32),
-    prior_log_prob=lambda z: jnp.zeros(z.shape[:-1], jnp.float32),
-    prior_sample=lambda key, num, dim: jnp.zeros((num, 0), jnp.float32),
-    kl=lambda post: post.mu[:, :0],
-    location=lambda post: post.mu[:, :0],
     has_variance=True,
 )
 
@@ -100,26 +87,12 @@ NONE = LatentFamily(
 def vmf_family(kappa: float, dim: int, kl_formula: str) -> LatentFamily:
     """VMF posterior with fixed κ and the uniform prior on the sphere S^{n−1}."""
     kl_value = float(vmf.VMF_KL[kl_formula](kappa, dim))
-
-    row = jax.vmap(lambda k, m: vmf.sample_vmf(k, m[None], kappa)[0])
     return LatentFamily(
-        name="vmf",
         sample=lambda post, key: vmf.sample_vmf(key, post.mu_dir, kappa),
-        sample_rows=lambda post, keys: row(keys, post.mu_dir),
         log_prob=lambda post, z: vmf.vmf_log_prob(z, post.mu_dir, kappa),
         prior_log_prob=vmf.uniform_sphere_log_prob,
         prior_sample=lambda key, num, d: vmf.prior_sample(key, (num,), d),
         # A constant: no gradient reaches the encoder through the KL.
         kl=lambda post: jnp.full((post.mu_dir.shape[0], 1), kl_value, jnp.float32),
-        location=lambda post: post.mu_dir,
         has_variance=False,
     )
-
-
-def family_of(cfg) -> LatentFamily:
-    """The family of a ``ModelConfig``'s head."""
-    if cfg.head == "vmf":
-        return vmf_family(cfg.kappa, cfg.latent_dim, cfg.vmf_kl)
-    if cfg.head == "none":
-        return NONE
-    return GAUSSIAN

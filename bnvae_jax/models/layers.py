@@ -126,23 +126,12 @@ class LSTM(nn.Module):
         self.b_hh = self.param("b_hh", init, (gates,))
 
     def _params(self) -> lstm_lib.LSTMParams:
-        return lstm_lib.LSTMParams(
-            w_ih=self.w_ih, w_hh=self.w_hh, b=self.b_ih + self.b_hh
-        )
+        return lstm_lib.LSTMParams(self.w_ih, self.w_hh, self.b_ih + self.b_hh)
 
     def __call__(
         self, xs: jax.Array, h0: jax.Array, c0: jax.Array
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        """Runs the LSTM over a whole sequence.
-
-        Args:
-          xs: <float32>[B, T, I] inputs.
-          h0: <float32>[B, H] initial hidden state.
-          c0: <float32>[B, H] initial cell state.
-
-        Returns:
-          hs <float32>[B, T, H] and the final state (h_T, c_T).
-        """
+        """``lstm.lstm`` over a whole sequence xs <float32>[B, T, I] from (h0, c0)."""
         return lstm_lib.lstm(self._params(), xs, h0, c0, self.matmul)
 
     def step(
@@ -150,10 +139,7 @@ class LSTM(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """One step for decoding: <float32>[B, I], [B, H], [B, H] -> (h', c')."""
         p, mm = self._params(), self.matmul
-        gates = mm(x, p.w_ih) + mm(h, p.w_hh) + p.b
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        return jax.nn.sigmoid(o) * jnp.tanh(c), c
+        return lstm_lib.cell(mm(x, p.w_ih) + mm(h, p.w_hh) + p.b, c)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

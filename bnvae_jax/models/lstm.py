@@ -11,9 +11,10 @@ import jax.numpy as jnp
 from jax import lax
 
 # Scan unroll factors, chosen with benchmarks/lstm_kernels.py --unroll-sweep on
-# CPU: unrolling by 2, 4 or 8 made fwd+bwd 5-20% slower at the PTB and Yahoo
-# sizes (the per-step GEMM dominates; bigger loop bodies only add overhead).
-# Not measured on GPUs, where the scan is left as lean as on CPU.
+# CPU (which sets them while it traces): unrolling by 2, 4 or 8 made fwd+bwd
+# 5-20% slower at the PTB and Yahoo sizes (the per-step GEMM dominates; bigger
+# loop bodies only add overhead). Not measured on GPUs, where the scan is left
+# as lean as on CPU.
 _FORWARD_UNROLL = 1
 _BACKWARD_UNROLL = 1
 
@@ -236,6 +237,13 @@ def _lstm_bwd(mm: Matmul, res, cotangents):
 lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
+def cell(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """PyTorch's cell update from gates <float32>[B, 4H] (i, f, g, o): (h', c')."""
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
 def lstm_reference(
     params: LSTMParams, xs: jax.Array, h0: jax.Array, c0: jax.Array
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
@@ -255,10 +263,7 @@ def lstm_reference(
 
     def step(carry, x_t):
         h, c = carry
-        gates = x_t @ params.w_ih + h @ params.w_hh + params.b
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        h, c = cell(x_t @ params.w_ih + h @ params.w_hh + params.b, c)
         return (h, c), h
 
     (h_t, c_t), hs = lax.scan(step, (h0, c0), jnp.swapaxes(xs, 0, 1))

@@ -34,12 +34,8 @@ def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 
 def gaussian_sample(post: Posterior, key: jax.Array, num: int | None = None):
     """Reparameterised samples z = mu + σ ε: <float32>[B, n] or [B, num, n]."""
-    mu, logvar = post
-    if num is not None:
-        mu, logvar = mu[:, None], logvar[:, None]
-        shape = (post.mu.shape[0], num, post.mu.shape[1])
-    else:
-        shape = post.mu.shape
+    mu, logvar = post if num is None else (post.mu[:, None], post.logvar[:, None])
+    shape = mu.shape if num is None else (mu.shape[0], num, mu.shape[2])
     eps = jax.random.normal(key, shape, mu.dtype)
     return mu + jnp.exp(0.5 * logvar) * eps
 
@@ -174,11 +170,8 @@ class FixedScaleBatchNorm(nn.Module):
                 m = self.momentum
                 ra_mean.value = (1.0 - m) * ra_mean.value + m * mean
                 ra_var.value = (1.0 - m) * ra_var.value + m * unbiased
-            self.sow(
-                "intermediates",
-                "bn_health",
-                bn_health(gamma, beta, var, self.eps, self.remedy),
-            )
+            health = bn_health(gamma, beta, var, self.eps, self.remedy)
+            self.sow("intermediates", "bn_health", health)
         else:
             mean, var = ra_mean.value, ra_var.value
         denom = _denominator(var, self.eps, self.remedy)
@@ -282,9 +275,7 @@ def delta_variance_bounds(delta: float) -> tuple[float, float]:
     if delta <= 0:
         raise ValueError(f"delta must be positive, got {delta}")
     arg = -math.exp(-(2.0 * delta + 1.0))
-    lower = -scipy.special.lambertw(arg, 0).real
-    upper = -scipy.special.lambertw(arg, -1).real
-    return float(lower), float(upper)
+    return tuple(float(-scipy.special.lambertw(arg, k).real) for k in (0, -1))
 
 
 class DeltaGaussianHead(nn.Module):

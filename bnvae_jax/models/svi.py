@@ -20,6 +20,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from bnvae_jax.config import ModelConfig
 from bnvae_jax.models import latents, posteriors
 from bnvae_jax.models.posteriors import Posterior
 
@@ -30,11 +31,7 @@ def refine(
     keys: jax.Array,
     *,
     kl_weight: jax.Array | float,
-    steps: int,
-    lr: float,
-    momentum: float,
-    clip: float,
-    scale: float,
+    cfg: ModelConfig,
 ) -> Posterior:
     """K SVI steps on λ = (μ, log σ²); returns λ_K.
 
@@ -45,12 +42,13 @@ def refine(
       keys: <key>[B] one key per example; step k draws example i's latent from
         ``fold_in(keys[i], k)``, so no example's result depends on the others.
       kl_weight: β of the per-example loss rec + β · KL.
-      steps: K, the number of SVI steps.
-      lr: SVI step size.
-      momentum: m_k = momentum · m_{k−1} − g_k; λ_{k+1} = λ_k + lr · m_k.
-      clip: per-example L2 bound of the μ and of the log σ² gradient.
-      scale: factor on each example's loss (see the module docstring).
+      cfg: its ``svi_*`` fields: K = ``svi_steps``, the step size ``svi_lr``,
+        ``svi_momentum`` (m_k = momentum · m_{k−1} − g_k; λ_{k+1} = λ_k + lr ·
+        m_k), ``svi_clip`` (per-example L2 bound of the μ and of the log σ²
+        gradient) and ``svi_scale`` (factor on each example's loss, see the
+        module docstring).
     """
+    lr, momentum = cfg.svi_lr, cfg.svi_momentum
 
     def example_losses(lam, k):
         step_keys = jax.vmap(lambda kk: jax.random.fold_in(kk, k))(keys)
@@ -60,19 +58,19 @@ def refine(
 
     def clip_rows(g):
         norm = jnp.sqrt(jnp.sum(jnp.square(g), axis=-1, keepdims=True))
-        return g * jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12))
+        return g * jnp.minimum(1.0, cfg.svi_clip / jnp.maximum(norm, 1e-12))
 
     def step(carry, k):
         lam, velocity = carry
         # Examples are independent: the gradient of the sum is per example.
-        grads = jax.grad(lambda p: scale * jnp.sum(example_losses(p, k)))(lam)
+        grads = jax.grad(lambda p: cfg.svi_scale * jnp.sum(example_losses(p, k)))(lam)
         velocity = jax.tree.map(
             lambda v, g: momentum * v - clip_rows(g), velocity, grads
         )
         return (jax.tree.map(lambda p, v: p + lr * v, lam, velocity), velocity), None
 
     zeros = jax.tree.map(jnp.zeros_like, post)
-    (final, _), _ = jax.lax.scan(step, (post, zeros), jnp.arange(steps))
+    (final, _), _ = jax.lax.scan(step, (post, zeros), jnp.arange(cfg.svi_steps))
     return final
 
 
@@ -83,8 +81,7 @@ def eval_posterior(model, variables, tokens, lengths, mask, keys):
     are per-sentence keys, so a sentence's posterior does not depend on batching.
     """
     post = model.apply(variables, tokens, lengths, mask, train=False, method="encode")
-    cfg = model.cfg
-    if not cfg.svi_steps:
+    if not model.cfg.svi_steps:
         return post
     variables = jax.lax.stop_gradient(variables)
 
@@ -94,6 +91,4 @@ def eval_posterior(model, variables, tokens, lengths, mask, keys):
         )
 
     svi_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5F1))(keys)
-    names = ("steps", "lr", "momentum", "clip", "scale")
-    hp = {name: getattr(cfg, f"svi_{name}") for name in names}
-    return refine(post, rec_fn, svi_keys, kl_weight=1.0, **hp)
+    return refine(post, rec_fn, svi_keys, kl_weight=1.0, cfg=model.cfg)

@@ -48,9 +48,8 @@ class Encoder(nn.Module):
         """
         cfg = self.cfg
         mm = layers.matmul_of(cfg)
-        x = layers.embed(cfg.vocab_size, cfg.emb_dim, cfg.enc_init, name="embed")(
-            tokens
-        )
+        embed = layers.embed(cfg.vocab_size, cfg.emb_dim, cfg.enc_init, name="embed")
+        x = embed(tokens)
         zeros = jnp.zeros((tokens.shape[0], cfg.enc_hidden), x.dtype)
         lstm = layers.LSTM(cfg.emb_dim, cfg.enc_hidden, cfg.enc_init, mm, name="lstm")
         hs, _ = lstm(x, zeros, zeros)
@@ -96,14 +95,6 @@ class Decoder(nn.Module):
         c0 = self.init_state(z)
         return jnp.tanh(c0), c0
 
-    def _features(self, hs: jax.Array, z: jax.Array) -> jax.Array:
-        """What the output layer reads: h, or [h; z] for Skip-VAE."""
-        if not self.cfg.skip:
-            return hs
-        if hs.ndim == 3:  # [B, T, H]: every time step sees the same z
-            z = jnp.broadcast_to(z[:, None, :], (*hs.shape[:2], z.shape[-1]))
-        return jnp.concatenate([hs, z], -1)
-
     def __call__(
         self,
         inputs: jax.Array,
@@ -128,7 +119,8 @@ class Decoder(nn.Module):
         zs = jnp.broadcast_to(z[:, None, :], (*inputs.shape, z.shape[-1]))
         hs, _ = self.lstm(jnp.concatenate([x, zs], -1), *self.initial_state(z))
         hs = self.drop_out(hs, deterministic=not train)
-        return self.out(self._features(hs, z), targets)
+        # Skip-VAE's output layer reads [h_t; z] at every step.
+        return self.out(jnp.concatenate([hs, zs], -1) if self.cfg.skip else hs, targets)
 
     def step(self, state, token: jax.Array, z: jax.Array):
         """One generation step (no dropout).
@@ -143,7 +135,7 @@ class Decoder(nn.Module):
         """
         x = jnp.concatenate([self.embed(token), z], -1)
         h, c = self.lstm.step(x, *state)
-        return (h, c), self.out(self._features(h, z))
+        return (h, c), self.out(jnp.concatenate([h, z], -1) if self.cfg.skip else h)
 
 
 class TextVAE(nn.Module):
@@ -158,7 +150,10 @@ class TextVAE(nn.Module):
     @property
     def family(self) -> latents.LatentFamily:
         """How to sample, score and take the KL of this model's posterior."""
-        return latents.family_of(self.cfg)
+        cfg = self.cfg
+        if cfg.head == "vmf":
+            return latents.vmf_family(cfg.kappa, cfg.latent_dim, cfg.vmf_kl)
+        return latents.GAUSSIAN
 
     def setup(self):
         cfg = self.cfg
@@ -170,13 +165,8 @@ class TextVAE(nn.Module):
             names = ("gamma", "learn_gamma", "gamma_min", "delta", "bn_remedy")
             names += ("du_gamma", "du_dropout", "du_alpha")
             hp = {name: getattr(cfg, name) for name in names}
-            self.head = posteriors.make_head(
-                cfg.head,
-                momentum=cfg.bn_momentum,
-                eps=cfg.bn_eps,
-                axis_name=self.axis_name,
-                **hp,
-            )
+            hp |= {"momentum": cfg.bn_momentum, "eps": cfg.bn_eps}
+            self.head = posteriors.make_head(cfg.head, axis_name=self.axis_name, **hp)
         self.decoder = Decoder(cfg)
 
     def encode(self, tokens, lengths, mask, *, train: bool):

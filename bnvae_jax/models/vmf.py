@@ -86,12 +86,8 @@ def vmf_kl_uniform(kappa: float, dim: int) -> float:
 
     −H = E_q[log q] = log C_d(κ) + κ A_d(κ).
     """
-    kappa, dim = _check(kappa, dim)
-    if kappa == 0.0:
-        return 0.0
     kl = log_vmf_normalizer(kappa, dim) + kappa * vmf_mean_cosine(kappa, dim)
-    kl = kl + log_sphere_area(dim)
-    return max(kl, 0.0)  # only rounding can take it below zero
+    return max(kl + log_sphere_area(dim), 0.0)  # 0 at κ = 0; rounding can go below
 
 
 def vmf_kl_guu(kappa: float, dim: int) -> float:
@@ -249,8 +245,7 @@ def sample_vmf(
         return key, w, sin_w, jnp.logical_or(done, ok), rounds + 1
 
     zeros = jnp.zeros(batch_shape, jnp.float32)
-    done = jnp.zeros(batch_shape, bool)
-    carry = (k_pool, zeros, zeros, done, jnp.zeros((), jnp.int32))
+    carry = (k_pool, zeros, zeros, jnp.zeros(batch_shape, bool), jnp.int32(0))
     _, w, sin_w, _, _ = jax.lax.while_loop(cond, body, carry)
     w = jax.lax.stop_gradient(w)[..., None].astype(mu_dir.dtype)
     sin_w = jax.lax.stop_gradient(sin_w)[..., None].astype(mu_dir.dtype)

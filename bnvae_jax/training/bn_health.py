@@ -16,11 +16,10 @@ from collections.abc import Mapping, Sequence
 import jax
 from flax import traverse_util
 
-# Values of model.bn_remedy (models.posteriors implements them).
-REMEDIES = ("none", "relative_eps", "weight_norm")
+from bnvae_jax.models import layers, posteriors
+
 # Train-row names (metrics.jsonl / TensorBoard) of the head's BNHealth fields.
-_FIELDS = "gamma_eff_min gamma_eff_mean gamma_eff_ratio_min var_min kl_bound"
-SCALARS = {field: f"train/bn_{field}" for field in _FIELDS.split()}
+SCALARS = {field: f"train/bn_{field}" for field in posteriors.BNHealth._fields}
 # Warn when some dimension keeps less than this fraction of its scale γ ...
 GAMMA_RATIO = 0.9
 # ... or when the train KL is below the bound by more than this relative slack
@@ -31,10 +30,10 @@ KL_SLACK = 0.01
 START_MARGIN = 10.0
 
 
-def initial_mu_variance(
-    emb_dim: int, enc_hidden: int, enc_init: str, unit_norm_mu: bool = False
-) -> float:
+def initial_mu_variance(model) -> float:
     """Analytic estimate of the variance over sentences of one raw μ_j at init.
+
+    ``model``: a model config (its emb_dim, enc_hidden, enc_init, bn_remedy).
 
     Small-weight regime of the encoder: the LSTM gates sit near 1/2, the cell
     input g = W x (+ constant bias) varies with the embedding x, c_t ≈ c_{t−1}/2
@@ -45,31 +44,30 @@ def initial_mu_variance(
     7.7e-10, 256: 2.0e-8, 512/1024: 1.6e-7) and within 1.5× for PyTorch's
     default at E = H; real text, with its frequent words, gives a few times less.
 
-    ``unit_norm_mu``: the μ projection has unit-norm columns (bn_remedy
-    'weight_norm'), so Var μ_j is the mean Var h_k.
+    With bn_remedy 'weight_norm' the μ projection has unit-norm columns, so
+    Var μ_j is the mean Var h_k.
     """
-    from bnvae_jax.models import layers  # jax-heavy; only needed here
 
     def uniform_var(scale):  # of U(-scale, scale)
         return scale * scale / 3.0
 
-    scheme, default = layers.INIT_SCHEMES[enc_init], 1.0 / math.sqrt(enc_hidden)
+    scheme = layers.INIT_SCHEMES[model.enc_init]
+    default = 1.0 / math.sqrt(model.enc_hidden)
     if scheme.embedding_uniform is not None:
         var_emb = uniform_var(scheme.embedding_uniform)
     else:
         var_emb = scheme.embedding_std**2
-    var_h = emb_dim * uniform_var(scheme.lstm_uniform or default) * var_emb / 12.0
-    if unit_norm_mu:
+    var_h = model.emb_dim * uniform_var(scheme.lstm_uniform or default) * var_emb / 12.0
+    if model.bn_remedy == "weight_norm":
         return var_h
-    return enc_hidden * uniform_var(scheme.linear_uniform or default) * var_h
+    return model.enc_hidden * uniform_var(scheme.linear_uniform or default) * var_h
 
 
 def start_warning(model) -> str | None:
     """One line when a bn_gaussian model (a ModelConfig section) starts below eps."""
     if model.bn_remedy == "relative_eps":
         return None  # the bound does not depend on the scale of v
-    unit_norm = model.bn_remedy == "weight_norm"
-    v = initial_mu_variance(model.emb_dim, model.enc_hidden, model.enc_init, unit_norm)
+    v = initial_mu_variance(model)
     if v >= START_MARGIN * model.bn_eps:
         return None
     ratio = math.sqrt(v / (v + model.bn_eps))
@@ -118,19 +116,16 @@ def monitor(scalars: Mapping[str, float], last: str) -> tuple[str, str | None]:
     without a BN head); ``last`` is the previous row's. A line comes when the
     set of problems changes: a new problem, or recovery.
     """
-    found, parts = [], []
+    found = {}  # problem -> its description
     ratio = scalars.get(SCALARS["gamma_eff_ratio_min"])
     if ratio is not None and ratio < GAMMA_RATIO:
-        found.append("gamma_eff")
-        var = scalars[SCALARS["var_min"]]
-        parts.append(
+        found["gamma_eff"] = (
             f"gamma_eff_min/gamma = {ratio:.3g} < {GAMMA_RATIO} (smallest pre-BN "
-            f"variance {var:.2g})"
+            f"variance {scalars[SCALARS['var_min']]:.2g})"
         )
     bound = scalars.get(SCALARS["kl_bound"])
     if ratio is not None and scalars["train/kl"] < (1.0 - KL_SLACK) * bound:
-        found.append("kl_below_bound")
-        parts.append(
+        found["kl_below_bound"] = (
             f"train KL {scalars['train/kl']:.4g} < bound "
             f"n(gamma^2+beta^2)/2 = {bound:.4g}"
         )
@@ -139,7 +134,7 @@ def monitor(scalars: Mapping[str, float], last: str) -> tuple[str, str | None]:
         return key, None
     if not found:
         return key, "BN-VAE's KL bound holds again (gamma_eff and train KL)"
-    line = "BN-VAE's KL bound does not hold: " + "; ".join(parts)
+    line = "BN-VAE's KL bound does not hold: " + "; ".join(found.values())
     if "gamma_eff" in found:
         line += (
             " (the pre-BN variance of mu is near or below model.bn_eps; see "

@@ -137,7 +137,7 @@ def global_mean(loss, mask, axis_name):
     return loss * jnp.maximum(count, 1.0) / total
 
 
-def _loss(state, params, batch, keys, kl_weight, fns):
+def _loss(params, state, batch, keys, kl_weight, fns):
     """The batch's loss (its share under pmap), with (rec, per-dim KL, updates).
 
     SA-VAE (``fns.svi``) takes the loss at λ_K, a differentiable function of the
@@ -171,9 +171,7 @@ def _loss(state, params, batch, keys, kl_weight, fns):
         example_keys = parallel.split_rows(
             jax.random.fold_in(keys[0], 1), fns.axis_name, len(mask)
         )
-        names = ("steps", "lr", "momentum", "clip", "scale")
-        hyper = {name: getattr(fns.svi, f"svi_{name}") for name in names}
-        post = svi.refine(post, rec_fn, example_keys, kl_weight=kl_weight, **hyper)
+        post = svi.refine(post, rec_fn, example_keys, kl_weight=kl_weight, cfg=fns.svi)
         z = posteriors.gaussian_sample(post, sample_key)
         rngs = {"dropout": dropout_key}
         rec = apply(model_vars, tokens, lengths, z, method="reconstruction", rngs=rngs)
@@ -215,11 +213,9 @@ def train_step(
     keys = jax.random.split(key)
     kl_weight = fns.kl_schedule(state.step)
     mask = batch["mask"]
-
-    def loss_fn(params):
-        return _loss(state, params, batch, keys, kl_weight, fns)
-
-    grads, (rec, kl_dim, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (rec, kl_dim, updates) = jax.grad(_loss, has_aux=True)(
+        state.params, state, batch, keys, kl_weight, fns
+    )
     grads = parallel.psum(grads, fns.axis_name)
     grad_norm = optax.tree.norm(grads)
     if update != "all":
