@@ -120,11 +120,7 @@ class Parallel:
         return AXIS if self.mode == "pmap" else None
 
     def sharding(self, *spec) -> NamedSharding:
-        """``PartitionSpec(*spec)`` on the mesh: ``()`` replicated, ``(AXIS,)`` rows.
-
-        With one device nothing is annotated: measured on CPU, a sharding on
-        the batch, even over one device, made the PTB-size step 4x slower.
-        """
+        """``PartitionSpec(*spec)`` on the mesh: ``()`` replicated, ``(AXIS,)`` rows."""
         return NamedSharding(self.mesh, PartitionSpec(*spec))
 
     def describe(self, batch_size: int) -> str:
@@ -155,7 +151,10 @@ class Parallel:
     # -- placing data ----------------------------------------------------------
 
     def replicate(self, tree):
-        """Every leaf replicated over the mesh (a no-op for leaves already so)."""
+        """Every leaf replicated over the mesh (a no-op for leaves already so).
+
+        Every host passes the same values.
+        """
         if self.num_devices == 1:
             return tree
         target = self.sharding()
@@ -163,8 +162,6 @@ class Parallel:
         def one(x):
             if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
                 return x
-            if self.num_hosts == 1:
-                return jax.device_put(x, target)
             if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
                 x.dtype, jax.dtypes.prng_key
             ):
@@ -188,23 +185,21 @@ class Parallel:
     def shard_batch(self, arrays: Mapping[str, np.ndarray]) -> dict:
         """A global batch (every host passes the same one) placed on the devices.
 
-        jit: global arrays sharded over ``data``; pmap: this host's rows as
-        ``[local devices, rows per device, ...]``.
+        jit: global arrays sharded over ``data`` (numpy on one device: measured
+        on CPU, even a one-device sharding made the PTB-size step 4x slower);
+        pmap: this host's rows as ``[local devices, rows per device, ...]``.
         """
-        out, rows, me = {}, self.sharding(AXIS), jax.process_index()
-        for name, x in arrays.items():
-            x = np.asarray(x)
-            local = np.split(x, self.num_hosts)[me] if self.num_hosts > 1 else x
+        rows, n = self.sharding(AXIS), len(self.local_devices)
+
+        def place(x):
+            local = np.split(x, self.num_hosts)[jax.process_index()]
             if self.mode == "pmap":
-                n = len(self.local_devices)
-                out[name] = local.reshape(n, len(local) // n, *local.shape[1:])
-            elif self.num_devices == 1:
-                out[name] = local
-            elif self.num_hosts == 1:
-                out[name] = jax.device_put(local, rows)
-            else:
-                out[name] = jax.make_array_from_process_local_data(rows, local, x.shape)
-        return out
+                return local.reshape(n, len(local) // n, *local.shape[1:])
+            if self.num_devices == 1:
+                return local
+            return jax.make_array_from_process_local_data(rows, local, x.shape)
+
+        return {name: place(np.asarray(x)) for name, x in arrays.items()}
 
     # -- mapped functions ------------------------------------------------------
 
@@ -257,7 +252,8 @@ class Parallel:
             mapped = jax.jit(with_key_data, in_shardings=ins, out_shardings=rows)
 
         def place(variables, key, *rows):
-            rows = [_pad_rows(np.asarray(r), self.padded(len(r))) for r in rows]
+            pad = [(0, self.padded(len(rows[0])) - len(rows[0]))]  # zero rows
+            rows = [np.pad(r, pad + [(0, 0)] * (np.ndim(r) - 1)) for r in rows]
             placed = self.shard_batch(dict(enumerate(rows)))
             return (variables, np.asarray(jax.random.key_data(key)), *placed.values())
 
@@ -289,11 +285,6 @@ class Parallel:
                 f"hosts disagree on the config: process(es) {differ} differ from "
                 "process 0; pass every host the same config and overrides"
             )
-
-
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    """``x`` with zero rows appended up to ``rows``; ``run`` drops their results."""
-    return np.pad(x, [(0, rows - len(x))] + [(0, 0)] * (x.ndim - 1))
 
 
 def config_digest(config: ml_collections.ConfigDict) -> np.ndarray:

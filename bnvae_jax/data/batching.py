@@ -66,10 +66,9 @@ class BatchingConfig:
     min_batch: int = 1
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.bucket_width < 1:
-            raise ConfigError(f"bucket_width must be >= 1, got {self.bucket_width}")
+        for name in ("batch_size", "bucket_width"):
+            if (value := getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         if self.mode not in MODES:
             raise ConfigError(
                 f"unknown batching mode {self.mode!r}; known modes: {', '.join(MODES)}"

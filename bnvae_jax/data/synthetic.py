@@ -199,9 +199,7 @@ def _sample_split(
     words = np.array([f"w{i}" for i in range(spec.vocab_size)] + [""], dtype=object)
     lengths = (ids < spec.vocab_size).sum(axis=1)  # tokens after the end are all V
     sentences = [list(row[:n]) for row, n in zip(words[ids], lengths, strict=True)]
-    return SyntheticSplit(
-        sentences=sentences, z=z.astype(np.float32), component=component
-    )
+    return SyntheticSplit(sentences, z.astype(np.float32), component)
 
 
 def sample(spec: SyntheticSpec) -> dict[str, SyntheticSplit]:

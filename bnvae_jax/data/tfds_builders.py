@@ -32,8 +32,8 @@ SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
 Layout = Mapping[str, tuple[tuple[str, str | None], ...]]
 
 
-def _files(layout: Layout, manual_dir: pathlib.Path) -> list[pathlib.Path]:
-    return [manual_dir / name for sources in layout.values() for name, _ in sources]
+def _names(layout: Layout) -> list[str]:
+    return [name for sources in layout.values() for name, _ in sources]
 
 
 class _ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -51,9 +51,7 @@ class _ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        files = [
-            ", ".join(p.name for p in _files(x, pathlib.Path())) for x in cls.LAYOUTS
-        ]
+        files = [", ".join(_names(layout)) for layout in cls.LAYOUTS]
         cls.MANUAL_DOWNLOAD_INSTRUCTIONS = (
             f"{cls.WHERE}. Put into the manual directory: {'; or '.join(files)}."
         )
@@ -71,7 +69,7 @@ class _ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def _layout(cls, manual_dir: pathlib.Path) -> Layout:
         present = [
-            x for x in cls.LAYOUTS if any(p.exists() for p in _files(x, manual_dir))
+            x for x in cls.LAYOUTS if any((manual_dir / n).exists() for n in _names(x))
         ]
         return (present or cls.LAYOUTS)[0]
 
@@ -224,18 +222,14 @@ class Switchboard(_ManualBuilder, skip_registration=True):
 
     def _features(self) -> dict:
         # A caller: age in years, education code (9: unknown), sex, dialect.
-        speaker = dict.fromkeys(_INTS, np.int32)
-        speaker |= {key: tfds.features.Text() for key in ("sex", "dialect")}
-        utterance = {key: tfds.features.Text() for key in _UTTERANCE_KEYS[:3]}
-        return {
-            "topic": tfds.features.Text(),
-            "prompt": tfds.features.Text(),
+        text = tfds.features.Text
+        speaker = dict.fromkeys(_INTS, np.int32) | {"sex": text(), "dialect": text()}
+        utterance = {key: text() for key in _UTTERANCE_KEYS[:3]}
+        utterance["sentiment"] = tfds.features.Tensor(shape=(4,), dtype=np.float32)
+        return {"topic": text(), "prompt": text()} | {
             "speaker_a": dict(speaker),
             "speaker_b": dict(speaker),
-            "utterances": tfds.features.Sequence(
-                utterance
-                | {"sentiment": tfds.features.Tensor(shape=(4,), dtype=np.float32)}
-            ),
+            "utterances": tfds.features.Sequence(utterance),
         }
 
     def _generate_examples(self, sources):
@@ -283,8 +277,7 @@ def prepare(
             f"data.tfds_manual_dir to a directory holding its files"
         )
     manual = pathlib.Path(manual_dir)
-    required = _files(cls._layout(manual), manual)
-    missing = [p.name for p in required if not p.is_file()]
+    missing = [n for n in _names(cls._layout(manual)) if not (manual / n).is_file()]
     if missing:
         raise DataError(
             f"{manual}: missing {', '.join(missing)} for TFDS corpus {name!r} "
@@ -307,18 +300,19 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str) -> list[dict]:
 
 
 def _decoded(value):
+    """``value`` with bytes as str and a list of arrays as one array.
+
+    (TFDS reads a sequence of fixed-shape tensors back as a list of arrays.)
+    """
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, dict):
         return {k: _decoded(v) for k, v in value.items()}
     if isinstance(value, np.ndarray) and value.dtype == object:
         value = value.tolist()
-    if not isinstance(value, list):
-        return value
-    items = [_decoded(v) for v in value]
-    # A sequence of fixed-shape tensors reads back as one array.
-    arrays = items and all(isinstance(v, np.ndarray) for v in items)
-    return np.stack(items) if arrays else items
+    if isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+        return np.stack(value)
+    return [_decoded(v) for v in value] if isinstance(value, list) else value
 
 
 def load_corpora(d: DataConfig) -> dict[str, corpus_lib.Corpus]:
@@ -339,8 +333,8 @@ def load_corpora(d: DataConfig) -> dict[str, corpus_lib.Corpus]:
         examples, where = read_split(builder, split), f"tfds:{name}/{tfds_split}"
         if d.labelled and examples and "label" not in examples[0]:
             raise ConfigError(f"{where} has no labels but data.labelled is true")
-        labels = [e.get("label", "") for e in examples] if d.labelled else None
         texts = [e["text"] for e in examples]
+        labels = [e.get("label", "") for e in examples] if d.labelled else None
         corpora[split] = corpus_lib.make_corpus(
             texts, labels, where=where, max_tokens=d.max_tokens
         )
