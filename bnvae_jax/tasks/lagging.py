@@ -33,7 +33,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from bnvae_jax import config as config_lib
 from bnvae_jax import fileio, methods
 from bnvae_jax.analysis import grid as grid_lib
 from bnvae_jax.analysis import plots
@@ -167,9 +166,12 @@ def resolve_study(study: ml_collections.ConfigDict) -> StudyConfig:
             f"study.fig1_models {sorted(unknown)} / fig1_batch_size "
             f"{study.fig1_batch_size} are not among study.models / study.batch_sizes"
         )
-    return config_lib.typed(
-        StudyConfig,
-        study,
+    return StudyConfig(
+        num_points=study.num_points,
+        sentence_chunk=study.sentence_chunk,
+        grid_chunk=study.grid_chunk,
+        seed=study.seed,
+        axis_limit=study.axis_limit,
         settings=tuple(Setting(*m, int(b)) for b in study.batch_sizes for m in models),
         snapshot_steps=wanted,
         grid=grid_lib.Grid(study.grid_start, study.grid_stop, study.grid_step),
