@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # Scan unroll factors, chosen with benchmarks/lstm_kernels.py --unroll-sweep on
@@ -92,8 +93,9 @@ def _gate_constants(hidden: int, dtype) -> tuple[jax.Array, ...]:
     Returns:
       scale, shift, k0, k1, each <dtype>[4H].
     """
-    scale = jnp.repeat(jnp.array([0.5, 0.5, 1.0, 0.5], dtype), hidden)
-    shift = jnp.repeat(jnp.array([0.5, 0.5, 0.0, 0.5], dtype), hidden)
+    # NumPy, so that XLA sees literals it can fold into the scan's body.
+    scale = np.repeat(np.array([0.5, 0.5, 1.0, 0.5], dtype), hidden)
+    shift = np.repeat(np.array([0.5, 0.5, 0.0, 0.5], dtype), hidden)
     return scale, shift, 1.0 - 2.0 * shift, 2.0 * shift
 
 
