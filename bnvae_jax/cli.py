@@ -67,7 +67,8 @@ def format_config(config) -> str:
     """``config`` by section, one line a key: dotted key, value, ``# doc``."""
     docs = config_docs(config.get("task", ""))
     order = {key: i for i, key in enumerate(docs)}
-    keys = sorted(config_lib.flat_keys(config), key=lambda k: order.get(k, len(order)))
+    flat = config_lib.flatten(config)
+    keys = sorted(flat, key=lambda k: order.get(k, len(order)))
     groups = {}
     for key in keys:
         groups.setdefault(key.rpartition(".")[0], []).append(key)
@@ -77,7 +78,7 @@ def format_config(config) -> str:
             doc = f"  # {docs[section]}" if docs.get(section) else ""
             lines += ["", f"[{section}]{doc}"]
         for key in groups[section]:
-            value = repr(config_lib.get_path(config, key))
+            value = repr(flat[key])
             doc = f"  # {docs[key]}" if docs.get(key) else ""
             lines.append(f"{key:<{width}}  {value:<10}{doc}".rstrip())
     return "\n".join(lines).strip("\n")
