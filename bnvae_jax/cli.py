@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import pathlib
 import re
+import runpy
 import sys
 from collections.abc import Sequence
 
@@ -26,19 +26,17 @@ def load_config_file(path: str):
     spec_path = path.split(":", 1)[0]
     if not pathlib.Path(spec_path).is_file():
         raise ConfigError(f"config file not found: {spec_path}")
-    spec = importlib.util.spec_from_file_location("_bnvae_config", spec_path)
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        module = runpy.run_path(spec_path)
     except SyntaxError as e:
         raise ConfigError(
             f"config file {spec_path} does not parse: {e.msg} (line {e.lineno})"
         ) from None
     except OSError as e:
         raise ConfigError(f"config file {spec_path}: {e.strerror}") from None
-    if not callable(getattr(module, "get_config", None)):
+    if not callable(module.get("get_config")):
         raise ConfigError(f"config file {spec_path} defines no get_config()")
-    return module.get_config()
+    return module["get_config"]()
 
 
 def _override_keys(argv: Sequence[str], flag: str) -> list[str]:
@@ -67,19 +65,19 @@ def format_config(config) -> str:
     """``config`` by section, one line a key: dotted key, value, ``# doc``."""
     docs = config_docs(config.get("task", ""))
     order = {key: i for i, key in enumerate(docs)}
-    keys = sorted(config_lib.flat_keys(config), key=lambda k: order.get(k, len(order)))
+    notes = {key: f"  # {doc}" for key, doc in docs.items() if doc}
+    flat = config_lib.flatten(config)
+    keys = sorted(flat, key=lambda k: order.get(k, len(order)))
     groups = {}
     for key in keys:
         groups.setdefault(key.rpartition(".")[0], []).append(key)
     width, lines = max(map(len, keys)), []
     for section in sorted(groups, key=lambda s: (s != "", order.get(s, len(order)))):
         if section:
-            doc = f"  # {docs[section]}" if docs.get(section) else ""
-            lines += ["", f"[{section}]{doc}"]
+            lines += ["", f"[{section}]{notes.get(section, '')}"]
         for key in groups[section]:
-            value = repr(config_lib.get_path(config, key))
-            doc = f"  # {docs[key]}" if docs.get(key) else ""
-            lines.append(f"{key:<{width}}  {value:<10}{doc}".rstrip())
+            line = f"{key:<{width}}  {flat[key]!r:<10}{notes.get(key, '')}"
+            lines.append(line.rstrip())
     return "\n".join(lines).strip("\n")
 
 
@@ -96,16 +94,13 @@ def make_flags_parser(flag: str | None = "config"):
     """
 
     def parse(argv: list[str]):
-        if any(arg in HELP_FLAGS for arg in argv[1:]):
-            try:
-                return flags.FLAGS(argv)
-            except SystemExit as e:  # absl's help exits with status 1
-                sys.exit(0 if e.code == 1 else e.code)
         try:
-            if flag is not None:
+            if flag is not None and not any(arg in HELP_FLAGS for arg in argv[1:]):
                 config = load_config_file(_config_path(argv, flag))
                 config_lib.check_override_keys(config, _override_keys(argv, flag))
             return flags.FLAGS(argv)
+        except SystemExit as e:  # absl's help exits with status 1
+            sys.exit(0 if e.code == 1 else e.code)
         except ARGV_ERRORS as e:
             fail(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
 
@@ -208,13 +203,12 @@ def enable_compilation_cache(config) -> None:
     import jax
 
     path = config.get("compilation_cache", "user")
+    if path == "user":
+        base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+        path = os.path.join(base, "bnvae_jax", "xla")
     if not path:
         return
-    if path == "user":
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-        path = os.path.join(base, "bnvae_jax", "xla")
-    else:
-        path = os.path.expanduser(path)
+    path = os.path.expanduser(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
@@ -262,29 +256,23 @@ class _Console(logging.Handler):
 
     def emit(self, record):
         try:
-            text = record.getMessage()
+            text = self.format(record)  # the message, then its traceback if any
             if record.levelno >= logging.WARNING:
                 text = f"{record.levelname.lower()}: {text}"
-            if record.exc_info:
-                text += "\n" + logging.Formatter().formatException(record.exc_info)
             tqdm.tqdm.write(text, file=sys.stderr)
         except Exception:
             self.handleError(record)
 
 
-def verbosity() -> int:
-    """The ``--verbosity`` flag (``-v``): -1 (default) warnings, 0 info, 1 debug."""
-    present = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
-    return flags.FLAGS.verbosity if present else -1
-
-
-def setup_logging(level: int | None = None) -> None:
+def setup_logging() -> None:
     """The console for people: progress bars, our own lines, warnings.
 
     Third-party INFO records (orbax, JAX) stay off the console unless
-    ``--verbosity=0`` (or higher) is given; ``log_to_file`` keeps everything.
+    ``--verbosity=0`` (``-v``; 1: DEBUG too) is given; ``log_to_file`` keeps
+    everything.
     """
-    verbose = verbosity() if level is None else level
+    present = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
+    verbose = flags.FLAGS.verbosity if present else -1
     console_level = logging.WARNING if verbose < 0 else logging.INFO - 10 * verbose
     root = logging.getLogger()
     for handler in root.handlers[:]:
@@ -313,10 +301,9 @@ def format_table(results: dict, splits: Sequence[str] = ("valid", "test")) -> st
     keys = [k for k in TABLE_KEYS if any(k in results.get(s, {}) for s in splits)]
     rows = [["split", *keys]]
     for split in (s for s in splits if results.get(s) is not None):
-        values = results[split]
-        cells = [values.get(k, "-") for k in keys]
+        cells = [results[split].get(k, "-") for k in keys]
         rows.append(
-            [split] + [f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells]
+            [split, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells)]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(keys) + 1)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]

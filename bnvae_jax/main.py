@@ -24,12 +24,7 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string(
     "workdir", None, "Run directory (default: runs/<method>); rerun to resume."
 )
-flags.DEFINE_bool(
-    "print_config",
-    False,
-    "Print every config key (after --config.X=... overrides) with its value and "
-    "meaning, then exit without training.",
-)
+flags.DEFINE_bool("print_config", False, "Print each key, value and doc; do not train.")
 
 
 def main(argv):

@@ -2,7 +2,7 @@
 
 The four axes are the posterior head (``models.posteriors.HEADS``), the KL transform
 (``objectives.KL_TRANSFORMS``), the KL-weight schedule (``schedules.SCHEDULES``) and
-the update procedure (``PROCEDURES``). Adding a method is adding a row here: the
+the update procedure (``Method.procedure``). Adding a method is adding a row here: the
 components in which it differs from the plain VAE.
 """
 
@@ -21,10 +21,14 @@ class Method:
       head: posterior head, a key of ``models.posteriors.HEADS``.
       kl_transform: how the KL enters the loss, a key of ``objectives.KL_TRANSFORMS``.
       schedule: KL weight over steps, a key of ``schedules.SCHEDULES``.
-      procedure: how parameters are updated, one of ``PROCEDURES``.
-      selection: validation loss for model selection, one of ``SELECTIONS``.
+      procedure: how parameters are updated: 'joint' (one SGD step on every
+        parameter per batch), 'aggressive' (He et al.'s encoder-only inner loop
+        before each decoder step) or 'svi' (Kim et al.'s semi-amortised
+        refinement of the posterior, SA-VAE).
+      selection: the validation loss that picks the best checkpoint: 'elbo'
+        (rec + KL), 'beta' (β-VAE's rec + β KL) or 'rec' (AE: the
+        reconstruction alone).
       decoder: 'lstm', or 'lstm_skip' (z also feeds the output layer).
-      description: one line for the reader.
     """
 
     head: str = "gaussian"
@@ -33,89 +37,47 @@ class Method:
     procedure: str = "joint"
     selection: str = "elbo"
     decoder: str = "lstm"
-    description: str = ""
-
-
-# 'joint': one SGD step on every parameter per batch.
-# 'aggressive': He et al.'s encoder-only inner loop before each decoder step.
-# 'svi': Kim et al.'s semi-amortised refinement of the posterior (SA-VAE).
-PROCEDURES = ("joint", "aggressive", "svi")
-# Validation loss that picks the best checkpoint: the ELBO (rec + KL), the
-# β-weighted loss of β-VAE (rec + β KL) or the reconstruction alone (AE).
-SELECTIONS = ("elbo", "beta", "rec")
-DECODERS = ("lstm", "lstm_skip")
 
 
 METHODS: dict[str, Method] = {
-    "vae": Method(description="LSTM VAE with linear KL annealing (Bowman et al.)"),
-    "bn_vae": Method(
-        head="bn_gaussian",
-        description="BN-VAE: batch norm with fixed scale gamma on the posterior mean "
-        "(model.learn_gamma: a learnt per-dimension scale >= model.gamma_min)",
-    ),
-    "du_vae": Method(
-        head="du_gaussian",
-        description="DU-VAE: BN on the mean with a learnt scale of RMS "
-        "model.du_gamma, dropout model.du_dropout on the variance, variance "
-        "floor model.du_alpha/(2 pi e) (Shen et al.)",
-    ),
-    "beta_vae": Method(
-        schedule="constant",
-        selection="beta",
-        description="beta-VAE: constant KL weight train.beta, no annealing",
-    ),
-    "ae": Method(
-        schedule="zero",
-        selection="rec",
-        description="autoencoder: KL weight 0 (z still sampled), selection on rec",
-    ),
-    "cyclic": Method(
-        schedule="cyclic",
-        description="cyclical annealing of Fu et al. (train.cycles, "
-        "train.cycle_ratio over the whole run)",
-    ),
-    "cyclic_epoch_reset": Method(
-        schedule="cyclic_epoch_reset",
-        description="the reference's --cycle schedule (bug fixed): the linear ramp "
-        "restarts every train.cycle_epochs epochs",
-    ),
-    "free_bits": Method(
-        kl_transform="free_bits",
-        description="free bits on the whole KL (target train.target_kl)",
-    ),
-    "free_bits_dim": Method(
-        kl_transform="free_bits_dim",
-        description="free bits per dimension, target_kl / n each (Li et al.)",
-    ),
-    "delta_vae": Method(
-        head="delta_gaussian",
-        description="delta-VAE: sigma confined so every dimension has KL >= "
-        "model.delta",
-    ),
-    "vmf_vae": Method(
-        head="vmf",
-        description="von Mises-Fisher posterior with fixed model.kappa and a "
-        "uniform prior on the sphere",
-    ),
-    "agg_vae": Method(
-        procedure="aggressive",
-        description="lagging-inference VAE: aggressive encoder inner loop until "
-        "validation MI stops rising (He et al.)",
-    ),
-    "sa_vae": Method(
-        procedure="svi",
-        description="semi-amortised VAE: model.svi_steps of SVI refine q, trained "
-        "through the unrolled loop (Kim et al.)",
-    ),
-    "skip_vae": Method(
-        decoder="lstm_skip",
-        description="Skip-VAE: z also feeds the output layer at every step",
-    ),
-    "lstm_lm": Method(
-        head="none",
-        schedule="zero",
-        description="LSTM language model: the decoder without z (exact NLL)",
-    ),
+    # LSTM VAE with linear KL annealing (Bowman et al.)
+    "vae": Method(),
+    # BN-VAE: batch norm with fixed scale gamma on the posterior mean
+    # (model.learn_gamma: a learnt per-dimension scale >= model.gamma_min)
+    "bn_vae": Method(head="bn_gaussian"),
+    # DU-VAE: BN on the mean with a learnt scale of RMS model.du_gamma, dropout
+    # model.du_dropout on the variance, variance floor model.du_alpha/(2 pi e)
+    # (Shen et al.)
+    "du_vae": Method(head="du_gaussian"),
+    # beta-VAE: constant KL weight train.beta, no annealing
+    "beta_vae": Method(schedule="constant", selection="beta"),
+    # autoencoder: KL weight 0 (z still sampled), selection on rec
+    "ae": Method(schedule="zero", selection="rec"),
+    # cyclical annealing of Fu et al. (train.cycles, train.cycle_ratio over the
+    # whole run)
+    "cyclic": Method(schedule="cyclic"),
+    # the reference's --cycle schedule (bug fixed): the linear ramp restarts
+    # every train.cycle_epochs epochs
+    "cyclic_epoch_reset": Method(schedule="cyclic_epoch_reset"),
+    # free bits on the whole KL (target train.target_kl)
+    "free_bits": Method(kl_transform="free_bits"),
+    # free bits per dimension, target_kl / n each (Li et al.)
+    "free_bits_dim": Method(kl_transform="free_bits_dim"),
+    # delta-VAE: sigma confined so every dimension has KL >= model.delta
+    "delta_vae": Method(head="delta_gaussian"),
+    # von Mises-Fisher posterior with fixed model.kappa and a uniform prior on
+    # the sphere
+    "vmf_vae": Method(head="vmf"),
+    # lagging-inference VAE: aggressive encoder inner loop until validation MI
+    # stops rising (He et al.)
+    "agg_vae": Method(procedure="aggressive"),
+    # semi-amortised VAE: model.svi_steps of SVI refine q, trained through the
+    # unrolled loop (Kim et al.)
+    "sa_vae": Method(procedure="svi"),
+    # Skip-VAE: z also feeds the output layer at every step
+    "skip_vae": Method(decoder="lstm_skip"),
+    # LSTM language model: the decoder without z (exact NLL)
+    "lstm_lm": Method(head="none", schedule="zero"),
 }
 
 

@@ -42,13 +42,9 @@ def load(path: str | pathlib.Path) -> dict:
     path = pathlib.Path(path)
     path = path / "results.json" if path.is_dir() else path
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (has the run finished?)") from None
-    except ValueError as e:  # not JSON, or not UTF-8
+        results = json.loads(fileio.read_text(path))
+    except ValueError as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
     if not isinstance(results, dict):
         raise UserError(f"{path}: not a results file (no JSON object)")
     return results
@@ -120,9 +116,8 @@ def _values(results: dict) -> dict[str, float | None]:
     keys = ("train_seconds", "epochs_run", "train_tokens_per_second")
     values = {k: _number(results.get(k)) for k in keys}
     for split in ("valid", "test"):
-        values |= {
-            f"{split}/{k}": _number(v) for k, v in results.get(split, {}).items()
-        }
+        for key, value in results.get(split, {}).items():
+            values[f"{split}/{key}"] = _number(value)
     if values["train_seconds"] is not None and values["epochs_run"]:
         values["seconds_per_epoch"] = values["train_seconds"] / values["epochs_run"]
     return values
@@ -143,15 +138,11 @@ def _time(key: str):
     return lambda row: format_duration(row["stats"].get(key))
 
 
-def _ratio(key: str, base: dict):
-    """The column of ``key``'s mean over its mean in ``base`` (the baseline's)."""
-
-    def cell(row: dict) -> str:
-        stat, ref = row["stats"].get(key), base.get(key)
-        ok = stat and ref and ref["mean"] > 0
-        return f"{stat['mean'] / ref['mean']:.2f}" if ok else MISSING
-
-    return cell
+def _ratio(row: dict, key: str, base: dict) -> str:
+    """``key``'s mean in ``row`` over its mean in ``base`` (the baseline's stats)."""
+    stat, ref = row["stats"].get(key), base.get(key)
+    ok = stat and ref and ref["mean"] > 0
+    return f"{stat['mean'] / ref['mean']:.2f}" if ok else MISSING
 
 
 def tables(
@@ -208,20 +199,16 @@ def tables(
                 ("train time", _time("train_seconds")),
                 ("epochs", _stat("epochs_run", 1)),
                 ("per epoch", _time("seconds_per_epoch")),
-                (f"× {base}", _ratio("train_seconds", b)),
-                (f"× {base} per epoch", _ratio("seconds_per_epoch", b)),
+                (f"× {base}", lambda r: _ratio(r, "train_seconds", b)),
+                (f"× {base} per epoch", lambda r: _ratio(r, "seconds_per_epoch", b)),
                 ("tokens/s", _stat("train_tokens_per_second", 0)),
                 ("devices", lambda r: ",".join(map(str, r["devices"])) or MISSING),
             ],
         )
     )
     done = {run for _, run, _ in runs}
-    unfinished = [
-        f"{r['name']} ({r['status']})"
-        for m in manifests
-        for r in m["runs"]
-        if r["name"] not in done
-    ]
+    missing = [r for m in manifests for r in m["runs"] if r["name"] not in done]
+    unfinished = [f"{r['name']} ({r['status']})" for r in missing]
     if unfinished:
         parts.append("Not finished: " + ", ".join(unfinished))
     data = {"paths": list(paths), "baseline": base, "rows": rows}

@@ -130,7 +130,10 @@ def test_bad_value_type(tmp_path):
     [
         ("--config.model.gamma=0", "gamma > 0"),
         ("--config.model.latent_dim=-3", "latent_dim must be positive"),
-        ("--config.data.batch_size=1", "at least 2 with batch normalisation"),
+        (
+            "--config.data.batch_size=1",
+            "batch normalisation needs data.batch_size >= 2",
+        ),
     ],
 )
 def test_invalid_values(tmp_path, override, fragment):
@@ -365,7 +368,7 @@ def test_print_config_shows_overrides_and_docs_without_training(tmp_path):
     assert lines["data.batch_size"].split()[1] == "16"  # tiny.py's value
     assert "global, over all devices" in lines["data.batch_size"]
     assert "'': from the environment" in lines["parallel.coordinator_address"]
-    assert set(lines) == set(config_lib.flat_keys(cli.load_config_file(TINY)))
+    assert set(lines) == set(config_lib.flatten(cli.load_config_file(TINY)))
     sections = [line.split()[0] for line in out.splitlines() if line.startswith("[")]
     assert sections == [
         "[data]",
@@ -415,6 +418,6 @@ def test_print_config_keeps_bad_input_errors(tmp_path):
 
 def test_every_default_key_has_a_doc():
     docs = cli.config_docs()
-    keys = config_lib.flat_keys(config_lib.default_config())
+    keys = list(config_lib.flatten(config_lib.default_config()))
     assert "parallel.mode" in keys
     assert [key for key in keys if not docs.get(key)] == []

@@ -35,7 +35,7 @@ def test_unknown_method_lists_known_ones():
         ("model.gamma", -0.5, "gamma > 0"),
         ("model.latent_dim", -4, "latent_dim must be positive"),
         ("model.enc_hidden", 0, "enc_hidden must be positive"),
-        ("data.batch_size", 1, "at least 2 with batch normalisation"),
+        ("data.batch_size", 1, "batch normalisation needs data.batch_size >= 2"),
         ("data.batch_size", -3, "batch_size"),
         ("model.dec_dropout_in", 1.0, "dec_dropout_in"),
         ("model.enc_init", "xavier", "torch_default, uniform"),
@@ -116,7 +116,7 @@ def test_dialog_config_keys_and_docs_come_from_its_dataclasses():
     assert config.task == "dialog" and config.method == "bn_cvae"
     assert config.model.embedding_file == "" and "vocab_size" not in config.model
     docs = cli.config_docs("dialog")
-    assert [k for k in config_lib.flat_keys(config) if not docs.get(k)] == []
+    assert [k for k in config_lib.flatten(config) if not docs.get(k)] == []
     assert docs["method"] == "cvae | cvae_bow | bn_cvae"
     for split in ("train", "valid", "test"):
         config.data[f"{split}_file"] = "x"

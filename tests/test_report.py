@@ -59,15 +59,18 @@ def test_runs_given_themselves_are_rows_named_by_their_path(tmp_path):
 
 
 def test_unreadable_results_are_one_line_errors(tmp_path):
-    with pytest.raises(UserError, match="not found .has the run finished"):
+    with pytest.raises(UserError, match="results.json: file not found"):
         report.load(tmp_path / "results.json")
     with pytest.raises(UserError, match="no results.json below it"):
         report.find_runs(str(tmp_path))
     (tmp_path / "results.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="not a results file"):
         report.load(tmp_path)
-    (tmp_path / "results.json").write_bytes(b"\xff\xfe")
+    (tmp_path / "results.json").write_text("{1: 2}")
     with pytest.raises(UserError, match="not valid JSON"):
+        report.find_runs(str(tmp_path))
+    (tmp_path / "results.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(UserError, match="line 1: not valid UTF-8"):
         report.find_runs(str(tmp_path))
 
 
