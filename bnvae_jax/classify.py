@@ -20,6 +20,7 @@ from bnvae_jax.tasks.classify import (
     MODES,
     SUBSETS,
     ClassifierConfig,
+    FitData,
     TrainedRun,
     format_table,
     read_labelled,
@@ -43,6 +44,7 @@ flags.DEFINE_string(
     "classification",
     "Stem of the files written in RUN; RUN/<stem>/ holds one directory a fit.",
 )
+flags.mark_flags_as_required(["workdir", "train_file", "test_file"])
 
 
 def load_run(workdir: str) -> TrainedRun:
@@ -79,9 +81,6 @@ def _label_counts(values: Sequence[str]) -> list[int]:
 def main(argv):
     del argv
     files = ("train_file", "valid_file", "test_file")
-    for name in ("workdir", "train_file", "test_file"):
-        if not FLAGS[name].value:
-            cli.fail(f"--{name} is required")
     cli.setup_logging()
     workdir = pathlib.Path(FLAGS.workdir)
     with cli.user_errors():
@@ -89,12 +88,9 @@ def main(argv):
         cli.check_dir(workdir, "--workdir")  # the report is written there
         for name in [n for n in files if FLAGS[n].value]:
             cli.check_file(FLAGS[name].value, f"--{name}")
-        cfg = ClassifierConfig(
-            mode=FLAGS.mode,
-            subsets=FLAGS.subsets,
-            epochs=FLAGS.epochs,
-            learning_rate=FLAGS.learning_rate,
-        )
+        # The flags named as the config's fields.
+        fields = ("mode", "subsets", "epochs", "learning_rate")
+        cfg = ClassifierConfig(**{name: FLAGS[name].value for name in fields})
         counts, seeds = _label_counts(FLAGS.labels), seed_list(FLAGS.seeds)
         run = load_run(FLAGS.workdir)
         pool, classes = read_labelled(FLAGS.train_file, run.vocab)
@@ -104,9 +100,7 @@ def main(argv):
         )
         report = run_classification(
             run,
-            pool,
-            valid,
-            test,
+            FitData(train=pool, valid=valid, test=test),
             num_classes=len(classes),
             label_counts=counts,
             seeds=seeds,

@@ -235,9 +235,7 @@ def _experiment(splits, fits_dir, **cfg):
     run, pool, valid, test, _ = splits
     return classify.run_classification(
         run,
-        pool,
-        valid,
-        test,
+        classify.FitData(train=pool, valid=valid, test=test),
         num_classes=2,
         label_counts=[10, 40],
         seeds=(1, 2),

@@ -17,11 +17,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 
 from bnvae_jax.errors import ConfigError
 from bnvae_jax.evaluation import decoding
-
-_LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,15 +80,13 @@ def grid_posterior(log_lik: np.ndarray, grid: np.ndarray) -> GridPosterior:
             f"log_lik must be [N, K] with K = len(grid); got {log_lik.shape} "
             f"and grid {grid.shape}"
         )
-    log_joint = log_lik - 0.5 * (np.square(grid) + _LOG_2PI)
-    peak = np.max(log_joint, axis=1, keepdims=True)
-    weights = np.exp(log_joint - peak)
-    total = np.sum(weights, axis=1, keepdims=True)
-    weights /= total
+    log_joint = log_lik - 0.5 * (np.square(grid) + np.log(2.0 * np.pi))
+    log_norm = scipy.special.logsumexp(log_joint, axis=1)
+    weights = np.exp(log_joint - log_norm[:, None])
     mean = weights @ grid
     var = np.maximum(weights @ np.square(grid) - np.square(mean), 0.0)
     step = float(grid[1] - grid[0]) if grid.shape[0] > 1 else 1.0
-    log_px = (peak + np.log(total))[:, 0] + np.log(step)
+    log_px = log_norm + np.log(step)
     return GridPosterior(mean=mean, std=np.sqrt(var), log_px=log_px)
 
 

@@ -75,12 +75,8 @@ class ClassifierConfig:
     dropout: float = 0.5  # on the mean, fine-tuning only
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
-        if self.subsets not in SUBSETS:
-            raise ConfigError(
-                f"subsets={self.subsets!r} is not one of {', '.join(SUBSETS)}"
-            )
+        config_lib.require_choice("mode", self.mode, MODES)
+        config_lib.require_choice("subsets", self.subsets, SUBSETS)
         if self.epochs < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
             raise ConfigError("epochs >= 1, batch_size >= 2, eval_batch_size >= 1")
         if self.learning_rate <= 0 or self.clip_norm <= 0:
@@ -213,13 +209,10 @@ def posterior_means(
     """
     plan = eval_run.plan_batches(rows, batch_size, run.bucket_width)
     out = np.zeros((len(rows), run.model.cfg.latent_dim), np.float32)
-    for i in range(len(plan)):
-        batch = plan.make_batch(i)
-        mu = _locations(
-            variables, batch.tokens, batch.lengths, batch.mask, model=run.model
-        )
-        real = batch.index >= 0
-        out[batch.index[real]] = np.asarray(mu)[real]
+    for batch in eval_run.iterate_arrays(plan):
+        index = batch.pop("index")
+        mu = _locations(variables, **batch, model=run.model)
+        out[index[index >= 0]] = np.asarray(mu)[index >= 0]
     return out
 
 
@@ -404,32 +397,27 @@ def num_batches(s: FitSetup) -> int:
 def epoch_batches(s: FitSetup, epoch: int, start: int):
     """``(position, arrays, examples)`` of the epoch's batches from ``start``.
 
-    Fine-tuning: the plan's buckets in ``batching.epoch_order``; frozen: a
+    Fine-tuning: the plan's buckets (``batching.iterate``); frozen: a
     permutation of the examples seeded by ``(seed, epoch)``, in slices of
     ``batch_size`` (the last padded, mask 0). Batches with fewer than
-    ``min_batch`` real examples are skipped (arrays None).
+    ``min_batch`` real examples are skipped (arrays None; the plan has none).
     """
     labels, size = s.data.train.labels, s.fit.cfg.batch_size
     if s.plan is not None:
-        order = batching.epoch_order(s.plan, s.fit.seed, epoch)
-    else:
-        order = np.random.default_rng([s.fit.seed, epoch]).permutation(len(labels))
-    for position in range(start, num_batches(s)):
-        if s.plan is not None:
-            batch = s.plan.make_batch(int(order[position]))
+        batches = batching.iterate(s.plan, seed=s.fit.seed, epoch=epoch, start=start)
+        for position, batch in batches:
             arrays = {k: getattr(batch, k) for k in ("tokens", "lengths", "mask")}
             arrays["labels"] = labels[np.maximum(batch.index, 0)]
-            real = batch.num_real
-        else:
-            index = order[position * size : (position + 1) * size]
-            slots, real = np.pad(index, (0, size - len(index))), len(index)
-            mask = (np.arange(size) < real).astype(np.float32)
-            x = s.data.features["train"][slots] * mask[:, None]
-            arrays = {"x": x, "labels": labels[slots], "mask": mask}
-        if real < s.ctx.settings.min_batch:
-            yield position, None, 0
-        else:
-            yield position, arrays, real
+            yield position, arrays, batch.num_real
+        return
+    order = np.random.default_rng([s.fit.seed, epoch]).permutation(len(labels))
+    for position in range(start, num_batches(s)):
+        index = order[position * size : (position + 1) * size]
+        slots, real = np.pad(index, (0, size - len(index))), len(index)
+        mask = (np.arange(size) < real).astype(np.float32)
+        x = s.data.features["train"][slots] * mask[:, None]
+        arrays = {"x": x, "labels": labels[slots], "mask": mask}
+        yield position, arrays if real >= s.ctx.settings.min_batch else None, real
 
 
 def make_step(s: FitSetup):
@@ -549,6 +537,7 @@ def build_fit(
         WorkdirError: ``workdir`` holds a fit with other settings.
     """
     cfg, root = fit.cfg, jax.random.key(fit.seed)
+    settings = settings or FitSettings(epochs=cfg.epochs)
     if cfg.mode == "frozen":
         vae, plan, frozen, params, batch_stats = None, None, {}, {}, {}
         init_key = step_key = root
@@ -558,12 +547,13 @@ def build_fit(
             raise ConfigError("fine-tuning needs the trained run")
         init_key, step_key = jax.random.split(root)
         batches = batching.BatchingConfig(
-            batch_size=cfg.batch_size, bucket_width=vae.bucket_width, min_batch=2
+            cfg.batch_size, vae.bucket_width, min_batch=settings.min_batch
         )
         plan = batching.plan_batches(data.train.rows, batches)
         if len(plan) == 0:
             raise ConfigError(
-                "fine-tuning needs at least 2 labelled sentences of one length"
+                f"fine-tuning needs at least {settings.min_batch} labelled "
+                "sentences of one length"
             )
         frozen = dict(vae.variables["params"])
         trainable = {k: frozen.pop(k) for k in ("encoder", "head") if k in frozen}
@@ -580,7 +570,6 @@ def build_fit(
         tx=steps.make_optimizer(cfg.learning_rate, cfg.clip_norm),
     )
     state = state.replace(step=jnp.zeros((), jnp.int32))
-    settings = settings or FitSettings(epochs=cfg.epochs)
     info = fit_info(fit, data)
     ctx = loop_lib.open_context(workdir, info, parallel.single_device(), settings)
     checkpoints.write_run_info(ctx.workdir, info)
@@ -611,9 +600,7 @@ def train_fit(s: FitSetup, state) -> dict:
 
 def run_classification(
     run: TrainedRun,
-    pool: LabelledRows,
-    valid: LabelledRows | None,
-    test: LabelledRows,
+    splits: FitData,
     *,
     num_classes: int,
     label_counts: Sequence[int],
@@ -623,22 +610,23 @@ def run_classification(
 ) -> dict:
     """Test accuracy for every (number of labels, seed).
 
-    Each fit trains on the shared loop in ``fits_dir/labels<N>_seed<S>/``
-    (checkpoints, metrics and its ``results.json``), so a killed experiment
-    resumes at the fit it stopped in, and finished fits are not trained again.
+    ``splits.train`` is the pool the labelled subsets are drawn from. Each fit
+    trains on the shared loop in ``fits_dir/labels<N>_seed<S>/`` (checkpoints,
+    metrics and its ``results.json``), so a killed experiment resumes at the
+    fit it stopped in, and finished fits are not trained again.
 
     Returns:
         ``{"results": [{"labels": N, "accuracies": [...], "mean": m, "std": s},
         ...], ...}`` in the order of ``label_counts``
         (std over seeds with ddof 0, as the reference prints it).
     """
-    balanced = cfg.subsets == "balanced"
+    pool, valid, balanced = splits.train, splits.valid, cfg.subsets == "balanced"
     feats = {}  # frozen: the features of the pool ("train"), valid and test
     if cfg.mode == "frozen":
-        splits = {"train": pool, "valid": valid, "test": test}
+        named = {"train": pool, "valid": valid, "test": splits.test}
         feats = {
             name: posterior_means(run, run.variables, rows.rows, cfg.eval_batch_size)
-            for name, rows in splits.items()
+            for name, rows in named.items()
             if rows is not None
         }
     results = []
@@ -651,7 +639,7 @@ def run_classification(
             )
             features = dict(feats, train=feats["train"][subset]) if feats else {}
             fit = Fit(cfg=cfg, num_labels=num, seed=seed, num_classes=num_classes)
-            data = FitData(train=train, valid=valid, test=test, features=features)
+            data = dataclasses.replace(splits, train=train, features=features)
             workdir = pathlib.Path(fits_dir) / f"labels{num}_seed{seed}"
             acc = train_fit(*build_fit(fit, data, workdir, vae=run))["test"]["accuracy"]
             logging.info("labels %d seed %d: test accuracy %.4f", num, seed, acc)
@@ -664,7 +652,7 @@ def run_classification(
         "classifier": dataclasses.asdict(cfg),
         "num_classes": num_classes,
         "pool_size": len(pool.labels),
-        "test_size": len(test.labels),
+        "test_size": len(splits.test.labels),
         "valid_size": None if valid is None else len(valid.labels),
     }
 

@@ -235,10 +235,6 @@ def take_snapshot(
     )
 
 
-def _snapshot_path(run_dir: pathlib.Path, requested: int) -> pathlib.Path:
-    return run_dir / SNAPSHOT_DIR / f"step_{requested}.npz"
-
-
 def _write_npz(path: pathlib.Path, **arrays) -> None:
     """Writes ``arrays`` to ``path`` atomically (compressed ``.npz``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,41 +255,47 @@ def run_setting(
     setting: Setting,
     study: StudyConfig,
     run_dir: pathlib.Path,
+    plot_only: bool = False,
 ) -> list[Snapshot]:
-    """Trains one setting in stages and snapshots it at every study step."""
-    s, state = text_vae.setup(setting_config(base, setting), str(run_dir))
-    state, loop = text_vae.start(s, state)
-    fns = loop_lib.task_fns(text_vae, s)
-    indices = choose_points(len(s.data.train), study.num_points, study.seed)
-    rows = [s.data.train[i] for i in indices]
-    snapshots = []
-    try:
-        for requested in study.snapshot_steps:
-            path = _snapshot_path(run_dir, requested)
-            if path.is_file():
-                snapshots.append(load_snapshot(path))
-                continue
-            if int(state.step) < requested and not loop.done:
-                # Train on until ``requested`` (or until the run's own end).
-                settings = dataclasses.replace(s.ctx.settings, max_steps=requested)
-                ctx = dataclasses.replace(s.ctx, settings=settings)
-                state = loop_lib.train_epochs(ctx, state, loop, **fns)
-            step = int(state.step)
-            if step > requested:
-                raise WorkdirError(
-                    f"{run_dir} is at step {step} but has no snapshot for "
-                    f"step {requested}; use a new --workdir"
+    """The setting's snapshots at every study step, read from ``run_dir``.
+
+    The missing ones are taken first, training the setting in stages (or,
+    ``plot_only``, a ``WorkdirError``); a setting with every snapshot is not
+    set up at all.
+    """
+    paths = {r: run_dir / SNAPSHOT_DIR / f"step_{r}.npz" for r in study.snapshot_steps}
+    missing = [r for r, path in paths.items() if not path.is_file()]
+    if missing and plot_only:
+        raise WorkdirError(
+            f"--plot_only: {paths[missing[0]]} is missing; run the study"
+        )
+    if missing:
+        s, state = text_vae.setup(setting_config(base, setting), str(run_dir))
+        state, loop = text_vae.start(s, state)
+        fns = loop_lib.task_fns(text_vae, s)
+        indices = choose_points(len(s.data.train), study.num_points, study.seed)
+        rows = [s.data.train[i] for i in indices]
+        with s.ctx.writer, s.ctx.ckpt:
+            for requested in missing:
+                if int(state.step) < requested and not loop.done:
+                    # Train on until ``requested`` (or until the run's own end).
+                    settings = dataclasses.replace(s.ctx.settings, max_steps=requested)
+                    ctx = dataclasses.replace(s.ctx, settings=settings)
+                    state = loop_lib.train_epochs(ctx, state, loop, **fns)
+                step = int(state.step)
+                if step > requested:
+                    raise WorkdirError(
+                        f"{run_dir} is at step {step} but has no snapshot for "
+                        f"step {requested}; use a new --workdir"
+                    )
+                key = jax.random.fold_in(jax.random.key(study.seed), requested)
+                variables = steps.variables(state)
+                snap = take_snapshot(s.model, variables, rows, study, key, step)
+                _write_npz(
+                    paths[requested], indices=indices, **dataclasses.asdict(snap)
                 )
-            key = jax.random.fold_in(jax.random.key(study.seed), requested)
-            variables = steps.variables(state)
-            snap = take_snapshot(s.model, variables, rows, study, key, step)
-            _write_npz(path, indices=indices, **dataclasses.asdict(snap))
-            logging.info("%s step %d: %s", setting.name, snap.step, snap.summary())
-            snapshots.append(snap)
-    finally:
-        s.ctx.writer.close()
-        s.ctx.ckpt.close()
-    return snapshots
+                logging.info("%s step %d: %s", setting.name, step, snap.summary())
+    return [load_snapshot(path) for path in paths.values()]
 
 
 def write_outputs(
@@ -337,19 +339,12 @@ def run_study(
     study = resolve_study(config.study)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for setting in study.settings:
-        run_dir = workdir / setting.name
-        if plot_only:
-            paths = [_snapshot_path(run_dir, s) for s in study.snapshot_steps]
-            missing = [str(p) for p in paths if not p.is_file()]
-            if missing:
-                raise WorkdirError(
-                    f"--plot_only: {missing[0]} is missing; run the study"
-                )
-            results[setting.name] = [load_snapshot(p) for p in paths]
-        else:
-            results[setting.name] = run_setting(config.base, setting, study, run_dir)
+    results = {
+        setting.name: run_setting(
+            config.base, setting, study, workdir / setting.name, plot_only
+        )
+        for setting in study.settings
+    }
     return write_outputs(workdir, study, results)
 
 
