@@ -35,13 +35,13 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from bnvae_jax import config as config_lib
 from bnvae_jax import fileio
 from bnvae_jax.data import corpus
 from bnvae_jax.data.vocab import EOS, UNK, Vocab
 from bnvae_jax.errors import WorkdirError
 from bnvae_jax.evaluation import bn_stats, decoding, passes
 from bnvae_jax.evaluation import run as eval_run
-from bnvae_jax.models import svi
 from bnvae_jax.models.vae import TextVAE
 
 FORMAT = "bnvae_jax.export"
@@ -157,8 +157,7 @@ class _Model:
         fileio.write_text_atomic(out / "config.json", self.config.to_json(indent=2))
         self.vocab.save(out / "vocab.txt")
         flat = traverse_util.flatten_dict(jax.device_get(self.variables), sep="/")
-        with open(out / "variables.npz", "wb") as f:
-            np.savez(f, **{name: np.asarray(v) for name, v in flat.items()})
+        np.savez(out / "variables.npz", **{k: np.asarray(v) for k, v in flat.items()})
         fileio.write_text_atomic(out / "README.md", _model_card(self))
         digests = {name: _sha256(out / name) for name in FILES}
         manifest = {**self.info, "format": FORMAT, "version": FORMAT_VERSION}
@@ -184,8 +183,7 @@ class TextModel(_Model):
 
     def _rows(self, texts) -> tuple[list[np.ndarray], np.ndarray]:
         """Id rows ``<s> w.. </s>`` as the run read its corpus, and OOV counts."""
-        limit = int(self.run.data.max_tokens)
-        rows, missing = [], []  # missing: each text's words read as <unk>
+        limit, rows, oov, unknown = int(self.run.data.max_tokens), [], [], []
         for i, text in enumerate(_texts(texts)):
             words = text.split()
             if not words:
@@ -201,23 +199,21 @@ class TextModel(_Model):
                     f"text {i} contains one of <pad>, <s>, </s>: give the words "
                     "only (<s> and </s> are added)"
                 )
-            unk = np.flatnonzero(row[1:-1] == UNK)
-            missing.append([words[j] for j in unk if words[j] != "<unk>"])
+            missing = [w for w, t in zip(words, row[1:-1]) if t == UNK and w != "<unk>"]
             rows.append(row)
-        unknown = [w for words in missing for w in words]
+            oov.append(len(missing))
+            unknown += missing
         if unknown:
             total = sum(len(r) - 2 for r in rows)
             shown = ", ".join(repr(w) for w in dict.fromkeys(unknown[:5]))
-            cased = any(
-                w != w.lower() and w.lower() in self.vocab._ids for w in unknown
-            )
-            hint = " (the vocabulary is lower-case: lower-case the input)"
+            if any(w != w.lower() and self.vocab.id(w.lower()) != UNK for w in unknown):
+                shown += " (the vocabulary is lower-case: lower-case the input)"
             warnings.warn(
                 f"{len(unknown)} of {total} words are not in the vocabulary and "
-                f"are read as <unk>: {shown}{hint if cased else ''}",
+                f"are read as <unk>: {shown}",
                 stacklevel=3,
             )
-        return rows, np.asarray([len(words) for words in missing])
+        return rows, np.asarray(oov)
 
     def arrays(self, texts) -> dict[str, np.ndarray]:
         """``texts`` as the arrays ``module.apply`` takes, padded to one batch.
@@ -264,8 +260,10 @@ class TextModel(_Model):
         key, batches = self._key(seed), self._batches(rows)
         # Every batch is dispatched before any result is read, so the device
         # works through them while the host waits once.
-        options = {"module": self.module, "sample": bool(sample)}
-        codes = [_encode_kernel(self.variables, key, **b, **options) for b in batches]
+        options = {"model": self.module, "sample": bool(sample)}
+        codes = [
+            passes.posterior_codes(self.variables, key, **b, **options) for b in batches
+        ]
         out = np.zeros((len(rows), self.module.cfg.latent_dim), np.float32)
         for batch, z in zip(batches, codes, strict=True):
             real = batch["index"] >= 0
@@ -398,29 +396,12 @@ class TextModel(_Model):
             return self
         rows, _ = self._rows(texts)
         data = self.run.data
+        sizes = {"batch_size": data.eval_batch_size, "bucket_width": data.bucket_width}
         variables = bn_stats.precise_batch_stats(
-            self.module,
-            self.variables,
-            rows,
-            batch_size=data.eval_batch_size,
-            bucket_width=data.bucket_width,
-            max_sentences=max_sentences,
+            self.module, self.variables, rows, max_sentences=max_sentences, **sizes
         )
         info = {**self.info, "precise_bn": len(rows)}
         return dataclasses.replace(self, variables=variables, info=info)
-
-
-@functools.partial(jax.jit, static_argnames=("module", "sample"))
-def _encode_kernel(variables, key, tokens, lengths, mask, index, *, module, sample):
-    family = module.family
-    if not (sample or module.cfg.svi_steps):  # the means need no randomness
-        post = module.apply(
-            variables, tokens, lengths, mask, train=False, method="encode"
-        )
-        return family.location(post)
-    keys = passes.example_keys(key, index)
-    post = svi.eval_posterior(module, variables, tokens, lengths, mask, keys)
-    return family.sample_rows(post, keys) if sample else family.location(post)
 
 
 # -- dialog ------------------------------------------------------------------------
@@ -649,8 +630,6 @@ def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
         run = dialog_config.resolve(config, len(vocab), len(info["topics"]))
         module, cls = DialogCVAE(run.model), DialogModel
     else:
-        from bnvae_jax import config as config_lib
-
         run = config_lib.resolve(config, len(vocab))
         module, cls = TextVAE(run.model), TextModel
     frozen = ml_collections.FrozenConfigDict(config)
@@ -669,17 +648,15 @@ def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
 
 
 def _model_card(model: _Model) -> str:
-    config, info = model.config, model.info
+    info, m, d = model.info, model.config.model, model.config.data
     lines = [f"# {info.get('method')} ({info.get('task')}), bnvae_jax export", ""]
     if info.get("task") == "text_vae":
-        m = config.model
         bn = bn_stats.has_bn_head(model.variables)
         gamma = f", BN scale gamma {m.gamma}" if bn else ""
         lines.append(
             f"- model: embeddings {m.emb_dim}, encoder {m.enc_hidden}, decoder "
             f"{m.dec_hidden}, latent {m.latent_dim}{gamma}"
         )
-    d = config.data
     corpus_name = d.get("tfds_name") or d.get("train_file") or d.get("source", "")
     lines += [
         f"- corpus: {corpus_name} (vocabulary {len(model.vocab)} words)",

@@ -76,13 +76,9 @@ def main(argv):
             sentences = [" ".join(model.vocab.decode(row)) for row in data.train]
             model = model.recompute_bn(sentences)
         par = loop.setup_devices(run, config)
+        variables, samples = par.replicate(model.variables), workdir / "samples"
         results = text_vae.evaluate_model(
-            model.module,
-            par.replicate(model.variables),
-            data,
-            run,
-            par,
-            samples_dir=workdir / "samples",
+            model.module, variables, data, run, par, samples_dir=samples
         )
         results.update(
             method=run.method_name,

@@ -68,18 +68,11 @@ def promised_bound(model: nn.Module, variables: Mapping) -> float | None:
     return float(np.sum(gamma**2 + beta**2) / 2)
 
 
-@functools.lru_cache(maxsize=8)
-def _jitted(model: nn.Module):
-    """Jitted mean and biased variance of the raw μ (before the head), per model."""
-
-    def raw_mu(module, *arrays):
-        return module.encoder(*arrays)[0]
-
-    def moments(variables, tokens, lengths, mask):
-        mu = model.apply(variables, tokens, lengths, method=raw_mu)
-        return posteriors.masked_moments(mu, mask)
-
-    return jax.jit(moments)
+@functools.partial(jax.jit, static_argnames="model")
+def _raw_moments(model, variables, tokens, lengths, mask):
+    """Mean and biased variance of the raw μ (before the head) over real rows."""
+    mu = model.apply(variables, tokens, lengths, method=lambda m, *a: m.encoder(*a)[0])
+    return posteriors.masked_moments(mu, mask)
 
 
 def _population_moments(
@@ -95,12 +88,12 @@ def _population_moments(
     rows = list(rows[:max_sentences] if max_sentences > 0 else rows)
     if not rows:
         raise ValueError("no rows to estimate the statistics of μ from")
-    plan, kernel = eval_run.plan_batches(rows, batch_size, bucket_width), _jitted(model)
+    plan = eval_run.plan_batches(rows, batch_size, bucket_width)
     count, mean, m2 = 0.0, 0.0, 0.0
     for i in range(len(plan)):
-        batch = plan.make_batch(i)
-        b_mean, b_var, _ = kernel(variables, batch.tokens, batch.lengths, batch.mask)
-        n_b, b_mean = float(batch.num_real), np.asarray(b_mean, np.float64)
+        b = plan.make_batch(i)
+        b_mean, b_var, _ = _raw_moments(model, variables, b.tokens, b.lengths, b.mask)
+        n_b, b_mean = float(b.num_real), np.asarray(b_mean, np.float64)
         delta, total = b_mean - mean, count + n_b
         mean = mean + delta * n_b / total
         m2 = m2 + np.asarray(b_var, np.float64) * n_b + delta**2 * count * n_b / total
@@ -109,13 +102,7 @@ def _population_moments(
 
 
 def precise_batch_stats(
-    model: nn.Module,
-    variables: Mapping,
-    rows: Sequence[np.ndarray],
-    *,
-    batch_size: int,
-    bucket_width: int,
-    max_sentences: int = 0,
+    model, variables, rows, *, batch_size, bucket_width, max_sentences=0
 ) -> Mapping:
     """Replaces the head's running statistics by population statistics of μ.
 

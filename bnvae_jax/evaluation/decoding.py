@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 import pathlib
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,9 +15,7 @@ from jax import lax
 from bnvae_jax import fileio
 from bnvae_jax.config import EvalConfig
 from bnvae_jax.data.vocab import BOS, EOS, PAD
-from bnvae_jax.models import svi
-
-Variables = Any
+from bnvae_jax.evaluation import passes
 
 
 class BeamResult(NamedTuple):
@@ -35,15 +32,7 @@ class BeamResult(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_len"))
-def sample_decode(
-    model: nn.Module,
-    variables: Variables,
-    z: jax.Array,
-    key: jax.Array | None,
-    *,
-    max_len: int,
-    temperature: float = 1.0,
-) -> jax.Array:
+def sample_decode(model, variables, z, key, *, max_len, temperature=1.0) -> jax.Array:
     """Multinomial decoding from softmax(logits / temperature), from ``<s>`` on.
 
     Each row stops at its first ``</s>``; the loop stops when every row has or
@@ -102,13 +91,7 @@ class _Beam(NamedTuple):
     jax.jit, static_argnames=("model", "beam_size", "max_len", "length_norm")
 )
 def beam_search(
-    model: nn.Module,
-    variables: Variables,
-    z: jax.Array,
-    *,
-    beam_size: int,
-    max_len: int,
-    length_norm: bool = False,
+    model, variables, z, *, beam_size, max_len, length_norm=False
 ) -> BeamResult:
     """Batched beam search with the reference's bookkeeping.
 
@@ -223,23 +206,8 @@ def pad_rows(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return tokens, lengths
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _posterior_sample(model, variables, tokens, lengths, key):
-    mask = jnp.ones(tokens.shape[:1], jnp.float32)
-    keys = jax.random.split(key, tokens.shape[0])
-    post = svi.eval_posterior(model, variables, tokens, lengths, mask, keys)
-    return model.family.sample_rows(post, keys)
-
-
 def write_outputs(
-    model: nn.Module,
-    variables: Variables,
-    data,
-    cfg: EvalConfig,
-    outdir: pathlib.Path,
-    key: jax.Array,
-    *,
-    batch_size: int = 32,
+    model, variables, data, cfg: EvalConfig, outdir, key, *, batch_size=32
 ) -> dict[str, pathlib.Path]:
     """Writes reconstructions and prior samples of the test split as text.
 
@@ -280,8 +248,12 @@ def write_outputs(
     rows = list(data.test[: cfg.num_reconstructions])
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        sub = jax.random.fold_in(k_post, start)
-        z = _posterior_sample(*mv, *pad_rows(chunk), sub)
+        tokens, lengths = pad_rows(chunk)
+        index = np.arange(start, start + len(chunk), dtype=np.int32)
+        mask = np.ones(len(chunk), np.float32)
+        z = passes.posterior_codes(
+            variables, k_post, tokens, lengths, mask, index, model=model, sample=True
+        )
         out = decoded(z, jax.random.fold_in(k_sample, start), beam=True)
         for i, row in enumerate(chunk):
             block = [f"x: {text(row)}"] + [f"{k}: {text(v[i])}" for k, v in out.items()]

@@ -14,27 +14,15 @@ import numpy as np
 from bnvae_jax.models.posteriors import LOG_2PI
 
 
-def _log_density_matrix(z, mu, logvar):
-    """Log N(z_i; mu_m, diag exp(logvar_m)) for all pairs: [a, n], [N, n] -> [a, N]."""
-    diff = z[:, None, :] - mu[None, :, :]
-    return -0.5 * jnp.sum(
-        jnp.square(diff) * jnp.exp(-logvar)[None] + logvar[None] + LOG_2PI, axis=-1
-    )
-
-
 @jax.jit
 def _aggregate_log_q(z, mu, logvar):
-    """Log q(z_i) = logsumexp_m log q(z_i | x_m) − log N, in row chunks."""
-    num = mu.shape[0]
-    chunk = 64
-    pad = (-z.shape[0]) % chunk
-    zp = jnp.pad(z, ((0, pad), (0, 0))).reshape(-1, chunk, z.shape[1])
+    """Log q(z_i) = logsumexp_m log N(z_i; mu_m, diag exp(logvar_m)) − log N."""
 
-    def rows(zc):
-        return jax.nn.logsumexp(_log_density_matrix(zc, mu, logvar), axis=1)
+    def log_q(z_i):  # [n] -> []; vmapped over 64 rows of z at a time
+        terms = jnp.square(z_i - mu) * jnp.exp(-logvar) + logvar + LOG_2PI  # [N, n]
+        return jax.nn.logsumexp(-0.5 * jnp.sum(terms, axis=-1))
 
-    out = jax.lax.map(rows, zp).reshape(-1)[: z.shape[0]]
-    return out - math.log(num)
+    return jax.lax.map(log_q, z, batch_size=64) - math.log(mu.shape[0])
 
 
 def mutual_information_dataset(mu, logvar, key) -> float:

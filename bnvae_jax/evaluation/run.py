@@ -50,16 +50,8 @@ def iterate_arrays(plan: batching.BatchPlan):
 
 
 def elbo_metrics(
-    model: nn.Module,
-    variables: Mapping,
-    rows: Sequence[np.ndarray],
-    key: jax.Array,
-    *,
-    batch_size: int,
-    bucket_width: int,
-    au_threshold: float,
-    par: parallel.Parallel | None = None,
-) -> tuple[dict[str, float], passes.PosteriorPass]:
+    model, variables, rows, key, *, batch_size, bucket_width, au_threshold, par=None
+) -> dict[str, float]:
     """One-sample ELBO pass plus MI and AU (cheap; run every epoch).
 
     ``par``: the devices each batch is split over (default: one); a batch that
@@ -77,7 +69,7 @@ def elbo_metrics(
         mi_batch = estimators.mutual_information_per_batch(
             pp.mu, pp.logvar, pp.batch_id, batch_mi_key
         )
-    metrics = {
+    return {
         "elbo_nll": float(np.mean(total)),
         "rec": float(np.mean(pp.rec)),
         "kl": float(np.mean(pp.kl)),
@@ -88,47 +80,29 @@ def elbo_metrics(
         "num_sentences": len(pp.rec),
         "num_words": int(words),
     }
-    return metrics, pp
 
 
 def iw_log_px(
-    model: nn.Module,
-    variables: Mapping,
-    rows: Sequence[np.ndarray],
-    key: jax.Array,
-    cfg: EvalConfig,
-    bucket_width: int,
-    *,
-    num_samples: int,
-    progress: bool = True,
-    par: parallel.Parallel | None = None,
+    model, variables, rows, key, cfg: EvalConfig, bucket_width: int, par=None, **options
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-sentence importance-weighted log p(x) and predicted tokens, row order.
 
-    Batch and chunk sizes come from ``cfg`` and the devices (results do not
-    depend on them: sentence ``i`` draws from ``fold_in(key, i)``).
+    ``options``: ``num_samples`` (required) and ``progress``, as
+    ``passes.iw_log_likelihood`` takes them; ``par``: the devices (default:
+    one). Batch and chunk sizes come from ``cfg`` and the devices (results do
+    not depend on them: sentence ``i`` draws from ``fold_in(key, i)``).
     """
     par = par or parallel.single_device()
     sizes = sizing.iw_sizes(cfg.iw_batch, cfg.iw_max_logits, par)
     plan = plan_batches(rows, sizes.batch, bucket_width)
+    options.update(chunk=cfg.iw_chunk, total=len(plan), max_logits=sizes.max_logits)
     _, log_px, tokens = passes.iw_log_likelihood(
-        model,
-        variables,
-        iterate_arrays(plan),
-        key,
-        num_samples=num_samples,
-        chunk=cfg.iw_chunk,
-        progress=progress,
-        total=len(plan),
-        max_logits=sizes.max_logits,
-        par=par,
+        model, variables, iterate_arrays(plan), key, par=par, **options
     )
     return log_px, tokens
 
 
-def iw_metrics(
-    model: nn.Module, variables: Mapping, rows, key: jax.Array, cfg: EvalConfig, **kw
-) -> dict[str, float]:
+def iw_metrics(model, variables, rows, key, cfg: EvalConfig, **kw) -> dict[str, float]:
     """Importance-weighted NLL (nats per sentence) and PPL on the first sentences.
 
     ``kw``: ``bucket_width``, ``progress`` and ``par``, as for ``iw_log_px``.
@@ -162,18 +136,11 @@ def evaluate_split(
 ) -> dict[str, float]:
     """All metrics of a split (the ``results.json`` entry)."""
     elbo_key, iw_key = jax.random.split(key)
-    sizes = {"bucket_width": bucket_width, "par": par}
-    metrics, _ = elbo_metrics(
-        model,
-        variables,
-        rows,
-        elbo_key,
-        batch_size=batch_size,
-        au_threshold=cfg.au_threshold,
-        **sizes,
-    )
+    shared = {"bucket_width": bucket_width, "par": par}
+    elbo = {"batch_size": batch_size, "au_threshold": cfg.au_threshold}
+    metrics = elbo_metrics(model, variables, rows, elbo_key, **elbo, **shared)
     if with_iw:
         metrics |= iw_metrics(
-            model, variables, rows, iw_key, cfg, progress=progress, **sizes
+            model, variables, rows, iw_key, cfg, progress=progress, **shared
         )
     return metrics

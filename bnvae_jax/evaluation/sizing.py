@@ -29,25 +29,22 @@ class IWSizes:
     max_logits: int
 
 
-def device_memory(device) -> int:
-    """Bytes the device may allocate (its ``memory_stats`` limit when known)."""
-    try:
-        stats = device.memory_stats() or {}
-    except (NotImplementedError, RuntimeError):
-        stats = {}
-    return int(stats.get("bytes_limit") or FALLBACK_MEMORY)
-
-
 def iw_sizes(iw_batch: int, iw_max_logits: int, par: parallel.Parallel) -> IWSizes:
     """The sizes an IW-NLL pass uses; configured values win over the backend's.
 
     Batches chosen here are a multiple of the device count, so that no device
-    decodes padding only.
+    decodes padding only. An accelerator's memory is the limit its
+    ``memory_stats`` report, else ``FALLBACK_MEMORY``.
     """
     device = par.local_devices[0]
     if device.platform == "cpu":
         batch, logits = max(CPU_IW_BATCH, par.num_devices), CPU_MAX_LOGITS
     else:
+        try:
+            stats = device.memory_stats() or {}
+        except (NotImplementedError, RuntimeError):
+            stats = {}
+        memory = int(stats.get("bytes_limit") or FALLBACK_MEMORY)
         batch = ACCELERATOR_IW_BATCH * par.num_devices
-        logits = device_memory(device) // (4 * ACCELERATOR_LOGITS_SHARE)
+        logits = memory // (4 * ACCELERATOR_LOGITS_SHARE)
     return IWSizes(iw_batch or par.padded(batch), iw_max_logits or logits)

@@ -311,7 +311,7 @@ def selection_loss(run: RunConfig, val: dict) -> float:
 
 def validate(s: Setup, state, split: str = "valid") -> dict:
     """ELBO, KL, MI and AU of ``split`` (one sample each)."""
-    metrics, _ = eval_run.elbo_metrics(
+    metrics = eval_run.elbo_metrics(
         s.model,
         steps.variables(state),
         s.data.split(split),
