@@ -129,15 +129,8 @@ def setup(
     state = state.replace(step=jnp.zeros((), jnp.int32))
     if write:
         loop_lib.record_run(ctx.workdir, data.vocab, info, config)
-    s = Setup(
-        config=config,
-        run=run,
-        data=data,
-        model=model,
-        ctx=ctx,
-        rng=par.replicate(jax.random.fold_in(root, 1)),
-        eval_key=jax.random.key(run.eval.seed),
-    )
+    rng = par.replicate(jax.random.fold_in(root, 1))
+    s = Setup(config, run, data, model, ctx, rng, jax.random.key(run.eval.seed))
     return s, par.replicate(state)
 
 
