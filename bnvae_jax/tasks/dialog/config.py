@@ -151,9 +151,9 @@ def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
     require(d.max_utt_len >= 3, "data.max_utt_len must be >= 3 (<s> word </s>)")
     require(d.context_size >= 2, "data.context_size must be >= 2")
     require(d.batch_size >= 1 and d.eval_batch_size >= 1, "batch sizes must be >= 1")
-    for key in (k for k in ARCHITECTURE_KEYS if k.startswith("model.")):  # sizes
-        value = getattr(m, key.removeprefix("model."))
-        require(value >= 1, f"{key} must be positive, got {value}")
+    for key in MODEL_SIZES:
+        value = getattr(m, key)
+        require(value >= 1, f"model.{key} must be positive, got {value}")
     require(m.init_scale > 0, "model.init_scale must be positive")
     if method.head == "bn_gaussian":
         require(m.gamma > 0, f"{run.method_name} needs model.gamma > 0, got {m.gamma}")
@@ -201,18 +201,13 @@ def resolve(
 
 
 # Keys that fix parameter shapes or the objective: a workdir holding a run that
-# differs in any of them is refused.
+# differs in any of them is refused. The model's are sizes, all positive.
+MODEL_SIZES = tuple(
+    "emb_dim utt_hidden ctx_hidden dec_hidden latent_dim topic_dim prior_hidden "
+    "bow_hidden".split()
+)
 ARCHITECTURE_KEYS = (
     "method",
-    "data.max_vocab",
-    "data.max_utt_len",
-    "data.context_size",
-    "model.emb_dim",
-    "model.utt_hidden",
-    "model.ctx_hidden",
-    "model.dec_hidden",
-    "model.latent_dim",
-    "model.topic_dim",
-    "model.prior_hidden",
-    "model.bow_hidden",
+    *(f"data.{key}" for key in ("max_vocab", "max_utt_len", "context_size")),
+    *(f"model.{key}" for key in MODEL_SIZES),
 )

@@ -30,12 +30,12 @@ import json
 import pathlib
 import re
 from collections.abc import Sequence
-from numbers import Integral
 from typing import NamedTuple
 
 import numpy as np
 
-from bnvae_jax.data.vocab import SPECIAL_TOKENS, UNK, Vocab
+from bnvae_jax import fileio
+from bnvae_jax.data.vocab import UNK, Vocab
 from bnvae_jax.errors import DataError
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
@@ -153,17 +153,6 @@ def _alternating_dialog(utts, topic: str = UNKNOWN_TOPIC) -> Dialog:
     return Dialog(topic, _NO_META, speakers, tuple(utts), (count - 1,))
 
 
-def _read_text(path: str) -> str:
-    """The UTF-8 text of ``path``; a missing or undecodable file is a DataError."""
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
-
-
 def read_dialogs(path: str, file_format: str, max_utt_len: int) -> list[Dialog]:
     """Every dialog of ``path``; blank lines are skipped.
 
@@ -171,7 +160,7 @@ def read_dialogs(path: str, file_format: str, max_utt_len: int) -> list[Dialog]:
       DataError: a missing or unreadable file, or a malformed line (one line
         naming the file and line number).
     """
-    lines = _read_text(path).splitlines()
+    lines = fileio.read_text(path).splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise DataError(f"{path}: no dialogs")
@@ -190,8 +179,7 @@ def build_vocab(dialogs: Sequence[Dialog], max_vocab: int) -> Vocab:
     library's four special tokens first. Ties keep first-occurrence order.
     """
     counts = collections.Counter(w for d in dialogs for utt in d.utts for w in utt)
-    ranked = [w for w, _ in counts.most_common()[:max_vocab]]
-    return Vocab(tuple(dict.fromkeys((*SPECIAL_TOKENS, *ranked))))
+    return Vocab.from_sentences([[w for w, _ in counts.most_common(max_vocab)]])
 
 
 def build_topics(dialogs: Sequence[Dialog]) -> tuple[str, ...]:
@@ -317,8 +305,13 @@ class ContextBatch(NamedTuple):
     unknown_words: tuple[str, ...]
 
 
-def _check_contexts(contexts) -> None:
-    """ValueError unless ``contexts`` is a non-empty list of non-empty string lists."""
+def _topic_names(contexts, topic) -> list[str]:
+    """Each context's topic name (``UNKNOWN_TOPIC`` for None).
+
+    Raises:
+      ValueError: ``contexts`` is not a non-empty list of non-empty string
+        lists, or ``topic`` not a name, None or a list of them, one a context.
+    """
 
     def is_list(value) -> bool:
         return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
@@ -344,11 +337,7 @@ def _check_contexts(contexts) -> None:
                 raise ValueError(
                     f"contexts[{i}][{j}] must be a string, got {type(turn).__name__}"
                 )
-
-
-def _context_topics(topic, count: int) -> list[str]:
-    """One topic name per context (``UNKNOWN_TOPIC`` for None)."""
-    many = isinstance(topic, (list, tuple))
+    many, count = is_list(topic), len(contexts)
     if many and len(topic) != count:
         raise ValueError(
             f"topic lists {len(topic)} topics for {count} contexts (give one "
@@ -416,19 +405,16 @@ def context_batch(
         not a string, a ``topic`` that is not a string, None or a list of
         them, or sizes out of range.
     """
-    _check_contexts(contexts)
-    names = _context_topics(topic, len(contexts))
+    names = _topic_names(contexts, topic)
     for what, value, least in (
         ("max_utt_len", max_utt_len, 2),
         ("context_size", context_size, 2),
         ("width_multiple", width_multiple, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+        if value < least:
             raise ValueError(f"{what} must be an integer >= {least}, got {value!r}")
     count = len(contexts)
     batch_size = count if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral):
-        raise ValueError(f"batch_size must be an integer, got {batch_size!r}")
     if batch_size < count:
         raise ValueError(f"{count} contexts do not fit a batch of {batch_size}")
     kept = [
@@ -438,9 +424,8 @@ def context_batch(
     response = wrap([], max_utt_len)
     dialogs = [_alternating_dialog([*k, response], n) for k, n in zip(kept, names)]
     longest = max(len(u) for d in dialogs for u in d.utts)
-    width = min(
-        -(-longest // width_multiple) * width_multiple, max(max_utt_len, longest)
-    )
+    rounded = -(-longest // width_multiple) * width_multiple
+    width = min(rounded, max(max_utt_len, longest))
     split = make_split(dialogs, vocab, topics, context_size=context_size, utt_len=width)
     batch = split.batch(np.arange(count), batch_size)
     unknown = [w for turns in kept for u in turns for w in u if vocab.id(w) == UNK]
@@ -573,7 +558,7 @@ def read_multi_ref(path: str, max_utt_len: int) -> list[MultiRefItem]:
         or a malformed item (one line naming the file and the item index).
     """
     try:
-        records = json.loads(_read_text(path))
+        records = json.loads(fileio.read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(records, list):
@@ -596,9 +581,9 @@ def multi_ref_split(
 ) -> tuple[DialogSplit, list[list[list[str]]]]:
     """One example per item, and its reference word lists.
 
-    The example is ``make_split``'s for a dialog of the item's last
-    ``context_size - 1`` turns followed by its first (the dialog's own)
-    response, said by the item's responder; ``dialog`` is the item index.
+    The example is ``make_split``'s for a dialog of the item's turns followed
+    by its first (the dialog's own) response, said by the item's responder, so
+    its last ``context_size - 1`` turns are kept; ``dialog`` is the item index.
 
     Args:
       items: parsed items (``read_multi_ref``).
@@ -619,9 +604,8 @@ def multi_ref_split(
         utt_len = max(len(u) for it in items for u in (*it.context, *it.responses))
     dialogs = []
     for it in items:
-        start = max(0, len(it.context) - (context_size - 1))
-        utts = (*it.context[start:], it.responses[0])
-        speakers = (*it.context_speakers[start:], it.speaker)
+        utts = (*it.context, it.responses[0])
+        speakers = (*it.context_speakers, it.speaker)
         dialogs.append(Dialog(it.topic, it.meta, speakers, utts, (len(utts) - 1,)))
     split = make_split(
         dialogs, vocab, topics, context_size=context_size, utt_len=utt_len

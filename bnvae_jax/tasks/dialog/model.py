@@ -205,14 +205,12 @@ class DialogCVAE(nn.Module):
         logits = self.decode_logits(c, z, inputs, lens - 1)
         logp = jax.nn.log_softmax(logits, axis=-1)
         nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-        rec = jnp.sum(nll * target_mask, -1)
         bow_logits = self.bow_out(jnp.tanh(self.bow_fc(jnp.concatenate([c, z], -1))))
-        bow = bow_loss(bow_logits, targets, target_mask)
         return CVAEOutput(
-            rec=rec,
+            rec=jnp.sum(nll * target_mask, -1),
             kl=jnp.sum(gaussian_kl_between(post, prior), -1),
             prior_kl=jnp.sum(posteriors.gaussian_kl(*prior), -1),
-            bow=bow,
+            bow=bow_loss(bow_logits, targets, target_mask),
             tokens=jnp.sum(target_mask, -1),
             posterior=post,
             prior=prior,
@@ -268,15 +266,15 @@ class DialogCVAE(nn.Module):
             h, token, done = carry
             h = gru.step(h, gru.input_gates(jnp.take(table, token, axis=0)))
             logits = h @ w_out["kernel"] + w_out["bias"]
-            if temperature is None:
+            if greedy:
                 token = jnp.argmax(logits, -1)
             else:
                 token = jax.random.categorical(key, logits / temperature, -1)
             token = token.astype(jnp.int32)
             return (h, token, done | (token == EOS)), jnp.where(done, PAD, token)
 
-        sampled = temperature is not None
-        keys = jax.random.split(self.make_rng("sample"), max_len) if sampled else None
+        greedy = temperature is None
+        keys = None if greedy else jax.random.split(self.make_rng("sample"), max_len)
         carry = (h, jnp.full((rows,), BOS, jnp.int32), jnp.zeros((rows,), bool))
         _, out = jax.lax.scan(body, carry, keys, length=max_len)
         return out.T.reshape(b, num_samples, max_len)

@@ -15,7 +15,7 @@ import dataclasses
 
 import jax
 
-from bnvae_jax.errors import ConfigError
+from bnvae_jax.config import require_choice
 from bnvae_jax.training.objectives import masked_mean
 
 # How the extra prior KL is weighted: by the KL annealing weight, or always 1.
@@ -43,11 +43,8 @@ DIALOG_METHODS: dict[str, DialogMethod] = {
 
 
 def get_method(name: str) -> DialogMethod:
-    if name not in DIALOG_METHODS:
-        raise ConfigError(
-            f"method {name!r} is not a dialog method; choose one of "
-            f"{', '.join(DIALOG_METHODS)}"
-        )
+    """The row of ``name``; a one-line ``ConfigError`` for another name."""
+    require_choice("method", name, DIALOG_METHODS)
     return DIALOG_METHODS[name]
 
 

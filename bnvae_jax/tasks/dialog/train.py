@@ -42,6 +42,7 @@ BATCH_KEYS = tuple(
     "my_meta other_meta mask".split()
 )
 SPLIT_IDS = {"train": 0, "valid": 1, "test": 2}  # evaluation key per split
+TERMS = ("rec", "kl", "prior_kl", "bow")  # the per-example loss terms reported
 
 
 @dataclasses.dataclass
@@ -118,26 +119,18 @@ def setup(
         table = metrics_lib.glove_table(run.model.embedding_file, data.vocab, table)
         params = {**params, "embed": {"embedding": jnp.asarray(table, jnp.float32)}}
     model = DialogCVAE(run.model, axis_name=par.axis_name)
-    t = run.train
     state = steps.TrainState.create(
         apply_fn=model.apply,
         params=params,
         batch_stats=variables.get("batch_stats", {}),
-        tx=steps.make_optimizer(t.learning_rate, t.clip_norm, kind="adam"),
+        tx=steps.make_optimizer(run.train.learning_rate, run.train.clip_norm, "adam"),
     )
     # A strongly typed counter: a Python 0 would compile the step a second time.
     state = state.replace(step=jnp.zeros((), jnp.int32))
     if write:
         loop_lib.record_run(ctx.workdir, data.vocab, info, config)
-    s = Setup(
-        config=config,
-        run=run,
-        data=data,
-        model=model,
-        ctx=ctx,
-        rng=par.replicate(jax.random.fold_in(root, 1)),
-        eval_key=jax.random.key(run.eval.seed),
-    )
+    rng = par.replicate(jax.random.fold_in(root, 1))
+    s = Setup(config, run, data, model, ctx, rng, jax.random.key(run.eval.seed))
     return s, par.replicate(state)
 
 
@@ -197,21 +190,11 @@ def train_step(
     new_state = state.apply_gradients(
         grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
     )
-    sums = {
-        "loss_sum": (out.rec + out.kl) * mask,
-        "rec_sum": out.rec * mask,
-        "kl_sum": out.kl * mask,
-        "prior_kl_sum": out.prior_kl * mask,
-        "bow_sum": out.bow * mask,
-        "tokens": out.tokens * mask,
-        "count": mask,
-    }
-    metrics = parallel.psum({k: jnp.sum(v) for k, v in sums.items()}, axis_name)
-    metrics.update(
-        kl_weight=kl_weight,
-        prior_kl_weight=prior_weight,
-        grad_norm=optax.tree.norm(grads),
-    )
+    sums = {f"{k}_sum": getattr(out, k) for k in TERMS}
+    sums.update(loss_sum=out.rec + out.kl, tokens=out.tokens, count=1.0)
+    metrics = parallel.psum({k: jnp.sum(v * mask) for k, v in sums.items()}, axis_name)
+    norm = optax.tree.norm(grads)
+    metrics.update(kl_weight=kl_weight, prior_kl_weight=prior_weight, grad_norm=norm)
     return new_state, metrics
 
 
@@ -227,10 +210,8 @@ def make_step(s: Setup):
         prior_schedule=prior,
         axis_name=par.axis_name,
     )
-    if par.mode == "jit":
-        step_fn = jax.jit(fn, donate_argnums=0)
-    else:
-        step_fn = par.pmap_step(fn, num_args=3)
+    jit = par.mode == "jit"
+    step_fn = jax.jit(fn, donate_argnums=0) if jit else par.pmap_step(fn, num_args=3)
     return lambda state, arrays, loop, step: step_fn(state, arrays, s.rng)
 
 
@@ -241,13 +222,11 @@ def summarize(host: list, loop: LoopState) -> dict:
         return sum(float(m[key]) for m in host)
 
     count = max(total("count"), 1.0)
-    terms = ("rec", "kl", "prior_kl", "bow")
-    scalars = {f"train/{k}": total(f"{k}_sum") / count for k in terms}
+    scalars = {f"train/{k}": total(f"{k}_sum") / count for k in TERMS}
     mean_nll = total("rec_sum") / max(total("tokens"), 1.0)
     scalars["train/ppl"] = math.exp(min(mean_nll, 50))
-    for k in ("kl_weight", "grad_norm"):
-        scalars[f"train/{k}"] = float(host[-1][k])
-    return scalars
+    last = {f"train/{k}": float(host[-1][k]) for k in ("kl_weight", "grad_norm")}
+    return scalars | last
 
 
 # -- evaluation and the patience rule ------------------------------------------
@@ -259,10 +238,9 @@ def _terms(model, variables, batch, rngs):
     return out.rec, out.kl, out.prior_kl, out.bow, out.tokens
 
 
-def _responses(model, variables, batch, rngs, *, num_samples, max_len):
+def _responses(model, variables, batch, rngs, **sizes):
     """Greedy responses from z ~ p(z|c): <int32>[B, num_samples, max_len]."""
-    kw = {"num_samples": num_samples, "max_len": max_len, "method": "generate"}
-    return (model.apply(variables, batch, rngs=rngs, **kw),)
+    return (model.apply(variables, batch, rngs=rngs, method="generate", **sizes),)
 
 
 @functools.lru_cache(maxsize=8)
@@ -302,7 +280,7 @@ def evaluate_split(s: Setup, state, split_name: str) -> dict:
         count += float(mask.sum())
     rec_sum, kl_sum, _, _, tokens = totals
     n = max(count, 1.0)
-    means = dict(zip(("rec", "kl", "prior_kl", "bow"), totals[:4] / n, strict=True))
+    means = dict(zip(TERMS, totals[:4] / n, strict=True))
     return means | {
         "elbo": (rec_sum + kl_sum) / n,
         "ppl": math.exp(rec_sum / max(tokens, 1.0)),
@@ -332,15 +310,19 @@ def rule(s: Setup, state, loop: LoopState, val: dict, improved: bool):
 def sample_responses(s: Setup, state, split: data_lib.DialogSplit, rows) -> list:
     """``eval.num_samples`` greedy responses from z ~ p(z|c) for ``rows``.
 
+    Each response is its words without ``<pad>`` and ``</s>`` (Zhao et al.).
     Randomness is fixed by ``eval.seed`` and the batch index.
     """
-    cfg = s.run.eval
+    cfg, words = s.run.eval, s.data.vocab.words
     key = jax.random.fold_in(s.eval_key, 0x5A)
     sizes = {"num_samples": cfg.num_samples, "max_len": cfg.max_decode_len}
-    outputs = []
+    hyps = []
     for batch, (ids,) in _passes(s, state, split, rows, key, _responses, **sizes):
-        outputs.extend(ids[: int(batch["mask"].sum())])
-    return outputs
+        hyps += [
+            [[words[i] for i in r.tolist() if i not in (PAD, EOS)] for r in sample]
+            for sample in ids[: int(batch["mask"].sum())]
+        ]
+    return hyps
 
 
 def scored_contexts(s: Setup) -> tuple[data_lib.DialogSplit, np.ndarray, list]:
@@ -371,21 +353,16 @@ def scored_contexts(s: Setup) -> tuple[data_lib.DialogSplit, np.ndarray, list]:
 def final(s: Setup, state, loop: LoopState) -> dict:
     """Valid/test ELBO terms and test response scores of the selected state.
 
-    Sampled responses are scored as words without ``<pad>`` and ``</s>`` (Zhao
-    et al.): BLEU, and A-bow/E-bow with ``eval.glove_file``. Process 0 writes
-    ``samples.txt`` and ``human_rating.csv``.
+    Sampled responses are scored by BLEU, and A-bow/E-bow with
+    ``eval.glove_file``. Process 0 writes ``samples.txt`` and
+    ``human_rating.csv``.
     """
-    cfg, words = s.run.eval, s.data.vocab.words
+    cfg = s.run.eval
     results = {name: evaluate_split(s, state, name) for name in ("valid", "test")}
     split, rows, refs = scored_contexts(s)
-    hyps = [
-        [[words[i] for i in ids.tolist() if i not in (PAD, EOS)] for ids in sample]
-        for sample in sample_responses(s, state, split, rows)
-    ]
-    glove = None
-    if cfg.glove_file:
-        used = {w for group in refs + hyps for sentence in group for w in sentence}
-        glove = metrics_lib.load_glove(cfg.glove_file, used)
+    hyps = sample_responses(s, state, split, rows)
+    used = {w for group in refs + hyps for sentence in group for w in sentence}
+    glove = metrics_lib.load_glove(cfg.glove_file, used) if cfg.glove_file else None
     results["test"].update(metrics_lib.score_contexts(refs, hyps, glove))
     results["test"]["references"] = (
         "multi_ref_file" if cfg.multi_ref_file else "test_split"
