@@ -5,7 +5,6 @@ An atomic write never leaves half a file behind an interrupted run.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import json
 import math
@@ -25,22 +24,18 @@ def read_text(path: str | os.PathLike) -> str:
         DataError: the file is missing, a directory or unreadable, or it is not
             UTF-8 (the message names the line and column).
     """
-    path = pathlib.Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a text file")
     try:
-        data = path.read_bytes()
-        return data.decode("utf-8").removeprefix(codecs.BOM_UTF8.decode("utf-8"))
+        return pathlib.Path(path).read_bytes().decode("utf-8-sig")  # drops a BOM
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        breaks = list(re.finditer(rb"\r\n|\r|\n", data[: e.start]))
+    except UnicodeDecodeError as e:  # e.object: the bytes after a BOM
+        breaks = list(re.finditer(rb"\r\n|\r|\n", e.object[: e.start]))
         line_start = breaks[-1].end() if breaks else 0
         raise DataError(
             f"{path} line {len(breaks) + 1}: not valid UTF-8 "
-            f"(byte 0x{data[e.start]:02x} at column {e.start - line_start + 1})"
+            f"(byte 0x{e.object[e.start]:02x} at column {e.start - line_start + 1})"
         ) from None
 
 

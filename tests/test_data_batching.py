@@ -54,7 +54,7 @@ def test_make_batch_padding():
     plan = plan_batches(rows, BatchingConfig(batch_size=4, bucket_width=4))
     assert len(plan) == 2
     batch = plan.make_batch(0)
-    assert batch.shape == (4, 8)
+    assert batch.tokens.shape == (4, 8)
     assert batch.tokens.dtype == np.int32 and batch.mask.dtype == np.float32
     assert batch.lengths.dtype == np.int32 and batch.index.dtype == np.int32
     np.testing.assert_array_equal(batch.index, [0, 1, 2, -1])
@@ -65,7 +65,7 @@ def test_make_batch_padding():
     assert batch.num_real == 3
     assert batch.num_tokens == 3 * 4
     single = plan.make_batch(1)
-    assert single.num_real == 1 and single.shape == (4, 8)
+    assert single.num_real == 1 and single.tokens.shape == (4, 8)
 
 
 def test_time_is_bucketed_and_shapes_bounded():
@@ -74,10 +74,10 @@ def test_time_is_bucketed_and_shapes_bounded():
     plan = plan_batches(rows, cfg)
     for i in range(len(plan)):
         batch = plan.make_batch(i)
-        assert batch.shape[0] == 8
-        assert batch.shape[1] % 8 == 0
-        assert batch.shape[1] >= batch.lengths.max()
-        assert batch.shape[1] - 8 < batch.lengths.max()
+        assert batch.tokens.shape[0] == 8
+        assert batch.tokens.shape[1] % 8 == 0
+        assert batch.tokens.shape[1] >= batch.lengths.max()
+        assert batch.tokens.shape[1] - 8 < batch.lengths.max()
     max_len = max(len(r) for r in rows)
     assert len(plan.shapes()) <= -(-max_len // 8)
     assert all(b == 8 for b, _ in plan.shapes())

@@ -20,7 +20,7 @@ SMALL = synthetic.SyntheticSpec(
 
 
 def _sentences(spec):
-    return {split: data.sentences for split, data in synthetic.sample(spec).items()}
+    return {split: data.sentences for split, data in synthetic.sample(spec)[1].items()}
 
 
 def _unigram(sentences, vocab_size):
@@ -45,7 +45,7 @@ def test_sizes_lengths_and_vocab():
     corpus = _sentences(SMALL)
     assert set(corpus) == {"train", "valid", "test"}
     for split in ("train", "valid", "test"):
-        assert len(corpus[split]) == SMALL.num(split)
+        assert len(corpus[split]) == getattr(SMALL, f"num_{split}")
         for words in corpus[split]:
             assert len(words) == SMALL.length
             for word in words:
@@ -69,7 +69,7 @@ def test_splits_have_independent_streams():
 
 
 def test_latents_follow_the_mixture():
-    splits = synthetic.sample(dataclasses.replace(SMALL, num_train=2000))
+    _, splits = synthetic.sample(dataclasses.replace(SMALL, num_train=2000))
     train = splits["train"]
     assert train.z.shape == (2000, 2)
     assert train.component.shape == (2000,)
@@ -83,7 +83,7 @@ def test_latents_follow_the_mixture():
 
 def test_other_latent_dims_get_random_means():
     spec = dataclasses.replace(SMALL, latent_dim=3, num_components=5)
-    train = synthetic.sample(spec)["train"]
+    train = synthetic.sample(spec)[1]["train"]
     assert train.z.shape == (SMALL.num_train, 3)
     assert set(np.unique(train.component)) <= set(range(5))
 
@@ -98,7 +98,7 @@ def test_sentences_depend_on_the_latent():
         emb_dim=32,
         hidden_dim=32,
     )
-    train = synthetic.sample(spec)["train"]
+    train = synthetic.sample(spec)[1]["train"]
     by_comp = [
         [s for s, c in zip(train.sentences, train.component, strict=True) if c == k]
         for k in range(4)

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from bnvae_jax.config import require, require_choice
 from bnvae_jax.data.vocab import PAD
-from bnvae_jax.errors import ConfigError
 
 MODES = ("same_length", "mixed")
 
@@ -40,11 +40,6 @@ class Batch:
         real = self.lengths[self.index >= 0]
         return int(np.sum(real.astype(np.int64) - 1))
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(B, T)``."""
-        return self.tokens.shape
-
 
 @dataclasses.dataclass(frozen=True)
 class BatchingConfig:
@@ -67,17 +62,14 @@ class BatchingConfig:
 
     def __post_init__(self):
         for name in ("batch_size", "bucket_width"):
-            if (value := getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
-        if self.mode not in MODES:
-            raise ConfigError(
-                f"unknown batching mode {self.mode!r}; known modes: {', '.join(MODES)}"
-            )
-        if not 1 <= self.min_batch <= self.batch_size:
-            raise ConfigError(
-                f"min_batch must be between 1 and batch_size={self.batch_size}, "
-                f"got {self.min_batch}"
-            )
+            value = getattr(self, name)
+            require(value >= 1, f"{name} must be >= 1, got {value}")
+        require_choice("batching mode", self.mode, MODES)
+        require(
+            1 <= self.min_batch <= self.batch_size,
+            f"min_batch must be between 1 and batch_size={self.batch_size}, "
+            f"got {self.min_batch}",
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -153,8 +145,7 @@ def epoch_order(plan: BatchPlan, seed: int, epoch: int) -> np.ndarray:
     Returns:
         <int64>[len(plan)] batch ids.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch]))
-    return rng.permutation(len(plan))
+    return np.random.default_rng([seed, epoch]).permutation(len(plan))
 
 
 def iterate(

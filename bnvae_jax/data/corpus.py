@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -89,8 +90,6 @@ def read_corpus(
             or (labelled) a non-empty line has no tab or an empty label.
         ConfigError: ``max_tokens`` < 1.
     """
-    if max_tokens is not None and max_tokens < 1:
-        raise ConfigError(f"max_tokens must be >= 1 or None, got {max_tokens}")
     lines = _EOL.split(fileio.read_text(path))
     if lines[-1] == "":
         lines.pop()
@@ -122,23 +121,18 @@ def make_corpus(
 
     Raises:
         DataError: no line is kept.
+        ConfigError: ``max_tokens`` < 1.
     """
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"max_tokens must be >= 1 or None, got {max_tokens}")
     rows = [(tuple(t.split()), label) for t, label in zip(texts, labels or repeat(""))]
-    kept = [
-        (t, label)
-        for t, label in rows
-        if t and (max_tokens is None or len(t) <= max_tokens)
-    ]
+    kept = [row for row in rows if 0 < len(row[0]) <= (max_tokens or math.inf)]
     empty = sum(not t for t, _ in rows)
     stats = ReadStats(len(rows), len(kept), empty, len(rows) - len(kept) - empty)
     if not kept:
         raise DataError(f"{where}: has no sentences ({stats.summary()})")
-    return Corpus(
-        sentences=tuple(tokens for tokens, _ in kept),
-        labels=tuple(label for _, label in kept) if labels is not None else None,
-        stats=stats,
-        path=where,
-    )
+    sentences, kept_labels = zip(*kept)
+    return Corpus(sentences, None if labels is None else kept_labels, stats, where)
 
 
 def encode_corpus(

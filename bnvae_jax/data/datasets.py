@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import pathlib
 
@@ -52,9 +51,7 @@ def data_files(data_cfg: DataConfig, workdir: str) -> dict[str, str]:
         )
     spec = synthetic.SyntheticSpec(**dataclasses.asdict(data_cfg.synthetic))
     # One folder per spec: a changed spec never overwrites a run's corpus.
-    digest = hashlib.sha256(
-        json.dumps(dataclasses.asdict(spec), sort_keys=True).encode()
-    ).hexdigest()[:10]
+    digest = hashlib.sha256(repr(spec).encode()).hexdigest()[:10]
     paths = synthetic.write_corpus(
         spec, pathlib.Path(workdir) / "data" / f"synthetic-{digest}"
     )
@@ -72,12 +69,8 @@ def load_datasets(
         corpora = tfds_builders.load_corpora(data_cfg)
     else:
         files = data_files(data_cfg, workdir)
-        corpora = {
-            s: corpus_lib.read_corpus(
-                files[s], labelled=data_cfg.labelled, max_tokens=data_cfg.max_tokens
-            )
-            for s in SPLITS
-        }
+        kw = dict(labelled=data_cfg.labelled, max_tokens=data_cfg.max_tokens)
+        corpora = {s: corpus_lib.read_corpus(files[s], **kw) for s in SPLITS}
     for split, corpus in corpora.items():
         logging.info("%s: %s", split, corpus.summary())
     if vocab is None:

@@ -101,10 +101,6 @@ class SyntheticSpec:
                 f"SyntheticSpec.{bad[0]}={getattr(self, bad[0])!r} is out of range"
             )
 
-    def num(self, split: str) -> int:
-        """Number of sentences of ``split``."""
-        return getattr(self, f"num_{split}")
-
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSplit:
@@ -156,10 +152,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)
 
 
-def _sample_tokens(
-    spec: SyntheticSpec, gen: dict, z: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """<int32>[N, length] word ids; ``vocab_size`` marks the end token and after."""
+def _sample_tokens(spec, gen, z, rng) -> np.ndarray:
+    """<int32>[N, length] word ids for the latents z [N, D].
+
+    ``vocab_size`` marks the end token and every position after it.
+    """
     n, v = z.shape[0], spec.vocab_size
     z = z.astype(np.float32)
     h, c = np.tanh(z @ gen["h0"]), z @ gen["c0"]
@@ -186,9 +183,9 @@ def _sample_tokens(
     return out
 
 
-def _sample_split(
-    spec: SyntheticSpec, gen: dict, num: int, rng: np.random.Generator
-) -> SyntheticSplit:
+def _sample_split(spec, gen, split: str, rng) -> SyntheticSplit:
+    """The ``split`` of ``spec``, drawn with the generator ``gen`` and ``rng``."""
+    num = getattr(spec, f"num_{split}")
     component = rng.integers(0, spec.num_components, size=num).astype(np.int32)
     z = gen["means"][component] + rng.standard_normal((num, spec.latent_dim))
     chunks = [
@@ -202,7 +199,7 @@ def _sample_split(
     return SyntheticSplit(sentences, z.astype(np.float32), component)
 
 
-def sample(spec: SyntheticSpec) -> dict[str, SyntheticSplit]:
+def sample(spec: SyntheticSpec) -> tuple[np.ndarray, dict[str, SyntheticSplit]]:
     """Generates the three splits with their latents.
 
     The weights and each split have their own random stream derived from
@@ -212,17 +209,13 @@ def sample(spec: SyntheticSpec) -> dict[str, SyntheticSplit]:
         spec: What to generate.
 
     Returns:
+        The mixture means <float64>[K, D] and the splits
         ``{"train": ..., "valid": ..., "test": ...}``.
     """
-    return _sample(spec)[1]
-
-
-def _sample(spec: SyntheticSpec) -> tuple[np.ndarray, dict[str, SyntheticSplit]]:
-    """The mixture means and the three splits."""
     weights_seq, *split_seqs = np.random.SeedSequence(spec.seed).spawn(1 + len(SPLITS))
     gen = _make_generator(spec, np.random.default_rng(weights_seq))
     splits = {
-        split: _sample_split(spec, gen, spec.num(split), np.random.default_rng(seq))
+        split: _sample_split(spec, gen, split, np.random.default_rng(seq))
         for split, seq in zip(SPLITS, split_seqs, strict=True)
     }
     return gen["means"], splits
@@ -258,7 +251,7 @@ def write_corpus(
             return paths
     logging.info("generating the synthetic corpus in %s: %s", directory, spec)
     paths["spec"].unlink(missing_ok=True)
-    means, splits = _sample(spec)
+    means, splits = sample(spec)
     arrays = {"means": means.astype(np.float32)}
     for split, data in splits.items():
         text = "".join(" ".join(words) + "\n" for words in data.sentences)

@@ -24,7 +24,6 @@ from bnvae_jax.config import DataConfig
 from bnvae_jax.data import corpus as corpus_lib
 from bnvae_jax.errors import ConfigError, DataError
 
-FILE_FORMAT = "array_record"
 # Our split names and the TFDS ones (TFDS calls the validation split so).
 SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
 # Per split, the (file name, label) sources in the manual directory; a label of
@@ -159,13 +158,6 @@ def _clean(value) -> str:
     return str(value).strip().strip('"').strip()
 
 
-def _as_int(value, where: str) -> int:
-    try:
-        return int(_clean(value))
-    except ValueError:
-        raise DataError(f"{where}: expected an integer, got {value!r}") from None
-
-
 _UTTERANCE_KEYS = ("speaker", "text", "act", "sentiment")
 _INTS = ("age", "education")
 
@@ -188,7 +180,7 @@ def parse_dialog(line: str, where: str) -> dict:
     try:
         speakers = {
             f"speaker_{side.lower()}": {
-                **{k: _as_int(record[side][k], f"{where} {side}.{k}") for k in _INTS},
+                **{k: int(_clean(record[side][k])) for k in _INTS},
                 "sex": _clean(record[side]["sex"]),
                 "dialect": _clean(record[side].get("dialect", "")),
             }
@@ -268,7 +260,7 @@ def prepare(
     cls = builder_class(name)
     if not str(data_dir):
         raise ConfigError("data.tfds_data_dir must be set for data.source='tfds'")
-    builder = cls(data_dir=str(data_dir), file_format=FILE_FORMAT)
+    builder = cls(data_dir=str(data_dir), file_format="array_record")
     if builder.is_prepared():
         return builder
     if not str(manual_dir):
@@ -284,8 +276,7 @@ def prepare(
             f"({' '.join(cls.MANUAL_DOWNLOAD_INSTRUCTIONS.split())})"
         )
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)),
-        file_format=FILE_FORMAT,
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual))
     )
     return builder
 
@@ -328,14 +319,13 @@ def load_corpora(d: DataConfig) -> dict[str, corpus_lib.Corpus]:
             f"a VAE run takes one of {', '.join(TEXT_CORPORA)}"
         )
     builder = prepare(name, data_dir=d.tfds_data_dir, manual_dir=d.tfds_manual_dir)
+    if d.labelled and not builder.LABELLED:
+        raise ConfigError(f"tfds:{name} has no labels but data.labelled is true")
     corpora = {}
     for split, tfds_split in SPLIT_NAMES.items():
         examples, where = read_split(builder, split), f"tfds:{name}/{tfds_split}"
-        if d.labelled and examples and "label" not in examples[0]:
-            raise ConfigError(f"{where} has no labels but data.labelled is true")
-        texts = [e["text"] for e in examples]
-        labels = [e.get("label", "") for e in examples] if d.labelled else None
+        labels = [e["label"] for e in examples] if d.labelled else None
         corpora[split] = corpus_lib.make_corpus(
-            texts, labels, where=where, max_tokens=d.max_tokens
+            [e["text"] for e in examples], labels, where=where, max_tokens=d.max_tokens
         )
     return corpora

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import itertools
 import os
-import pathlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -28,9 +27,7 @@ class Vocab:
     """
 
     words: tuple[str, ...]
-    _ids: dict[str, int] = dataclasses.field(
-        init=False, repr=False, compare=False, hash=False
-    )
+    _ids: dict[str, int] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         words = tuple(self.words)
@@ -66,10 +63,7 @@ class Vocab:
                 f"Vocab.encode takes a list of words, got the string {tokens[:40]!r}; "
                 "split it first"
             )
-        get = self._ids.get
-        return np.fromiter(
-            (get(word, UNK) for word in tokens), dtype=np.int32, count=len(tokens)
-        )
+        return np.array([self._ids.get(word, UNK) for word in tokens], np.int32)
 
     def decode(self, ids: Iterable[int], *, strip_special: bool = True) -> list[str]:
         """Words of ``ids``.
@@ -88,19 +82,16 @@ class Vocab:
         ids = np.asarray(ids).reshape(-1).tolist()
         if strip_special and EOS in ids:
             ids = ids[: ids.index(EOS)]
-        for i in ids:
-            if not 0 <= i < len(self.words):
-                raise ValueError(
-                    f"token id {i} is outside a vocabulary of size {len(self.words)}"
-                )
+        if bad := [i for i in ids if not 0 <= i < len(self)]:
+            raise ValueError(
+                f"token id {bad[0]} is outside a vocabulary of size {len(self)}"
+            )
         skip = (BOS, PAD) if strip_special else ()
         return [self.words[i] for i in ids if i not in skip]
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes one word per line (UTF-8); the id of a word is its line index."""
-        pathlib.Path(path).write_text(
-            "".join(word + "\n" for word in self.words), encoding="utf-8"
-        )
+        fileio.write_text_atomic(path, "".join(word + "\n" for word in self.words))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:
@@ -111,17 +102,15 @@ class Vocab:
                 word, or does not start with the special tokens.
         """
         words = fileio.read_text(path).splitlines()
-        seen: dict[str, int] = {}
+        first: dict[str, int] = {}
         for number, word in enumerate(words, start=1):
-            if not word or word != word.strip() or len(word.split()) != 1:
-                raise DataError(
-                    f"{path} line {number}: expected one word per line, got {word!r}"
-                )
-            if word in seen:
-                raise DataError(
-                    f"{path} line {number}: word {word!r} repeats line {seen[word]}"
-                )
-            seen[word] = number
+            if word.split() != [word]:  # empty, spaced, or several words
+                problem = f"expected one word per line, got {word!r}"
+            elif first.setdefault(word, number) != number:
+                problem = f"word {word!r} repeats line {first[word]}"
+            else:
+                continue
+            raise DataError(f"{path} line {number}: {problem}")
         if tuple(words[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
             raise DataError(
                 f"{path}: a vocabulary file must start with the lines "
@@ -147,5 +136,4 @@ class Vocab:
         Returns:
             The vocabulary.
         """
-        words = itertools.chain(SPECIAL_TOKENS, *sentences)
-        return cls(tuple(dict.fromkeys(words)))
+        return cls(tuple(dict.fromkeys(itertools.chain(SPECIAL_TOKENS, *sentences))))

@@ -120,13 +120,7 @@ def _step(params, scale, shift, gx_t, h, c, mm):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
-def lstm(
-    params: LSTMParams,
-    xs: jax.Array,
-    h0: jax.Array,
-    c0: jax.Array,
-    mm: Matmul = FLOAT32,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def lstm(params: LSTMParams, xs, h0, c0, mm: Matmul = FLOAT32):
     """Runs a one-layer LSTM over a batch-major sequence.
 
     Gates are x_t W_ih + h W_hh + b split as (i, f, g, o); c' = σ(f) c + σ(i)
@@ -192,8 +186,7 @@ def _lstm_fwd(params, xs, h0, c0, mm):
 def _lstm_bwd(mm: Matmul, res, cotangents):
     params, xs, acts, cs, hs, h0, c0 = res
     d_hs, (d_ht, d_ct) = cotangents
-    hidden = h0.shape[-1]
-    _, _, k0, k1 = _gate_constants(hidden, acts.dtype)
+    _, _, k0, k1 = _gate_constants(h0.shape[-1], acts.dtype)
     c_prev = jnp.concatenate([c0[None], cs[:-1]], 0)
     # Materialised once (see ``row_major``): a [B, 4H] x [4H, H] GEMM per step
     # runs markedly faster on XLA CPU than one that reads w_hh transposed.
@@ -246,9 +239,7 @@ def cell(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-def lstm_reference(
-    params: LSTMParams, xs: jax.Array, h0: jax.Array, c0: jax.Array
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def lstm_reference(params: LSTMParams, xs, h0, c0):
     """The textbook per-step `lax.scan` LSTM, differentiated by JAX autodiff.
 
     Same contract as `lstm`; kept as the correctness and speed baseline.

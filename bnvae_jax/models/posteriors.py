@@ -142,17 +142,13 @@ class FixedScaleBatchNorm(nn.Module):
         Σ_j γ_j² = n·gamma² and the bound is BN-VAE's with γ = ``gamma``.
         """
         if self.rms_gamma:
-            w = self.param(
-                "scale", nn.initializers.constant(self.gamma), (features,), jnp.float32
-            )
+            w = self.param("scale", nn.initializers.constant(self.gamma), (features,))
             return self.gamma * w * jax.lax.rsqrt(jnp.mean(jnp.square(w)))
         if not self.learn_gamma:
             return self.gamma
         y = self.gamma - self.gamma_min  # softplus(start) = y
         start = y + math.log(-math.expm1(-y))
-        raw = self.param(
-            "gamma_raw", nn.initializers.constant(start), (features,), jnp.float32
-        )
+        raw = self.param("gamma_raw", nn.initializers.constant(start), (features,))
         return self.gamma_min + jax.nn.softplus(raw)
 
     @nn.compact
@@ -194,26 +190,23 @@ def masked_moments(x: jax.Array, mask: jax.Array, axis_name: str | None = None):
 
 
 class GaussianHead(nn.Module):
-    """Plain diagonal Gaussian: the encoder's outputs are the posterior."""
+    """Plain diagonal Gaussian: the encoder's outputs are the posterior.
+
+    Also the 'none' head of the language model, whose encoder outputs have
+    width 0 (``latent_dim`` 0): a zero-width posterior.
+    """
 
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
         return Posterior(mu, logvar)
 
 
 class BNGaussianHead(nn.Module):
-    """BN-VAE: μ goes through ``bn`` (a ``FixedScaleBatchNorm``), logvar untouched."""
+    """BN-VAE: μ goes through ``bn`` (a ``FixedScaleBatchNorm``), logvar untouched.
 
-    bn: FixedScaleBatchNorm
-
-    @nn.compact
-    def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        return Posterior(self.bn(mu, mask, train=train), logvar)
-
-
-class DUGaussianHead(BNGaussianHead):
-    """DU-VAE (Shen et al., IJCAI 2021): BN on the mean, dropout on the variance.
-
-    From the encoder's raw outputs (m, l), per example and dimension j:
+    With ``dropout`` and ``alpha`` set (``make_head('du_gaussian')``) it is
+    DU-VAE's head (Shen et al., IJCAI 2021): BN on the mean, dropout and a floor
+    on the variance. From the encoder's raw outputs (m, l), per example and
+    dimension j:
 
     - μ = γ_j (m − mean)/sqrt(var + eps) + β_j: ``bn`` as in BN-VAE (batch
       statistics in train mode, running ones in eval mode), except that with
@@ -250,8 +243,9 @@ class DUGaussianHead(BNGaussianHead):
       (BN removes it from μ; in l it is a learnt offset).
     """
 
-    dropout: float = 0.2
-    alpha: float = 1.0
+    bn: FixedScaleBatchNorm
+    dropout: float = 0.0
+    alpha: float | None = None  # None: no floor
 
     @nn.compact
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
@@ -261,9 +255,11 @@ class DUGaussianHead(BNGaussianHead):
                 self.make_rng("dropout"), 1.0 - self.dropout, logvar.shape
             )
             logvar = jnp.where(keep, logvar - math.log1p(-self.dropout), -jnp.inf)
-        # log(σ² + δ²) without overflow; α = 0 (no floor) leaves logvar as it is.
-        floor = jnp.log(jnp.float32(self.alpha / (2.0 * math.pi * math.e)))
-        return Posterior(self.bn(mu, mask, train=train), jnp.logaddexp(logvar, floor))
+        if self.alpha is not None:
+            # log(σ² + δ²) without overflow; α = 0 (no floor) leaves logvar as it is.
+            floor = jnp.log(jnp.float32(self.alpha / (2.0 * math.pi * math.e)))
+            logvar = jnp.logaddexp(logvar, floor)
+        return Posterior(self.bn(mu, mask, train=train), logvar)
 
 
 def delta_variance_bounds(delta: float) -> tuple[float, float]:
@@ -289,8 +285,7 @@ class DeltaGaussianHead(nn.Module):
     delta: float
 
     def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        v_l, v_u = delta_variance_bounds(self.delta)
-        s_l, s_u = math.sqrt(v_l), math.sqrt(v_u)
+        s_l, s_u = (math.sqrt(v) for v in delta_variance_bounds(self.delta))
         sigma = s_l + (s_u - s_l) / jnp.clip(1.0 + jnp.exp(-logvar), 1.0, 50.0)
         new_logvar = 2.0 * jnp.log(sigma)
         d = self.delta
@@ -299,19 +294,12 @@ class DeltaGaussianHead(nn.Module):
         return Posterior(jnp.sqrt(jnp.maximum(inner, 0.0)), new_logvar)
 
 
-class NoLatentHead(nn.Module):
-    """No latent at all (the LSTM language model): a zero-width posterior."""
-
-    def __call__(self, mu, logvar, mask, *, train: bool) -> Posterior:
-        return Posterior(mu[:, :0], logvar[:, :0])
-
-
 HEADS = {
     "gaussian": GaussianHead,
     "bn_gaussian": BNGaussianHead,
-    "du_gaussian": DUGaussianHead,
+    "du_gaussian": BNGaussianHead,
     "delta_gaussian": DeltaGaussianHead,
-    "none": NoLatentHead,
+    "none": GaussianHead,
 }
 
 
@@ -333,14 +321,12 @@ def make_head(
     """Builds the head named ``name`` with the hyper-parameters it uses."""
     # Unbound (parent=None): the head adopts it as its 'bn' wherever this runs.
     kw = dict(momentum=momentum, eps=eps, axis_name=axis_name, parent=None)
-    bn = partial(FixedScaleBatchNorm, **kw)
     if name == "du_gaussian":
-        return DUGaussianHead(
-            bn(du_gamma, rms_gamma=True), du_dropout, du_alpha, name="head"
-        )
+        bn = FixedScaleBatchNorm(du_gamma, rms_gamma=True, **kw)
+        return BNGaussianHead(bn, du_dropout, du_alpha, name="head")
     if name == "bn_gaussian":
-        bn = bn(gamma, learn_gamma=learn_gamma, gamma_min=gamma_min, remedy=bn_remedy)
-        return BNGaussianHead(bn, name="head")
+        kw |= dict(learn_gamma=learn_gamma, gamma_min=gamma_min, remedy=bn_remedy)
+        return BNGaussianHead(FixedScaleBatchNorm(gamma, **kw), name="head")
     if name == "delta_gaussian":
         return DeltaGaussianHead(delta, name="head")
     return HEADS[name](name="head")

@@ -42,9 +42,8 @@ def log_bessel_iv(nu: float, x: float) -> float:
         return math.log(scaled) + x
     # I_ν(x) = Σ_k (x/2)^{2k+ν} / (k! Γ(k+ν+1)); the terms peak near k ≈ x/2.
     k = np.arange(int(2.0 * x) + 200, dtype=np.float64)
-    gammaln = scipy.special.gammaln
-    log_terms = (2.0 * k + nu) * math.log(x / 2.0) - gammaln(k + 1.0)
-    log_terms = log_terms - gammaln(k + nu + 1.0)
+    log_terms = (2.0 * k + nu) * math.log(x / 2.0) - scipy.special.gammaln(k + 1.0)
+    log_terms -= scipy.special.gammaln(k + nu + 1.0)
     return float(scipy.special.logsumexp(log_terms))
 
 
@@ -149,8 +148,7 @@ def normalize_direction(m: jax.Array) -> jax.Array:
 
 def prior_sample(key: jax.Array, shape: tuple[int, ...], dim: int) -> jax.Array:
     """Uniform samples on S^{dim−1}: <float32>[*shape, dim] (normalised Gaussians)."""
-    x = jax.random.normal(key, (*shape, dim), jnp.float32)
-    return normalize_direction(x)
+    return normalize_direction(jax.random.normal(key, (*shape, dim), jnp.float32))
 
 
 def _wood_proposals(key, kappa, dp: int, shape):
