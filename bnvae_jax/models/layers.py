@@ -125,11 +125,15 @@ class LSTM(nn.Module):
     def _params(self) -> lstm_lib.LSTMParams:
         return lstm_lib.LSTMParams(self.w_ih, self.w_hh, self.b_ih + self.b_hh)
 
-    def __call__(self, xs, h0, c0):
+    def __call__(
+        self, xs: jax.Array, h0: jax.Array, c0: jax.Array
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """``lstm.lstm`` over a whole sequence xs <float32>[B, T, I] from (h0, c0)."""
         return lstm_lib.lstm(self._params(), xs, h0, c0, self.matmul)
 
-    def step(self, x, h, c):
+    def step(
+        self, x: jax.Array, h: jax.Array, c: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
         """One step for decoding: <float32>[B, I], [B, H], [B, H] -> (h', c')."""
         p, mm = self._params(), self.matmul
         return lstm_lib.cell(mm(x, p.w_ih) + mm(h, p.w_hh) + p.b, c)

@@ -120,7 +120,13 @@ def _step(params, scale, shift, gx_t, h, c, mm):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
-def lstm(params: LSTMParams, xs, h0, c0, mm: Matmul = FLOAT32):
+def lstm(
+    params: LSTMParams,
+    xs: jax.Array,
+    h0: jax.Array,
+    c0: jax.Array,
+    mm: Matmul = FLOAT32,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Runs a one-layer LSTM over a batch-major sequence.
 
     Gates are x_t W_ih + h W_hh + b split as (i, f, g, o); c' = σ(f) c + σ(i)
@@ -239,7 +245,9 @@ def cell(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-def lstm_reference(params: LSTMParams, xs, h0, c0):
+def lstm_reference(
+    params: LSTMParams, xs: jax.Array, h0: jax.Array, c0: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """The textbook per-step `lax.scan` LSTM, differentiated by JAX autodiff.
 
     Same contract as `lstm`; kept as the correctness and speed baseline.

@@ -95,7 +95,14 @@ class Decoder(nn.Module):
         c0 = self.init_state(z)
         return jnp.tanh(c0), c0
 
-    def __call__(self, inputs, z, *, train: bool, targets=None) -> jax.Array:
+    def __call__(
+        self,
+        inputs: jax.Array,
+        z: jax.Array,
+        *,
+        train: bool,
+        targets: jax.Array | None = None,
+    ) -> jax.Array:
         """Teacher-forced logits, or the targets' cross-entropies.
 
         Args:
