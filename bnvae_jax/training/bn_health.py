@@ -120,8 +120,9 @@ def monitor(scalars: Mapping[str, float], last: str) -> tuple[str, str | None]:
     ratio = scalars.get(SCALARS["gamma_eff_ratio_min"])
     if ratio is not None and ratio < GAMMA_RATIO:
         found["gamma_eff"] = (
-            f"gamma_eff_min/gamma = {ratio:.3g} < {GAMMA_RATIO} (smallest pre-BN "
-            f"variance {scalars[SCALARS['var_min']]:.2g})"
+            f"gamma_eff_min/gamma = {ratio:.3g} < {GAMMA_RATIO} (the smallest pre-BN "
+            f"variance of mu, {scalars[SCALARS['var_min']]:.2g}, is near or below "
+            "model.bn_eps; see model.bn_remedy)"
         )
     bound = scalars.get(SCALARS["kl_bound"])
     if ratio is not None and scalars["train/kl"] < (1.0 - KL_SLACK) * bound:
@@ -134,13 +135,7 @@ def monitor(scalars: Mapping[str, float], last: str) -> tuple[str, str | None]:
         return key, None
     if not found:
         return key, "BN-VAE's KL bound holds again (gamma_eff and train KL)"
-    line = "BN-VAE's KL bound does not hold: " + "; ".join(found.values())
-    if "gamma_eff" in found:
-        line += (
-            " (the pre-BN variance of mu is near or below model.bn_eps; see "
-            "model.bn_remedy)"
-        )
-    return key, line
+    return key, "BN-VAE's KL bound does not hold: " + "; ".join(found.values())
 
 
 def warn(scalars: Mapping[str, float], last: str) -> str:

@@ -61,21 +61,20 @@ _COMMIT_FILE = "commit_success.txt"
 _MISSING = object()
 
 
-def _jsonable(value: Any, where: str = "meta") -> Any:
-    """``value`` with numpy/JAX scalars and arrays as Python numbers and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, np.generic | np.ndarray | jax.Array):
-        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            raise TypeError(
-                f"{where} is a typed PRNG key: store jax.random.key_data(key)"
-            )
-        return np.asarray(value).tolist()
-    raise TypeError(f"{where} is not JSON-able: {type(value).__name__}")
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy/JAX scalars and arrays as Python numbers and lists.
+
+    Tuples become lists; non-finite floats stay floats.
+    """
+
+    def plain(x):
+        if not isinstance(x, np.generic | np.ndarray | jax.Array):
+            raise TypeError(f"{type(x).__name__} {x!r} is not JSON-able")
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            raise TypeError("a typed PRNG key: store jax.random.key_data(key)")
+        return np.asarray(x).tolist()
+
+    return json.loads(json.dumps(value, default=plain))
 
 
 def _manager(
@@ -363,7 +362,7 @@ def write_run_info(workdir: str | os.PathLike, info: Mapping[str, Any]) -> None:
     """
     if jax.process_index() != 0:
         return
-    fileio.write_json_atomic(run_info_path(workdir), _jsonable(info, "info"))
+    fileio.write_json_atomic(run_info_path(workdir), _jsonable(info))
 
 
 def _lookup(info: Mapping[str, Any], key: str) -> Any:
@@ -372,14 +371,11 @@ def _lookup(info: Mapping[str, Any], key: str) -> Any:
     As JSON holds it: lists for tuples, strings for non-finite floats.
     """
     value: Any = info
-    if key in info:
-        value = info[key]
-    else:
-        for part in key.split("."):
-            if not isinstance(value, Mapping) or part not in value:
-                return _MISSING
-            value = value[part]
-    return fileio.jsonable(_jsonable(value, "info"))
+    for part in [key] if key in info else key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return fileio.jsonable(_jsonable(value))
 
 
 def check_run_info(

@@ -111,10 +111,7 @@ class Context:
 def state_tree(state) -> dict:
     """The arrays of a train state that a checkpoint holds."""
     return {
-        "step": state.step,
-        "params": state.params,
-        "batch_stats": state.batch_stats,
-        "opt_state": state.opt_state,
+        k: getattr(state, k) for k in ("step", "params", "batch_stats", "opt_state")
     }
 
 
@@ -401,15 +398,13 @@ def train(
         )
         if jax.process_index() == 0:
             fileio.write_json_atomic(saved, results)
-        ctx.writer.write_scalars(
-            steps_run,
-            {
-                f"final/{s}/{k}": v
-                for s in ("valid", "test")
-                for k, v in results.get(s, {}).items()
-                if isinstance(v, float | int) and not isinstance(v, bool)
-            },
-        )
+        finals = {
+            f"final/{s}/{k}": v
+            for s in ("valid", "test")
+            for k, v in results.get(s, {}).items()
+            if isinstance(v, float | int) and not isinstance(v, bool)
+        }
+        ctx.writer.write_scalars(steps_run, finals)
         return results
     finally:
         ctx.writer.close()

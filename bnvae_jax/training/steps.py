@@ -184,10 +184,10 @@ def train_step(
     state: TrainState,
     batch: Batch,
     rng: jax.Array,
+    sub: jax.Array | int = 0,
     *,
     fns: StepFns,
     update: str = "all",
-    sub: jax.Array | int = 0,
 ):
     """One SGD step on the annealed ELBO (or SA-VAE's refined ELBO).
 
@@ -196,11 +196,11 @@ def train_step(
       batch: tokens <int32>[B, T], lengths <int32>[B], mask <float32>[B].
       rng: the run's root key; this step uses ``fold_in(rng, state.step)``
         (and ``fold_in`` of ``sub`` for the inner steps of 'aggressive').
+      sub: inner-step index (0 for ordinary steps).
       fns: schedule, KL transform and procedure settings.
       update: 'all', or 'encoder' / 'decoder' only (the other side's
         parameters stay bitwise unchanged). An 'encoder' step does not advance
         ``state.step``: the KL schedule counts outer batches, as the reference.
-      sub: inner-step index (0 for ordinary steps).
 
     Returns:
       the new state and a dict of scalar metrics (sums over real examples and
