@@ -50,6 +50,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from bnvae_jax import config as config_lib
 from bnvae_jax import fileio
 from bnvae_jax.errors import WorkdirError
 
@@ -325,18 +326,13 @@ class Checkpointer(fileio.Closing):
 # -- run_info.json -----------------------------------------------------------
 
 
-def run_info_path(workdir: str | os.PathLike) -> pathlib.Path:
-    """Where the workdir's run description lives."""
-    return pathlib.Path(workdir) / RUN_INFO_FILE
-
-
 def read_run_info(workdir: str | os.PathLike) -> dict | None:
     """The stored run description, None when the workdir has none.
 
     Raises:
         WorkdirError: the file is not a JSON object.
     """
-    path = run_info_path(workdir)
+    path = pathlib.Path(workdir) / RUN_INFO_FILE
     if not path.is_file():
         return None
     try:
@@ -362,7 +358,7 @@ def write_run_info(workdir: str | os.PathLike, info: Mapping[str, Any]) -> None:
     """
     if jax.process_index() != 0:
         return
-    fileio.write_json_atomic(run_info_path(workdir), _jsonable(info))
+    fileio.write_json_atomic(pathlib.Path(workdir) / RUN_INFO_FILE, _jsonable(info))
 
 
 def _lookup(info: Mapping[str, Any], key: str) -> Any:
@@ -370,11 +366,10 @@ def _lookup(info: Mapping[str, Any], key: str) -> Any:
 
     As JSON holds it: lists for tuples, strings for non-finite floats.
     """
-    value: Any = info
-    for part in [key] if key in info else key.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
+    try:
+        value = info[key] if key in info else config_lib.get_path(info, key)
+    except (KeyError, TypeError):  # a part missing, or not a dict
+        return _MISSING
     return fileio.jsonable(_jsonable(value))
 
 

@@ -50,10 +50,6 @@ def variables(state: TrainState) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def learning_rate(state: TrainState) -> float:
-    return float(state.opt_state.hyperparams["learning_rate"])
-
-
 def create_train_state(
     model: nn.Module, key: jax.Array, batch: Batch, tx
 ) -> TrainState:
@@ -71,15 +67,15 @@ def create_train_state(
     return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def reset_optimizer(state: TrainState, params, batch_stats, lr: float) -> TrainState:
-    """New params/statistics with a fresh optimizer at ``lr``; ``step`` is kept.
+def reset_optimizer(state: TrainState, lr: float) -> TrainState:
+    """``state`` with a fresh optimizer at ``lr``; params and ``step`` are kept.
 
     The reference rebuilds its SGD optimisers when it reloads the best model on a
     plateau, while its KL-annealing counter carries on.
     """
-    opt_state = state.tx.init(params)
+    opt_state = state.tx.init(state.params)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
-    return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+    return state.replace(opt_state=opt_state)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,12 +37,9 @@ _NON_FINITE = ("nan", "inf", "-inf")
 def _to_float(key: str, value: Any) -> float:
     """A Python float from a Python, numpy or JAX scalar (or a size-1 array)."""
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"scalar {key!r} is not a number: {value!r}") from e
-    if array.size != 1:
-        raise ValueError(f"scalar {key!r} has shape {array.shape}, not a scalar")
-    return float(array.reshape(()))
+        return float(np.asarray(value, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError) as e:  # not a number, or several
+        raise ValueError(f"scalar {key!r} is not one number: {value!r}") from e
 
 
 class MetricWriter(fileio.Closing):
