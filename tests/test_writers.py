@@ -107,6 +107,9 @@ def test_resumed_run_keeps_the_last_value(tmp_path):
     assert any(r["values"].get("valid") == 30.0 for r in records)
     steps = [r["step"] for r in records]
     assert steps == sorted(steps)
+    # TensorBoard hides the first run's events from the purge step on.
+    _, events = _read_events(tmp_path / "tensorboard")
+    assert [e.step for e in events if e.HasField("session_log")] == [4]
 
 
 def test_tensorboard_event_files(tmp_path):

@@ -155,10 +155,8 @@ def epoch_batches(s: Setup, epoch: int, start: int):
     """``(position, arrays, tokens)`` of the epoch's batches from ``start``."""
     batches = batching.iterate(s.plan, seed=s.run.seed, epoch=epoch, start=start)
     for position, batch in batches:
-        if batch.num_real < s.run.train.min_batch:
-            yield position, None, 0
-        else:
-            yield position, train_arrays(batch), batch.num_tokens
+        usable = batch.num_real >= s.run.train.min_batch
+        yield position, train_arrays(batch) if usable else None, batch.num_tokens
 
 
 def train_arrays(batch: batching.Batch) -> dict:
