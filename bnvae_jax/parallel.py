@@ -160,12 +160,8 @@ class Parallel:
         def one(x):
             if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
                 return x
-            if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
-                x.dtype, jax.dtypes.prng_key
-            ):
-                data = one(jax.random.key_data(x))
-                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-            return jax.make_array_from_process_local_data(target, np.asarray(x))
+            local = x if isinstance(x, jax.Array) else np.asarray(x)  # keys too
+            return jax.make_array_from_process_local_data(target, local)
 
         return jax.tree.map(one, tree)
 
