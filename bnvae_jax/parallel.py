@@ -67,8 +67,6 @@ def first_host_then_others(fn: Callable[[], Any], what: str) -> Any:
     turn the hosts compare notes, so when a host fails every host stops with
     an error (the failed one with its own) instead of waiting for it.
     """
-    if jax.process_count() == 1:
-        return fn()
     result = error = None
     for first in (True, False):
         if (jax.process_index() == 0) == first:
@@ -162,20 +160,13 @@ class Parallel:
         def one(x):
             if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
                 return x
-            if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
-                x.dtype, jax.dtypes.prng_key
-            ):
-                data = one(jax.random.key_data(x))
-                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-            host = np.asarray(x)
-            return jax.make_array_from_callback(host.shape, target, lambda i: host[i])
+            local = x if isinstance(x, jax.Array) else np.asarray(x)  # keys too
+            return jax.make_array_from_process_local_data(target, local)
 
         return jax.tree.map(one, tree)
 
     def local_copy(self, tree):
         """The tree on this host's first device (for work every host repeats)."""
-        if self.num_devices == 1:
-            return tree
 
         def first_shard(x):
             return x.addressable_shards[0].data if isinstance(x, jax.Array) else x
@@ -260,8 +251,7 @@ class Parallel:
         def to_host(x) -> np.ndarray:  # the global rows, the same on every host
             if self.mode == "pmap":  # this host's rows as [local devices, rows, ...]
                 x = np.asarray(x).reshape(-1, *x.shape[2:])
-            if self.num_hosts == 1 or getattr(x, "is_fully_addressable", False):
-                return np.asarray(x)
+            # One process: the array itself; several: every host's rows, joined.
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
         def run(variables, key, *rows):
@@ -276,8 +266,6 @@ class Parallel:
 
     def check_hosts_agree(self, config: ml_collections.ConfigDict) -> None:
         """Raises on every host when the hosts were given different configs."""
-        if self.num_hosts == 1:
-            return
         every = np.asarray(multihost_utils.process_allgather(config_digest(config)))
         differ = np.flatnonzero(np.any(every != every[0], axis=1)).tolist()
         if differ:

@@ -111,18 +111,26 @@ def _row(kl, ratio, bound=0.5, var=1e-3):
     }
 
 
-def test_monitor_warns_once_per_change_and_on_recovery():
+def test_warns_once_per_change_and_on_recovery(caplog):
     healthy = _row(0.6, 0.999)
     below_eps = _row(0.02, 0.05, var=1e-10)
-    assert bn_health.monitor(healthy, "") == ("", None)
-    key, line = bn_health.monitor(below_eps, "")
-    assert key == "gamma_eff,kl_below_bound"
+
+    def warn(row, last):
+        """The new key and the (level, line) records logged."""
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            key = bn_health.warn(row, last)
+        return key, [(r.levelno, r.getMessage()) for r in caplog.records]
+
+    assert warn(healthy, "") == ("", [])
+    key, [(level, line)] = warn(below_eps, "")
+    assert key == "gamma_eff,kl_below_bound" and level == logging.WARNING
     assert "gamma_eff_min/gamma = 0.05 < 0.9" in line and "bound" in line
-    assert bn_health.monitor(below_eps, key) == (key, None)  # no flood
-    key2, line2 = bn_health.monitor(_row(0.6, 0.5), key)  # a change: one line
+    assert warn(below_eps, key) == (key, [])  # no flood
+    key2, [(_, line2)] = warn(_row(0.6, 0.5), key)  # a change: one line
     assert key2 == "gamma_eff" and "train KL" not in line2
-    key3, line3 = bn_health.monitor(healthy, key2)
-    assert key3 == "" and "holds again" in line3
+    key3, [(level3, line3)] = warn(healthy, key2)
+    assert key3 == "" and "holds again" in line3 and level3 == logging.INFO
 
 
 def test_kl_bound_averages_over_the_window_like_train_kl():

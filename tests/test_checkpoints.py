@@ -379,7 +379,7 @@ def test_run_info_nested_keys(tmp_path):
 
 
 def test_corrupt_run_info(tmp_path):
-    checkpoints.run_info_path(tmp_path).write_text("{not json")
+    (tmp_path / checkpoints.RUN_INFO_FILE).write_text("{not json")
     with pytest.raises(WorkdirError, match="not valid JSON"):
         checkpoints.check_run_info(tmp_path, {}, [])
 

@@ -29,8 +29,18 @@ def test_constant():
     assert float(sched(10_000)) == pytest.approx(0.4)
 
 
-def test_warmup_steps_uses_float_batches_per_epoch():
-    assert schedules.warmup_steps(10, 1000, 32) == pytest.approx(312.5)
+def test_warmup_steps_uses_float_batches_per_epoch(tmp_path):
+    from conftest import tiny_config
+
+    from bnvae_jax.tasks import text_vae
+
+    config = tiny_config(**{"train.kl_warmup_epochs": 10.0, "data.batch_size": 24})
+    trainer, _ = text_vae.setup(config, str(tmp_path), write=False)
+    num_train = len(trainer.data.train)
+    assert num_train % 24  # a fractional number of batches per epoch
+    spec = text_vae.schedule_spec(trainer)
+    assert spec.warmup_steps == pytest.approx(10.0 * num_train / 24)
+    trainer.ctx.ckpt.close()
 
 
 def test_cyclic_equals_hand_computed_values():

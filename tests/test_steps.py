@@ -70,9 +70,9 @@ def test_reset_optimizer_keeps_step_and_sets_lr(tiny_model_config):
     cfg = tiny_model_config()
     batch = _batch(6)
     state, _ = steps.jit_train_step(FNS)(_state(cfg, batch), batch, jax.random.key(1))
-    reset = steps.reset_optimizer(state, state.params, state.batch_stats, 0.25)
-    assert int(reset.step) == 1
-    assert steps.learning_rate(reset) == pytest.approx(0.25)
+    reset = steps.reset_optimizer(state, 0.25)
+    assert int(reset.step) == 1 and reset.params is state.params
+    assert reset.opt_state.hyperparams["learning_rate"] == pytest.approx(0.25)
 
 
 def test_sgd_step_is_clipped_plain_sgd(tiny_model_config):

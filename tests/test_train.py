@@ -255,4 +255,4 @@ def test_decay_reloads_best_params_and_stats_and_stops(tmp_path, monkeypatch):
         jax.tree.leaves({"params": final.params, "batch_stats": final.batch_stats}),
     ):
         np.testing.assert_array_equal(a, b)
-    assert steps.learning_rate(final) == pytest.approx(0.25)
+    assert final.opt_state.hyperparams["learning_rate"] == pytest.approx(0.25)

@@ -94,7 +94,8 @@ def test_resumed_run_keeps_the_last_value(tmp_path):
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "kind": "scal')  # a line cut by the kill
         f.write("\n")
-    with writers.create_writer(tmp_path, purge_step=3) as writer:
+    with writers.create_writer(tmp_path) as writer:
+        writer.purge_step = 4  # as the loop sets it after restoring step 3
         for step in range(4, 7):
             writer.write_scalars(step, {"loss": 100.0 + step})
     records = writers.read_metrics(tmp_path)
@@ -106,6 +107,9 @@ def test_resumed_run_keeps_the_last_value(tmp_path):
     assert any(r["values"].get("valid") == 30.0 for r in records)
     steps = [r["step"] for r in records]
     assert steps == sorted(steps)
+    # TensorBoard hides the first run's events from the purge step on.
+    _, events = _read_events(tmp_path / "tensorboard")
+    assert [e.step for e in events if e.HasField("session_log")] == [4]
 
 
 def test_tensorboard_event_files(tmp_path):

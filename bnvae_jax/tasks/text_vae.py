@@ -39,7 +39,6 @@ from bnvae_jax.training import (
     steps,
 )
 from bnvae_jax.training import loop as loop_lib
-from bnvae_jax.training.loop import DivergedError
 
 
 @dataclasses.dataclass
@@ -62,7 +61,6 @@ class Setup:
     """A built run: its configs, data, batch plan, model, workdir and keys.
 
     Attributes:
-      config: the run's config as given (saved with the results).
       run: the typed config.
       data: the corpus splits and vocabulary.
       plan: the training batches (length buckets).
@@ -72,7 +70,6 @@ class Setup:
       eval_key: the key evaluation draws from.
     """
 
-    config: ml_collections.ConfigDict
     run: RunConfig
     data: datasets.Datasets
     plan: batching.BatchPlan
@@ -140,7 +137,6 @@ def setup(
     if write:
         loop_lib.record_run(ctx.workdir, data.vocab, info, config)
     s = Setup(
-        config=config,
         run=run,
         data=data,
         plan=plan,
@@ -157,13 +153,10 @@ def setup(
 
 def epoch_batches(s: Setup, epoch: int, start: int):
     """``(position, arrays, tokens)`` of the epoch's batches from ``start``."""
-    order = batching.epoch_order(s.plan, s.run.seed, epoch)
-    for position in range(start, len(s.plan)):
-        batch = s.plan.make_batch(int(order[position]))
-        if batch.num_real < s.run.train.min_batch:
-            yield position, None, 0
-        else:
-            yield position, train_arrays(batch), batch.num_tokens
+    batches = batching.iterate(s.plan, seed=s.run.seed, epoch=epoch, start=start)
+    for position, batch in batches:
+        usable = batch.num_real >= s.run.train.min_batch
+        yield position, train_arrays(batch) if usable else None, batch.num_tokens
 
 
 def train_arrays(batch: batching.Batch) -> dict:
@@ -180,9 +173,7 @@ def schedule_spec(s: Setup) -> schedules.ScheduleSpec:
     per_epoch = sum(1 for g in s.plan.groups if len(g) >= t.min_batch)
     return schedules.ScheduleSpec(
         kl_start=t.kl_start,
-        warmup_steps=schedules.warmup_steps(
-            t.kl_warmup_epochs, len(s.data.train), s.run.data.batch_size
-        ),
+        warmup_steps=t.kl_warmup_epochs * len(s.data.train) / s.run.data.batch_size,
         beta=t.beta,
         steps_per_epoch=per_epoch,
         total_steps=per_epoch * t.epochs,
@@ -215,27 +206,23 @@ def compile_steps(s: Setup, updates=("all",)) -> list:
         return [steps.jit_train_step(fns, update=u) for u in updates]
 
     def mapped(update):
-        step = par.pmap_step(
-            functools.partial(_sub_step, fns=fns, update=update), num_args=4
-        )
+        fn = functools.partial(steps.train_step, fns=fns, update=update)
+        step = par.pmap_step(fn, num_args=4)
         return lambda state, batch, rng, sub=0: step(state, batch, rng, np.int32(sub))
 
     return [mapped(u) for u in updates]
 
 
-def _sub_step(state, batch, rng, sub, *, fns, update):
-    return steps.train_step(state, batch, rng, fns=fns, update=update, sub=sub)
-
-
 def make_step(s: Setup):
-    """``step(state, arrays, loop, step) -> (state, metrics)`` of the method."""
-    if s.run.method.procedure != "aggressive":
-        (step_fn,) = compile_steps(s)
-        return lambda state, arrays, loop, step: step_fn(state, arrays, s.rng)
+    """``step(state, arrays, loop, step) -> (state, metrics)`` of the method.
+
+    The encoder- and decoder-only steps compile when 'aggressive' first runs one.
+    """
     all_step, enc_step, dec_step = compile_steps(s, steps.UPDATES)
+    aggressive = s.run.method.procedure == "aggressive"
 
     def step(state, arrays, loop, step):
-        if not loop.aggressive:
+        if not (aggressive and loop.aggressive):
             return all_step(state, arrays, s.rng)
         state = _aggressive_encoder_steps(s, state, loop, arrays, enc_step, step)
         return dec_step(state, arrays, s.rng)
@@ -264,12 +251,11 @@ def _aggressive_encoder_steps(s: Setup, state, loop, first, enc_step, step: int)
         batch = plan.make_batch(int(rng.choice(usable)))
         arrays = s.ctx.par.shard_batch(train_arrays(batch))
         if sub % cfg.agg_check_every == 0:
-            host = jax.device_get(pending)
-            pending.clear()
+            host, pending = jax.device_get(pending), []
             words = sum(float(m["tokens"]) for m in host)
             current = sum(float(m["loss_sum"]) for m in host) / max(words, 1.0)
             if not np.isfinite(current):
-                raise DivergedError(
+                raise loop_lib.DivergedError(
                     f"encoder loss became non-finite in the aggressive loop at "
                     f"step {step}"
                 )
@@ -328,8 +314,7 @@ def rule(s: Setup, state, loop: LoopState, val: dict, improved: bool):
     """Test pass, the aggressive switch and the plateau rule after validation."""
     cfg, epoch, scalars = s.run.train, loop.epoch, {}
     if cfg.test_every_epochs and epoch % cfg.test_every_epochs == 0:
-        test = validate(s, state, "test")
-        scalars.update({f"test/{k}": v for k, v in test.items()})
+        scalars.update({f"test/{k}": v for k, v in validate(s, state, "test").items()})
     if s.run.method.procedure == "aggressive":
         # He et al.: stop aggressive training once the (per-batch) MI drops.
         if loop.aggressive and val["mi_batch"] < loop.pre_mi:
@@ -449,9 +434,8 @@ def init_from_run(state, source: str, vocab: Vocab):
         lambda f, x: jax.numpy.asarray(x, f.dtype), fresh, loaded["encoder"]
     )
     params = {**state.params, "encoder": encoder}
-    state = state.replace(params=params, opt_state=state.tx.init(params))
     logging.info("encoder initialised from %s; decoder and head fresh", source)
-    return state
+    return state.replace(params=params, opt_state=state.tx.init(params))
 
 
 def start(s: Setup, state) -> tuple[steps.TrainState, LoopState]:

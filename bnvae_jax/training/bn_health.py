@@ -109,19 +109,20 @@ def host_scalars(host: Sequence[Mapping]) -> dict[str, float]:
     return out
 
 
-def monitor(scalars: Mapping[str, float], last: str) -> tuple[str, str | None]:
-    """Warn once per state: returns the new state key and a line to log, if any.
+def warn(scalars: Mapping[str, float], last: str) -> str:
+    """Logs a line when the bound's problems change; returns the new state key.
 
     The state key names the problems of this train row ('' when healthy, or
-    without a BN head); ``last`` is the previous row's. A line comes when the
-    set of problems changes: a new problem, or recovery.
+    without a BN head); ``last`` is the previous row's. A new set of problems
+    gives one warning, recovery one info line, an unchanged set nothing.
     """
     found = {}  # problem -> its description
     ratio = scalars.get(SCALARS["gamma_eff_ratio_min"])
     if ratio is not None and ratio < GAMMA_RATIO:
         found["gamma_eff"] = (
-            f"gamma_eff_min/gamma = {ratio:.3g} < {GAMMA_RATIO} (smallest pre-BN "
-            f"variance {scalars[SCALARS['var_min']]:.2g})"
+            f"gamma_eff_min/gamma = {ratio:.3g} < {GAMMA_RATIO} (the smallest pre-BN "
+            f"variance of mu, {scalars[SCALARS['var_min']]:.2g}, is near or below "
+            "model.bn_eps; see model.bn_remedy)"
         )
     bound = scalars.get(SCALARS["kl_bound"])
     if ratio is not None and scalars["train/kl"] < (1.0 - KL_SLACK) * bound:
@@ -130,22 +131,9 @@ def monitor(scalars: Mapping[str, float], last: str) -> tuple[str, str | None]:
             f"n(gamma^2+beta^2)/2 = {bound:.4g}"
         )
     key = ",".join(found)
-    if key == last:
-        return key, None
-    if not found:
-        return key, "BN-VAE's KL bound holds again (gamma_eff and train KL)"
-    line = "BN-VAE's KL bound does not hold: " + "; ".join(found.values())
-    if "gamma_eff" in found:
-        line += (
-            " (the pre-BN variance of mu is near or below model.bn_eps; see "
-            "model.bn_remedy)"
-        )
-    return key, line
-
-
-def warn(scalars: Mapping[str, float], last: str) -> str:
-    """Logs ``monitor``'s line, if any; returns the state key to keep."""
-    key, line = monitor(scalars, last)
-    if line is not None:
-        (logging.info if not key else logging.warning)("%s", line)
+    if key != last and found:
+        problems = "; ".join(found.values())
+        logging.warning("BN-VAE's KL bound does not hold: %s", problems)
+    elif key != last:
+        logging.info("BN-VAE's KL bound holds again (gamma_eff and train KL)")
     return key

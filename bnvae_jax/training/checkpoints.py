@@ -50,6 +50,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from bnvae_jax import config as config_lib
 from bnvae_jax import fileio
 from bnvae_jax.errors import WorkdirError
 
@@ -61,21 +62,20 @@ _COMMIT_FILE = "commit_success.txt"
 _MISSING = object()
 
 
-def _jsonable(value: Any, where: str = "meta") -> Any:
-    """``value`` with numpy/JAX scalars and arrays as Python numbers and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, np.generic | np.ndarray | jax.Array):
-        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            raise TypeError(
-                f"{where} is a typed PRNG key: store jax.random.key_data(key)"
-            )
-        return np.asarray(value).tolist()
-    raise TypeError(f"{where} is not JSON-able: {type(value).__name__}")
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy/JAX scalars and arrays as Python numbers and lists.
+
+    Tuples become lists; non-finite floats stay floats.
+    """
+
+    def plain(x):
+        if not isinstance(x, np.generic | np.ndarray | jax.Array):
+            raise TypeError(f"{type(x).__name__} {x!r} is not JSON-able")
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            raise TypeError("a typed PRNG key: store jax.random.key_data(key)")
+        return np.asarray(x).tolist()
+
+    return json.loads(json.dumps(value, default=plain))
 
 
 def _manager(
@@ -326,18 +326,13 @@ class Checkpointer(fileio.Closing):
 # -- run_info.json -----------------------------------------------------------
 
 
-def run_info_path(workdir: str | os.PathLike) -> pathlib.Path:
-    """Where the workdir's run description lives."""
-    return pathlib.Path(workdir) / RUN_INFO_FILE
-
-
 def read_run_info(workdir: str | os.PathLike) -> dict | None:
     """The stored run description, None when the workdir has none.
 
     Raises:
         WorkdirError: the file is not a JSON object.
     """
-    path = run_info_path(workdir)
+    path = pathlib.Path(workdir) / RUN_INFO_FILE
     if not path.is_file():
         return None
     try:
@@ -363,7 +358,7 @@ def write_run_info(workdir: str | os.PathLike, info: Mapping[str, Any]) -> None:
     """
     if jax.process_index() != 0:
         return
-    fileio.write_json_atomic(run_info_path(workdir), _jsonable(info, "info"))
+    fileio.write_json_atomic(pathlib.Path(workdir) / RUN_INFO_FILE, _jsonable(info))
 
 
 def _lookup(info: Mapping[str, Any], key: str) -> Any:
@@ -371,15 +366,11 @@ def _lookup(info: Mapping[str, Any], key: str) -> Any:
 
     As JSON holds it: lists for tuples, strings for non-finite floats.
     """
-    value: Any = info
-    if key in info:
-        value = info[key]
-    else:
-        for part in key.split("."):
-            if not isinstance(value, Mapping) or part not in value:
-                return _MISSING
-            value = value[part]
-    return fileio.jsonable(_jsonable(value, "info"))
+    try:
+        value = info[key] if key in info else config_lib.get_path(info, key)
+    except (KeyError, TypeError):  # a part missing, or not a dict
+        return _MISSING
+    return fileio.jsonable(_jsonable(value))
 
 
 def check_run_info(

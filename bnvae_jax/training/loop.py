@@ -111,10 +111,7 @@ class Context:
 def state_tree(state) -> dict:
     """The arrays of a train state that a checkpoint holds."""
     return {
-        "step": state.step,
-        "params": state.params,
-        "batch_stats": state.batch_stats,
-        "opt_state": state.opt_state,
+        k: getattr(state, k) for k in ("step", "params", "batch_stats", "opt_state")
     }
 
 
@@ -150,11 +147,8 @@ def open_context(
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints.check_run_info(workdir, info, keys=list(info))
-    ckpt = checkpoints.Checkpointer(workdir)
-    writer = writers.create_writer(
-        str(workdir), enabled=write and jax.process_index() == 0
-    )
-    return Context(workdir, ckpt, writer, par, settings)
+    writer = writers.create_writer(workdir, enabled=write and jax.process_index() == 0)
+    return Context(workdir, checkpoints.Checkpointer(workdir), writer, par, settings)
 
 
 def record_run(
@@ -185,12 +179,6 @@ def restore(ctx: Context, state, loop_class: type[LoopState] = LoopState):
 
 def save_latest(ctx: Context, state, loop: LoopState) -> None:
     ctx.ckpt.save_latest(int(state.step), state_tree(state), loop.to_json())
-
-
-def restore_best(ctx: Context, state):
-    """``state`` with the best checkpoint's arrays."""
-    tree, _ = ctx.ckpt.restore_best(state_tree(state))
-    return state.replace(**tree)
 
 
 def flush(ctx, pending: list, loop: LoopState, step: int, summarize) -> dict:
@@ -295,12 +283,10 @@ def train_epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fn
             bar.close()
             flush(ctx, pending, loop, step, fns["summarize"])
             loop.train_seconds += time.perf_counter() - since
-            busy = True
-            if loop.position >= num_batches:
-                state = end_of_epoch(ctx, state, loop, **fns)
-            elif loop.best_epoch < 0:
-                # Stopped by max_steps before any validation: select this state.
-                state = end_of_epoch(ctx, state, loop, advance=False, **fns)
+            busy, ended = True, loop.position >= num_batches
+            # Stopped by max_steps before any validation: this state is selected.
+            if ended or loop.best_epoch < 0:
+                state = end_of_epoch(ctx, state, loop, advance=ended, **fns)
             busy = False
             save_latest(ctx, state, loop)
     except KeyboardInterrupt:
@@ -380,13 +366,13 @@ def train(
     try:
         start_step = int(state.step)
         state = train_epochs(ctx, state, loop, **fns)
-        saved = ctx.workdir / "results.json"
-        if int(state.step) == start_step and saved.exists():
+        saved, steps_run = ctx.workdir / "results.json", int(state.step)
+        if steps_run == start_step and saved.exists():
             logging.info("%s: nothing left to train; results as saved", ctx.workdir)
             return json.loads(saved.read_text())
-        steps_run = int(state.step)
         if loop.best_epoch >= 0:
-            state = restore_best(ctx, state)
+            tree, _ = ctx.ckpt.restore_best(state_tree(state))
+            state = state.replace(**tree)
         results = fns["final"](state, loop)
         results.update(
             method=method,
@@ -401,15 +387,13 @@ def train(
         )
         if jax.process_index() == 0:
             fileio.write_json_atomic(saved, results)
-        ctx.writer.write_scalars(
-            steps_run,
-            {
-                f"final/{s}/{k}": v
-                for s in ("valid", "test")
-                for k, v in results.get(s, {}).items()
-                if isinstance(v, float | int) and not isinstance(v, bool)
-            },
-        )
+        finals = {
+            f"final/{s}/{k}": v
+            for s in ("valid", "test")
+            for k, v in results.get(s, {}).items()
+            if isinstance(v, float | int) and not isinstance(v, bool)
+        }
+        ctx.writer.write_scalars(steps_run, finals)
         return results
     finally:
         ctx.writer.close()

@@ -74,6 +74,6 @@ def reload_best(ctx: loop_lib.Context, state, learning_rate: float):
 
     The step count carries on (the reference keeps its KL-annealing counter).
     """
-    best = loop_lib.restore_best(ctx, state)
-    state = steps.reset_optimizer(state, best.params, best.batch_stats, learning_rate)
-    return ctx.par.replicate(state)
+    best, _ = ctx.ckpt.restore_best(loop_lib.state_tree(state))
+    state = state.replace(params=best["params"], batch_stats=best["batch_stats"])
+    return ctx.par.replicate(steps.reset_optimizer(state, learning_rate))

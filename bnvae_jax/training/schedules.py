@@ -21,7 +21,8 @@ class ScheduleSpec:
 
     Attributes:
       kl_start: weight before the first step (the ramp's start).
-      warmup_steps: ramp length in steps, ``warm_up · N / batch`` (a float).
+      warmup_steps: ramp length in steps, the reference's ``warm_up · N_train /
+        batch_size`` (a float: a fractional number of batches per epoch).
       beta: the constant weight of ``constant`` (β-VAE).
       steps_per_epoch: training batches per epoch (skipped batches excluded).
       total_steps: planned training steps (Fu et al.'s cycles split these).
@@ -100,11 +101,6 @@ def cyclic_epoch_reset(
         return ramp((step - start).astype(jnp.float32))
 
     return schedule
-
-
-def warmup_steps(warmup_epochs: float, num_train: int, batch_size: int) -> float:
-    """The reference's ramp length: ``warm_up * N_train / batch_size`` (a float)."""
-    return warmup_epochs * num_train / batch_size
 
 
 # Every entry builds ``step -> weight`` from a ScheduleSpec.

@@ -50,10 +50,6 @@ def variables(state: TrainState) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def learning_rate(state: TrainState) -> float:
-    return float(state.opt_state.hyperparams["learning_rate"])
-
-
 def create_train_state(
     model: nn.Module, key: jax.Array, batch: Batch, tx
 ) -> TrainState:
@@ -71,15 +67,15 @@ def create_train_state(
     return state.replace(step=jnp.zeros((), jnp.int32))
 
 
-def reset_optimizer(state: TrainState, params, batch_stats, lr: float) -> TrainState:
-    """New params/statistics with a fresh optimizer at ``lr``; ``step`` is kept.
+def reset_optimizer(state: TrainState, lr: float) -> TrainState:
+    """``state`` with a fresh optimizer at ``lr``; params and ``step`` are kept.
 
     The reference rebuilds its SGD optimisers when it reloads the best model on a
     plateau, while its KL-annealing counter carries on.
     """
-    opt_state = state.tx.init(params)
+    opt_state = state.tx.init(state.params)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
-    return state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+    return state.replace(opt_state=opt_state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +180,10 @@ def train_step(
     state: TrainState,
     batch: Batch,
     rng: jax.Array,
+    sub: jax.Array | int = 0,
     *,
     fns: StepFns,
     update: str = "all",
-    sub: jax.Array | int = 0,
 ):
     """One SGD step on the annealed ELBO (or SA-VAE's refined ELBO).
 
@@ -196,11 +192,11 @@ def train_step(
       batch: tokens <int32>[B, T], lengths <int32>[B], mask <float32>[B].
       rng: the run's root key; this step uses ``fold_in(rng, state.step)``
         (and ``fold_in`` of ``sub`` for the inner steps of 'aggressive').
+      sub: inner-step index (0 for ordinary steps).
       fns: schedule, KL transform and procedure settings.
       update: 'all', or 'encoder' / 'decoder' only (the other side's
         parameters stay bitwise unchanged). An 'encoder' step does not advance
         ``state.step``: the KL schedule counts outer batches, as the reference.
-      sub: inner-step index (0 for ordinary steps).
 
     Returns:
       the new state and a dict of scalar metrics (sums over real examples and

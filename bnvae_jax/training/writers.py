@@ -37,26 +37,25 @@ _NON_FINITE = ("nan", "inf", "-inf")
 def _to_float(key: str, value: Any) -> float:
     """A Python float from a Python, numpy or JAX scalar (or a size-1 array)."""
     try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"scalar {key!r} is not a number: {value!r}") from e
-    if array.size != 1:
-        raise ValueError(f"scalar {key!r} has shape {array.shape}, not a scalar")
-    return float(array.reshape(()))
+        return float(np.asarray(value, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError) as e:  # not a number, or several
+        raise ValueError(f"scalar {key!r} is not one number: {value!r}") from e
 
 
 class MetricWriter(fileio.Closing):
-    """Writes metrics to the three sinks; without a workdir it writes nothing."""
+    """Writes metrics to the three sinks; without a workdir it writes nothing.
 
-    def __init__(self, workdir: pathlib.Path | None = None, purge_step=None):
-        self._dir, self._file, self._tb = workdir, None, None
-        # Read when the first scalars are written: a resumed run sets it once it
-        # knows which checkpoint it restored.
-        self.purge_step = purge_step
-        if workdir is None:
-            return
-        workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(workdir / METRICS_FILE, "a", encoding="utf-8")
+    ``purge_step`` is read when the first scalars are written: a run resumed
+    from step ``T`` sets it to ``T + 1`` once it knows which checkpoint it
+    restored, and TensorBoard hides the events of later steps written before
+    the restart (they are replayed).
+    """
+
+    def __init__(self, workdir: pathlib.Path | None = None):
+        self._dir, self._file, self._tb, self.purge_step = workdir, None, None, None
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            self._file = open(workdir / METRICS_FILE, "a", encoding="utf-8")
 
     def _board(self) -> tensorboardX.SummaryWriter:
         if self._tb is None:
@@ -91,25 +90,18 @@ class MetricWriter(fileio.Closing):
                 self._tb.close()
 
 
-def create_writer(
-    workdir: str | os.PathLike,
-    *,
-    enabled: bool = True,
-    purge_step: int | None = None,
-) -> MetricWriter:
+def create_writer(workdir: str | os.PathLike, *, enabled: bool = True) -> MetricWriter:
     """The run's metric writer: JSONL, TensorBoard and logging.
 
     Args:
         workdir: The run's directory (created if missing).
         enabled: False gives a writer that writes nothing (processes other than
             0 in a multi-host run).
-        purge_step: When resuming from step ``T``, TensorBoard hides events of
-            steps ``>= T`` written before the restart (they are replayed).
 
     Returns:
         The writer; ``close()`` it at the end of the run.
     """
-    return MetricWriter(pathlib.Path(workdir) if enabled else None, purge_step)
+    return MetricWriter(pathlib.Path(workdir) if enabled else None)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
@@ -140,8 +132,7 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
                 records.append(json.loads(line))
             except ValueError:
                 logging.warning("%s:%d is not valid JSON; skipped", path, number)
-    seen: set[tuple[int, str, str]] = set()
-    kept = []
+    seen, kept = set(), []  # (step, kind, key) written later; records kept
     for record in reversed(records):
         step, kind = record["step"], record["kind"]
         values = {
