@@ -50,7 +50,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from bnvae_jax import config as config_lib
 from bnvae_jax import fileio
 from bnvae_jax.errors import WorkdirError
 
@@ -367,7 +366,9 @@ def _lookup(info: Mapping[str, Any], key: str) -> Any:
     As JSON holds it: lists for tuples, strings for non-finite floats.
     """
     try:
-        value = info[key] if key in info else config_lib.get_path(info, key)
+        value = info
+        for part in [key] if key in info else key.split("."):
+            value = value[part]
     except (KeyError, TypeError):  # a part missing, or not a dict
         return _MISSING
     return fileio.jsonable(_jsonable(value))
