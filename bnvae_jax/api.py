@@ -49,8 +49,6 @@ FORMAT_VERSION = 1
 MANIFEST = "model.json"
 FILES = ("config.json", "vocab.txt", "variables.npz", "README.md")
 STRATEGIES = ("greedy", "sample", "beam")
-# Fraction of the promised KL bound under which a BN run's test KL is reported.
-BOUND_SLACK = 0.9
 
 
 class LoadError(WorkdirError):
@@ -81,19 +79,6 @@ class Scores:
 
 
 # -- checks of user input -------------------------------------------------------
-
-
-def _texts(texts) -> list[str]:
-    """``texts`` as a non-empty list of strings (one string is one text)."""
-    texts = [texts] if isinstance(texts, str) else texts
-    if not isinstance(texts, Sequence) or isinstance(texts, bytes):
-        raise TypeError(f"expected a list of strings, got {type(texts).__name__}")
-    if not texts:
-        raise ValueError("expected at least one text, got an empty list")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
-    return list(texts)
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:
@@ -182,9 +167,19 @@ class TextModel(_Model):
     # -- text -> arrays --------------------------------------------------------
 
     def _rows(self, texts) -> tuple[list[np.ndarray], np.ndarray]:
-        """Id rows ``<s> w.. </s>`` as the run read its corpus, and OOV counts."""
+        """Id rows ``<s> w.. </s>`` as the run read its corpus, and OOV counts.
+
+        ``texts``: one string (one text) or a non-empty list of strings.
+        """
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, Sequence) or isinstance(texts, bytes):
+            raise TypeError(f"expected a list of strings, got {type(texts).__name__}")
+        if not texts:
+            raise ValueError("expected at least one text, got an empty list")
         limit, rows, oov, unknown = int(self.run.data.max_tokens), [], [], []
-        for i, text in enumerate(_texts(texts)):
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
             words = text.split()
             if not words:
                 raise ValueError(f"text {i} has no word: {text!r}")
@@ -264,11 +259,9 @@ class TextModel(_Model):
         codes = [
             passes.posterior_codes(self.variables, key, **b, **options) for b in batches
         ]
-        out = np.zeros((len(rows), self.module.cfg.latent_dim), np.float32)
-        for batch, z in zip(batches, codes, strict=True):
-            real = batch["index"] >= 0
-            out[batch["index"][real]] = np.asarray(z)[real]
-        return out
+        index = np.concatenate([batch["index"] for batch in batches])
+        z, real = np.concatenate([np.asarray(c) for c in codes]), index >= 0
+        return z[real][np.argsort(index[real])]
 
     def decode(
         self,
@@ -350,8 +343,6 @@ class TextModel(_Model):
         points are projected back onto the sphere. Options: ``decode``.
         """
         steps = _positive_int(steps, "steps", minimum=2)
-        if not isinstance(a, str) or not isinstance(b, str):
-            raise TypeError("interpolate takes two strings")
         if not self.module.cfg.latent_dim:
             raise ValueError(f"method {self.run.method_name} has no latent code")
         ends = self.encode([a, b])
@@ -635,10 +626,10 @@ def load(path, checkpoint: str | int = "best") -> TextModel | DialogModel:
     frozen = ml_collections.FrozenConfigDict(config)
     model = cls(module, variables, vocab, frozen, info, run=run)
     bound = bn_stats.promised_bound(module, variables) if cls is TextModel else None
-    test = info.get("results", {}).get("test", {})
-    if bound is not None and "kl" in test and test["kl"] < BOUND_SLACK * bound:
+    kl = info.get("results", {}).get("test", {}).get("kl", math.inf)
+    if bound is not None and kl < bn_stats.BOUND_FRACTION * bound:
         warnings.warn(
-            f"test KL {test['kl']:.3g} < the BN head's bound {bound:.3g}: the running "
+            f"test KL {kl:.3g} < the BN head's bound {bound:.3g}: the running "
             "statistics of this checkpoint lag behind its encoder (an early best "
             "checkpoint?); model.recompute_bn(training_sentences) or "
             "`python -m bnvae_jax.evaluate --precise_bn` recomputes them",

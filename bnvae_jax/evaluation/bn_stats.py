@@ -78,9 +78,9 @@ def _raw_moments(model, variables, tokens, lengths, mask):
 def _population_moments(
     model, variables, rows, batch_size, bucket_width, max_sentences=0
 ):
-    """Count, mean and biased variance <float64>[n] of the raw μ over real rows.
+    """Count, mean, biased and unbiased variance <float64>[n] of the raw μ.
 
-    Batch moments (masked: padding examples excluded) are merged in float64
+    Batch moments over real rows (padding examples excluded) are merged in float64
     with Chan et al.'s pairwise update.
     """
     if not has_bn_head(variables):
@@ -98,7 +98,7 @@ def _population_moments(
         mean = mean + delta * n_b / total
         m2 = m2 + np.asarray(b_var, np.float64) * n_b + delta**2 * count * n_b / total
         count = total
-    return count, mean, m2 / count
+    return count, mean, m2 / count, m2 / max(count - 1.0, 1.0)
 
 
 def precise_batch_stats(
@@ -119,13 +119,13 @@ def precise_batch_stats(
       *unbiased* variance of the raw μ over the (real) rows, as PyTorch's
       running variance estimates it.
     """
-    count, mean, var = _population_moments(
+    _, mean, _, var = _population_moments(
         model, variables, rows, batch_size, bucket_width, max_sentences
     )
     new = flax.core.unfreeze(variables)
     bn = new["batch_stats"]["head"]["bn"]
     bn["mean"] = jnp.asarray(mean, bn["mean"].dtype)
-    bn["var"] = jnp.asarray(var * count / max(count - 1.0, 1.0), bn["var"].dtype)
+    bn["var"] = jnp.asarray(var, bn["var"].dtype)
     return flax.core.freeze(new) if isinstance(variables, flax.core.FrozenDict) else new
 
 
@@ -163,7 +163,7 @@ def lag_report(
     bucket_width, max_sentences). Uses the head's own γ (learnt for
     ``learn_gamma``) and denominator (``bn_remedy``).
     """
-    count, mean, biased = _population_moments(model, variables, rows, **sizes)
+    count, mean, biased, unbiased = _population_moments(model, variables, rows, **sizes)
     cfg = model.cfg
     gamma, beta = head_scale_and_shift(model, variables)
     stats = variables["batch_stats"]["head"]["bn"]
@@ -173,7 +173,6 @@ def lag_report(
         return np.asarray(posteriors._denominator(v, cfg.bn_eps, cfg.bn_remedy))
 
     d_r = denominator(np.asarray(stats["var"], np.float64))
-    unbiased = biased * count / max(count - 1.0, 1.0)
     ratio = np.sqrt(unbiased / d_r)
     shift = beta + gamma * (mean - m_r) / np.sqrt(d_r)
     eval_bound = float(np.sum(gamma**2 * biased / d_r + shift**2) / 2)

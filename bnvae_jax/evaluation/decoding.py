@@ -128,8 +128,7 @@ def beam_search(
         t=jnp.int32(0),
         state=model.apply(variables, zk, method="decode_init"),
         token=jnp.full((batch, k), BOS, jnp.int32),
-        alive_scores=jnp.where(slots == 0, 0.0, neg_inf)
-        * jnp.ones((batch, 1), jnp.float32),
+        alive_scores=jnp.tile(jnp.where(slots == 0, 0.0, neg_inf), (batch, 1)),
         alive_seqs=jnp.full((batch, k, max_len), PAD, jnp.int32),
         fin_scores=jnp.full((batch, k), neg_inf),
         fin_seqs=jnp.full((batch, k, max_len), PAD, jnp.int32),

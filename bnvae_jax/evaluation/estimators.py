@@ -55,12 +55,11 @@ def mutual_information_per_batch(mu, logvar, batch_ids, key) -> float:
       key: PRNG key.
     """
     mu, logvar, batch_ids = np.asarray(mu), np.asarray(logvar), np.asarray(batch_ids)
-    total, count = 0.0, 0
+    total = 0.0
     for i, b in enumerate(np.unique(batch_ids)):
         sel, sub = batch_ids == b, jax.random.fold_in(key, i)
         total += mutual_information_dataset(mu[sel], logvar[sel], sub) * int(sel.sum())
-        count += int(sel.sum())
-    return total / max(count, 1)
+    return total / max(len(batch_ids), 1)
 
 
 def active_units(mu, threshold: float = 0.01) -> tuple[int, np.ndarray]:

@@ -108,11 +108,10 @@ def posterior_pass(model, variables, batches, key, par=None) -> PosteriorPass:
     kernel = _jitted(model, "elbo", par=par or parallel.single_device())
     chunks = []
     for b_id, batch in enumerate(batches):
-        mu, logvar, rec, kl = kernel(variables, key, *_rows(batch))
-        batch_id = np.full(len(batch["mask"]), b_id)
-        chunks.append(
-            _real(batch, batch_id=batch_id, mu=mu, logvar=logvar, rec=rec, kl=kl)
+        out = dict(
+            zip(("mu", "logvar", "rec", "kl"), kernel(variables, key, *_rows(batch)))
         )
+        chunks.append(_real(batch, batch_id=np.full(len(batch["mask"]), b_id), **out))
     return PosteriorPass(**_corpus_order(chunks))
 
 
@@ -135,14 +134,12 @@ def _iw_kernel(
         )
         return -rec + family.prior_log_prob(z) - family.log_prob(post, z)
 
-    def one_chunk(c):
-        # Sample k of sentence i uses fold_in(key_i, k): chunking changes nothing.
-        def sample(k):
-            return family.sample_rows(
-                post, jax.vmap(jax.random.fold_in, (0, None))(keys, k)
-            )
+    # Sample k of sentence i uses fold_in(key_i, k): chunking changes nothing.
+    fold = jax.vmap(jax.random.fold_in, (0, None))
 
-        z = jax.vmap(sample, out_axes=1)(c * chunk + jnp.arange(chunk))  # [B, chunk, n]
+    def one_chunk(c):
+        sample = jax.vmap(lambda k: family.sample_rows(post, fold(keys, k)), out_axes=1)
+        z = sample(c * chunk + jnp.arange(chunk))  # [B, chunk, n]
         return jax.vmap(log_weight, in_axes=1, out_axes=1)(z)  # [B, chunk]
 
     # [C, B, chunk] for C = ceil(K / chunk) chunks

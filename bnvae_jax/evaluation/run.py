@@ -28,9 +28,7 @@ def root_key(cfg: EvalConfig, run_seed: int) -> jax.Array:
     ``eval.fold_run_seed=False``, ``key(eval.seed)`` alone (shared by all seeds).
     """
     key = jax.random.key(cfg.seed)
-    if cfg.fold_run_seed:
-        key = jax.random.fold_in(key, run_seed)
-    return key
+    return jax.random.fold_in(key, run_seed) if cfg.fold_run_seed else key
 
 
 def batch_arrays(batch: batching.Batch) -> dict[str, np.ndarray]:
