@@ -9,7 +9,6 @@ command resumes where it stopped.
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Sequence
 
 from absl import app, flags
@@ -60,12 +59,8 @@ def load_run(workdir: str) -> TrainedRun:
         raise WorkdirError(
             f"{workdir}: method {model.run.method_name} has no latent code"
         )
-    return TrainedRun(
-        model=model.module,
-        variables=model.variables,
-        vocab=model.vocab,
-        bucket_width=model.run.data.bucket_width,
-    )
+    bucket_width = model.run.data.bucket_width
+    return TrainedRun(model.module, model.variables, model.vocab, bucket_width)
 
 
 def _label_counts(values: Sequence[str]) -> list[int]:
@@ -82,10 +77,10 @@ def main(argv):
     del argv
     files = ("train_file", "valid_file", "test_file")
     cli.setup_logging()
-    workdir = pathlib.Path(FLAGS.workdir)
     with cli.user_errors():
-        cli.check_dir(workdir, "--workdir", write=False)
-        cli.check_dir(workdir, "--workdir")  # the report is written there
+        cli.check_dir(FLAGS.workdir, "--workdir", write=False)
+        # Writable too: the report is written there.
+        workdir = cli.check_dir(FLAGS.workdir, "--workdir")
         for name in [n for n in files if FLAGS[n].value]:
             cli.check_file(FLAGS[name].value, f"--{name}")
         # The flags named as the config's fields.

@@ -301,10 +301,9 @@ def format_table(results: dict, splits: Sequence[str] = ("valid", "test")) -> st
     keys = [k for k in TABLE_KEYS if any(k in results.get(s, {}) for s in splits)]
     rows = [["split", *keys]]
     for split in (s for s in splits if results.get(s) is not None):
-        cells = [results[split].get(k, "-") for k in keys]
-        rows.append(
-            [split, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells)]
-        )
+        cells = (results[split].get(k, "-") for k in keys)
+        text = (f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells)
+        rows.append([split, *text])
     widths = [max(len(r[i]) for r in rows) for i in range(len(keys) + 1)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

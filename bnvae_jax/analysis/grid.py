@@ -86,8 +86,7 @@ def grid_posterior(log_lik: np.ndarray, grid: np.ndarray) -> GridPosterior:
     mean = weights @ grid
     var = np.maximum(weights @ np.square(grid) - np.square(mean), 0.0)
     step = float(grid[1] - grid[0]) if grid.shape[0] > 1 else 1.0
-    log_px = log_norm + np.log(step)
-    return GridPosterior(mean=mean, std=np.sqrt(var), log_px=log_px)
+    return GridPosterior(mean=mean, std=np.sqrt(var), log_px=log_norm + np.log(step))
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -100,12 +99,9 @@ def _log_lik_kernel(variables, tokens, lengths, *, chunks, model):
 
     def one_chunk(zs):  # [G] -> [B, G]
         g = zs.shape[0]
-        rows = jnp.repeat(tokens, g, axis=0)
-        rows_len = jnp.repeat(lengths, g, axis=0)
+        rows = [jnp.repeat(a, g, axis=0) for a in (tokens, lengths)]  # each g times
         z = jnp.tile(zs, batch)[:, None]
-        rec = model.apply(
-            variables, rows, rows_len, z, train=False, method="reconstruction"
-        )
+        rec = model.apply(variables, *rows, z, train=False, method="reconstruction")
         return -rec.reshape(batch, g)
 
     out = jax.lax.map(one_chunk, chunks)  # [C, B, G]

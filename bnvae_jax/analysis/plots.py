@@ -61,27 +61,18 @@ def lagging_figure(
     num_cols = len(rows[0][1])
     if any(len(snaps) != num_cols for _, snaps in rows):
         raise ValueError("every row of lagging_figure needs the same snapshot count")
-    fig = Figure(
-        figsize=(_PANEL_INCHES * num_cols + 0.6, _PANEL_INCHES * len(rows) + 0.5),
-        dpi=_DPI,
-    )
+    size = (_PANEL_INCHES * num_cols + 0.6, _PANEL_INCHES * len(rows) + 0.5)
+    fig = Figure(figsize=size, dpi=_DPI)
     axes = fig.subplots(len(rows), num_cols, squeeze=False, sharex=True, sharey=True)
     edge = limit * 0.98
+    points = dict(s=5, marker="x", c="tab:red", linewidths=0.6, rasterized=True)
     for r, (label, snaps) in enumerate(rows):
         for c, (step, mu_theta, mu_phi) in enumerate(snaps):
             ax = axes[r, c]
             ax.plot([-limit, limit], [-limit, limit], "k--", lw=0.6)
             ax.axhline(0.0, color="0.6", ls="--", lw=0.5)
             ax.axvline(0.0, color="0.6", ls="--", lw=0.5)
-            ax.scatter(
-                np.clip(mu_theta, -edge, edge),
-                np.clip(mu_phi, -edge, edge),
-                s=5,
-                marker="x",
-                c="tab:red",
-                linewidths=0.6,
-                rasterized=True,
-            )
+            ax.scatter(*np.clip([mu_theta, mu_phi], -edge, edge), **points)
             ax.set(xlim=(-limit, limit), ylim=(-limit, limit))
             ax.tick_params(labelsize=6, length=2)
             ax.set_title(f"step {step}", fontsize=7, pad=2)

@@ -89,8 +89,7 @@ def seed_list(num: int) -> tuple[int, ...]:
     """The first ``num`` seeds: the reference's ten, then 1010, 1111, ..."""
     if num < 1:
         raise ConfigError(f"--seeds must be >= 1, got {num}")
-    extra = tuple(101 * k for k in range(10, num))
-    return (REFERENCE_SEEDS + extra)[:num]
+    return (REFERENCE_SEEDS + tuple(101 * k for k in range(10, num)))[:num]
 
 
 # -- data ----------------------------------------------------------------------
@@ -131,8 +130,7 @@ def read_labelled(
         if len(classes) < 2:
             raise DataError(f"{path}: needs at least two labels, found {classes}")
     ids = {name: i for i, name in enumerate(classes)}
-    unknown = sorted(set(corpus.labels) - set(ids))
-    if unknown:
+    if unknown := sorted(set(corpus.labels) - set(ids)):
         raise DataError(
             f"{path}: label(s) {', '.join(unknown[:5])} not in the training file's "
             f"{', '.join(classes)}"
@@ -354,22 +352,15 @@ def _train_step(state, batch, rng, frozen, *, model, dropout):
         if model is None:
             x = batch["x"]
         else:
+            variables = _vae_variables(frozen, params, stats)
+            inputs = batch["tokens"], batch["lengths"], mask
             post, updates = model.apply(
-                _vae_variables(frozen, params, stats),
-                batch["tokens"],
-                batch["lengths"],
-                mask,
-                train=True,
-                method="encode",
-                mutable=["batch_stats"],
+                variables, *inputs, train=True, method="encode", mutable=["batch_stats"]
             )
             stats = updates.get("batch_stats", stats)
-            keep = 1.0 - dropout
-            x = model.family.location(post)
-            drop = jax.random.bernoulli(
-                jax.random.fold_in(rng, state.step), keep, x.shape
-            )
-            x = x * drop / keep
+            x, keep = model.family.location(post), 1.0 - dropout
+            key = jax.random.fold_in(rng, state.step)
+            x = x * jax.random.bernoulli(key, keep, x.shape) / keep
         logits = x @ params["clf"]["w"] + params["clf"]["b"]
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         loss = jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
@@ -621,22 +612,19 @@ def run_classification(
         (std over seeds with ddof 0, as the reference prints it).
     """
     pool, valid, balanced = splits.train, splits.valid, cfg.subsets == "balanced"
-    feats = {}  # frozen: the features of the pool ("train"), valid and test
-    if cfg.mode == "frozen":
-        named = {"train": pool, "valid": valid, "test": splits.test}
-        feats = {
-            name: posterior_means(run, run.variables, rows.rows, cfg.eval_batch_size)
-            for name, rows in named.items()
-            if rows is not None
-        }
+    named = {"train": pool, "valid": valid, "test": splits.test}
+    feats = {  # frozen only: the fixed features of the pool ("train"), valid, test
+        name: posterior_means(run, run.variables, rows.rows, cfg.eval_batch_size)
+        for name, rows in named.items()
+        if rows is not None and cfg.mode == "frozen"
+    }
     results = []
     for num in label_counts:
         accs = []
         for seed in seeds:
             subset = sample_subset(pool.labels, num, seed, balanced=balanced)
-            train = LabelledRows(
-                tuple(pool.rows[i] for i in subset), pool.labels[subset]
-            )
+            rows = tuple(pool.rows[i] for i in subset)
+            train = LabelledRows(rows, pool.labels[subset])
             features = dict(feats, train=feats["train"][subset]) if feats else {}
             fit = Fit(cfg=cfg, num_labels=num, seed=seed, num_classes=num_classes)
             data = dataclasses.replace(splits, train=train, features=features)

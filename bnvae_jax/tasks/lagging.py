@@ -166,16 +166,13 @@ def resolve_study(study: ml_collections.ConfigDict) -> StudyConfig:
             f"study.fig1_models {sorted(unknown)} / fig1_batch_size "
             f"{study.fig1_batch_size} are not among study.models / study.batch_sizes"
         )
+    scalars = ("num_points", "sentence_chunk", "grid_chunk", "seed", "axis_limit")
     return StudyConfig(
-        num_points=study.num_points,
-        sentence_chunk=study.sentence_chunk,
-        grid_chunk=study.grid_chunk,
-        seed=study.seed,
-        axis_limit=study.axis_limit,
         settings=tuple(Setting(*m, int(b)) for b in study.batch_sizes for m in models),
         snapshot_steps=wanted,
         grid=grid_lib.Grid(study.grid_start, study.grid_stop, study.grid_step),
         fig1=tuple(Setting(*m, int(study.fig1_batch_size)) for m in fig1),
+        **{name: study[name] for name in scalars},
     )
 
 
@@ -210,15 +207,10 @@ def take_snapshot(
     model, variables, rows, study: StudyConfig, key: jax.Array, step: int
 ) -> Snapshot:
     """Both posterior means of ``rows`` under ``variables`` (eval mode)."""
-    log_lik = grid_lib.log_likelihood_grid(
-        model,
-        variables,
-        rows,
-        study.grid.points(),
-        sentence_chunk=study.sentence_chunk,
-        grid_chunk=study.grid_chunk,
-    )
-    posterior = grid_lib.grid_posterior(log_lik, study.grid.points())
+    grid = study.grid.points()
+    chunks = dict(sentence_chunk=study.sentence_chunk, grid_chunk=study.grid_chunk)
+    log_lik = grid_lib.log_likelihood_grid(model, variables, rows, grid, **chunks)
+    posterior = grid_lib.grid_posterior(log_lik, grid)
     mu, logvar = grid_lib.inference_posterior(
         model, variables, rows, sentence_chunk=study.sentence_chunk
     )
@@ -351,11 +343,9 @@ def run_study(
 def format_summary(summary: dict) -> str:
     """One line per setting and snapshot: step, gap, spreads, KL, MI."""
     lines = ["setting  step  |mu_theta-mu_phi|  sd(mu_theta)  sd(mu_phi)  KL  MI"]
+    keys = ("mean_abs_gap", "spread_mu_theta", "spread_mu_phi", "kl", "mi")
     for name, snaps in summary.items():
         for s in snaps:
-            lines.append(
-                f"{name}  {s['step']}  {s['mean_abs_gap']:.3f}  "
-                f"{s['spread_mu_theta']:.3f}  {s['spread_mu_phi']:.3f}  "
-                f"{s['kl']:.3f}  {s['mi']:.3f}"
-            )
+            cells = [f"{s[key]:.3f}" for key in keys]
+            lines.append("  ".join([name, str(s["step"]), *cells]))
     return "\n".join(lines)
