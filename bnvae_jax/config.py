@@ -1,13 +1,15 @@
 """The typed config: frozen dataclasses whose fields are the config's keys.
 
 A base module (it imports no other layer of the package). Each key is declared
-once, as a field with its default and its ``# doc``; ``default_config`` is the
-``ConfigDict`` of those defaults, and ``resolve`` validates a ``ConfigDict`` once
-and turns it back into the frozen objects (``RunConfig``), so the library never
-reads a ``ConfigDict`` past it. Fields marked ``derived`` are set by ``resolve``
-(from the method or the data), never by a user. Every error a user can make in a
-config is raised here as one ``ConfigError`` line. Loaded as a config file
-(``--config`` unset), this module's ``get_config`` is the default run.
+once, as a field with its default and its ``# doc`` (and, through ``key``, its
+least value or choices and whether checkpoints depend on it); ``default_config``
+is the ``ConfigDict`` of those defaults, and ``resolve`` validates a
+``ConfigDict`` once and turns it back into the frozen objects (``RunConfig``),
+so the library never reads a ``ConfigDict`` past it. Fields marked ``derived``
+are set by ``resolve`` (from the method or the data), never by a user. Every
+error a user can make in a config is raised here as one ``ConfigError`` line.
+Loaded as a config file (``--config`` unset), this module's ``get_config`` is
+the default run.
 """
 
 # No ``from __future__ import annotations``: dataclasses with string annotations
@@ -28,6 +30,32 @@ from bnvae_jax.errors import ConfigError
 def derived(default=None):
     """A field ``resolve`` sets (from the method, other keys or the data): no key."""
     return dataclasses.field(default=default, metadata={"derived": True})
+
+
+def key(default, *, arch: bool = False, **metadata):
+    """A key's field: ``default`` and what ``resolve`` knows of the key.
+
+    ``arch``: a workdir's checkpoints depend on the key (its shapes or data),
+    so a workdir holding a run that differs in it is refused, never
+    overwritten. ``metadata``: ``least``, the least value a run can use;
+    ``choices``, the values it can take; ``name``, the key where it is not the
+    field's name; ``absent``, the value of a config saved before the key
+    existed (else the default).
+    """
+    return dataclasses.field(default=default, metadata={"arch": arch, **metadata})
+
+
+def size(default: int):
+    """A positive size that fixes parameter shapes (a ``key`` with ``arch``)."""
+    return key(default, arch=True, least=1)
+
+
+# The values of the config's string choices (the models implement them).
+INIT_SCHEMES = ("torch_default", "uniform")  # models.layers.INIT_SCHEMES
+VMF_KL_FORMULAS = ("guu", "uniform")  # models.vmf.VMF_KL
+# model.bn_remedy: how the bn_gaussian head divides out the spread of μ
+# (models.posteriors.FixedScaleBatchNorm implements them).
+BN_REMEDIES = ("none", "relative_eps", "weight_norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +82,8 @@ class SyntheticConfig:
 class DataConfig:
     """Where the text VAE's sentences come from and how they are batched."""
 
-    source: str = "synthetic"  # 'synthetic' (embedded generator), 'files' or 'tfds'
+    # 'synthetic' (embedded generator), 'files' or 'tfds'
+    source: str = key("synthetic", choices=("synthetic", "files", "tfds"))
     # data.source='tfds': a builder of bnvae_jax.data.tfds_builders, prepared into
     # tfds_data_dir from the files in tfds_manual_dir on first use (no TensorFlow).
     tfds_name: str = ""  # ptb, yahoo, yelp, short_yelp or snli
@@ -64,10 +93,12 @@ class DataConfig:
     valid_file: str = ""  # validation corpus, same format
     test_file: str = ""  # test corpus, same format
     labelled: bool = False  # lines are LABEL<TAB>TEXT (labels are ignored by the VAE)
-    max_tokens: int = 1000  # longer lines are dropped and counted
-    batch_size: int = 32  # sentences per training batch (global, over all devices)
-    eval_batch_size: int = 32  # sentences per evaluation batch
-    bucket_width: int = 8  # time axis padded to a multiple of this: few compiled shapes
+    max_tokens: int = key(1000, least=1)  # longer lines are dropped and counted
+    # sentences per training batch (global, over all devices)
+    batch_size: int = key(32, least=1)
+    eval_batch_size: int = key(32, least=1)  # sentences per evaluation batch
+    # time axis padded to a multiple of this: few compiled shapes
+    bucket_width: int = key(8, least=1)
     batching: str = "same_length"  # 'same_length' (reference) or 'mixed'
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -84,12 +115,13 @@ class ModelConfig:
     skip: bool = derived(False)  # z feeds the output layer (Skip-VAE)
     svi_scale: float = derived(1.0)  # the SVI loss is the per-example loss times this
     mixed_precision: bool = derived(False)  # train.mixed_precision, in training
-    emb_dim: int = 64  # word embedding size (E)
-    enc_hidden: int = 128  # encoder LSTM size
-    dec_hidden: int = 128  # decoder LSTM size
-    latent_dim: int = 8  # n
+    emb_dim: int = size(64)  # word embedding size (E)
+    enc_hidden: int = size(128)  # encoder LSTM size
+    dec_hidden: int = size(128)  # decoder LSTM size
+    latent_dim: int = size(8)  # n
     gamma: float = 0.6  # fixed BN scale of the bn_gaussian head
-    learn_gamma: bool = False  # beyond the paper: learnt per-dim scale >= gamma_min
+    # beyond the paper: learnt per-dim scale >= gamma_min
+    learn_gamma: bool = key(False, arch=True)
     gamma_min: float = 0.3  # floor of the learnt scale (KL >= n gamma_min^2 / 2)
     du_gamma: float = 0.5  # du_vae: RMS of the learnt BN scale of the mean
     du_dropout: float = 0.2  # du_vae: dropout rate on the posterior variance (train)
@@ -109,11 +141,13 @@ class ModelConfig:
     bn_remedy: str = "none"
     dec_dropout_in: float = 0.5  # dropout on decoder word embeddings (not on z)
     dec_dropout_out: float = 0.5  # dropout on decoder LSTM outputs
-    enc_init: str = "torch_default"  # 'torch_default' ([BN]) or 'uniform' ([HE]/[LI])
-    dec_init: str = "uniform"  # 'uniform' (reference) or 'torch_default'
+    # 'torch_default' ([BN]) or 'uniform' ([HE]/[LI])
+    enc_init: str = key("torch_default", choices=INIT_SCHEMES)
+    # 'uniform' (reference) or 'torch_default'
+    dec_init: str = key("uniform", choices=INIT_SCHEMES)
     # Float32 matmul precision: 'highest' (true float32 everywhere, as the
     # reference; GPUs would otherwise use TF32), 'high' or 'default'.
-    matmul_precision: str = "highest"
+    matmul_precision: str = key("highest", choices=("highest", "high", "default"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +160,7 @@ class TrainConfig:
     clip_norm: float = 5.0  # global L2 norm over all parameters
     kl_start: float = 0.0  # KL weight before the first step
     # ramp to 1 over this many epochs (0: constant; paper 10)
-    kl_warmup_epochs: float = 2.0
+    kl_warmup_epochs: float = key(2.0, least=0)
     beta: float = 1.0  # beta_vae: the constant KL weight
     target_kl: float = 4.0  # free_bits / free_bits_dim: lambda (total over dims)
     cycles: int = 4  # cyclic: M cycles over train.epochs
@@ -134,9 +168,10 @@ class TrainConfig:
     cycle_epochs: int = 10  # cyclic_epoch_reset: epochs per cycle C
     agg_inner_steps: int = 100  # agg_vae: at most this many encoder steps - 1
     agg_check_every: int = 15  # agg_vae: inner-loss check period
-    decay_epoch: int = 5  # plateau length (validation epochs) before an LR decay
+    # plateau length (validation epochs) before an LR decay
+    decay_epoch: int = key(5, least=1)
     lr_decay: float = 0.5  # factor applied to the learning rate at each decay
-    max_decay: int = 5  # stop training at this many decays
+    max_decay: int = key(5, least=1)  # stop training at this many decays
     load_best_epoch: int = 15  # no decay before this epoch
     min_batch: int = 2  # skip batches with fewer real sentences (BN needs 2)
     # latest checkpoint cadence (plus every epoch end)
@@ -152,25 +187,26 @@ class TrainConfig:
 class EvalConfig:
     """Settings of the evaluation package."""
 
-    iw_samples: int = 500  # importance samples per sentence
-    iw_chunk: int = 100  # samples decoded together
-    iw_batch: int = 0  # sentences decoded together (0: from the devices; 4 on CPU)
+    iw_samples: int = key(500, least=1)  # importance samples per sentence
+    iw_chunk: int = key(100, least=1)  # samples decoded together
+    # sentences decoded together (0: from the devices; 4 on CPU)
+    iw_batch: int = key(0, least=0)
     # Memory bound per device: the chunk shrinks to keep logits below this
     # (0: from the device's memory; 2^26 on CPU).
-    iw_max_logits: int = 0
+    iw_max_logits: int = key(0, least=0)
     iw_max_sentences: int = 0  # evaluate IW-NLL on the first N sentences (0: all)
     iw_splits: str = "valid,test"  # final IW-NLL on these splits (others: ELBO only)
     au_threshold: float = 0.01  # active unit: Var_x E_q[z_j] >= this
     num_reconstructions: int = 20  # sentences written per decoding strategy
     num_prior_samples: int = 20  # sentences decoded from z ~ N(0, I) per strategy
-    beam_size: int = 5  # beam width of beam-search decoding
-    max_decode_len: int = 100  # most tokens a decoded sentence gets
+    beam_size: int = key(5, least=1)  # beam width of beam-search decoding
+    max_decode_len: int = key(100, least=1)  # most tokens a decoded sentence gets
     seed: int = 0  # evaluation randomness (IW samples, MI, decoding)
     # The run's seed is folded into eval.seed, so runs of different seeds draw
     # different evaluation noise and their spread includes the estimators' noise.
     # False: every run shares eval.seed's draws (the behaviour before, and that of
     # a saved config from before the key existed).
-    fold_run_seed: bool = dataclasses.field(default=True, metadata={"absent": False})
+    fold_run_seed: bool = key(True, absent=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,12 +217,14 @@ class ParallelConfig:
     (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI).
     """
 
-    mode: str = "jit"  # 'jit' (device mesh + NamedSharding) or 'pmap'
-    num_devices: int = 0  # devices used on each host (0: parallel.auto_devices picks)
+    # 'jit' (device mesh + NamedSharding) or 'pmap'
+    mode: str = key("jit", choices=("jit", "pmap"))
+    # devices used on each host (0: parallel.auto_devices picks)
+    num_devices: int = key(0, least=0)
     distributed: bool = False  # multi-host: call jax.distributed.initialize
     coordinator_address: str = ""  # 'host:port' of process 0 ('': from the environment)
-    num_processes: int = 0  # hosts (0: from the environment)
-    process_id: int = -1  # this host (-1: from the environment)
+    num_processes: int = key(0, least=0)  # hosts (0: from the environment)
+    process_id: int = key(-1, least=-1)  # this host (-1: from the environment)
     heartbeat_timeout_s: int = 60  # a host silent this long is dead: all others stop
     shutdown_timeout_s: int = 300  # a finished host waits this long for the others
 
@@ -198,13 +236,13 @@ class RunConfig:
     Attributes:
       method: the row of ``methods.METHODS`` that ``method_name`` (the key
         ``method``) names, its selection as ``resolve`` adapts it.
-      architecture: ``(key, value)`` of each ``ARCHITECTURE_KEYS`` entry as the
-        config gives it: what a workdir's checkpoints belong to.
+      architecture: ``(key, value)`` of each key marked ``arch`` as the config
+        gives it: what a workdir's checkpoints belong to.
     """
 
     method: methods_lib.Method = derived()
     # a row of bnvae_jax.methods.METHODS
-    method_name: str = dataclasses.field(default="bn_vae", metadata={"key": "method"})
+    method_name: str = key("bn_vae", arch=True, name="method")
     seed: int = 783435  # the reference's default seed
     # Pretrained-encoder recipe (Li et al.): a finished run's directory whose best
     # encoder initialises this run; the decoder and the head start afresh.
@@ -229,7 +267,7 @@ class RunConfig:
 def config_fields(cls) -> list[tuple[dataclasses.Field, str]]:
     """``(field, key)`` of each field of a typed config that is a config key."""
     return [
-        (f, f.metadata.get("key", f.name))
+        (f, f.metadata.get("name", f.name))
         for f in dataclasses.fields(cls)
         if not f.metadata.get("derived")
     ]
@@ -323,28 +361,6 @@ def corpus_config(
     return c
 
 
-# Keys that define the parameter shapes and the data a checkpoint belongs to: a
-# workdir whose run differs in any of these is refused, never overwritten.
-ARCHITECTURE_KEYS = (
-    "method",
-    "model.emb_dim",
-    "model.enc_hidden",
-    "model.dec_hidden",
-    "model.latent_dim",
-    "model.learn_gamma",
-)
-
-# The values of the config's string choices (the models implement them).
-INIT_SCHEMES = ("torch_default", "uniform")  # models.layers.INIT_SCHEMES
-VMF_KL_FORMULAS = ("guu", "uniform")  # models.vmf.VMF_KL
-DATA_SOURCES = ("synthetic", "files", "tfds")
-MATMUL_PRECISIONS = ("highest", "high", "default")
-# model.bn_remedy: how the bn_gaussian head divides out the spread of μ
-# (models.posteriors.FixedScaleBatchNorm implements them).
-BN_REMEDIES = ("none", "relative_eps", "weight_norm")
-PARALLEL_MODES = ("jit", "pmap")
-
-
 def flatten(config: Mapping, prefix: str = "") -> dict[str, object]:
     """``{dotted key: value}`` of every leaf of a (nested) config."""
     flat = {}
@@ -368,14 +384,6 @@ def check_override_keys(config: ml_collections.ConfigDict, keys: Iterable[str]):
         raise ConfigError(f"unknown config key --config.{key}{hint}")
 
 
-def architecture(
-    config: ml_collections.ConfigDict, keys: Iterable[str]
-) -> tuple[tuple[str, object], ...]:
-    """``(key, value)`` of each dotted key (``RunConfig.architecture``)."""
-    flat = flatten(config)
-    return tuple((key, flat[key]) for key in keys)
-
-
 def require(condition: bool, message: str) -> None:
     """Raises ``ConfigError(message)`` unless ``condition``."""
     if not condition:
@@ -394,10 +402,7 @@ def parallel_config(config: ml_collections.ConfigDict) -> ParallelConfig:
 
 def check_parallel(cfg: ParallelConfig) -> None:
     """One-line ``ConfigError`` for parallel values that are wrong on any machine."""
-    require_choice("parallel.mode", cfg.mode, PARALLEL_MODES)
-    for name, least in (("num_devices", 0), ("num_processes", 0), ("process_id", -1)):
-        value = getattr(cfg, name)  # 0 / -1: from the devices or the environment
-        require(value >= least, f"parallel.{name} must be >= {least}, got {value}")
+    check_keys(cfg, "parallel.")
     require(
         not cfg.num_processes or cfg.process_id < cfg.num_processes,
         f"parallel.process_id={cfg.process_id} must be below "
@@ -410,13 +415,10 @@ def check_parallel(cfg: ParallelConfig) -> None:
     )
 
 
-# The loop's settings every task's ``train`` section holds, and their least values.
-SETTINGS_MIN = (
-    ("epochs", 1),
-    ("max_steps", 0),  # 0: no limit
-    ("min_batch", 1),
-    ("checkpoint_every_steps", 1),
-    ("log_every_steps", 1),
+# The loop's settings every task's ``train`` section holds, and their least values
+# (max_steps 0: no limit).
+SETTINGS_MIN = dict(
+    epochs=1, max_steps=0, min_batch=1, checkpoint_every_steps=1, log_every_steps=1
 )
 
 
@@ -426,19 +428,64 @@ def check_settings(settings, section: str = "train") -> None:
     ``settings`` is a config section or any object with the settings as
     attributes; ``section`` names it in the message.
     """
-    for name, least in SETTINGS_MIN:
+    for name, least in SETTINGS_MIN.items():
         value = getattr(settings, name)
         require(value >= least, f"{section}.{name} must be >= {least}, got {value}")
 
 
-def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
-    """Checks every value a user can get wrong; returns the method's row."""
-    run = typed(RunConfig, config)
-    method = methods_lib.get_method(run.method_name)
+def leaves(typed_config, prefix: str = ""):
+    """``(dotted key, field, value)`` of each key of a typed config, sections within."""
+    for f, name in config_fields(type(typed_config)):
+        value = getattr(typed_config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from leaves(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, f, value
+
+
+def check_keys(typed_config, prefix: str = "") -> None:
+    """Raises a one-line ``ConfigError`` for a key off its ``least`` or ``choices``."""
+    for name, f, value in leaves(typed_config, prefix):
+        if (least := f.metadata.get("least")) is not None:
+            require(value >= least, f"{name} must be >= {least}, got {value}")
+        if choices := f.metadata.get("choices"):
+            require_choice(name, value, choices)
+
+
+def checked(cls, config: ml_collections.ConfigDict, get_method, check):
+    """Every task's validation: ``config`` as ``cls`` once all its checks pass.
+
+    ``get_method`` gives the row the key ``method`` names. The keys' ``least``
+    values and ``choices`` are checked first, then ``check(run, method)``
+    raises for the task's own mistakes, then come the checks each task shares:
+    the loop settings, the optimiser, batch normalisation (for a head that
+    uses it) and the ``parallel`` section. The run returned holds its
+    ``method`` row, its model's ``head`` and its ``architecture``.
+    """
+    run = typed(cls, config)
+    method, m = get_method(run.method_name), run.model
+    check_keys(run)
+    check(run, method)
+    check_settings(run.train)
+    for name in ("learning_rate", "clip_norm"):
+        value = getattr(run.train, name)
+        require(value > 0, f"train.{name} must be positive, got {value}")
+    if method.head in ("bn_gaussian", "du_gaussian"):
+        batch = run.data.batch_size
+        require(batch >= 2, "batch normalisation needs data.batch_size >= 2")
+        require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
+        require(m.bn_eps > 0, "model.bn_eps must be positive")
+    if method.head == "bn_gaussian":  # the KL bound is n gamma^2 / 2
+        require(m.gamma > 0, f"{run.method_name} needs model.gamma > 0, got {m.gamma}")
+    check_parallel(run.parallel)
+    arch = tuple((name, v) for name, f, v in leaves(run) if f.metadata.get("arch"))
+    model = dataclasses.replace(m, head=method.head)
+    return dataclasses.replace(run, method=method, model=model, architecture=arch)
+
+
+def check(run: RunConfig, method: methods_lib.Method) -> None:
+    """The text VAE's own checks (``checked`` adds those of every task)."""
     m, t, d, e = run.model, run.train, run.data, run.eval
-    for name in ("emb_dim", "enc_hidden", "dec_hidden", "latent_dim"):
-        value = getattr(m, name)
-        require(value > 0, f"model.{name} must be positive, got {value}")
     for name in ("dec_dropout_in", "dec_dropout_out"):
         value = getattr(m, name)
         require(0.0 <= value < 1.0, f"model.{name} must be in [0, 1), got {value}")
@@ -475,51 +522,23 @@ def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
         require(t.cycle_epochs >= 1, "train.cycle_epochs must be >= 1")
     if method.kl_transform != "none":
         require(t.target_kl >= 0, f"train.target_kl must be >= 0, got {t.target_kl}")
-    if method.head == "bn_gaussian":  # the KL bound is n gamma^2 / 2
-        require(m.gamma > 0, f"{run.method_name} needs model.gamma > 0, got {m.gamma}")
+    if method.head == "bn_gaussian":
         require(
             not m.learn_gamma or 0 <= m.gamma_min < m.gamma,
             f"model.learn_gamma needs 0 <= model.gamma_min < model.gamma, got "
             f"gamma_min={m.gamma_min}, gamma={m.gamma}",
         )
     if method.head in ("bn_gaussian", "du_gaussian"):
-        require(d.batch_size >= 2, "batch normalisation needs data.batch_size >= 2")
-        require(0 < m.bn_momentum <= 1, "model.bn_momentum must be in (0, 1]")
-        require(m.bn_eps > 0, "model.bn_eps must be positive")
         require_choice("model.bn_remedy", m.bn_remedy, BN_REMEDIES)
-    require_choice("model.enc_init", m.enc_init, INIT_SCHEMES)
-    require_choice("model.dec_init", m.dec_init, INIT_SCHEMES)
-    require_choice("model.matmul_precision", m.matmul_precision, MATMUL_PRECISIONS)
-    require(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
-    require(d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
-    require(d.bucket_width >= 1, "data.bucket_width must be >= 1")
-    require(d.max_tokens >= 1, "data.max_tokens must be >= 1")
-    require_choice("data.source", d.source, DATA_SOURCES)
     if d.source == "tfds":
-        require(
-            bool(d.tfds_name) and bool(d.tfds_data_dir),
-            "data.source='tfds' needs data.tfds_name and data.tfds_data_dir",
-        )
-        require(
-            not (d.train_file or d.valid_file or d.test_file),
-            "data.source='tfds' reads no files: leave data.*_file empty",
-        )
-    require(t.learning_rate > 0, "train.learning_rate must be positive")
-    require(t.clip_norm > 0, "train.clip_norm must be positive")
-    check_settings(t)
+        named = bool(d.tfds_name and d.tfds_data_dir)
+        require(named, "data.source='tfds' needs data.tfds_name and data.tfds_data_dir")
+        files = d.train_file or d.valid_file or d.test_file
+        require(not files, "data.source='tfds' reads no files: leave data.*_file empty")
     require(0.0 <= t.kl_start <= 1.0, "train.kl_start must be in [0, 1]")
-    require(t.kl_warmup_epochs >= 0, "train.kl_warmup_epochs must be >= 0")
     require(0 < t.lr_decay < 1, "train.lr_decay must be in (0, 1)")
-    require(t.decay_epoch >= 1 and t.max_decay >= 1, "train decay counts must be >= 1")
-    require(e.iw_samples >= 1, "eval.iw_samples must be >= 1")
-    require(e.iw_chunk >= 1, "eval.iw_chunk must be >= 1")
-    require(e.iw_batch >= 0, "eval.iw_batch must be >= 0 (0: from the devices)")
-    require(e.iw_max_logits >= 0, "eval.iw_max_logits must be >= 0 (0: auto)")
     bad = set(e.iw_splits.split(",")) - {"valid", "test", ""}
     require(not bad, f"eval.iw_splits={e.iw_splits!r}: only valid and test are splits")
-    require(e.beam_size >= 1 and e.max_decode_len >= 1, "eval decoding sizes >= 1")
-    check_parallel(run.parallel)
-    return method
 
 
 def resolve(config: ml_collections.ConfigDict, vocab_size: int = 0) -> RunConfig:
@@ -528,25 +547,27 @@ def resolve(config: ml_collections.ConfigDict, vocab_size: int = 0) -> RunConfig
     ``vocab_size`` is derived data: a run passes 0 before it has read its
     corpus, then sets it with ``RunConfig.with_vocab``.
     """
-    method = validate(config)
-    run = typed(RunConfig, config)
+    run = checked(RunConfig, config, methods_lib.get_method, check)
+    method = run.method
+    if methods_lib.kl_weight_always_zero(method, run.train):
+        # The reference's AE runs (KL weight 0 throughout) pick the best
+        # checkpoint by the reconstruction loss alone.
+        method = dataclasses.replace(method, selection="rec")
     model = dataclasses.replace(
         run.model,
         vocab_size=int(vocab_size),
-        head=method.head,
         # The language model has no latent at all.
         latent_dim=0 if method.head == "none" else run.model.latent_dim,
         skip=method.decoder == "lstm_skip",
         svi_steps=run.model.svi_steps if method.procedure == "svi" else 0,
         svi_scale=1.0 / run.data.batch_size,
     )
-    if methods_lib.kl_weight_always_zero(method, run.train):
-        # The reference's AE runs (KL weight 0 throughout) pick the best
-        # checkpoint by the reconstruction loss alone.
-        method = dataclasses.replace(method, selection="rec")
-    return dataclasses.replace(
-        run,
-        method=method,
-        model=model,
-        architecture=architecture(config, ARCHITECTURE_KEYS),
-    )
+    return dataclasses.replace(run, method=method, model=model)
+
+
+def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
+    """Raises a one-line ``ConfigError`` for any value a user can get wrong.
+
+    Returns the method's row as the run uses it (``RunConfig.method``).
+    """
+    return resolve(config).method

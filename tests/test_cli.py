@@ -129,7 +129,7 @@ def test_bad_value_type(tmp_path):
     "override,fragment",
     [
         ("--config.model.gamma=0", "gamma > 0"),
-        ("--config.model.latent_dim=-3", "latent_dim must be positive"),
+        ("--config.model.latent_dim=-3", "latent_dim must be >= 1, got -3"),
         (
             "--config.data.batch_size=1",
             "batch normalisation needs data.batch_size >= 2",

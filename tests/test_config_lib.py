@@ -33,8 +33,8 @@ def test_unknown_method_lists_known_ones():
     [
         ("model.gamma", 0.0, "gamma > 0"),
         ("model.gamma", -0.5, "gamma > 0"),
-        ("model.latent_dim", -4, "latent_dim must be positive"),
-        ("model.enc_hidden", 0, "enc_hidden must be positive"),
+        ("model.latent_dim", -4, "latent_dim must be >= 1, got -4"),
+        ("model.enc_hidden", 0, "enc_hidden must be >= 1, got 0"),
         ("data.batch_size", 1, "batch normalisation needs data.batch_size >= 2"),
         ("data.batch_size", -3, "batch_size"),
         ("model.dec_dropout_in", 1.0, "dec_dropout_in"),
@@ -123,9 +123,65 @@ def test_dialog_config_keys_and_docs_come_from_its_dataclasses():
     run = dialog_config.resolve(config, 50, 4)
     assert (run.model.vocab_size, run.model.num_topics) == (50, 4)
     assert run.model.head == "bn_gaussian" and run.method_name == "bn_cvae"
+    assert run.architecture == (
+        ("method", "bn_cvae"),
+        ("data.max_vocab", 10000),
+        ("data.max_utt_len", 40),
+        ("data.context_size", 10),
+        *((f"model.{k}", getattr(run.model, k)) for k in DIALOG_SIZES),
+    )
     config.model.topic_dim = 0
-    with pytest.raises(ConfigError, match="model.topic_dim must be positive"):
+    with pytest.raises(ConfigError, match="model.topic_dim must be >= 1, got 0"):
         dialog_config.validate(config)
+
+
+DIALOG_SIZES = (
+    "emb_dim utt_hidden ctx_hidden dec_hidden latent_dim topic_dim prior_hidden "
+    "bow_hidden"
+).split()
+
+
+def test_text_architecture_is_the_keys_checkpoints_depend_on():
+    c = config_lib.default_config()
+    c.model.latent_dim = 16
+    run = config_lib.resolve(c, 100)
+    assert run.architecture == (
+        ("method", "bn_vae"),
+        ("model.emb_dim", 64),
+        ("model.enc_hidden", 128),
+        ("model.dec_hidden", 128),
+        ("model.latent_dim", 16),
+        ("model.learn_gamma", False),
+    )
+
+
+@pytest.mark.parametrize(
+    "path,value,message",
+    [
+        ("data.max_utt_len", 2, "data.max_utt_len must be >= 3, got 2"),
+        ("data.eval_batch_size", 0, "data.eval_batch_size must be >= 1"),
+        ("data.format", "csv", "data.format='csv' is not one of auto, jsonl, text"),
+        ("data.batch_size", 1, "batch normalisation needs data.batch_size >= 2"),
+        ("model.gamma", 0.0, "bn_cvae needs model.gamma > 0"),
+        ("train.learning_rate", 0.0, "train.learning_rate must be positive"),
+        ("train.patience_increase", 0.0, "train.patience_increase must be > 0"),
+        ("train.log_every_steps", 0, "train.log_every_steps must be >= 1"),
+        ("eval.max_contexts", -1, "eval.max_contexts must be >= 0, got -1"),
+        ("parallel.mode", "spmd", "parallel.mode='spmd' is not one of jit, pmap"),
+        ("data.test_file", "", "data.test_file is not set"),
+    ],
+)
+def test_dialog_values_are_checked_as_the_text_ones(path, value, message):
+    from bnvae_jax.tasks.dialog import config as dialog_config
+
+    c = dialog_config.default_config()
+    for split in ("train", "valid", "test"):
+        c.data[f"{split}_file"] = "x"
+    section, key = path.split(".")
+    c[section][key] = value
+    with pytest.raises(ConfigError, match=message) as info:
+        dialog_config.resolve(c)
+    assert "\n" not in str(info.value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +201,7 @@ class _Example:
     # not attached: a blank line follows
 
     s: _Inner = _Inner()
-    renamed: str = dataclasses.field(default="", metadata={"key": "name"})
+    renamed: str = config_lib.key("", name="name")
 
 
 def test_key_docs_read_trailing_and_above_comments():
