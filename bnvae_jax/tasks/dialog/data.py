@@ -90,10 +90,15 @@ def _clean(value) -> str:
     return str(value).strip().strip('"').strip()
 
 
-def _dialog_meta(record: dict, where: str):
-    """Features of speakers A and B; zeros when the record has no "A"/"B"."""
+def _topic_and_meta(record: dict, where: str):
+    """The record's topic name and the features of speakers A and B.
+
+    The topic is ``UNKNOWN_TOPIC`` when the record has none; the features are
+    zeros when it has no "A"/"B".
+    """
+    topic = _clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC
     if "A" not in record or "B" not in record:
-        return _NO_META
+        return topic, _NO_META
     meta = []
     for info in (record["A"], record["B"]):
         if not isinstance(info, dict):
@@ -106,7 +111,7 @@ def _dialog_meta(record: dict, where: str):
         except ValueError:
             raise DataError(f"{where}: speaker age/education is not a number") from None
         meta.append((age / 100.0, education / 3.0, float(not male), float(male)))
-    return tuple(meta)
+    return topic, tuple(meta)
 
 
 def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
@@ -120,7 +125,7 @@ def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
     utts = record.get("utts")
     if not isinstance(utts, list) or not utts:
         raise DataError(f"{where}: 'utts' must be a non-empty list")
-    meta = _dialog_meta(record, where)
+    topic, meta = _topic_and_meta(record, where)
     speakers, said = [0], [DIALOG_START]
     for i, utt in enumerate(utts):
         if not isinstance(utt, list) or len(utt) < 2:
@@ -131,7 +136,6 @@ def parse_jsonl_line(line: str, max_utt_len: int, where: str) -> Dialog:
             )
         speakers.append(SPEAKER_LETTERS.index(utt[0]))
         said.append(wrap(tokenize(utt[1]), max_utt_len))
-    topic = _clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC
     return Dialog(topic, meta, tuple(speakers), tuple(said), tuple(range(1, len(said))))
 
 
@@ -343,15 +347,14 @@ def _topic_names(contexts, topic) -> list[str]:
             f"topic lists {len(topic)} topics for {count} contexts (give one "
             "per context, or one name for all)"
         )
-    names = []
-    for i, value in enumerate(topic if many else [topic] * count):
+    values = topic if many else [topic] * count
+    for i, value in enumerate(values):
         if value is not None and not isinstance(value, str):
             raise ValueError(
                 f"{f'topic[{i}]' if many else 'topic'} must be a topic name (str) "
                 f"or None, got {type(value).__name__}"
             )
-        names.append(UNKNOWN_TOPIC if value is None else _clean(value) or UNKNOWN_TOPIC)
-    return names
+    return [UNKNOWN_TOPIC if v is None else _clean(v) or UNKNOWN_TOPIC for v in values]
 
 
 def context_batch(
@@ -507,13 +510,11 @@ def _context_turn(turn, max_utt_len: int, where: str) -> tuple[int, tuple[str, .
     """(speaker, tokens) of a ``"A: text"`` turn; a bare dialog start is A's."""
     if not isinstance(turn, str):
         raise DataError(f"{where} must be a string 'A: text' or 'B: text'")
-    if turn.strip() == MULTI_REF_START:
-        return 0, DIALOG_START
     match = _TURN.match(turn)
-    if match is None:
+    if match is None and turn.strip() != MULTI_REF_START:
         raise DataError(f"{where} must start with its speaker, 'A:' or 'B:'")
-    speaker = SPEAKER_LETTERS.index(match.group(1))
-    return speaker, _turn_tokens(match.group(2), max_utt_len)
+    speaker, text = match.groups() if match else ("A", turn)
+    return SPEAKER_LETTERS.index(speaker), _turn_tokens(text, max_utt_len)
 
 
 def parse_multi_ref_item(record, max_utt_len: int, where: str) -> MultiRefItem:
@@ -542,8 +543,7 @@ def parse_multi_ref_item(record, max_utt_len: int, where: str) -> MultiRefItem:
     speakers, context = zip(*turns)
     responses = tuple(wrap(tokenize(r), max_utt_len) for r in responses)
     responder, acts = SPEAKER_LETTERS.index(speaker.strip()), tuple(map(str, acts))
-    topic = _clean(record.get("topic", UNKNOWN_TOPIC)) or UNKNOWN_TOPIC
-    meta = _dialog_meta(record, where)
+    topic, meta = _topic_and_meta(record, where)
     return MultiRefItem(context, speakers, responder, responses, acts, topic, meta)
 
 

@@ -201,23 +201,19 @@ def score_contexts(
       GloVe ``abow_*`` and ``ebow_*``, plus ``num_contexts``; values in [0, 1].
     """
     embeds = {"abow": average_embedding, "ebow": extrema_embedding}
-    sums: dict[str, list[float]] = collections.defaultdict(list)
+    pairs: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     for refs, hyps in zip(references, hypotheses, strict=True):
-        scores = {
-            f"bleu{k}": precision_recall(
-                np.array([[sentence_bleu(r, h, k) for h in hyps] for r in refs])
-            )
-            for k in range(1, 5)
-        }
+        for k in range(1, 5):
+            bleu = [[sentence_bleu(r, h, k) for h in hyps] for r in refs]
+            pairs[f"bleu{k}"].append(precision_recall(np.array(bleu)))
         for name, embed in embeds.items() if glove is not None else ():
-            scores[name] = embedding_scores(refs, hyps, glove, embed)
-        for name, score in scores.items():
+            score = embedding_scores(refs, hyps, glove, embed)
             if score is not None:
-                sums[f"{name}_precision"].append(score[0])
-                sums[f"{name}_recall"].append(score[1])
-    results = {k: float(np.mean(v)) for k, v in sums.items()}
-    for k in [k.removesuffix("_precision") for k in list(results) if "precision" in k]:
-        p, r = results[f"{k}_precision"], results[f"{k}_recall"]
-        results[f"{k}_f1"] = 2 * p * r / (p + r) if p + r > 0 else 0.0
+                pairs[name].append(score)
+    results = {}
+    for name, scores in pairs.items():
+        p, r = (float(np.mean(column)) for column in zip(*scores))
+        f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
+        results |= {f"{name}_precision": p, f"{name}_recall": r, f"{name}_f1": f1}
     results["num_contexts"] = len(references)
     return results

@@ -258,14 +258,12 @@ class DialogCVAE(nn.Module):
         b, rows = c.shape[0], c.shape[0] * num_samples
         c_rep = jnp.repeat(c[:, None], num_samples, 1).reshape(rows, -1)
         h = self.dec_init(jnp.concatenate([c_rep, z.reshape(rows, -1)], -1))
-        table = self.embed.embedding
-        w_out = self.dec_out.variables["params"]
         gru = self.decoder
 
         def body(carry, key):
             h, token, done = carry
-            h = gru.step(h, gru.input_gates(jnp.take(table, token, axis=0)))
-            logits = h @ w_out["kernel"] + w_out["bias"]
+            h = gru.step(h, gru.input_gates(self.embed(token)))
+            logits = self.dec_out(h)
             if greedy:
                 token = jnp.argmax(logits, -1)
             else:

@@ -65,9 +65,8 @@ def method_loss(
       kl_weight: annealing weight w(t) on KL(q‖p).
       prior_kl_weight: weight of KL(p‖N(0, I)) (used by ``prior_kl`` only).
     """
+    weights = {"bow": 1.0, "prior_kl": prior_kl_weight}
     per_example = terms.rec + kl_weight * terms.kl
-    if "bow" in method.terms:
-        per_example = per_example + terms.bow
-    if "prior_kl" in method.terms:
-        per_example = per_example + prior_kl_weight * terms.prior_kl
+    for term in method.terms:
+        per_example = per_example + weights[term] * getattr(terms, term)
     return masked_mean(per_example, mask)

@@ -363,10 +363,9 @@ def final(s: Setup, state, loop: LoopState) -> dict:
     hyps = sample_responses(s, state, split, rows)
     used = {w for group in refs + hyps for sentence in group for w in sentence}
     glove = metrics_lib.load_glove(cfg.glove_file, used) if cfg.glove_file else None
-    results["test"].update(metrics_lib.score_contexts(refs, hyps, glove))
-    results["test"]["references"] = (
-        "multi_ref_file" if cfg.multi_ref_file else "test_split"
-    )
+    scores = metrics_lib.score_contexts(refs, hyps, glove)
+    source = "multi_ref_file" if cfg.multi_ref_file else "test_split"
+    results["test"].update(scores, references=source)
     if jax.process_index() == 0:
         write_samples(s, split, rows, hyps)
     results.update(
