@@ -135,13 +135,6 @@ class Parallel:
             )
         return line
 
-    def check_divides(self, size: int, what: str) -> None:
-        if size % self.num_devices:
-            raise ConfigError(
-                f"{what}={size} does not divide over {self.num_devices} devices; "
-                f"use a multiple of {self.num_devices} or set parallel.num_devices"
-            )
-
     def padded(self, size: int) -> int:
         """``size`` rounded up to a multiple of the device count."""
         return -(-size // self.num_devices) * self.num_devices

@@ -106,7 +106,7 @@ def test_best_overwrites(tmp_path):
         assert ckpt.latest_step() is None
     with checkpoints.Checkpointer(tmp_path) as ckpt:
         state, meta = ckpt.restore_best(_state())
-        params = ckpt.restore_best_params()
+        params = ckpt.restore_best(None)[0]["params"]
     _assert_same(state, _state(3.0))
     _assert_same(params, _state(3.0)["params"])
     assert meta == {"valid": 1.5}
@@ -254,7 +254,7 @@ def test_unreadable_best_falls_back_to_an_older_best(tmp_path, caplog):
         with pytest.raises(WorkdirError, match=f"no checkpoint in {best} can be read"):
             ckpt.restore_best(_state())
         with pytest.raises(WorkdirError, match="0: JSONDecodeError"):
-            ckpt.restore_best_params()
+            ckpt.restore_best(None)
 
 
 def test_saving_a_step_again_is_silent(tmp_path, caplog):

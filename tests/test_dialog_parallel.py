@@ -43,7 +43,7 @@ def _run(files: dict, workdir: pathlib.Path, lr: float, **parallel):
         config.parallel[key] = value
     results = train.train_and_evaluate(config, str(workdir))
     with checkpoints.Checkpointer(workdir) as ckpt:
-        params = ckpt.restore_best_params()
+        params = ckpt.restore_best(None)[0]["params"]
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
     first = next(r["values"] for r in rows if "train/rec" in r["values"])
     return results, jax.device_get(params), first

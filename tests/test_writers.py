@@ -44,7 +44,7 @@ def _strict_json(line):
 
 
 def test_jsonl_round_trip(tmp_path):
-    with writers.create_writer(tmp_path) as writer:
+    with writers.MetricWriter(tmp_path) as writer:
         writer.write_scalars(
             1,
             {
@@ -80,13 +80,13 @@ def test_read_metrics_without_file(tmp_path):
 
 
 def test_non_scalar_is_rejected(tmp_path):
-    with writers.create_writer(tmp_path) as writer:
+    with writers.MetricWriter(tmp_path) as writer:
         with pytest.raises(ValueError, match="'v'"):
             writer.write_scalars(0, {"v": np.zeros(3)})
 
 
 def test_resumed_run_keeps_the_last_value(tmp_path):
-    with writers.create_writer(tmp_path) as writer:
+    with writers.MetricWriter(tmp_path) as writer:
         for step in range(1, 6):
             writer.write_scalars(step, {"loss": float(step), "lr": 1.0})
         writer.write_scalars(3, {"valid": 30.0})
@@ -94,7 +94,7 @@ def test_resumed_run_keeps_the_last_value(tmp_path):
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "kind": "scal')  # a line cut by the kill
         f.write("\n")
-    with writers.create_writer(tmp_path) as writer:
+    with writers.MetricWriter(tmp_path) as writer:
         writer.purge_step = 4  # as the loop sets it after restoring step 3
         for step in range(4, 7):
             writer.write_scalars(step, {"loss": 100.0 + step})
@@ -113,7 +113,7 @@ def test_resumed_run_keeps_the_last_value(tmp_path):
 
 
 def test_tensorboard_event_files(tmp_path):
-    with writers.create_writer(tmp_path) as writer:
+    with writers.MetricWriter(tmp_path) as writer:
         writer.write_scalars(7, {"train/loss": np.float32(1.25), "lr": 0.5})
     files, events = _read_events(tmp_path / "tensorboard")
     assert files
@@ -128,7 +128,7 @@ def test_tensorboard_event_files(tmp_path):
 
 def test_noop_writer_writes_nothing(tmp_path):
     workdir = tmp_path / "run"
-    with writers.create_writer(workdir, enabled=False) as writer:
+    with writers.MetricWriter(None) as writer:
         writer.write_scalars(1, {"loss": 1.0})
     assert not workdir.exists()
     assert writers.read_metrics(workdir) == []
@@ -136,12 +136,12 @@ def test_noop_writer_writes_nothing(tmp_path):
 
 def test_logging_line(tmp_path, caplog):
     caplog.set_level("INFO")
-    with writers.create_writer(tmp_path) as writer:
+    with writers.MetricWriter(tmp_path) as writer:
         writer.write_scalars(12, {"loss": 0.125})
     assert "[12] loss=0.125" in caplog.text
 
 
 def test_no_tensorflow_import(tmp_path):
-    with writers.create_writer(tmp_path) as writer:
+    with writers.MetricWriter(tmp_path) as writer:
         writer.write_scalars(0, {"x": 1.0})
     assert "tensorflow" not in sys.modules

@@ -297,7 +297,7 @@ def selection_loss(run: RunConfig, val: dict) -> float:
 
 def validate(s: Setup, state, split: str = "valid") -> dict:
     """ELBO, KL, MI and AU of ``split`` (one sample each)."""
-    metrics = eval_run.elbo_metrics(
+    return eval_run.elbo_metrics(
         s.model,
         steps.variables(state),
         s.data.split(split),
@@ -307,7 +307,6 @@ def validate(s: Setup, state, split: str = "valid") -> dict:
         au_threshold=s.run.eval.au_threshold,
         par=s.ctx.par,
     )
-    return metrics
 
 
 def rule(s: Setup, state, loop: LoopState, val: dict, improved: bool):
@@ -421,7 +420,7 @@ def init_from_run(state, source: str, vocab: Vocab):
         raise WorkdirError(
             f"init_from={source}: that run was trained with another vocabulary"
         )
-    loaded = checkpoints.Checkpointer(source).restore_best_params()
+    loaded = checkpoints.Checkpointer(source).restore_best(None)[0]["params"]
     if "encoder" not in loaded:
         raise WorkdirError(f"init_from={source}: its checkpoint has no encoder")
     fresh = state.params["encoder"]

@@ -53,10 +53,8 @@ def initial_mu_variance(model) -> float:
 
     scheme = layers.INIT_SCHEMES[model.enc_init]
     default = 1.0 / math.sqrt(model.enc_hidden)
-    if scheme.embedding_uniform is not None:
-        var_emb = uniform_var(scheme.embedding_uniform)
-    else:
-        var_emb = scheme.embedding_std**2
+    emb = scheme.embedding_uniform
+    var_emb = scheme.embedding_std**2 if emb is None else uniform_var(emb)
     var_h = model.emb_dim * uniform_var(scheme.lstm_uniform or default) * var_emb / 12.0
     if model.bn_remedy == "weight_norm":
         return var_h

@@ -244,7 +244,8 @@ class Checkpointer(fileio.Closing):
         """The best checkpoint (the newest readable one).
 
         Args:
-            template: As for ``restore_latest``, or None for the tree as saved.
+            template: As for ``restore_latest``, or None for the tree as saved
+                (another run's parameters, to initialise this one from).
 
         Returns:
             ``(state, meta)``.
@@ -257,16 +258,6 @@ class Checkpointer(fileio.Closing):
         if restored is None:
             raise WorkdirError(f"{self.best_directory} holds no best checkpoint")
         return restored
-
-    def restore_best_params(self) -> dict:
-        """The best checkpoint's parameters as saved (nested dict of arrays).
-
-        Used to initialise another run from this one (no template needed).
-
-        Raises:
-            WorkdirError: there is no best checkpoint or none reads.
-        """
-        return self.restore_best(None)[0]["params"]
 
     @_quiet_failed_restores()
     def _restore_newest(

@@ -40,7 +40,7 @@ import logging
 import math
 import pathlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -49,7 +49,7 @@ import numpy as np
 import tqdm
 
 from bnvae_jax import fileio, parallel
-from bnvae_jax.errors import UserError
+from bnvae_jax.errors import ConfigError, UserError
 from bnvae_jax.training import checkpoints, writers
 
 
@@ -127,7 +127,11 @@ def setup_devices(run, config: ml_collections.ConfigDict) -> parallel.Parallel:
     batch_size = run.data.batch_size
     par = parallel.build(run.parallel, batch_size)
     par.check_hosts_agree(config)
-    par.check_divides(batch_size, "data.batch_size")
+    if batch_size % par.num_devices:
+        raise ConfigError(
+            f"data.batch_size={batch_size} does not divide over {par.num_devices} "
+            f"devices; use a multiple of {par.num_devices} or set parallel.num_devices"
+        )
     logging.info(par.describe(batch_size))
     return par
 
@@ -147,7 +151,9 @@ def open_context(
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints.check_run_info(workdir, info, keys=list(info))
-    writer = writers.create_writer(workdir, enabled=write and jax.process_index() == 0)
+    writer = writers.MetricWriter(
+        workdir if write and jax.process_index() == 0 else None
+    )
     return Context(workdir, checkpoints.Checkpointer(workdir), writer, par, settings)
 
 
@@ -217,13 +223,6 @@ def prefetch(items, place, size: int = 2):
         yield queue.popleft()
 
 
-def _usable(epoch_batches, loop: LoopState, bar) -> Iterator:
-    for position, arrays, tokens in epoch_batches(loop.epoch, loop.position):
-        bar.update(1)
-        if arrays is not None:
-            yield position, arrays, tokens
-
-
 def train_epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fns):
     """Runs epochs from ``loop`` on; returns the final state.
 
@@ -246,7 +245,9 @@ def train_epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fn
 
     try:
         while not loop.done and loop.epoch < cfg.epochs and not at_limit():
+            # The bar counts every position; batches too small to use are skipped.
             bar = tqdm.tqdm(
+                fns["epoch_batches"](loop.epoch, loop.position),
                 total=num_batches,
                 initial=loop.position,
                 desc=f"epoch {loop.epoch}",
@@ -254,7 +255,7 @@ def train_epochs(ctx: Context, state, loop: LoopState, *, num_batches: int, **fn
                 leave=False,
             )
             since = time.perf_counter()  # training time not yet in the loop state
-            batches = _usable(fns["epoch_batches"], loop, bar)
+            batches = (item for item in bar if item[1] is not None)
             for (position, _, tokens), arrays in prefetch(
                 batches, lambda item: ctx.par.shard_batch(item[1])
             ):
@@ -312,11 +313,9 @@ def end_of_epoch(ctx, state, loop: LoopState, advance: bool = True, **fns):
         ctx.ckpt.save_best(step, state_tree(state), {"epoch": epoch, "valid": val})
     sums = loop.epoch_sums
     count = max(sums.get("count", 0.0), 1.0)
-    scalars = {f"valid/{k}": v for k, v in val.items()}
-    scalars["epoch"] = epoch
-    for key, total in sums.items():
-        if key.endswith("_sum"):
-            scalars[f"epoch/train_{key[:-4]}"] = total / count
+    train = {k[:-4]: total / count for k, total in sums.items() if k.endswith("_sum")}
+    scalars = {f"valid/{k}": v for k, v in val.items()} | {"epoch": epoch}
+    scalars |= {f"epoch/train_{k}": v for k, v in train.items()}
     state, extra = fns["rule"](state, loop, val, improved)
     scalars.update(extra)
     # Metrics a method does not define (vMF has no MI) are None: not logged.

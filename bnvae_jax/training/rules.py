@@ -18,18 +18,16 @@ def plateau(loop, val_loss: float, epoch: int, cfg) -> bool:
     ``loop.learning_rate`` is multiplied by ``cfg.lr_decay`` and
     ``loop.decay_count`` grows; the caller reloads the best checkpoint.
     """
-    if val_loss > loop.ref_loss:
-        loop.not_improved += 1
-        if loop.not_improved >= cfg.decay_epoch and epoch >= cfg.load_best_epoch:
-            loop.ref_loss = val_loss
-            loop.not_improved = 0
-            loop.learning_rate *= cfg.lr_decay
-            loop.decay_count += 1
-            return True
-    else:
-        loop.not_improved = 0
-        loop.ref_loss = val_loss
-    return False
+    worse = val_loss > loop.ref_loss
+    loop.not_improved = loop.not_improved + 1 if worse else 0
+    decay = worse and loop.not_improved >= cfg.decay_epoch
+    decay = decay and epoch >= cfg.load_best_epoch
+    if decay or not worse:  # a new reference loss, counted from 0 again
+        loop.ref_loss, loop.not_improved = val_loss, 0
+    if decay:
+        loop.learning_rate *= cfg.lr_decay
+        loop.decay_count += 1
+    return decay
 
 
 def plateau_since_best(loop, improved: bool, cfg) -> str:

@@ -1,7 +1,7 @@
 """Metric writers without TensorFlow: JSONL + TensorBoard (tensorboardX) + logging.
 
 The method names follow ``clu.metric_writers`` so CLU's writers could be dropped in.
-The writer of ``create_writer`` writes to three sinks:
+``MetricWriter`` writes to three sinks:
 
 * ``workdir/metrics.jsonl``: one JSON object a write, appended (a resumed run
   appends to the same file; ``read_metrics`` drops the replayed duplicates);
@@ -45,13 +45,18 @@ def _to_float(key: str, value: Any) -> float:
 class MetricWriter(fileio.Closing):
     """Writes metrics to the three sinks; without a workdir it writes nothing.
 
+    A run's writer is given no workdir on processes other than 0; ``close()``
+    it at the end of the run.
+
     ``purge_step`` is read when the first scalars are written: a run resumed
     from step ``T`` sets it to ``T + 1`` once it knows which checkpoint it
     restored, and TensorBoard hides the events of later steps written before
     the restart (they are replayed).
     """
 
-    def __init__(self, workdir: pathlib.Path | None = None):
+    def __init__(self, workdir: str | os.PathLike | None = None):
+        """Opens ``workdir/metrics.jsonl`` (creating the directory), if a workdir."""
+        workdir = None if workdir is None else pathlib.Path(workdir)
         self._dir, self._file, self._tb, self.purge_step = workdir, None, None, None
         if workdir is not None:
             workdir.mkdir(parents=True, exist_ok=True)
@@ -88,20 +93,6 @@ class MetricWriter(fileio.Closing):
             self._file.close()
             if self._tb is not None:
                 self._tb.close()
-
-
-def create_writer(workdir: str | os.PathLike, *, enabled: bool = True) -> MetricWriter:
-    """The run's metric writer: JSONL, TensorBoard and logging.
-
-    Args:
-        workdir: The run's directory (created if missing).
-        enabled: False gives a writer that writes nothing (processes other than
-            0 in a multi-host run).
-
-    Returns:
-        The writer; ``close()`` it at the end of the run.
-    """
-    return MetricWriter(pathlib.Path(workdir) if enabled else None)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
