@@ -54,9 +54,8 @@ class MetricWriter(fileio.Closing):
     the restart (they are replayed).
     """
 
-    def __init__(self, workdir: str | os.PathLike | None = None):
+    def __init__(self, workdir: pathlib.Path | None = None):
         """Opens ``workdir/metrics.jsonl`` (creating the directory), if a workdir."""
-        workdir = None if workdir is None else pathlib.Path(workdir)
         self._dir, self._file, self._tb, self.purge_step = workdir, None, None, None
         if workdir is not None:
             workdir.mkdir(parents=True, exist_ok=True)
