@@ -53,7 +53,7 @@ def runner(method: str, update: str = "all"):
     )
     spec = schedules.ScheduleSpec(warmup_steps=1000.0, total_steps=4000)
     fns = steps.StepFns(
-        kl_schedule=schedules.build(run.method.schedule, spec),
+        kl_schedule=schedules.SCHEDULES[run.method.schedule](spec),
         kl_transform=objectives.KL_TRANSFORMS[run.method.kl_transform](4.0),
         svi=run.model if run.method.procedure == "svi" else None,
     )

@@ -79,7 +79,7 @@ def test_registry_builds_every_schedule_from_one_spec():
         kl_start=0.0, warmup_steps=4.0, beta=0.4, steps_per_epoch=5, total_steps=20
     )
     for name in schedules.SCHEDULES:
-        value = float(schedules.build(name, spec)(3))
+        value = float(schedules.SCHEDULES[name](spec)(3))
         assert 0.0 <= value <= 1.0, name
-    assert float(schedules.build("constant", spec)(99)) == pytest.approx(0.4)
-    assert float(schedules.build("zero", spec)(99)) == 0.0
+    assert float(schedules.SCHEDULES["constant"](spec)(99)) == pytest.approx(0.4)
+    assert float(schedules.SCHEDULES["zero"](spec)(99)) == 0.0

@@ -186,7 +186,7 @@ def schedule_spec(s: Setup) -> schedules.ScheduleSpec:
 def step_fns(s: Setup) -> steps.StepFns:
     method, t = s.run.method, s.run.train
     return steps.StepFns(
-        kl_schedule=schedules.build(method.schedule, schedule_spec(s)),
+        kl_schedule=schedules.SCHEDULES[method.schedule](schedule_spec(s)),
         kl_transform=objectives.KL_TRANSFORMS[method.kl_transform](t.target_kl),
         clip_norm=t.clip_norm,
         svi=s.run.model if method.procedure == "svi" else None,

@@ -113,7 +113,3 @@ SCHEDULES: dict[str, Callable[[ScheduleSpec], Schedule]] = {
         s.kl_start, s.warmup_steps, s.steps_per_epoch, s.cycle_epochs
     ),
 }
-
-
-def build(name: str, spec: ScheduleSpec) -> Schedule:
-    return SCHEDULES[name](spec)
