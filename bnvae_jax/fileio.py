@@ -39,14 +39,14 @@ def read_text(path: str | os.PathLike) -> str:
         ) from None
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path`` and renames it over."""
+def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> None:
+    """Writes ``text`` (UTF-8) or bytes to a file beside ``path``, renamed over it."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

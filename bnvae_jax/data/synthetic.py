@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 import pathlib
@@ -183,22 +184,6 @@ def _sample_tokens(spec, gen, z, rng) -> np.ndarray:
     return out
 
 
-def _sample_split(spec, gen, split: str, rng) -> SyntheticSplit:
-    """The ``split`` of ``spec``, drawn with the generator ``gen`` and ``rng``."""
-    num = getattr(spec, f"num_{split}")
-    component = rng.integers(0, spec.num_components, size=num).astype(np.int32)
-    z = gen["means"][component] + rng.standard_normal((num, spec.latent_dim))
-    chunks = [
-        _sample_tokens(spec, gen, z[start : start + _CHUNK], rng)
-        for start in range(0, num, _CHUNK)
-    ]
-    ids = np.concatenate(chunks) if chunks else np.zeros((0, spec.length), np.int32)
-    words = np.array([f"w{i}" for i in range(spec.vocab_size)] + [""], dtype=object)
-    lengths = (ids < spec.vocab_size).sum(axis=1)  # tokens after the end are all V
-    sentences = [list(row[:n]) for row, n in zip(words[ids], lengths, strict=True)]
-    return SyntheticSplit(sentences, z.astype(np.float32), component)
-
-
 def sample(spec: SyntheticSpec) -> tuple[np.ndarray, dict[str, SyntheticSplit]]:
     """Generates the three splits with their latents.
 
@@ -214,10 +199,19 @@ def sample(spec: SyntheticSpec) -> tuple[np.ndarray, dict[str, SyntheticSplit]]:
     """
     weights_seq, *split_seqs = np.random.SeedSequence(spec.seed).spawn(1 + len(SPLITS))
     gen = _make_generator(spec, np.random.default_rng(weights_seq))
-    splits = {
-        split: _sample_split(spec, gen, split, np.random.default_rng(seq))
-        for split, seq in zip(SPLITS, split_seqs, strict=True)
-    }
+    words = np.array([f"w{i}" for i in range(spec.vocab_size)] + [""], dtype=object)
+    splits = {}
+    for split, seq in zip(SPLITS, split_seqs, strict=True):
+        rng = np.random.default_rng(seq)
+        num = getattr(spec, f"num_{split}")
+        component = rng.integers(0, spec.num_components, size=num).astype(np.int32)
+        z = gen["means"][component] + rng.standard_normal((num, spec.latent_dim))
+        # At least one chunk, so that an empty split gives a [0, length] array.
+        chunks = (z[i : i + _CHUNK] for i in range(0, max(num, 1), _CHUNK))
+        ids = np.concatenate([_sample_tokens(spec, gen, c, rng) for c in chunks])
+        lengths = (ids < spec.vocab_size).sum(axis=1)  # after the end all ids are V
+        sentences = [list(row[:n]) for row, n in zip(words[ids], lengths, strict=True)]
+        splits[split] = SyntheticSplit(sentences, z.astype(np.float32), component)
     return gen["means"], splits
 
 
@@ -257,8 +251,8 @@ def write_corpus(
         text = "".join(" ".join(words) + "\n" for words in data.sentences)
         fileio.write_text_atomic(paths[split], text)
         arrays |= {f"{split}_z": data.z, f"{split}_component": data.component}
-    tmp = paths["latents"].with_name(f".{LATENTS_FILE}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(paths["latents"])
+    npz = io.BytesIO()
+    np.savez(npz, **arrays)
+    fileio.write_text_atomic(paths["latents"], npz.getvalue())
     fileio.write_json_atomic(paths["spec"], record)
     return paths

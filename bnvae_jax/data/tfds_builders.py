@@ -218,11 +218,9 @@ class Switchboard(_ManualBuilder, skip_registration=True):
         speaker = dict.fromkeys(_INTS, np.int32) | {"sex": text(), "dialect": text()}
         utterance = {key: text() for key in _UTTERANCE_KEYS[:3]}
         utterance["sentiment"] = tfds.features.Tensor(shape=(4,), dtype=np.float32)
-        return {"topic": text(), "prompt": text()} | {
-            "speaker_a": dict(speaker),
-            "speaker_b": dict(speaker),
-            "utterances": tfds.features.Sequence(utterance),
-        }
+        speakers = {f"speaker_{side}": dict(speaker) for side in "ab"}
+        utterances = tfds.features.Sequence(utterance)
+        return {"topic": text(), "prompt": text(), **speakers, "utterances": utterances}
 
     def _generate_examples(self, sources):
         ((path, _),) = sources

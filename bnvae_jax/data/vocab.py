@@ -63,7 +63,7 @@ class Vocab:
                 f"Vocab.encode takes a list of words, got the string {tokens[:40]!r}; "
                 "split it first"
             )
-        return np.array([self._ids.get(word, UNK) for word in tokens], np.int32)
+        return np.array([self.id(word) for word in tokens], np.int32)
 
     def decode(self, ids: Iterable[int], *, strip_special: bool = True) -> list[str]:
         """Words of ``ids``.

@@ -163,9 +163,8 @@ class FixedScaleBatchNorm(nn.Module):
             mean, var, count = masked_moments(x, mask, self.axis_name)
             if not self.is_initializing():
                 unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
-                m = self.momentum
-                ra_mean.value = (1.0 - m) * ra_mean.value + m * mean
-                ra_var.value = (1.0 - m) * ra_var.value + m * unbiased
+                for ra, new in ((ra_mean, mean), (ra_var, unbiased)):
+                    ra.value = (1.0 - self.momentum) * ra.value + self.momentum * new
             health = bn_health(gamma, beta, var, self.eps, self.remedy)
             self.sow("intermediates", "bn_health", health)
         else:

@@ -158,7 +158,7 @@ def _wood_proposals(key, kappa, dp: int, shape):
     in terms of 1 − w and 1 − x0 so that large κ loses no precision in float32.
 
     Returns:
-      (w, sqrt(1 − w²), accepted), each of ``shape``.
+      (w, sqrt(1 − w²)) stacked as <float32>[*shape, 2], and accepted [*shape].
     """
     k_beta, k_unif = jax.random.split(key)
     a = 0.5 * dp
@@ -170,13 +170,12 @@ def _wood_proposals(key, kappa, dp: int, shape):
     one_minus_x0 = 2.0 * b / (1.0 + b)
     denom = 1.0 - (1.0 - b) * zeta
     one_minus_w = 2.0 * b * zeta / denom
-    w = 1.0 - one_minus_w
     sin_w = 2.0 * jnp.sqrt(b * zeta * (1.0 - zeta)) / denom
     # κw + d' log(1 − x0 w) − c with c = κ x0 + d' log(1 − x0²) and 1 − x0² = 4b/(1+b)².
     log_ratio = kappa * (one_minus_x0 - one_minus_w) + dp * (
         jnp.log(one_minus_x0 + x0 * one_minus_w) - jnp.log(4.0 * b) + 2.0 * jnp.log1p(b)
     )
-    return w, sin_w, log_ratio >= jnp.log(u)
+    return jnp.stack([1.0 - one_minus_w, sin_w], -1), log_ratio >= jnp.log(u)
 
 
 def sample_vmf(
@@ -223,30 +222,26 @@ def sample_vmf(
     # One loop whose first round is the pool every example draws: the (costly to
     # compile) Beta sampler appears once in the program.
     def cond(carry):
-        _, _, _, done, rounds = carry
+        _, _, done, rounds = carry
         return jnp.logical_and(rounds <= max_rounds, jnp.logical_not(jnp.all(done)))
 
     def body(carry):
-        key, w, sin_w, done, rounds = carry
+        key, ws, done, rounds = carry  # ws: (w, sqrt(1 − w²)) of each row
         key, sub = jax.random.split(key)
         # Each row's first accepted proposal of its pool (any, if none accepted).
-        w_new, sin_new, oks = _wood_proposals(sub, kappa[..., None], dp, pool_shape)
-        idx = jnp.argmax(oks, axis=-1)[..., None]
-        w_new, sin_new = (
-            jnp.take_along_axis(x, idx, -1)[..., 0] for x in (w_new, sin_new)
-        )
+        ws_new, oks = _wood_proposals(sub, kappa[..., None], dp, pool_shape)
+        idx = jnp.argmax(oks, axis=-1)[..., None, None]
+        ws_new = jnp.take_along_axis(ws_new, idx, -2)[..., 0, :]
         ok = jnp.any(oks, axis=-1)
         # Round 0 fills every row, so a row never accepted still holds a proposal.
         take = jnp.logical_and(jnp.logical_not(done), jnp.logical_or(ok, rounds == 0))
-        w = jnp.where(take, w_new, w)
-        sin_w = jnp.where(take, sin_new, sin_w)
-        return key, w, sin_w, jnp.logical_or(done, ok), rounds + 1
+        ws = jnp.where(take[..., None], ws_new, ws)
+        return key, ws, jnp.logical_or(done, ok), rounds + 1
 
-    zeros = jnp.zeros(batch_shape, jnp.float32)
-    carry = (k_pool, zeros, zeros, jnp.zeros(batch_shape, bool), jnp.int32(0))
-    _, w, sin_w, _, _ = jax.lax.while_loop(cond, body, carry)
-    w = jax.lax.stop_gradient(w)[..., None].astype(mu_dir.dtype)
-    sin_w = jax.lax.stop_gradient(sin_w)[..., None].astype(mu_dir.dtype)
+    ws = jnp.zeros((*batch_shape, 2), jnp.float32)
+    carry = (k_pool, ws, jnp.zeros(batch_shape, bool), jnp.int32(0))
+    _, ws, _, _ = jax.lax.while_loop(cond, body, carry)
+    ws = jax.lax.stop_gradient(ws).astype(mu_dir.dtype)
 
     eps = jax.random.normal(k_dir, mu_dir.shape, mu_dir.dtype)
     # Project out μ̂ twice: one Gram–Schmidt pass leaves a component along μ̂ of
@@ -254,4 +249,4 @@ def sample_vmf(
     v = eps - jnp.sum(eps * mu_dir, axis=-1, keepdims=True) * mu_dir
     v = v - jnp.sum(v * mu_dir, axis=-1, keepdims=True) * mu_dir
     v = v * jax.lax.rsqrt(jnp.sum(jnp.square(v), axis=-1, keepdims=True) + 1e-30)
-    return w * mu_dir + sin_w * v
+    return ws[..., :1] * mu_dir + ws[..., 1:] * v
