@@ -222,10 +222,14 @@ class TextModel(_Model):
         mask = np.ones(len(rows), np.float32)
         return {"tokens": tokens, "lengths": lengths, "mask": mask}
 
+    def _sizes(self) -> dict[str, int]:
+        """The run's evaluation batch size and bucket width."""
+        data = self.run.data
+        return {"batch_size": data.eval_batch_size, "bucket_width": data.bucket_width}
+
     def _batches(self, rows) -> list[dict[str, np.ndarray]]:
         """The evaluation batches of ``rows``, as the evaluate command makes them."""
-        data = self.run.data
-        plan = eval_run.plan_batches(rows, data.eval_batch_size, data.bucket_width)
+        plan = eval_run.plan_batches(rows, **self._sizes())
         return list(eval_run.iterate_arrays(plan))
 
     def _key(self, seed) -> jax.Array:
@@ -362,16 +366,14 @@ class TextModel(_Model):
         its test figures at the same ``iw_samples``.
         """
         rows, oov = self._rows(texts)
-        iw_samples = _positive_int(iw_samples, "iw_samples")
-        key = jax.random.fold_in(self._key(seed), 1)  # the test split's
-        elbo_key, iw_key = jax.random.split(key)
-        pass_key = jax.random.split(elbo_key, 3)[2]  # as eval_run.elbo_metrics
-        mv = (self.module, self.variables)
-        pp = passes.posterior_pass(*mv, self._batches(rows), pass_key)
-        samples = iw_samples if self.module.cfg.latent_dim else 1
-        options = {"num_samples": samples, "progress": False}
-        log_px, tokens = eval_run.iw_log_px(
-            *mv, rows, iw_key, self.run.eval, self.run.data.bucket_width, **options
+        n = _positive_int(iw_samples, "iw_samples")
+        cfg = dataclasses.replace(self.run.eval, iw_samples=n, iw_max_sentences=0)
+        # The test split's key, split as eval_run.evaluate_split splits it.
+        elbo_key, iw_key = jax.random.split(jax.random.fold_in(self._key(seed), 1))
+        pp, _, (log_px, tokens, samples) = eval_run.sentence_passes(
+            *(self.module, self.variables, rows, elbo_key),
+            **self._sizes(),
+            iw=(iw_key, cfg, False),
         )
         return Scores(-log_px, pp.rec + pp.kl, pp.rec, pp.kl, tokens, oov, samples)
 
@@ -386,10 +388,10 @@ class TextModel(_Model):
         if not bn_stats.has_bn_head(self.variables):
             return self
         rows, _ = self._rows(texts)
-        data = self.run.data
-        sizes = {"batch_size": data.eval_batch_size, "bucket_width": data.bucket_width}
         variables = bn_stats.precise_batch_stats(
-            self.module, self.variables, rows, max_sentences=max_sentences, **sizes
+            *(self.module, self.variables, rows),
+            max_sentences=max_sentences,
+            **self._sizes(),
         )
         info = {**self.info, "precise_bn": len(rows)}
         return dataclasses.replace(self, variables=variables, info=info)
