@@ -227,11 +227,6 @@ class TextModel(_Model):
         data = self.run.data
         return {"batch_size": data.eval_batch_size, "bucket_width": data.bucket_width}
 
-    def _batches(self, rows) -> list[dict[str, np.ndarray]]:
-        """The evaluation batches of ``rows``, as the evaluate command makes them."""
-        plan = eval_run.plan_batches(rows, **self._sizes())
-        return list(eval_run.iterate_arrays(plan))
-
     def _key(self, seed) -> jax.Array:
         """The run's evaluation key, or ``key(seed)``."""
         if _seed(seed) is None:
@@ -256,7 +251,9 @@ class TextModel(_Model):
           the refined posterior for SA-VAE; or samples.
         """
         rows, _ = self._rows(texts)
-        key, batches = self._key(seed), self._batches(rows)
+        # The evaluation batches, as the evaluate command makes them.
+        plan = eval_run.plan_batches(rows, **self._sizes())
+        key, batches = self._key(seed), list(eval_run.iterate_arrays(plan))
         # Every batch is dispatched before any result is read, so the device
         # works through them while the host waits once.
         options = {"model": self.module, "sample": bool(sample)}
