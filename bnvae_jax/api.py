@@ -101,6 +101,15 @@ def _decode_settings(strategy, allowed, temperature, max_len, config):
     return float(temperature), _positive_int(limit, "max_len")
 
 
+def _warn_unknown(words: str, unknown, hint: str = "", stacklevel: int = 3) -> None:
+    """Warns that ``words`` (a count) are read as ``<unk>``, naming up to five."""
+    shown = ", ".join(repr(w) for w in dict.fromkeys(unknown[:5]))
+    warnings.warn(
+        f"{words} are not in the vocabulary and are read as <unk>: {shown}{hint}",
+        stacklevel=stacklevel,
+    )
+
+
 def _seed(seed) -> int | None:
     return seed if seed is None else _positive_int(seed, "seed", minimum=0)
 
@@ -200,13 +209,11 @@ class TextModel(_Model):
             unknown += missing
         if unknown:
             total = sum(len(r) - 2 for r in rows)
-            shown = ", ".join(repr(w) for w in dict.fromkeys(unknown[:5]))
+            hint = ""
             if any(w != w.lower() and self.vocab.id(w.lower()) != UNK for w in unknown):
-                shown += " (the vocabulary is lower-case: lower-case the input)"
-            warnings.warn(
-                f"{len(unknown)} of {total} words are not in the vocabulary and "
-                f"are read as <unk>: {shown}",
-                stacklevel=3,
+                hint = " (the vocabulary is lower-case: lower-case the input)"
+            _warn_unknown(
+                f"{len(unknown)} of {total} words", unknown, hint, stacklevel=4
             )
         return rows, np.asarray(oov)
 
@@ -452,12 +459,7 @@ class DialogModel(_Model):
         except ValueError as e:  # its messages count contexts; here there is one
             raise ValueError(str(e).replace("contexts[0]", "context_turns")) from None
         if read.oov:
-            shown = ", ".join(repr(w) for w in read.unknown_words[:5])
-            warnings.warn(
-                f"{read.oov} words of the context are not in the vocabulary and are "
-                f"read as <unk>: {shown}",
-                stacklevel=2,
-            )
+            _warn_unknown(f"{read.oov} words of the context", read.unknown_words)
         key = jax.random.key(self.run.eval.seed if _seed(seed) is None else seed)
         sampled = None if strategy == "greedy" else temperature
         options = {"num_samples": n, "max_len": max_len, "temperature": sampled}
