@@ -101,6 +101,15 @@ def _decode_settings(strategy, allowed, temperature, max_len, config):
     return float(temperature), _positive_int(limit, "max_len")
 
 
+def _warn_unknown(words: str, unknown, hint: str = "", stacklevel: int = 3) -> None:
+    """Warns that ``words`` (a count) are read as ``<unk>``, naming up to five."""
+    shown = ", ".join(repr(w) for w in dict.fromkeys(unknown[:5]))
+    warnings.warn(
+        f"{words} are not in the vocabulary and are read as <unk>: {shown}{hint}",
+        stacklevel=stacklevel,
+    )
+
+
 def _seed(seed) -> int | None:
     return seed if seed is None else _positive_int(seed, "seed", minimum=0)
 
@@ -200,13 +209,11 @@ class TextModel(_Model):
             unknown += missing
         if unknown:
             total = sum(len(r) - 2 for r in rows)
-            shown = ", ".join(repr(w) for w in dict.fromkeys(unknown[:5]))
+            hint = ""
             if any(w != w.lower() and self.vocab.id(w.lower()) != UNK for w in unknown):
-                shown += " (the vocabulary is lower-case: lower-case the input)"
-            warnings.warn(
-                f"{len(unknown)} of {total} words are not in the vocabulary and "
-                f"are read as <unk>: {shown}",
-                stacklevel=3,
+                hint = " (the vocabulary is lower-case: lower-case the input)"
+            _warn_unknown(
+                f"{len(unknown)} of {total} words", unknown, hint, stacklevel=4
             )
         return rows, np.asarray(oov)
 
@@ -222,11 +229,10 @@ class TextModel(_Model):
         mask = np.ones(len(rows), np.float32)
         return {"tokens": tokens, "lengths": lengths, "mask": mask}
 
-    def _batches(self, rows) -> list[dict[str, np.ndarray]]:
-        """The evaluation batches of ``rows``, as the evaluate command makes them."""
+    def _sizes(self) -> dict[str, int]:
+        """The run's evaluation batch size and bucket width."""
         data = self.run.data
-        plan = eval_run.plan_batches(rows, data.eval_batch_size, data.bucket_width)
-        return list(eval_run.iterate_arrays(plan))
+        return {"batch_size": data.eval_batch_size, "bucket_width": data.bucket_width}
 
     def _key(self, seed) -> jax.Array:
         """The run's evaluation key, or ``key(seed)``."""
@@ -252,7 +258,9 @@ class TextModel(_Model):
           the refined posterior for SA-VAE; or samples.
         """
         rows, _ = self._rows(texts)
-        key, batches = self._key(seed), self._batches(rows)
+        # The evaluation batches, as the evaluate command makes them.
+        plan = eval_run.plan_batches(rows, **self._sizes())
+        key, batches = self._key(seed), list(eval_run.iterate_arrays(plan))
         # Every batch is dispatched before any result is read, so the device
         # works through them while the host waits once.
         options = {"model": self.module, "sample": bool(sample)}
@@ -362,16 +370,14 @@ class TextModel(_Model):
         its test figures at the same ``iw_samples``.
         """
         rows, oov = self._rows(texts)
-        iw_samples = _positive_int(iw_samples, "iw_samples")
-        key = jax.random.fold_in(self._key(seed), 1)  # the test split's
-        elbo_key, iw_key = jax.random.split(key)
-        pass_key = jax.random.split(elbo_key, 3)[2]  # as eval_run.elbo_metrics
-        mv = (self.module, self.variables)
-        pp = passes.posterior_pass(*mv, self._batches(rows), pass_key)
-        samples = iw_samples if self.module.cfg.latent_dim else 1
-        options = {"num_samples": samples, "progress": False}
-        log_px, tokens = eval_run.iw_log_px(
-            *mv, rows, iw_key, self.run.eval, self.run.data.bucket_width, **options
+        n = _positive_int(iw_samples, "iw_samples")
+        cfg = dataclasses.replace(self.run.eval, iw_samples=n, iw_max_sentences=0)
+        # The test split's key, split as eval_run.evaluate_split splits it.
+        elbo_key, iw_key = jax.random.split(jax.random.fold_in(self._key(seed), 1))
+        pp, _, (log_px, tokens, samples) = eval_run.sentence_passes(
+            *(self.module, self.variables, rows, elbo_key),
+            **self._sizes(),
+            iw=(iw_key, cfg, False),
         )
         return Scores(-log_px, pp.rec + pp.kl, pp.rec, pp.kl, tokens, oov, samples)
 
@@ -386,10 +392,10 @@ class TextModel(_Model):
         if not bn_stats.has_bn_head(self.variables):
             return self
         rows, _ = self._rows(texts)
-        data = self.run.data
-        sizes = {"batch_size": data.eval_batch_size, "bucket_width": data.bucket_width}
         variables = bn_stats.precise_batch_stats(
-            self.module, self.variables, rows, max_sentences=max_sentences, **sizes
+            *(self.module, self.variables, rows),
+            max_sentences=max_sentences,
+            **self._sizes(),
         )
         info = {**self.info, "precise_bn": len(rows)}
         return dataclasses.replace(self, variables=variables, info=info)
@@ -453,12 +459,7 @@ class DialogModel(_Model):
         except ValueError as e:  # its messages count contexts; here there is one
             raise ValueError(str(e).replace("contexts[0]", "context_turns")) from None
         if read.oov:
-            shown = ", ".join(repr(w) for w in read.unknown_words[:5])
-            warnings.warn(
-                f"{read.oov} words of the context are not in the vocabulary and are "
-                f"read as <unk>: {shown}",
-                stacklevel=2,
-            )
+            _warn_unknown(f"{read.oov} words of the context", read.unknown_words)
         key = jax.random.key(self.run.eval.seed if _seed(seed) is None else seed)
         sampled = None if strategy == "greedy" else temperature
         options = {"num_samples": n, "max_len": max_len, "temperature": sampled}

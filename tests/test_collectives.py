@@ -80,8 +80,12 @@ def _worker(out_path: str) -> None:
         plan = eval_run.plan_batches(trainer.data.split("valid"), 32, 8)
         b = eval_run.batch_arrays(plan.make_batch(0))
         rows = (b["tokens"], b["lengths"], b["mask"], b["index"])
-        for kind, sizes in (("elbo", ()), ("iw", (20, 10))):
-            kernel = passes._jitted(trainer.model, kind, *sizes, par=trainer.ctx.par)
+        iw = {"num_samples": 20, "chunk": 10}
+        for kind, fn, sizes in (
+            ("elbo", passes._elbo_kernel, {}),
+            ("iw", passes._iw_kernel, iw),
+        ):
+            kernel = passes._jitted(fn, trainer.model, par=trainer.ctx.par, **sizes)
             lowered = kernel.lower(variables, jax.random.key(0), *rows)
             report[f"{kind}/{mode}"] = gathered_sizes(lowered.compile().as_text())
     pathlib.Path(out_path).write_text(json.dumps(report))

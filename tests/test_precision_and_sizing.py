@@ -180,8 +180,11 @@ def test_evaluation_independent_of_auto_sizes():
         seed=0,
     )
     key = jax.random.key(3)
-    auto = eval_run.iw_metrics(model, variables, rows, key, base, bucket_width=2)
+    sizes = {"batch_size": 4, "bucket_width": 2}
     other = dataclasses.replace(base, iw_batch=3, iw_max_logits=200)
-    small = eval_run.iw_metrics(model, variables, rows, key, other, bucket_width=2)
+    auto, small = (
+        eval_run.evaluate_split(model, variables, rows, key, c, progress=False, **sizes)
+        for c in (base, other)
+    )
     assert auto["iw_sentences"] == len(rows)
     np.testing.assert_allclose(auto["iw_nll"], small["iw_nll"], rtol=1e-5)

@@ -77,9 +77,6 @@ def active_units(mu, threshold: float = 0.01) -> tuple[int, np.ndarray]:
 
 def log_mean_exp(log_w, axis=-1, valid=None):
     """Log (1/K) Σ_k exp(log_w_k) over the valid entries, computed stably."""
-    if valid is not None:
-        log_w = jnp.where(valid, log_w, -jnp.inf)
-        k = jnp.sum(valid, axis=axis)
-    else:
-        k = log_w.shape[axis]
-    return jax.nn.logsumexp(log_w, axis=axis) - jnp.log(k)
+    valid = jnp.ones(jnp.shape(log_w), bool) if valid is None else valid
+    log_w = jnp.where(valid, log_w, -jnp.inf)
+    return jax.nn.logsumexp(log_w, axis=axis) - jnp.log(jnp.sum(valid, axis=axis))

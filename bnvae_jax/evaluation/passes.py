@@ -105,7 +105,7 @@ def posterior_pass(model, variables, batches, key, par=None) -> PosteriorPass:
         depend on how sentences are batched (or on the devices).
       par: the devices the batches are split over (default: one).
     """
-    kernel = _jitted(model, "elbo", par=par or parallel.single_device())
+    kernel = _jitted(_elbo_kernel, model, par=par or parallel.single_device())
     chunks = []
     for b_id, batch in enumerate(batches):
         out = dict(
@@ -160,15 +160,13 @@ def sample_chunk(num_samples: int, chunk: int, fit: int) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted(model, kind: str, num_samples: int = 0, chunk: int = 0, *, par):
-    """One compiled kernel per (model, kind, sizes, devices); shapes recompile.
+def _jitted(kernel, model, *, par, **sizes):
+    """One compiled ``kernel`` per (model, sizes, devices); shapes recompile.
 
-    The kernel takes ``(variables, key, tokens, lengths, mask, index)`` as numpy
+    The result takes ``(variables, key, tokens, lengths, mask, index)`` as numpy
     batches of any size and returns numpy per-row results.
     """
-    options = {} if kind == "elbo" else {"num_samples": num_samples, "chunk": chunk}
-    kernel = _elbo_kernel if kind == "elbo" else _iw_kernel
-    return par.map_rows(functools.partial(kernel, model=model, **options), 4)
+    return par.map_rows(functools.partial(kernel, model=model, **sizes), 4)
 
 
 def iw_log_likelihood(
@@ -212,9 +210,9 @@ def iw_log_likelihood(
         rows, width = batch["tokens"].shape
         rows = par.padded(rows) // par.num_devices  # per device
         fit = max_logits // max(rows * width * model.cfg.vocab_size, 1)
-        kernel = _jitted(
-            model, "iw", num_samples, sample_chunk(num_samples, chunk, fit), par=par
-        )
+        per_chunk = sample_chunk(num_samples, chunk, fit)
+        sizes = {"num_samples": num_samples, "chunk": per_chunk}
+        kernel = _jitted(_iw_kernel, model, par=par, **sizes)
         (log_px,) = kernel(variables, key, *_rows(batch))
         chunks.append(_real(batch, log_px=np.asarray(log_px, np.float64)))
     merged = _corpus_order(chunks)

@@ -47,17 +47,51 @@ def iterate_arrays(plan: batching.BatchPlan):
     return (batch_arrays(plan.make_batch(i)) for i in range(len(plan)))
 
 
+def sentence_passes(
+    model, variables, rows, key, *, batch_size, bucket_width, iw=None, par=None
+) -> tuple[passes.PosteriorPass, list[jax.Array], tuple | None]:
+    """Per-sentence passes of ``rows``, in row order.
+
+    Returns ``(pp, mi_keys, iw_result)``: the one-sample ELBO pass
+    (``passes.PosteriorPass``; it draws from the third split of ``key``, the
+    MI estimators from the first two) and, given ``iw=(iw_key, cfg,
+    progress)``, ``(log_px, tokens, samples)``: importance-weighted log p(x)
+    and predicted tokens of the first ``cfg.iw_max_sentences`` sentences (all:
+    0) with ``cfg.iw_samples`` samples (one without a latent: log p(x) is then
+    exact). ``par``: the devices each batch is split over (default: one; a
+    batch that does not divide is padded with empty rows). IW batch and chunk
+    sizes come from ``cfg`` and the devices; results do not depend on them.
+    """
+    par = par or parallel.single_device()
+    *mi_keys, pass_key = jax.random.split(key, 3)
+    batches = iterate_arrays(plan_batches(rows, batch_size, bucket_width))
+    pp = passes.posterior_pass(model, variables, batches, pass_key, par=par)
+    if iw is None:
+        return pp, mi_keys, None
+    iw_key, cfg, progress = iw
+    rows = rows[: cfg.iw_max_sentences] if cfg.iw_max_sentences > 0 else rows
+    sizes = sizing.iw_sizes(cfg.iw_batch, cfg.iw_max_logits, par)
+    plan = plan_batches(rows, sizes.batch, bucket_width)
+    samples = cfg.iw_samples if model.cfg.latent_dim else 1
+    options = {"chunk": cfg.iw_chunk, "total": len(plan), "progress": progress}
+    options.update(num_samples=samples, max_logits=sizes.max_logits, par=par)
+    _, log_px, tokens = passes.iw_log_likelihood(
+        model, variables, iterate_arrays(plan), iw_key, **options
+    )
+    return pp, mi_keys, (log_px, tokens, samples)
+
+
 def elbo_metrics(
-    model, variables, rows, key, *, batch_size, bucket_width, au_threshold, par=None
+    model, variables, rows, key, *, au_threshold, iw=None, **sizes
 ) -> dict[str, float]:
     """One-sample ELBO pass plus MI and AU (cheap; run every epoch).
 
-    ``par``: the devices each batch is split over (default: one); a batch that
-    does not divide is padded with empty rows, so results do not change.
+    ``iw`` (see ``sentence_passes``): also IW-NLL (nats per sentence) and
+    IW-PPL. ``sizes``: ``batch_size``, ``bucket_width`` and ``par``.
     """
-    batches = iterate_arrays(plan_batches(rows, batch_size, bucket_width))
-    mi_key, batch_mi_key, pass_key = jax.random.split(key, 3)
-    pp = passes.posterior_pass(model, variables, batches, pass_key, par=par)
+    pp, (mi_key, batch_mi_key), iw = sentence_passes(
+        model, variables, rows, key, iw=iw, **sizes
+    )
     words, total = float(np.sum(pp.tokens)), pp.rec + pp.kl
     # No latent: no information. vMF: the Gaussian MI estimators do not apply
     # (the paper reports none either).
@@ -67,7 +101,7 @@ def elbo_metrics(
         mi_batch = estimators.mutual_information_per_batch(
             pp.mu, pp.logvar, pp.batch_id, batch_mi_key
         )
-    return {
+    metrics = {
         "elbo_nll": float(np.mean(total)),
         "rec": float(np.mean(pp.rec)),
         "kl": float(np.mean(pp.kl)),
@@ -78,45 +112,12 @@ def elbo_metrics(
         "num_sentences": len(pp.rec),
         "num_words": int(words),
     }
-
-
-def iw_log_px(
-    model, variables, rows, key, cfg: EvalConfig, bucket_width: int, par=None, **options
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sentence importance-weighted log p(x) and predicted tokens, row order.
-
-    ``options``: ``num_samples`` (required) and ``progress``, as
-    ``passes.iw_log_likelihood`` takes them; ``par``: the devices (default:
-    one). Batch and chunk sizes come from ``cfg`` and the devices (results do
-    not depend on them: sentence ``i`` draws from ``fold_in(key, i)``).
-    """
-    par = par or parallel.single_device()
-    sizes = sizing.iw_sizes(cfg.iw_batch, cfg.iw_max_logits, par)
-    plan = plan_batches(rows, sizes.batch, bucket_width)
-    options.update(chunk=cfg.iw_chunk, total=len(plan), max_logits=sizes.max_logits)
-    _, log_px, tokens = passes.iw_log_likelihood(
-        model, variables, iterate_arrays(plan), key, par=par, **options
-    )
-    return log_px, tokens
-
-
-def iw_metrics(model, variables, rows, key, cfg: EvalConfig, **kw) -> dict[str, float]:
-    """Importance-weighted NLL (nats per sentence) and PPL on the first sentences.
-
-    ``kw``: ``bucket_width``, ``progress`` and ``par``, as for ``iw_log_px``.
-    """
-    rows = rows[: cfg.iw_max_sentences] if cfg.iw_max_sentences > 0 else rows
-    # Without a latent, log p(x) is exact with one "sample".
-    samples = cfg.iw_samples if model.cfg.latent_dim else 1
-    log_px, tokens = iw_log_px(
-        model, variables, rows, key, cfg, num_samples=samples, **kw
-    )
-    return {
-        "iw_nll": float(-np.mean(log_px)),
-        "iw_ppl": float(math.exp(-np.sum(log_px) / np.sum(tokens))),
-        "iw_sentences": len(log_px),
-        "iw_samples": samples,
-    }
+    if iw:
+        log_px, tokens, samples = iw
+        metrics["iw_nll"] = float(-np.mean(log_px))
+        metrics["iw_ppl"] = float(math.exp(-np.sum(log_px) / np.sum(tokens)))
+        metrics |= {"iw_sentences": len(log_px), "iw_samples": samples}
+    return metrics
 
 
 def evaluate_split(
@@ -132,13 +133,13 @@ def evaluate_split(
     progress: bool = True,
     par: parallel.Parallel | None = None,
 ) -> dict[str, float]:
-    """All metrics of a split (the ``results.json`` entry)."""
+    """All metrics of a split (the ``results.json`` entry).
+
+    The ELBO pass draws from ``split(key)[0]``, IW-NLL from ``split(key)[1]``.
+    """
     elbo_key, iw_key = jax.random.split(key)
-    shared = {"bucket_width": bucket_width, "par": par}
-    elbo = {"batch_size": batch_size, "au_threshold": cfg.au_threshold}
-    metrics = elbo_metrics(model, variables, rows, elbo_key, **elbo, **shared)
-    if with_iw:
-        metrics |= iw_metrics(
-            model, variables, rows, iw_key, cfg, progress=progress, **shared
-        )
-    return metrics
+    iw = (iw_key, cfg, progress) if with_iw else None
+    sizes = {"batch_size": batch_size, "bucket_width": bucket_width, "par": par}
+    return elbo_metrics(
+        model, variables, rows, elbo_key, au_threshold=cfg.au_threshold, iw=iw, **sizes
+    )
