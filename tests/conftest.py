@@ -87,6 +87,13 @@ def tiny_config(**overrides):
     return config
 
 
+# Text runs whose tests check neither reconstructions nor prior samples skip
+# them: decoding them (greedy, sampled, beam) takes 5 of the 25 s of a tiny run
+# on one core with a cold compilation cache. tests/test_train.py and
+# tests/test_evaluation_decoding.py check the samples a run writes.
+NO_DECODING = {"eval.num_reconstructions": 0, "eval.num_prior_samples": 0}
+NO_DECODING_FLAGS = tuple(f"--config.{k}={v}" for k, v in NO_DECODING.items())
+
 # The evaluation figures of a text run that the multi-device tests compare.
 EVAL_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "mi", "au", "ppl", "iw_ppl")
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import (
     EVAL_KEYS,
+    NO_DECODING_FLAGS,
     python_module,
     run_results,
     start_child,
@@ -241,6 +242,7 @@ def _run_main(workdir, log):
             "--config.train.epochs=2",
             "--config.train.checkpoint_every_steps=3",
             "--config.eval.iw_samples=10",
+            *NO_DECODING_FLAGS,  # decoding on devices: tests/test_parallel_hosts.py
         ),
         log,
         cwd=ROOT,
