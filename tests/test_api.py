@@ -17,7 +17,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
-from conftest import python_module, run_child
+from conftest import NO_DECODING_FLAGS, python_module, run_child
 
 import bnvae_jax
 
@@ -51,7 +51,11 @@ def train(workdir, *overrides):
 def runs(tmp_path_factory):
     """The README's tiny BN-VAE run, and one-epoch vMF and SA-VAE runs."""
     d = tmp_path_factory.mktemp("api")
-    quick = ("--config.train.epochs=1", "--config.eval.iw_samples=4")
+    quick = (
+        "--config.train.epochs=1",
+        "--config.eval.iw_samples=4",
+        *NO_DECODING_FLAGS,
+    )
     return {
         "bn_vae": train(d / "runs" / "tiny"),
         "vmf_vae": train(d / "vmf", "--config.method=vmf_vae", *quick),
