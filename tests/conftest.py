@@ -36,6 +36,40 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+# The files that take longest (seconds on one worker of the 2-core CI machine),
+# longest first. The workers take whole files (--dist loadfile) in collection
+# order (--no-loadscope-reorder, setup.cfg), so these start first and the short
+# files fill in after them: both workers then end together, rather than one
+# running a long file alone at the end.
+SLOW_FILES = (
+    "test_api.py",
+    "test_methods.py",
+    "test_parallel_hosts.py",
+    "test_parallel.py",
+    "test_train.py",
+    "test_notebook.py",
+    "test_dialog_train.py",
+    "test_classify.py",
+    "test_dialog_parallel.py",
+    "test_bn_health.py",
+    "test_sweep.py",
+    "test_checkpoints.py",
+    "test_cli.py",
+    "test_api_dialog.py",
+    "test_precision_and_sizing.py",
+    "test_benchmarks.py",
+    "test_collectives.py",
+    "test_dialog_respond.py",
+    "test_console.py",
+    "test_lagging.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Puts the tests of ``SLOW_FILES`` first, in that order (then the others)."""
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def xla_flags(devices: int) -> str:
     """``XLA_FLAGS`` of a child with ``devices`` fake CPU devices."""
@@ -51,6 +85,27 @@ def tiny_config(**overrides):
         section, key = dotted.split(".")
         config[section][key] = value
     return config
+
+
+# Text runs whose tests check neither reconstructions nor prior samples skip
+# them: decoding them (greedy, sampled, beam) takes 5 of the 25 s of a tiny run
+# on one core with a cold compilation cache. tests/test_train.py and
+# tests/test_evaluation_decoding.py check the samples a run writes.
+NO_DECODING = {"eval.num_reconstructions": 0, "eval.num_prior_samples": 0}
+NO_DECODING_FLAGS = tuple(f"--config.{k}={v}" for k, v in NO_DECODING.items())
+
+# The evaluation figures of a text run that the multi-device tests compare.
+EVAL_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "mi", "au", "ppl", "iw_ppl")
+
+
+def run_results(workdir) -> dict:
+    """A run's ``results.json`` without its timings and config."""
+    import json
+
+    results = json.loads((pathlib.Path(workdir) / "results.json").read_text())
+    for key in ("train_seconds", "train_tokens_per_second", "config"):
+        results.pop(key)
+    return results
 
 
 def make_model_config(**overrides):

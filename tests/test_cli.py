@@ -6,7 +6,7 @@ import pathlib
 import shlex
 
 import pytest
-from conftest import python_module, run_child
+from conftest import NO_DECODING, python_module, run_child
 
 from bnvae_jax import cli
 from bnvae_jax import config as config_lib
@@ -160,7 +160,8 @@ def tiny(**overrides):
 
 
 def test_incompatible_workdir_is_refused_and_kept(tmp_path):
-    train.train_and_evaluate(tiny(**{"train.max_steps": 3}), str(tmp_path))
+    first = tiny(**{"train.max_steps": 3, **NO_DECODING})
+    train.train_and_evaluate(first, str(tmp_path))
     before = {p: p.read_bytes() for p in tmp_path.glob("*.json")}
     with pytest.raises(WorkdirError, match="model.latent_dim=4, this config has 8"):
         train.train_and_evaluate(

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_model_config
+from conftest import NO_DECODING, make_model_config
 
 import bnvae_jax
 from bnvae_jax import cli, methods
@@ -199,7 +199,7 @@ def test_partial_step_leaves_the_other_side_bitwise_unchanged(tmp_path, update, 
 
 
 def test_agg_vae_controller_resumes_exactly(tmp_path):
-    overrides = {"train.agg_inner_steps": 6, "train.agg_check_every": 2}
+    overrides = {"train.agg_inner_steps": 6, "train.agg_check_every": 2, **NO_DECODING}
     straight = train.train_and_evaluate(
         tiny_config("agg_vae", **overrides), str(tmp_path / "a")
     )
@@ -300,7 +300,9 @@ def test_sa_vae_refinement_lowers_the_per_example_loss_of_a_model(tmp_path):
 
 def test_init_from_keeps_the_encoder_and_reinitialises_the_decoder(tmp_path):
     ae_dir = tmp_path / "ae"
-    train.train_and_evaluate(tiny_config("ae", **{"train.epochs": 1}), str(ae_dir))
+    train.train_and_evaluate(
+        tiny_config("ae", **{"train.epochs": 1}, **NO_DECODING), str(ae_dir)
+    )
     ae_trainer, ae_state = train.setup(tiny_config("ae"), ae_dir, write=False)
     ae_best, _ = ae_trainer.ctx.ckpt.restore_best(loop_lib.state_tree(ae_state))
 

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pytest
 from conftest import (
+    NO_DECODING,
+    NO_DECODING_FLAGS,
     python_module,
     run_child,
     start_child,
@@ -56,14 +58,14 @@ def test_train_and_evaluate_writes_everything(tmp_path):
 
 def test_same_seed_same_results_and_rerun_is_a_no_op(tmp_path):
     a = train.train_and_evaluate(
-        tiny_config(**{"train.epochs": 1}), str(tmp_path / "a")
+        tiny_config(**{"train.epochs": 1}, **NO_DECODING), str(tmp_path / "a")
     )
     b = train.train_and_evaluate(
-        tiny_config(**{"train.epochs": 1}), str(tmp_path / "b")
+        tiny_config(**{"train.epochs": 1}, **NO_DECODING), str(tmp_path / "b")
     )
     assert _comparable(a) == _comparable(b)
     again = train.train_and_evaluate(
-        tiny_config(**{"train.epochs": 1}), str(tmp_path / "a")
+        tiny_config(**{"train.epochs": 1}, **NO_DECODING), str(tmp_path / "a")
     )
     assert again["steps"] == a["steps"]
     assert again["test"] == a["test"]
@@ -89,6 +91,7 @@ def _run_main(workdir, *extra):
             f"--workdir={workdir}",
             "--config.train.epochs=3",
             "--config.train.checkpoint_every_steps=3",
+            *NO_DECODING_FLAGS,
             *extra,
         ),
         f"{workdir}.log",
@@ -124,7 +127,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_results(tmp_path):
 
 def test_standalone_evaluate_reproduces_the_run_metrics(tmp_path):
     results = train.train_and_evaluate(
-        tiny_config(**{"train.epochs": 1}), str(tmp_path)
+        tiny_config(**{"train.epochs": 1}, **NO_DECODING), str(tmp_path)
     )
     code, out = run_child(
         python_module("bnvae_jax.evaluate", f"--workdir={tmp_path}"),
