@@ -4,30 +4,11 @@ Text models: tests/test_api.py (a file of its own, so that the two share out
 over the test workers).
 """
 
-import json
-
-import numpy as np
 import pytest
 from test_api import ROOT, command, fast_compiles  # noqa: F401 (an autouse fixture)
+from test_dialog_train import write_dialogs
 
 import bnvae_jax
-
-WORDS = "yeah i think so uh-huh you know that's right well okay".split()
-
-
-def write_dialogs(path, count, seed):
-    rng = np.random.default_rng(seed)
-    lines = []
-    for n in range(count):
-        utts = [
-            ["AB"[i % 2], " ".join(rng.choice(WORDS, rng.integers(1, 6))), ["x", []]]
-            for i in range(6)
-        ]
-        meta = {"age": 30 + n, "education": "2", "sex": '"MALE"'}
-        record = {"topic": f"T{n % 2}", "A": meta, "B": meta, "utts": utts}
-        lines.append(json.dumps(record))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

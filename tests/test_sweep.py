@@ -15,7 +15,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import python_module, run_child
+from conftest import NO_DECODING_FLAGS, python_module, run_child
 
 from bnvae_jax import sweep
 from bnvae_jax.errors import UserError
@@ -370,9 +370,7 @@ def _sweep_cli_args(grid, out):
         "--config.train.checkpoint_every_steps=2",
         "--config.eval.iw_samples=2",
         "--config.eval.iw_chunk=2",
-        "--config.eval.num_reconstructions=1",
-        "--config.eval.num_prior_samples=1",
-        "--config.eval.max_decode_len=4",
+        *NO_DECODING_FLAGS,
     ]
 
 
