@@ -26,6 +26,7 @@ saved snapshots (``plot_only``).
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import pathlib
 
@@ -229,10 +230,9 @@ def take_snapshot(
 
 def _write_npz(path: pathlib.Path, **arrays) -> None:
     """Writes ``arrays`` to ``path`` atomically (compressed ``.npz``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    npz = io.BytesIO()
+    np.savez_compressed(npz, **arrays)
+    fileio.write_text_atomic(path, npz.getvalue())
 
 
 def load_snapshot(path: pathlib.Path) -> Snapshot:
