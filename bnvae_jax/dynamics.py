@@ -4,7 +4,8 @@
         --output=dynamics.png
 
 One panel per ``--workdir``: MI, the KL of the ELBO and KL(q(z)||p(z)) at every
-validation, read from the run's ``metrics.jsonl``.
+validation, read from the run's ``metrics.jsonl`` (a run without an MI, such as
+vMF: the KL only).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pathlib
 from absl import app, flags
 
 from bnvae_jax import cli
-from bnvae_jax.analysis import dynamics, plots
+from bnvae_jax.analysis import curves, plots
 from bnvae_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -36,7 +37,7 @@ def main(argv):
             cli.check_dir(workdir, "--workdir", write=False)
         cli.check_output_file(FLAGS.output, "--output")
         runs = [
-            (title, dynamics.read_series(workdir, FLAGS.split))
+            (title, curves.read_curves(workdir, FLAGS.split))
             for title, workdir in zip(titles, FLAGS.workdir, strict=True)
         ]
     print(plots.dynamics_figure(runs, FLAGS.output))

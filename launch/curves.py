@@ -9,7 +9,7 @@ training.
 from absl import app, flags
 
 from bnvae_jax import cli
-from bnvae_jax.analysis import curves
+from bnvae_jax.analysis import curves, plots
 from bnvae_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -28,7 +28,7 @@ def main(argv):
             if not label or not workdir:
                 raise UserError(f"--run={spec}: expected LABEL=WORKDIR")
             runs.append((label, curves.read_curves(workdir, FLAGS.split)))
-        path = curves.curves_figure(
+        path = plots.curves_figure(
             runs, cli.check_output_file(FLAGS.output, "--output")
         )
     for label, c in runs:

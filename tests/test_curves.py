@@ -40,6 +40,7 @@ def test_epoch_rows_only_last_replay_kept_and_sorted(tmp_path):
     _write(tmp_path, records)
     c = curves.read_curves(tmp_path)
     np.testing.assert_array_equal(c.epoch, [0, 1, 2])
+    np.testing.assert_array_equal(c.step, [10, 20, 30])
     np.testing.assert_allclose(c.elbo_nll, [130.0, 124.5, 123.0])
     np.testing.assert_allclose(c.kl, [8.0, 5.5, 5.0])
     np.testing.assert_allclose(c.lr, [0.5, 0.25, 0.5])

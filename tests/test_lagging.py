@@ -11,7 +11,7 @@ from conftest import python_module, run_child
 
 from bnvae_jax import cli
 from bnvae_jax import config as config_lib
-from bnvae_jax.analysis import dynamics, plots
+from bnvae_jax.analysis import curves, plots
 from bnvae_jax.analysis import grid as grid_lib
 from bnvae_jax.errors import ConfigError, WorkdirError
 from bnvae_jax.evaluation import decoding
@@ -223,7 +223,12 @@ def _metrics_file(workdir: pathlib.Path):
     workdir.mkdir(parents=True, exist_ok=True)
     records = [
         {"step": 5, "kind": "scalars", "values": {"train/kl": 9.0}},
-        {"step": 10, "kind": "scalars", "values": {"valid/kl": 3.0, "valid/mi": 1.0}},
+        {"step": 8, "kind": "scalars", "values": {"valid/kl": 7.0}},  # no epoch
+        {
+            "step": 10,
+            "kind": "scalars",
+            "values": {"epoch": 0, "valid/kl": 3.0, "valid/mi": 1.0},
+        },
         {"step": 20, "kind": "scalars", "values": {"epoch": 1, "valid/kl": 2.5}},
         {
             "step": 30,
@@ -237,12 +242,12 @@ def _metrics_file(workdir: pathlib.Path):
 
 def test_dynamics_series_is_kl_minus_mi(tmp_path):
     _metrics_file(tmp_path)
-    series = dynamics.read_series(tmp_path)
-    assert series.step.tolist() == [10, 30]  # step 20 has no MI: skipped
-    assert series.epoch.tolist() == [-1, 2]
-    np.testing.assert_allclose(series.kl_aggregate, [2.0, 1.5])
-    with pytest.raises(WorkdirError, match="no valid/kl"):
-        dynamics.read_series(tmp_path / "nothing")
+    series = curves.read_curves(tmp_path)
+    assert series.step.tolist() == [10, 20, 30]  # end-of-epoch rows only
+    assert series.epoch.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(series.kl_aggregate, [2.0, np.nan, 1.5])  # no MI
+    with pytest.raises(WorkdirError, match="no end-of-epoch valid/kl"):
+        curves.read_curves(tmp_path / "nothing")
 
 
 def test_figures_are_pngs_and_reject_ragged_rows(tmp_path):
@@ -255,7 +260,7 @@ def test_figures_are_pngs_and_reject_ragged_rows(tmp_path):
     with pytest.raises(ValueError, match="same snapshot count"):
         plots.lagging_figure([("a", [(0, x, x)]), ("b", [])], tmp_path / "g.png")
     _metrics_file(tmp_path / "run")
-    series = dynamics.read_series(tmp_path / "run")
+    series = curves.read_curves(tmp_path / "run")
     out = plots.dynamics_figure([("run", series)], tmp_path / "d.png")
     assert out.read_bytes()[:8] == PNG_MAGIC
 

@@ -3,6 +3,7 @@
 ``lagging_figure``: the scatter grid of BN-VAE Figs. 1-2 (x: model-posterior
 mean, y: inference mean, dashed diagonal). ``dynamics_figure``: BN-VAE Fig. 3
 (MI, the KL term of the ELBO and KL(q(z) || p(z)) over training).
+``curves_figure``: validation −ELBO and KL against the epoch, one line per run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnvae_jax.analysis.dynamics import Series
+from bnvae_jax.analysis.curves import Curves
 
 _PANEL_INCHES = 1.55
 _DPI = 80
@@ -83,12 +84,12 @@ def lagging_figure(
 
 
 def dynamics_figure(
-    runs: Sequence[tuple[str, Series]], path: str | pathlib.Path
+    runs: Sequence[tuple[str, Curves]], path: str | pathlib.Path
 ) -> pathlib.Path:
     """Writes one panel per run: MI, KL in the ELBO and KL(q(z)||p(z)) per step.
 
     Args:
-      runs: ``(title, series)`` for each run.
+      runs: ``(title, curves)`` for each run (without an MI: the KL only).
       path: the PNG to write (parent created).
 
     Returns:
@@ -106,4 +107,28 @@ def dynamics_figure(
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("nats", fontsize=8)
     axes[0].legend(fontsize=7)
+    return save_png(fig, path, pad=0.4)
+
+
+def curves_figure(
+    runs: Sequence[tuple[str, Curves]], path: str | pathlib.Path
+) -> pathlib.Path:
+    """Writes two panels (validation −ELBO, KL) against the epoch as PNG.
+
+    Args:
+      runs: ``(label, curves)`` per run, each drawn as one line in both panels.
+      path: the PNG to write (parent created).
+
+    Returns:
+      ``path``.
+    """
+    if not runs:
+        raise ValueError("curves_figure needs at least one run")
+    fig, (ax_elbo, ax_kl) = line_panels(2, (7.4, 2.8), "epoch")
+    for label, c in runs:
+        ax_elbo.plot(c.epoch + 1, c.elbo_nll, "-o", ms=2.5, label=label)
+        ax_kl.plot(c.epoch + 1, c.kl, "-o", ms=2.5, label=label)
+    ax_elbo.set_ylabel("validation −ELBO (nats / sentence)", fontsize=8)
+    ax_kl.set_ylabel("validation KL (nats)", fontsize=8)
+    ax_elbo.legend(fontsize=7)
     return save_png(fig, path, pad=0.4)
