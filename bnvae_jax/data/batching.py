@@ -139,21 +139,13 @@ def plan_batches(rows: Sequence[np.ndarray], config: BatchingConfig) -> BatchPla
     return BatchPlan(groups=groups, rows=rows, config=config)
 
 
-def epoch_order(plan: BatchPlan, seed: int, epoch: int) -> np.ndarray:
-    """The batch order of an epoch: a permutation fixed by ``(seed, epoch)``.
-
-    Returns:
-        <int64>[len(plan)] batch ids.
-    """
-    return np.random.default_rng([seed, epoch]).permutation(len(plan))
-
-
 def iterate(
-    plan: BatchPlan, *, seed: int, epoch: int, start: int = 0, shuffle: bool = True
+    plan: BatchPlan, *, seed: int, epoch: int, start: int = 0
 ) -> Iterator[tuple[int, Batch]]:
     """Yields ``(position, batch)`` for positions ``start .. len(plan) - 1``.
 
-    Resuming with ``start`` gives the same batches as the rest of an
+    The epoch's batch order is a permutation fixed by ``(seed, epoch)``, so
+    resuming with ``start`` gives the same batches as the rest of an
     uninterrupted pass over the same epoch.
 
     Args:
@@ -161,10 +153,9 @@ def iterate(
         seed: run seed.
         epoch: epoch number (picks the order).
         start: first position within the epoch.
-        shuffle: use ``epoch_order``; False keeps the plan order (evaluation).
     """
     if not 0 <= start <= len(plan):
         raise ValueError(f"start={start} is outside 0..{len(plan)}")
-    order = epoch_order(plan, seed, epoch) if shuffle else np.arange(len(plan))
+    order = np.random.default_rng([seed, epoch]).permutation(len(plan))
     for position in range(start, len(plan)):
         yield position, plan.make_batch(int(order[position]))
