@@ -128,7 +128,8 @@ class ModelConfig:
     du_alpha: float = 1.0  # du_vae: variance floor alpha/(2 pi e) (entropy >= 0 at 1)
     delta: float = 0.15  # delta_vae: KL >= delta in every dimension
     kappa: float = 13.0  # vmf_vae: fixed concentration
-    vmf_kl: str = "guu"  # 'guu' (Guu et al., the paper's) or 'uniform' (exact)
+    # 'guu' (Guu et al., the paper's) or 'uniform' (exact)
+    vmf_kl: str = key("guu", choices=VMF_KL_FORMULAS)
     svi_steps: int = 20  # sa_vae: SVI steps refining q (train and evaluation)
     svi_lr: float = 1.0  # sa_vae: learning rate of the SVI steps
     svi_momentum: float = 0.5  # sa_vae: momentum of the SVI steps
@@ -138,7 +139,7 @@ class ModelConfig:
     # Beyond the paper: keep the KL bound when the pre-BN variance of μ is tiny
     # ('none' = the paper's v + eps; 'relative_eps'; 'weight_norm'; see
     # BN_REMEDIES).
-    bn_remedy: str = "none"
+    bn_remedy: str = key("none", choices=BN_REMEDIES)
     dec_dropout_in: float = 0.5  # dropout on decoder word embeddings (not on z)
     dec_dropout_out: float = 0.5  # dropout on decoder LSTM outputs
     # 'torch_default' ([BN]) or 'uniform' ([HE]/[LI])
@@ -500,7 +501,6 @@ def check(run: RunConfig, method: methods_lib.Method) -> None:
     if method.head == "vmf":
         require(m.kappa > 0, f"model.kappa must be positive, got {m.kappa}")
         require(m.latent_dim >= 2, "vmf_vae needs model.latent_dim >= 2")
-        require_choice("model.vmf_kl", m.vmf_kl, VMF_KL_FORMULAS)
     if method.procedure in ("svi", "aggressive"):
         gaussian = method.head in ("gaussian", "bn_gaussian")
         require(gaussian, f"procedure {method.procedure!r} needs a Gaussian head")
@@ -528,8 +528,6 @@ def check(run: RunConfig, method: methods_lib.Method) -> None:
             f"model.learn_gamma needs 0 <= model.gamma_min < model.gamma, got "
             f"gamma_min={m.gamma_min}, gamma={m.gamma}",
         )
-    if method.head in ("bn_gaussian", "du_gaussian"):
-        require_choice("model.bn_remedy", m.bn_remedy, BN_REMEDIES)
     if d.source == "tfds":
         named = bool(d.tfds_name and d.tfds_data_dir)
         require(named, "data.source='tfds' needs data.tfds_name and data.tfds_data_dir")
