@@ -561,11 +561,3 @@ def resolve(config: ml_collections.ConfigDict, vocab_size: int = 0) -> RunConfig
         svi_scale=1.0 / run.data.batch_size,
     )
     return dataclasses.replace(run, method=method, model=model)
-
-
-def validate(config: ml_collections.ConfigDict) -> methods_lib.Method:
-    """Raises a one-line ``ConfigError`` for any value a user can get wrong.
-
-    Returns the method's row as the run uses it (``RunConfig.method``).
-    """
-    return resolve(config).method

@@ -234,7 +234,7 @@ def test_unknown_remedy_is_one_config_error():
     from bnvae_jax.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.bn_remedy='floor' is not one of"):
-        config_lib.validate(_synthetic(bn_remedy="floor"))
+        config_lib.resolve(_synthetic(bn_remedy="floor"))
 
 
 # -- end to end: train rows, the warning, and the remedy on the escape cases ----

@@ -25,7 +25,7 @@ def test_unknown_method_lists_known_ones():
     c = config_lib.default_config()
     c.method = "bn_vea"
     with pytest.raises(ConfigError, match="known methods: .*bn_vae, .*vae"):
-        config_lib.validate(c)
+        config_lib.resolve(c)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_invalid_values_are_one_line_errors(path, value, message):
     section, key = path.split(".")
     c[section][key] = value
     with pytest.raises(ConfigError, match=message) as info:
-        config_lib.validate(c)
+        config_lib.resolve(c)
     assert "\n" not in str(info.value)
 
 
@@ -59,7 +59,7 @@ def test_vae_allows_gamma_zero_and_batch_one():
     c.method = "vae"
     c.model.gamma = 0.0
     c.data.batch_size = 1
-    config_lib.validate(c)
+    config_lib.resolve(c)
 
 
 def test_mistyped_key_names_nearest():
@@ -132,7 +132,7 @@ def test_dialog_config_keys_and_docs_come_from_its_dataclasses():
     )
     config.model.topic_dim = 0
     with pytest.raises(ConfigError, match="model.topic_dim must be >= 1, got 0"):
-        dialog_config.validate(config)
+        dialog_config.resolve(config)
 
 
 DIALOG_SIZES = (

@@ -192,9 +192,9 @@ def test_tfds_config_validation():
     with pytest.raises(
         ConfigError, match="needs data.tfds_name and data.tfds_data_dir"
     ):
-        config_lib.validate(_data_config(source="tfds", tfds_name="ptb"))
+        config_lib.resolve(_data_config(source="tfds", tfds_name="ptb"))
     with pytest.raises(ConfigError, match="reads no files"):
-        config_lib.validate(
+        config_lib.resolve(
             _data_config(
                 source="tfds", tfds_name="ptb", tfds_data_dir="/x", train_file="t"
             )

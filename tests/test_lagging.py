@@ -173,7 +173,7 @@ def test_bn_vae_with_gamma_zero_is_refused_by_validation():
     config = _study_config()
     setting = lagging.Setting("bn_vae", 0.0, 16)
     with pytest.raises(ConfigError, match="gamma > 0"):
-        config_lib.validate(lagging.setting_config(config.base, setting))
+        config_lib.resolve(lagging.setting_config(config.base, setting))
 
 
 def test_setting_config_needs_a_scalar_latent():

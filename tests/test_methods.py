@@ -379,7 +379,7 @@ def test_learnable_gamma_needs_a_floor_below_gamma():
         "bn_vae", **{"model.learn_gamma": True, "model.gamma_min": 0.7}
     )
     with pytest.raises(ConfigError, match="gamma_min"):
-        config_lib.validate(config)
+        config_lib.resolve(config)
 
 
 # -- Skip-VAE and the language model -------------------------------------------------
@@ -483,11 +483,11 @@ def _check_du_run_loads(workdir):
 )
 def test_du_vae_settings_are_checked(overrides, match):
     with pytest.raises(ConfigError, match=match):
-        config_lib.validate(tiny_config("du_vae", **overrides))
+        config_lib.resolve(tiny_config("du_vae", **overrides))
 
 
 def test_du_vae_may_go_without_a_floor_when_nothing_is_dropped():
-    config_lib.validate(
+    config_lib.resolve(
         tiny_config("du_vae", **{"model.du_alpha": 0.0, "model.du_dropout": 0.0})
     )
 

@@ -222,11 +222,11 @@ def test_config_errors_and_host_digest():
     from bnvae_jax.errors import ConfigError
 
     with pytest.raises(ConfigError, match="parallel.mode='spmd' is not one of"):
-        config_lib.validate(_config(**{"parallel.mode": "spmd"}))
+        config_lib.resolve(_config(**{"parallel.mode": "spmd"}))
     with pytest.raises(ConfigError, match="parallel.num_devices must be >= 0"):
-        config_lib.validate(_config(**{"parallel.num_devices": -1}))
+        config_lib.resolve(_config(**{"parallel.num_devices": -1}))
     with pytest.raises(ConfigError, match="heartbeat_timeout_s .* must be >= 1"):
-        config_lib.validate(_config(**{"parallel.heartbeat_timeout_s": 0}))
+        config_lib.resolve(_config(**{"parallel.heartbeat_timeout_s": 0}))
     base = parallel.config_digest(_config())
     same = parallel.config_digest(_config(**{"parallel.process_id": 1}))
     other = parallel.config_digest(_config(**{"train.learning_rate": 0.5}))

@@ -101,7 +101,7 @@ def test_precision_keys_validated():
     config = tiny_config()
     config.model.matmul_precision = "tf32"
     with pytest.raises(ConfigError, match="model.matmul_precision='tf32'"):
-        config_lib.validate(config)
+        config_lib.resolve(config)
     config.model.matmul_precision = "high"
     config.train.mixed_precision = True
     run = config_lib.resolve(config, 30)

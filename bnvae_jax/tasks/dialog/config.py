@@ -163,11 +163,3 @@ def resolve(
     """
     run = config_lib.checked(DialogRunConfig, config, objectives.get_method, check)
     return run.with_sizes(vocab_size, num_topics)
-
-
-def validate(config: ml_collections.ConfigDict) -> objectives.DialogMethod:
-    """Raises a one-line ``ConfigError`` for any value a user can get wrong.
-
-    Returns the method's row.
-    """
-    return resolve(config).method
