@@ -372,12 +372,12 @@ class TextModel(_Model):
         rows, oov = self._rows(texts)
         n = _positive_int(iw_samples, "iw_samples")
         cfg = dataclasses.replace(self.run.eval, iw_samples=n, iw_max_sentences=0)
-        # The test split's key, split as eval_run.evaluate_split splits it.
+        # The test split's keys, as text_vae.evaluate_model derives them.
         elbo_key, iw_key = jax.random.split(jax.random.fold_in(self._key(seed), 1))
         pp, _, (log_px, tokens, samples) = eval_run.sentence_passes(
-            *(self.module, self.variables, rows, elbo_key),
+            *(self.module, self.variables, rows, elbo_key, cfg),
             **self._sizes(),
-            iw=(iw_key, cfg, False),
+            iw_key=iw_key,
         )
         return Scores(-log_px, pp.rec + pp.kl, pp.rec, pp.kl, tokens, oov, samples)
 
@@ -489,21 +489,16 @@ def _read_json(path: pathlib.Path, what: str) -> dict:
     return value
 
 
-def _complete(folder: pathlib.Path) -> list[int]:
-    """Numbered checkpoint folders that finished saving, newest first."""
-    found = folder.iterdir() if folder.is_dir() else ()
-    done = [p for p in found if (p / "commit_success.txt").is_file()]
-    return sorted((int(p.name) for p in done if p.name.isdigit()), reverse=True)
-
-
 def _read_checkpoint(workdir: pathlib.Path, checkpoint) -> tuple[dict, int]:
     """Variables and training step of a workdir's checkpoint (no orbax manager)."""
     import orbax.checkpoint as ocp  # only workdirs need it
 
+    from bnvae_jax.training.checkpoints import complete_steps
+
     ckpts = workdir / "checkpoints"
-    steps = _complete(ckpts)
+    steps = complete_steps(ckpts)
     if checkpoint == "best":
-        found = _complete(ckpts / "best")
+        found = complete_steps(ckpts / "best")
         if not found:
             raise LoadError(f"{workdir}: the run has no best checkpoint yet")
         folder = ckpts / "best" / str(found[0])

@@ -94,7 +94,7 @@ def _train_and_eval(workdir, num_steps, evaluate=True, **overrides):
         cfg,
         batch_size=12,
         bucket_width=8,
-        progress=False,
+        iw_key=jax.random.key(6),
         par=trainer.ctx.par,
     )
     return jax.device_get(train.steps.variables(state)), metrics, evaluation

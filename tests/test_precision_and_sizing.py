@@ -183,7 +183,7 @@ def test_evaluation_independent_of_auto_sizes():
     sizes = {"batch_size": 4, "bucket_width": 2}
     other = dataclasses.replace(base, iw_batch=3, iw_max_logits=200)
     auto, small = (
-        eval_run.evaluate_split(model, variables, rows, key, c, progress=False, **sizes)
+        eval_run.evaluate_split(model, variables, rows, key, c, iw_key=key, **sizes)
         for c in (base, other)
     )
     assert auto["iw_sentences"] == len(rows)

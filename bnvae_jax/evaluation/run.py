@@ -48,27 +48,37 @@ def iterate_arrays(plan: batching.BatchPlan):
 
 
 def sentence_passes(
-    model, variables, rows, key, *, batch_size, bucket_width, iw=None, par=None
+    model,
+    variables,
+    rows,
+    key,
+    cfg: EvalConfig,
+    *,
+    batch_size,
+    bucket_width,
+    iw_key=None,
+    progress=False,
+    par=None,
 ) -> tuple[passes.PosteriorPass, list[jax.Array], tuple | None]:
     """Per-sentence passes of ``rows``, in row order.
 
     Returns ``(pp, mi_keys, iw_result)``: the one-sample ELBO pass
     (``passes.PosteriorPass``; it draws from the third split of ``key``, the
-    MI estimators from the first two) and, given ``iw=(iw_key, cfg,
-    progress)``, ``(log_px, tokens, samples)``: importance-weighted log p(x)
-    and predicted tokens of the first ``cfg.iw_max_sentences`` sentences (all:
-    0) with ``cfg.iw_samples`` samples (one without a latent: log p(x) is then
-    exact). ``par``: the devices each batch is split over (default: one; a
-    batch that does not divide is padded with empty rows). IW batch and chunk
-    sizes come from ``cfg`` and the devices; results do not depend on them.
+    MI estimators from the first two) and, given ``iw_key``, ``(log_px,
+    tokens, samples)``: importance-weighted log p(x) and predicted tokens of
+    the first ``cfg.iw_max_sentences`` sentences (all: 0) with
+    ``cfg.iw_samples`` samples (one without a latent: log p(x) is then exact),
+    with a progress bar if ``progress``. ``par``: the devices each batch is
+    split over (default: one; a batch that does not divide is padded with
+    empty rows). IW batch and chunk sizes come from ``cfg`` and the devices;
+    results do not depend on them.
     """
     par = par or parallel.single_device()
     *mi_keys, pass_key = jax.random.split(key, 3)
     batches = iterate_arrays(plan_batches(rows, batch_size, bucket_width))
     pp = passes.posterior_pass(model, variables, batches, pass_key, par=par)
-    if iw is None:
+    if iw_key is None:
         return pp, mi_keys, None
-    iw_key, cfg, progress = iw
     rows = rows[: cfg.iw_max_sentences] if cfg.iw_max_sentences > 0 else rows
     sizes = sizing.iw_sizes(cfg.iw_batch, cfg.iw_max_logits, par)
     plan = plan_batches(rows, sizes.batch, bucket_width)
@@ -81,16 +91,23 @@ def sentence_passes(
     return pp, mi_keys, (log_px, tokens, samples)
 
 
-def elbo_metrics(
-    model, variables, rows, key, *, au_threshold, iw=None, **sizes
+def evaluate_split(
+    model: nn.Module,
+    variables: Mapping,
+    rows: Sequence[np.ndarray],
+    key: jax.Array,
+    cfg: EvalConfig,
+    **options,
 ) -> dict[str, float]:
-    """One-sample ELBO pass plus MI and AU (cheap; run every epoch).
+    """All metrics of a split (the ``results.json`` entry).
 
-    ``iw`` (see ``sentence_passes``): also IW-NLL (nats per sentence) and
-    IW-PPL. ``sizes``: ``batch_size``, ``bucket_width`` and ``par``.
+    The one-sample ELBO pass (drawing from ``key``) plus MI and AU, cheap
+    enough for every epoch's validation; ``iw_key`` adds IW-NLL (nats per
+    sentence) and IW-PPL. ``options``: those of ``sentence_passes``
+    (``batch_size`` and ``bucket_width`` are required).
     """
     pp, (mi_key, batch_mi_key), iw = sentence_passes(
-        model, variables, rows, key, iw=iw, **sizes
+        model, variables, rows, key, cfg, **options
     )
     words, total = float(np.sum(pp.tokens)), pp.rec + pp.kl
     # No latent: no information. vMF: the Gaussian MI estimators do not apply
@@ -108,7 +125,7 @@ def elbo_metrics(
         "ppl": float(math.exp(np.sum(total) / words)),
         "mi": mi,
         "mi_batch": mi_batch,
-        "au": estimators.active_units(pp.mu, au_threshold)[0],
+        "au": estimators.active_units(pp.mu, cfg.au_threshold)[0],
         "num_sentences": len(pp.rec),
         "num_words": int(words),
     }
@@ -118,28 +135,3 @@ def elbo_metrics(
         metrics["iw_ppl"] = float(math.exp(-np.sum(log_px) / np.sum(tokens)))
         metrics |= {"iw_sentences": len(log_px), "iw_samples": samples}
     return metrics
-
-
-def evaluate_split(
-    model: nn.Module,
-    variables: Mapping,
-    rows: Sequence[np.ndarray],
-    key: jax.Array,
-    cfg: EvalConfig,
-    *,
-    batch_size: int,
-    bucket_width: int,
-    with_iw: bool = True,
-    progress: bool = True,
-    par: parallel.Parallel | None = None,
-) -> dict[str, float]:
-    """All metrics of a split (the ``results.json`` entry).
-
-    The ELBO pass draws from ``split(key)[0]``, IW-NLL from ``split(key)[1]``.
-    """
-    elbo_key, iw_key = jax.random.split(key)
-    iw = (iw_key, cfg, progress) if with_iw else None
-    sizes = {"batch_size": batch_size, "bucket_width": bucket_width, "par": par}
-    return elbo_metrics(
-        model, variables, rows, elbo_key, au_threshold=cfg.au_threshold, iw=iw, **sizes
-    )

@@ -297,14 +297,14 @@ def selection_loss(run: RunConfig, val: dict) -> float:
 
 def validate(s: Setup, state, split: str = "valid") -> dict:
     """ELBO, KL, MI and AU of ``split`` (one sample each)."""
-    return eval_run.elbo_metrics(
+    return eval_run.evaluate_split(
         s.model,
         steps.variables(state),
         s.data.split(split),
         s.eval_key,
+        s.run.eval,
         batch_size=s.run.data.eval_batch_size,
         bucket_width=s.run.data.bucket_width,
-        au_threshold=s.run.eval.au_threshold,
         par=s.ctx.par,
     )
 
@@ -368,7 +368,8 @@ def evaluate_model(
 ) -> dict:
     """The ``valid`` and ``test`` entries of ``results.json``; decoded samples.
 
-    Split i draws from ``fold_in(eval_key, i)`` of the run's evaluation key
+    Split i draws its ELBO pass from the first and its IW-NLL from the second
+    half of ``split(fold_in(eval_key, i))`` of the run's evaluation key
     (``bnvae_jax.load(...).score`` repeats the test split's draws). Warns when
     a BN head's running statistics lag behind its encoder on the validation
     sentences (``bn_stats``).
@@ -377,15 +378,17 @@ def evaluate_model(
     batch_size, bucket_width = run.data.eval_batch_size, run.data.bucket_width
     results = {}
     for i, split in enumerate(("valid", "test")):
+        elbo_key, iw_key = jax.random.split(jax.random.fold_in(eval_key, i))
         results[split] = eval_run.evaluate_split(
             model,
             variables,
             data.split(split),
-            jax.random.fold_in(eval_key, i),
+            elbo_key,
             run.eval,
             batch_size=batch_size,
             bucket_width=bucket_width,
-            with_iw=split in run.eval.iw_splits.split(","),
+            iw_key=iw_key if split in run.eval.iw_splits.split(",") else None,
+            progress=True,
             par=par,
         )
     local = par.local_copy(variables)

@@ -88,11 +88,11 @@ def _manager(
     return ocp.CheckpointManager(directory, options=options, item_names=item_names)
 
 
-def _complete_steps(manager: ocp.CheckpointManager) -> list[int]:
-    """Steps of ``manager`` that finished saving, newest first."""
-    root = pathlib.Path(manager.directory)
-    done = [s for s in manager.all_steps() if (root / str(s) / _COMMIT_FILE).is_file()]
-    return sorted(done, reverse=True)
+def complete_steps(folder: pathlib.Path) -> list[int]:
+    """The numbered checkpoints in ``folder`` that finished saving, newest first."""
+    found = folder.iterdir() if folder.is_dir() else ()
+    done = [p for p in found if (p / _COMMIT_FILE).is_file()]
+    return sorted((int(p.name) for p in done if p.name.isdigit()), reverse=True)
 
 
 def _save(manager: ocp.CheckpointManager, step: int, state, meta, **info) -> None:
@@ -190,7 +190,7 @@ class Checkpointer(fileio.Closing):
 
     def latest_step(self) -> int | None:
         """The step of the newest complete "latest" checkpoint, None if none."""
-        return next(iter(_complete_steps(self._latest)), None)
+        return next(iter(complete_steps(self.directory)), None)
 
     def save_latest(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
         """Saves ``state`` and ``meta`` as checkpoint ``step``; returns when written.
@@ -268,7 +268,7 @@ class Checkpointer(fileio.Closing):
         Unreadable newer ones are moved aside once an older one has been read.
         """
         unreadable = []
-        for step in _complete_steps(manager):
+        for step in complete_steps(pathlib.Path(manager.directory)):
             folder = pathlib.Path(manager.directory) / str(step)
             try:
                 restored = _restore(manager, step, template)
