@@ -14,9 +14,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="bnvae_cache_"))
 # The tests' models are tiny: compiling is most of their cost, and LLVM's
 # optimisations only speed up programs that run for milliseconds (level 0 took
-# the CPU time of tests/test_evaluation_decoding.py from 60 to 39 s). Children
-# inherit the flag; those with fake devices get it from ``xla_flags``.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+# the CPU time of tests/test_evaluation_decoding.py from 60 to 39 s). XLA:CPU's
+# newer fusion emitters generate a kernel per fusion (some 550 for SA-VAE's
+# train step); the older loop emitters compile the same programs three times
+# faster (that step: 6.0 -> 2.0 s; three methods of tests/test_methods.py:
+# 68 -> 37 s). Children inherit the flags; those with fake devices get them
+# from ``xla_flags``. Runs outside the tests keep XLA's defaults.
+TEST_XLA_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+)
 _flags = os.environ.get("XLA_FLAGS", "")
 if TEST_XLA_FLAGS not in _flags:
     os.environ["XLA_FLAGS"] = f"{_flags} {TEST_XLA_FLAGS}".strip()
