@@ -15,7 +15,6 @@ import pathlib
 from absl import app, flags
 
 from bnvae_jax import cli
-from bnvae_jax.analysis import curves, plots
 from bnvae_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -36,6 +35,8 @@ def main(argv):
         for workdir in FLAGS.workdir:
             cli.check_dir(workdir, "--workdir", write=False)
         cli.check_output_file(FLAGS.output, "--output")
+        from bnvae_jax.analysis import curves, plots  # after the usage checks
+
         runs = [
             (title, curves.read_curves(workdir, FLAGS.split))
             for title, workdir in zip(titles, FLAGS.workdir, strict=True)

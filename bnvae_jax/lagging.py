@@ -11,7 +11,6 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bnvae_jax import cli
-from bnvae_jax.tasks import lagging
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Study config (configs/lagging.py).")
@@ -26,6 +25,8 @@ def main(argv):
     with cli.user_errors():
         cli.check_dir(FLAGS.workdir, "--workdir")
         cli.log_to_file(FLAGS.workdir)
+        from bnvae_jax.tasks import lagging  # loads JAX: after the usage checks
+
         cli.enable_compilation_cache(FLAGS.config)
         summary = lagging.run_study(
             FLAGS.config, FLAGS.workdir, plot_only=FLAGS.plot_only

@@ -14,7 +14,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-from bnvae_jax import cli, fileio, parallel
+from bnvae_jax import cli, fileio
 from bnvae_jax import config as config_lib
 
 FLAGS = flags.FLAGS
@@ -37,7 +37,10 @@ def main(argv):
     workdir = FLAGS.workdir or f"runs/{config.method}"
     with cli.user_errors():
         cli.check_dir(workdir, "--workdir")
-        # Multi-host runs join before anything touches a device.
+        # JAX loads only now (--help and usage errors answer at once), and
+        # multi-host runs join before anything touches a device.
+        from bnvae_jax import parallel
+
         parallel.initialize_distributed(config_lib.parallel_config(config))
         import jax
 

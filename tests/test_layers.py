@@ -127,6 +127,11 @@ LIGHT = {
     "bnvae_jax.models.svi": HEAVY,
     "bnvae_jax.evaluation.run": ("orbax", "tensorboardX"),
     "bnvae_jax.evaluation.decoding": ("orbax", "tensorboardX"),
+    # Commands: --help and usage errors answer before JAX loads.
+    **{
+        f"bnvae_jax.{command}": ("jax", "orbax", "tensorboardX", "matplotlib")
+        for command in ("main", "lagging", "dynamics", "evaluate", "export", "sweep")
+    },
 }
 
 

@@ -164,8 +164,7 @@ def train_arrays(batch: batching.Batch) -> dict:
 
     Evaluation batches also carry sentence ids.
     """
-    arrays = eval_run.batch_arrays(batch)
-    return {k: arrays[k] for k in ("tokens", "lengths", "mask")}
+    return {k: getattr(batch, k) for k in ("tokens", "lengths", "mask")}
 
 
 def schedule_spec(s: Setup) -> schedules.ScheduleSpec:
