@@ -55,10 +55,11 @@ def _config_path(argv: Sequence[str], flag: str) -> str:
 
 def config_docs(task: str = "") -> dict[str, str]:
     """One-line docs of the config keys: the comments of their typed fields."""
-    from bnvae_jax.tasks.dialog import config as dialog_config
+    if task != "dialog":
+        return config_lib.key_docs(config_lib.RunConfig)
+    from bnvae_jax.tasks.dialog import config as dialog_config  # loads JAX
 
-    run = dialog_config.DialogRunConfig if task == "dialog" else config_lib.RunConfig
-    return config_lib.key_docs(run)
+    return config_lib.key_docs(dialog_config.DialogRunConfig)
 
 
 def format_config(config) -> str:

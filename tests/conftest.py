@@ -108,6 +108,13 @@ NO_DECODING_FLAGS = tuple(f"--config.{k}={v}" for k, v in NO_DECODING.items())
 EVAL_KEYS = ("iw_nll", "elbo_nll", "rec", "kl", "mi", "au", "ppl", "iw_ppl")
 
 
+def latest_step(ckpt) -> int | None:
+    """The step of a ``Checkpointer``'s newest complete "latest" checkpoint, or None."""
+    from bnvae_jax.training import checkpoints
+
+    return next(iter(checkpoints.complete_steps(ckpt.directory)), None)
+
+
 def run_results(workdir) -> dict:
     """A run's ``results.json`` without its timings and config."""
     import json

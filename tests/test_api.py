@@ -295,9 +295,10 @@ def test_export_and_evaluate_commands(runs, tmp_path):
     for folder in (out, copy):
         printed = command("bnvae_jax.evaluate", f"--workdir={folder}")
         assert "lag" in printed  # the tiny run's best checkpoint is epoch 0
+        assert "iw_nll" in printed  # the results table
         got = results(folder, "evaluation.json")
         for split in ("valid", "test"):
-            for key in ("iw_nll", "elbo_nll", "kl", "au"):
+            for key in ("iw_nll", "iw_ppl", "elbo_nll", "rec", "kl", "mi", "au"):
                 assert got[split][key] == pytest.approx(want[split][key], rel=1e-6)
     assert load(out)  # the export's own files are untouched
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import ROOT, python_module, run_child
+from conftest import ROOT, latest_step, python_module, run_child
 from tensorboardX.proto import event_pb2
 from test_writers import _read_events
 
@@ -61,9 +61,9 @@ def test_roundtrip_latest(tmp_path):
     }
     with checkpoints.Checkpointer(tmp_path) as ckpt:
         assert ckpt.restore_latest(_state()) is None
-        assert ckpt.latest_step() is None
+        assert latest_step(ckpt) is None
         ckpt.save_latest(20, saved, meta)
-        assert ckpt.latest_step() == 20
+        assert latest_step(ckpt) == 20
     with checkpoints.Checkpointer(tmp_path) as ckpt:
         state, got = ckpt.restore_latest(_state())
     _assert_same(state, saved)
@@ -87,7 +87,7 @@ def test_latest_keeps_max_to_keep(tmp_path):
         # A resumed run saving again at a step it saved before replaces it.
         ckpt.save_latest(3, _state(4), {"step": "again"})
         assert ckpt.restore_latest(_state())[1] == {"step": "again"}
-        assert ckpt.latest_step() == 3
+        assert latest_step(ckpt) == 3
 
 
 def _numbered(folder):
@@ -103,7 +103,7 @@ def test_best_overwrites(tmp_path):
         ckpt.save_best(7, _state(3.0), {"valid": 1.5})  # replayed after a resume
         assert _numbered(ckpt.best_directory) == [2]
         # "best" is no step of the latest checkpoints.
-        assert ckpt.latest_step() is None
+        assert latest_step(ckpt) is None
     with checkpoints.Checkpointer(tmp_path) as ckpt:
         state, meta = ckpt.restore_best(_state())
         params = ckpt.restore_best(None)[0]["params"]
@@ -127,7 +127,7 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
     (root / "9" / "state").mkdir(parents=True)
     (root / "9" / "state" / "_METADATA").write_text("{trunc")
     with checkpoints.Checkpointer(tmp_path) as ckpt:
-        assert ckpt.latest_step() == 4
+        assert latest_step(ckpt) == 4
         state, meta = ckpt.restore_latest(_state())
         assert meta == {"step": 4}
         _assert_same(state, _state(1.0))
@@ -200,7 +200,7 @@ def test_unreadable_newest_checkpoint_is_moved_aside(tmp_path, damaged, caplog):
         assert f"moved to {corrupt / '2'}, restored 1" in warning
         # Moved as found (never deleted), out of orbax's listing.
         assert (corrupt / "2" / cut).stat().st_size == size
-        assert _numbered(root) == [1] and ckpt.latest_step() == 1
+        assert _numbered(root) == [1] and latest_step(ckpt) == 1
         # The resumed run saves step 2 again, with no warning.
         _, logged = _logged(caplog, ckpt.save_latest, 2, _state(5), {"step": 5})
         assert not logged
@@ -270,7 +270,7 @@ def test_saving_a_step_again_is_silent(tmp_path, caplog):
         # A save before a newer checkpoint deletes that one, with a warning.
         _, (warning,) = _logged(caplog, ckpt.save_latest, 3, _state(3), {})
         assert f"deleting checkpoint {ckpt.directory}/4" in warning
-        assert ckpt.latest_step() == 3
+        assert latest_step(ckpt) == 3
 
 
 # ``python -m bnvae_jax.main`` printing the step of every "latest" save.

@@ -6,7 +6,7 @@ import pathlib
 import shlex
 
 import pytest
-from conftest import NO_DECODING, python_module, run_child
+from conftest import NO_DECODING, latest_step, python_module, run_child
 
 from bnvae_jax import cli
 from bnvae_jax import config as config_lib
@@ -197,7 +197,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     with pytest.raises(UserError, match="non-finite at step 8"):
         train.train_and_evaluate(tiny(), str(tmp_path))
     trainer, state = train.setup(tiny(), str(tmp_path))
-    assert trainer.ctx.ckpt.latest_step() == 5
+    assert latest_step(trainer.ctx.ckpt) == 5
     restored, loop = train.start(trainer, state)
     assert int(restored.step) == 5
     assert not (tmp_path / "results.json").exists()

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import python_module, run_child
+from conftest import latest_step, python_module, run_child
 
 from bnvae_jax.errors import DataError
 from bnvae_jax.tasks.dialog import config as config_lib
@@ -127,7 +127,7 @@ def test_interrupted_run_resumes_to_the_same_parameters(files, tmp_path):
     ctx = dataclasses.replace(s.ctx, writer=_InterruptAt(s.ctx.writer, 3))
     with pytest.raises(KeyboardInterrupt):
         train.fit(dataclasses.replace(s, ctx=ctx), state)
-    assert checkpoints.Checkpointer(workdir).latest_step() == 3
+    assert latest_step(checkpoints.Checkpointer(workdir)) == 3
     results = train.train_and_evaluate(config, str(workdir))
     tree, meta = _latest(workdir, template)
     assert int(tree["step"]) == 6 and meta["epoch"] == 2

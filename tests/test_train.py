@@ -14,7 +14,6 @@ from conftest import (
     NO_DECODING,
     NO_DECODING_FLAGS,
     python_module,
-    run_child,
     start_child,
     tail,
     tiny_config,
@@ -123,24 +122,6 @@ def test_sigkill_then_resume_gives_the_uninterrupted_results(tmp_path):
     got = json.loads((killed_dir / "results.json").read_text())
     ref["config"] = got["config"] = None
     assert _comparable(got) == _comparable(ref)
-
-
-def test_standalone_evaluate_reproduces_the_run_metrics(tmp_path):
-    results = train.train_and_evaluate(
-        tiny_config(**{"train.epochs": 1}, **NO_DECODING), str(tmp_path)
-    )
-    code, out = run_child(
-        python_module("bnvae_jax.evaluate", f"--workdir={tmp_path}"),
-        300,
-        cwd=ROOT,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    assert code == 0, out[-2000:]
-    again = json.loads((tmp_path / "evaluation.json").read_text())
-    for split in ("valid", "test"):
-        for key in RESULT_KEYS:
-            assert again[split][key] == pytest.approx(results[split][key], rel=1e-6)
-    assert "iw_nll" in out
 
 
 class _Cfg:

@@ -188,10 +188,6 @@ class Checkpointer(fileio.Closing):
         self._latest = _manager(self.directory, ("state", "meta"), max_to_keep)
         self._best = _manager(self.best_directory, ("state", "meta", "info"), 1)
 
-    def latest_step(self) -> int | None:
-        """The step of the newest complete "latest" checkpoint, None if none."""
-        return next(iter(complete_steps(self.directory)), None)
-
     def save_latest(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
         """Saves ``state`` and ``meta`` as checkpoint ``step``; returns when written.
 
