@@ -64,7 +64,6 @@ SLOW_FILES = (
     "test_sweep.py",
     "test_dialog_respond.py",
     "test_precision_and_sizing.py",
-    "test_console.py",
     "test_api_dialog.py",
     "test_layers.py",
     "test_benchmarks.py",
