@@ -10,22 +10,16 @@ command resumes where it stopped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from absl import app, flags
 
-from bnvae_jax import api, cli, fileio
+from bnvae_jax import cli, fileio
+from bnvae_jax.config import CLF_MODES, CLF_SUBSETS
 from bnvae_jax.errors import ConfigError, WorkdirError
-from bnvae_jax.tasks.classify import (
-    MODES,
-    SUBSETS,
-    ClassifierConfig,
-    FitData,
-    TrainedRun,
-    format_table,
-    read_labelled,
-    run_classification,
-    seed_list,
-)
+
+if TYPE_CHECKING:
+    from bnvae_jax.tasks.classify import TrainedRun
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory written by bnvae_jax.main.")
@@ -34,8 +28,8 @@ flags.DEFINE_string("valid_file", "", "LABEL<TAB>TEXT file for model selection."
 flags.DEFINE_string("test_file", None, "LABEL<TAB>TEXT file scored.")
 flags.DEFINE_list("labels", ["100", "500", "1000", "2000", "10000"], "Label counts.")
 flags.DEFINE_integer("seeds", 10, "Seeds per label count (the reference's first).")
-flags.DEFINE_enum("subsets", "balanced", SUBSETS, "How labelled subsets are drawn.")
-flags.DEFINE_enum("mode", "finetune", MODES, "Fine-tuned (default) or frozen encoder.")
+flags.DEFINE_enum("subsets", "balanced", CLF_SUBSETS, "How labelled subsets are drawn.")
+flags.DEFINE_enum("mode", "finetune", CLF_MODES, "Encoder fine-tuned or frozen.")
 flags.DEFINE_integer("epochs", 100, "Upper bound on classifier epochs.")
 flags.DEFINE_float("learning_rate", 1.0, "SGD learning rate.")
 flags.DEFINE_string(
@@ -52,6 +46,9 @@ def load_run(workdir: str) -> TrainedRun:
     Raises:
         WorkdirError: not a finished text-VAE run, or a run without a latent.
     """
+    from bnvae_jax import api
+    from bnvae_jax.tasks.classify import TrainedRun
+
     model = api.load(workdir)
     if not isinstance(model, api.TextModel):
         raise WorkdirError(f"{workdir}: not a text-VAE run")
@@ -83,6 +80,16 @@ def main(argv):
         workdir = cli.check_dir(FLAGS.workdir, "--workdir")
         for name in [n for n in files if FLAGS[n].value]:
             cli.check_file(FLAGS[name].value, f"--{name}")
+        # JAX loads only now: --help and usage errors answer at once.
+        from bnvae_jax.tasks.classify import (
+            ClassifierConfig,
+            FitData,
+            format_table,
+            read_labelled,
+            run_classification,
+            seed_list,
+        )
+
         # The flags named as the config's fields.
         fields = ("mode", "subsets", "epochs", "learning_rate")
         cfg = ClassifierConfig(**{name: FLAGS[name].value for name in fields})

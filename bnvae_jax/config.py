@@ -56,6 +56,10 @@ VMF_KL_FORMULAS = ("guu", "uniform")  # models.vmf.VMF_KL
 # model.bn_remedy: how the bn_gaussian head divides out the spread of μ
 # (models.posteriors.FixedScaleBatchNorm implements them).
 BN_REMEDIES = ("none", "relative_eps", "weight_norm")
+# python -m bnvae_jax.classify: a fine-tuned or a frozen encoder, and how the
+# labelled subsets are drawn (tasks.classify.ClassifierConfig).
+CLF_MODES = ("frozen", "finetune")
+CLF_SUBSETS = ("balanced", "random")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -130,7 +130,15 @@ LIGHT = {
     # Commands: --help and usage errors answer before JAX loads.
     **{
         f"bnvae_jax.{command}": ("jax", "orbax", "tensorboardX", "matplotlib")
-        for command in ("main", "lagging", "dynamics", "evaluate", "export", "sweep")
+        for command in (
+            "main",
+            "lagging",
+            "dynamics",
+            "evaluate",
+            "export",
+            "sweep",
+            "classify",
+        )
     },
 }
 

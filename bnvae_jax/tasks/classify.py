@@ -54,19 +54,17 @@ from bnvae_jax.training import loop as loop_lib
 # The seeds of the reference's t_s_f.py, in its order; more seeds continue the
 # pattern (1010, 1111, ...).
 REFERENCE_SEEDS = (783435, 101, 202, 303, 404, 505, 606, 707, 808, 909)
-MODES = ("frozen", "finetune")
-SUBSETS = ("balanced", "random")
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierConfig:
     """How the classifier is trained (defaults: the reference's)."""
 
-    mode: str = "finetune"
-    subsets: str = "balanced"
-    epochs: int = 100
-    batch_size: int = 16
-    eval_batch_size: int = 128
+    mode: str = config_lib.key("finetune", choices=config_lib.CLF_MODES)
+    subsets: str = config_lib.key("balanced", choices=config_lib.CLF_SUBSETS)
+    epochs: int = config_lib.key(100, least=1)
+    batch_size: int = config_lib.key(16, least=2)
+    eval_batch_size: int = config_lib.key(128, least=1)
     learning_rate: float = 1.0
     clip_norm: float = 5.0
     lr_decay: float = 0.5
@@ -75,10 +73,7 @@ class ClassifierConfig:
     dropout: float = 0.5  # on the mean, fine-tuning only
 
     def __post_init__(self):
-        config_lib.require_choice("mode", self.mode, MODES)
-        config_lib.require_choice("subsets", self.subsets, SUBSETS)
-        if self.epochs < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
-            raise ConfigError("epochs >= 1, batch_size >= 2, eval_batch_size >= 1")
+        config_lib.check_keys(self)  # choices and least values
         if self.learning_rate <= 0 or self.clip_norm <= 0:
             raise ConfigError("learning_rate and clip_norm must be positive")
         if not 0.0 <= self.dropout < 1.0:
